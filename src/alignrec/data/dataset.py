@@ -1,0 +1,243 @@
+"""The canonical data set: what ``alignrec prepare`` writes and every later stage reads.
+
+On disk, ``RUN_DIR/dataset/``::
+
+    items.parquet      item_index (dense 0..I-1), item_id (source id), title, description,
+                       brand, categories (list of str)
+    users.parquet      user_index (dense 0..U-1), user_id, sequence (item indices, oldest
+                       first), timestamps (same length, or null when the source has none)
+    splits/train.parquet, splits/valid.parquet, splits/test.parquet
+                       user_index, history (<= max_history item indices, oldest first), target
+    reviews.parquet    (optional) user_index, item_index, text — review/query text
+    stats.json         counts, averages, what was dropped and why
+    config.json        the resolved prepare config, input hashes, code version
+    manifest.json      written last; a folder without it is incomplete and is refused
+
+Leave-one-out split (the papers' protocol): for a user sequence s of length n, the test sample
+is (s[:n-1], s[n-1]), the validation sample (s[:n-2], s[n-2]) and the training samples are
+(s[:t], s[t]) for t = 1..n-3; every history keeps its last ``max_history`` items.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from alignrec.errors import InputError
+from alignrec.utils.io import read_json
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+
+
+class DatasetFormatError(InputError):
+    """Input that does not have the expected shape; the message names file, line/field and expectation."""
+
+
+@dataclass
+class ItemRecord:
+    """Text attributes of one item (all optional; empty strings when the source has none)."""
+
+    title: str = ""
+    description: str = ""
+    brand: str = ""
+    categories: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """Title + description, the text the LLM alignment loss and tasks read."""
+        return " ".join(part for part in (self.title, self.description) if part).strip()
+
+
+@dataclass
+class RawDataset:
+    """What a source reader produces, before indexing, filtering and splitting.
+
+    ``sequences`` maps user id -> chronological list of (item id, timestamp or None).
+    ``items`` maps item id -> text; ``None`` means the source has no item table, so every
+    item seen in the interactions is valid. ``reviews`` holds (user id, item id, text).
+    ``dropped`` counts records the reader skipped, keyed by reason.
+    """
+
+    sequences: dict[str, list[tuple[str, float | None]]]
+    items: dict[str, ItemRecord] | None = None
+    reviews: list[tuple[str, str, str]] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+    dropped: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split as arrays: ``histories`` is (S, H) padded with -1 on the left (H = max_history)."""
+
+    user_index: np.ndarray  # (S,) int64
+    histories: np.ndarray  # (S, H) int64, -1 = padding, newest item last
+    targets: np.ndarray  # (S,) int64
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def history(self, row: int) -> np.ndarray:
+        """The unpadded history of sample ``row`` (oldest first)."""
+        values = self.histories[row]
+        return values[values >= 0]
+
+    def history_lengths(self) -> np.ndarray:
+        return (self.histories >= 0).sum(axis=1)
+
+
+def list_column_to_padded(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """Left-pad a list<int> column into a dense (rows, width) int64 array with -1.
+
+    ``width`` grows to the longest list if needed, so nothing is ever cut here.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    lengths = column.value_lengths().fill_null(0).to_numpy().astype(np.int64)
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = len(lengths)
+    width = max(width, int(lengths.max()) if rows else 0)
+    out = np.full((rows, width), -1, dtype=np.int64)
+    if rows and len(values):
+        starts = np.cumsum(lengths) - lengths
+        row_of_value = np.repeat(np.arange(rows), lengths)
+        position = np.arange(len(values)) - np.repeat(starts, lengths) + np.repeat(width - lengths, lengths)
+        out[row_of_value, position] = values
+    return out
+
+
+class PreparedDataset:
+    """Read access to a prepared data set folder (``RUN_DIR/dataset`` or ``RUN_DIR``)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        path = Path(path)
+        if (path / "dataset" / "manifest.json").exists() or (
+            not (path / "manifest.json").exists() and (path / "dataset").is_dir()
+        ):
+            path = path / "dataset"
+        if not path.is_dir():
+            raise DatasetFormatError(f"{path}: no prepared data set here (run `alignrec prepare --out ...` first)")
+        manifest_path = path / "manifest.json"
+        if not manifest_path.exists():
+            raise DatasetFormatError(
+                f"{path}: manifest.json missing — the data set is incomplete (an interrupted prepare?); run prepare again"
+            )
+        self.path = path
+        self.manifest: dict[str, Any] = read_json(manifest_path)
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise DatasetFormatError(
+                f"{manifest_path}: format_version {self.manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
+        self.stats: dict[str, Any] = read_json(path / "stats.json")
+        self.max_history: int = int(self.manifest["max_history"])
+        self._splits: dict[str, Split] = {}
+
+    # -- tables ---------------------------------------------------------------------------
+    @cached_property
+    def items_table(self) -> pa.Table:
+        return pq.read_table(self.path / "items.parquet")
+
+    @cached_property
+    def users_table(self) -> pa.Table:
+        return pq.read_table(self.path / "users.parquet")
+
+    @property
+    def num_items(self) -> int:
+        return int(self.stats["items"])
+
+    @property
+    def num_users(self) -> int:
+        return int(self.stats["users"])
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.stats.get("has_text"))
+
+    @property
+    def has_reviews(self) -> bool:
+        return (self.path / "reviews.parquet").exists()
+
+    @cached_property
+    def item_ids(self) -> list[str]:
+        """Source item id of each item index."""
+        return self.items_table.column("item_id").to_pylist()
+
+    @cached_property
+    def user_ids(self) -> list[str]:
+        return self.users_table.column("user_id").to_pylist()
+
+    @cached_property
+    def item_index_of(self) -> dict[str, int]:
+        return {item_id: index for index, item_id in enumerate(self.item_ids)}
+
+    @cached_property
+    def user_index_of(self) -> dict[str, int]:
+        return {user_id: index for index, user_id in enumerate(self.user_ids)}
+
+    @cached_property
+    def items(self) -> list[ItemRecord]:
+        table = self.items_table
+        columns = {name: table.column(name).to_pylist() for name in ("title", "description", "brand", "categories")}
+        return [
+            ItemRecord(
+                title=columns["title"][i] or "",
+                description=columns["description"][i] or "",
+                brand=columns["brand"][i] or "",
+                categories=list(columns["categories"][i] or []),
+            )
+            for i in range(table.num_rows)
+        ]
+
+    def item_texts(self) -> list[str]:
+        return [item.text() for item in self.items]
+
+    @cached_property
+    def sequences(self) -> list[np.ndarray]:
+        """Each user's full chronological item sequence (train + valid + test items)."""
+        column = self.users_table.column("sequence").combine_chunks()
+        offsets = column.offsets.to_numpy()
+        values = column.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        return [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+    def training_sequences(self) -> list[np.ndarray]:
+        """Each user's sequence without its validation and test items (what models may train on)."""
+        return [seq[:-2] for seq in self.sequences]
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        if name not in self._splits:
+            table = pq.read_table(self.path / "splits" / f"{name}.parquet")
+            self._splits[name] = Split(
+                user_index=table.column("user_index").to_numpy().astype(np.int64),
+                histories=list_column_to_padded(table.column("history"), self.max_history),
+                targets=table.column("target").to_numpy().astype(np.int64),
+            )
+        return self._splits[name]
+
+    def reviews(self) -> pa.Table | None:
+        return pq.read_table(self.path / "reviews.parquet") if self.has_reviews else None
+
+    def item_popularity(self) -> np.ndarray:
+        """Interaction count of each item over the training sequences (I,)."""
+        counts = np.zeros(self.num_items, dtype=np.int64)
+        for seq in self.training_sequences():
+            np.add.at(counts, seq, 1)
+        return counts
+
+    def __repr__(self) -> str:
+        return f"PreparedDataset({self.path}, users={self.num_users}, items={self.num_items})"
+
+
+def load_dataset(path: str | os.PathLike[str]) -> PreparedDataset:
+    """Open ``RUN_DIR`` (or ``RUN_DIR/dataset``) written by ``alignrec prepare``."""
+    return PreparedDataset(path)
+

@@ -1,0 +1,279 @@
+"""Turn a :class:`RawDataset` into the canonical ``RUN_DIR/dataset`` folder.
+
+Filtering happens here, in one place, with every removal counted in ``stats.json`` and the
+log: interactions with items missing from the item table, k-core filtering, users whose
+sequence is too short for the leave-one-out split. An empty result is an error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from alignrec.config import write_run_record
+from alignrec.data.dataset import FORMAT_VERSION, DatasetFormatError, RawDataset
+from alignrec.utils.io import atomic_directory, atomic_write_json
+from alignrec.utils.log import get_logger
+
+log = get_logger(__name__)
+
+SourceFormat = Literal["lcrec", "minionerec", "amazon18", "recbole", "csv"]
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of ``alignrec prepare``: which source to read and how to split it."""
+
+    format: SourceFormat | None = field(default=None, metadata={"help": "source format"})
+    dataset: str | None = field(default=None, metadata={"help": "embedded data set to fetch and prepare (ml-100k)"})
+    inter: str | None = field(
+        default=None,
+        metadata={"help": "interactions file (lcrec *.inter.json, csv/parquet table, recbole .inter, amazon18 reviews)"},
+    )
+    items: str | None = field(
+        default=None, metadata={"help": "item table (lcrec *.item.json, csv/parquet, recbole .item, amazon18 meta)"}
+    )
+    dir: str | None = field(default=None, metadata={"help": "source folder (minionerec, recbole, amazon18)"})
+    category: str | None = field(default=None, metadata={"help": "amazon18 category name when --dir holds several"})
+    max_history: int = field(default=20, metadata={"help": "most recent items kept in each history"})
+    min_sequence_length: int = field(
+        default=3, metadata={"help": "users with fewer interactions are dropped (3 = one train, one valid, one test)"}
+    )
+    kcore: int | None = field(
+        default=None, metadata={"help": "iterative k-core filter on users and items (default: 5 for amazon18, else off)"}
+    )
+    title_max_words: int = field(
+        default=0, metadata={"help": "amazon18: drop items whose cleaned title is longer (0 = keep all)"}
+    )
+    keep_reviews: bool = field(default=True, metadata={"help": "keep review/query text for the query alignment task"})
+    user_column: str = field(default="user_id", metadata={"help": "csv: user id column"})
+    item_column: str = field(default="item_id", metadata={"help": "csv: item id column (interactions and item table)"})
+    time_column: str | None = field(default="timestamp", metadata={"help": "csv: timestamp column ('' = file order)"})
+    title_column: str = field(default="title", metadata={"help": "csv: item title column"})
+    description_column: str = field(default="description", metadata={"help": "csv: item description column"})
+    brand_column: str = field(default="brand", metadata={"help": "csv: item brand column"})
+    categories_column: str = field(default="categories", metadata={"help": "csv: item categories column"})
+    review_column: str | None = field(default=None, metadata={"help": "csv: review/query text column in interactions"})
+
+    def __post_init__(self) -> None:
+        if (self.format is None) == (self.dataset is None):
+            raise ValueError("give exactly one of --format (with its input files) or --dataset (embedded data set)")
+        if self.max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        if self.min_sequence_length < 3:
+            raise ValueError(f"min_sequence_length must be >= 3 for a leave-one-out split, got {self.min_sequence_length}")
+        if self.kcore is not None and self.kcore < 0:
+            raise ValueError(f"kcore must be >= 0, got {self.kcore}")
+
+
+def _ordered(ids: set[str] | list[str]) -> list[str]:
+    """Numeric order when every id is an integer string (keeps LC-Rec indices), else lexical."""
+    ids = list(ids)
+    if all(i.isdigit() for i in ids):
+        return sorted(ids, key=int)
+    return sorted(ids)
+
+
+def kcore_filter(
+    sequences: dict[str, list[tuple[str, float | None]]], k: int
+) -> tuple[dict[str, list[tuple[str, float | None]]], Counter[str]]:
+    """Iteratively drop users and items with fewer than ``k`` interactions (events keep their timestamps)."""
+    dropped: Counter[str] = Counter()
+    current = sequences
+    while True:
+        item_counts = Counter(item for events in current.values() for item, _ in events)
+        rare = {item for item, count in item_counts.items() if count < k}
+        changed = False
+        filtered: dict[str, list[tuple[str, float | None]]] = {}
+        for user, events in current.items():
+            kept = [e for e in events if e[0] not in rare] if rare else events
+            if len(kept) != len(events):
+                dropped["kcore_interactions"] += len(events) - len(kept)
+                changed = True
+            if len(kept) < k:
+                dropped["kcore_users"] += 1
+                dropped["kcore_interactions"] += len(kept)
+                changed = True
+                continue
+            filtered[user] = kept
+        dropped["kcore_items"] += len(rare)
+        current = filtered
+        if not changed:
+            return current, dropped
+
+
+def leave_one_out(sequences: list[np.ndarray], max_history: int) -> dict[str, tuple[list[int], list[list[int]], list[int]]]:
+    """The papers' split: last item test, second-to-last validation, earlier prefixes training."""
+    splits: dict[str, tuple[list[int], list[list[int]], list[int]]] = {s: ([], [], []) for s in ("train", "valid", "test")}
+    for user, seq in enumerate(sequences):
+        n = len(seq)
+        for t in range(1, n):
+            name = "test" if t == n - 1 else "valid" if t == n - 2 else "train"
+            users, histories, targets = splits[name]
+            users.append(user)
+            histories.append(seq[max(0, t - max_history) : t].tolist())
+            targets.append(int(seq[t]))
+    return splits
+
+
+def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, inputs: dict[str, str] | None = None) -> Path:
+    """Filter, index and split ``raw``; write ``run_dir/dataset`` atomically; return that path."""
+    started = time.perf_counter()
+    dropped: Counter[str] = Counter(raw.dropped)
+
+    # 1. Chronological order (stable: ties keep source order), unknown items out.
+    events_of: dict[str, list[tuple[str, float | None]]] = {}
+    for user, events in raw.sequences.items():
+        if any(ts is not None for _, ts in events):
+            events = sorted(events, key=lambda e: (e[1] is None, e[1] if e[1] is not None else 0.0))
+        if raw.items is not None:
+            known = [e for e in events if e[0] in raw.items]
+            dropped["unknown_item_interactions"] += len(events) - len(known)
+            events = known
+        events_of[user] = events
+
+    # 2. Optional k-core.
+    kcore = config.kcore if config.kcore is not None else (5 if config.format == "amazon18" else 0)
+    if kcore > 0:
+        events_of, kcore_dropped = kcore_filter(events_of, kcore)
+        dropped.update(kcore_dropped)
+
+    # 3. Users too short for the split.
+    for user in [u for u, e in events_of.items() if len(e) < config.min_sequence_length]:
+        dropped["users_too_short"] += 1
+        dropped["interactions_of_short_users"] += len(events_of.pop(user))
+    if not events_of:
+        raise DatasetFormatError(
+            f"no users left after filtering (dropped: {dict(dropped)}); check the input files and "
+            f"--min-sequence-length={config.min_sequence_length}, --kcore={kcore}"
+        )
+    sequences = {user: [item for item, _ in events] for user, events in events_of.items()}
+
+    # 4. Dense indices.
+    item_order = _ordered({item for seq in sequences.values() for item in seq})
+    item_index = {item: i for i, item in enumerate(item_order)}
+    user_order = _ordered(list(sequences))
+    if raw.items is not None:
+        dropped["catalogue_items_without_interactions"] += len(set(raw.items) - set(item_index))
+    encoded = [np.asarray([item_index[i] for i in sequences[u]], dtype=np.int64) for u in user_order]
+    splits = leave_one_out(encoded, config.max_history)
+
+    # 5. Tables.
+    def text(item: str, attribute: str) -> str:
+        record = raw.items.get(item) if raw.items is not None else None
+        return getattr(record, attribute) if record is not None else ""
+
+    items_table = pa.table(
+        {
+            "item_index": pa.array(range(len(item_order)), pa.int32()),
+            "item_id": pa.array(item_order, pa.string()),
+            "title": pa.array([text(i, "title") for i in item_order], pa.string()),
+            "description": pa.array([text(i, "description") for i in item_order], pa.string()),
+            "brand": pa.array([text(i, "brand") for i in item_order], pa.string()),
+            "categories": pa.array(
+                [list(raw.items[i].categories) if raw.items is not None and i in raw.items else [] for i in item_order],
+                pa.list_(pa.string()),
+            ),
+        }
+    )
+
+    def user_timestamps(user: str) -> list[float] | None:
+        values = [ts for _, ts in events_of[user]]
+        return None if any(v is None for v in values) else [float(v) for v in values]  # type: ignore[arg-type]
+
+    users_table = pa.table(
+        {
+            "user_index": pa.array(range(len(user_order)), pa.int32()),
+            "user_id": pa.array(user_order, pa.string()),
+            "sequence": pa.array([s.tolist() for s in encoded], pa.list_(pa.int32())),
+            "timestamps": pa.array([user_timestamps(u) for u in user_order], pa.list_(pa.float64())),
+        }
+    )
+
+    review_rows = []
+    if config.keep_reviews and raw.reviews:
+        user_index = {u: i for i, u in enumerate(user_order)}
+        for user, item, review in raw.reviews:
+            if user in user_index and item in item_index and review.strip():
+                review_rows.append((user_index[user], item_index[item], review.strip()))
+            else:
+                dropped["reviews_of_dropped_users_or_items"] += 1
+
+    lengths = np.array([len(s) for s in encoded])
+    items_with_title = sum(1 for i in item_order if text(i, "title"))
+    stats = {
+        "users": len(user_order),
+        "items": len(item_order),
+        "interactions": int(lengths.sum()),
+        "avg_seq_len": round(float(lengths.mean()), 4),
+        "min_seq_len": int(lengths.min()),
+        "max_seq_len": int(lengths.max()),
+        "median_seq_len": float(np.median(lengths)),
+        "density": round(float(lengths.sum()) / (len(user_order) * len(item_order)), 8),
+        "train_samples": len(splits["train"][2]),
+        "valid_samples": len(splits["valid"][2]),
+        "test_samples": len(splits["test"][2]),
+        "max_history": config.max_history,
+        "min_sequence_length": config.min_sequence_length,
+        "kcore": kcore,
+        "has_text": items_with_title > 0,
+        "items_with_title": items_with_title,
+        "reviews": len(review_rows),
+        "dropped": dict(sorted(dropped.items())),
+        "source": raw.source,
+        "notes": raw.notes,
+    }
+    for reason, count in sorted(dropped.items()):
+        if count:
+            log.warning("dropped %d %s", count, reason.replace("_", " "))
+
+    run_dir = Path(run_dir)
+    with atomic_directory(run_dir / "dataset") as tmp:
+        pq.write_table(items_table, tmp / "items.parquet")
+        pq.write_table(users_table, tmp / "users.parquet")
+        (tmp / "splits").mkdir()
+        for name, (users, histories, targets) in splits.items():
+            table = pa.table(
+                {
+                    "user_index": pa.array(users, pa.int32()),
+                    "history": pa.array(histories, pa.list_(pa.int32())),
+                    "target": pa.array(targets, pa.int32()),
+                }
+            )
+            pq.write_table(table, tmp / "splits" / f"{name}.parquet")
+        if review_rows:
+            pq.write_table(
+                pa.table(
+                    {
+                        "user_index": pa.array([r[0] for r in review_rows], pa.int32()),
+                        "item_index": pa.array([r[1] for r in review_rows], pa.int32()),
+                        "text": pa.array([r[2] for r in review_rows], pa.string()),
+                    }
+                ),
+                tmp / "reviews.parquet",
+            )
+        stats["seconds"] = round(time.perf_counter() - started, 3)
+        atomic_write_json(tmp / "stats.json", stats)
+        write_run_record(tmp, config, stage="prepare", inputs=inputs or {})
+        atomic_write_json(tmp / "manifest.json", {"format_version": FORMAT_VERSION, "max_history": config.max_history})
+    log.info(
+        "prepared %d users, %d items, %d interactions (avg length %.2f) -> %s",
+        stats["users"], stats["items"], stats["interactions"], stats["avg_seq_len"], run_dir / "dataset",
+    )
+    return run_dir / "dataset"
+
+
+def prepare(config: PrepareConfig, run_dir: str | Path) -> Path:
+    """Read the source named by ``config`` and write ``run_dir/dataset``."""
+    from alignrec.data.sources import get_reader
+
+    reader = get_reader(config.format or "recbole")  # --dataset names an embedded RecBole data set
+    raw, inputs = reader(config)
+    return write_dataset(raw, run_dir, config, inputs)

@@ -1,0 +1,59 @@
+"""LC-Rec json: ``<name>.inter.json`` ({user: [item, ...]} in chronological order) and an
+optional ``<name>.item.json`` ({item: {"title", "description", "brand", "categories"}}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from alignrec.data.dataset import ItemRecord, RawDataset
+from alignrec.data.sources.common import categories_of, clean_text, fail, parse_listish, require_file
+from alignrec.utils.io import read_json
+
+if TYPE_CHECKING:
+    from alignrec.data.prepare import PrepareConfig
+
+
+def read_item_table(path: Any, records: Any) -> dict[str, ItemRecord]:
+    """Item json shared by LC-Rec and MiniOneRec: {item id: {title, description, brand, categories}}."""
+    if not isinstance(records, dict):
+        fail(path, "top level", "an object mapping item id -> attributes", type(records).__name__)
+    items: dict[str, ItemRecord] = {}
+    for item_id, attributes in records.items():
+        if not isinstance(attributes, dict):
+            fail(path, f"item {item_id!r}", "an object with title/description/brand/categories", attributes)
+        items[str(item_id)] = ItemRecord(
+            title=clean_text(attributes.get("title")),
+            description=clean_text(_description(attributes.get("description"))),
+            brand=clean_text(attributes.get("brand")),
+            categories=categories_of(attributes.get("categories")),
+        )
+    return items
+
+
+def _description(value: Any) -> Any:
+    """Descriptions are sometimes stored as the string of a Python list of paragraphs."""
+    return parse_listish(value) if isinstance(value, str) and value.strip().startswith("[") else value
+
+
+def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
+    inter_path = require_file(config.inter, "--inter", "the LC-Rec *.inter.json file")
+    data = read_json(inter_path)
+    if not isinstance(data, dict):
+        fail(inter_path, "top level", "an object mapping user id -> list of item ids", type(data).__name__)
+    sequences: dict[str, list[tuple[str, float | None]]] = {}
+    for user, items in data.items():
+        if not isinstance(items, list):
+            fail(inter_path, f"user {user!r}", "a list of item ids", items)
+        for position, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                fail(inter_path, f"user {user!r}, position {position}", "an item id (integer or string)", item)
+        sequences[str(user)] = [(str(item), None) for item in items]
+    inputs = {"inter": str(inter_path)}
+    items_table = None
+    if config.items:
+        item_path = require_file(config.items, "--items", "the LC-Rec *.item.json file")
+        items_table = read_item_table(item_path, read_json(item_path))
+        inputs["items"] = str(item_path)
+    source = {"format": "lcrec", "inter": str(inter_path), "items": config.items}
+    return RawDataset(sequences=sequences, items=items_table, source=source), inputs

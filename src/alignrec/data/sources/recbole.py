@@ -1,0 +1,180 @@
+"""RecBole atomic files (``<name>.inter`` + optional ``<name>.item``), including the embedded
+MovieLens-100K that the ``recbole==1.2.1`` wheel ships.
+
+Atomic files are tab-separated with a typed header (``user_id:token  item_id:token
+timestamp:float``). Item text: a title field (``movie_title``/``title``), a year
+(``release_year``) and genres (``class``/``genre``/``categories``) become title, description
+and categories.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alignrec.data.dataset import DatasetFormatError, ItemRecord, RawDataset
+from alignrec.data.sources.common import clean_text, fail, require_file
+from alignrec.utils.log import get_logger
+
+if TYPE_CHECKING:
+    from alignrec.data.prepare import PrepareConfig
+
+log = get_logger(__name__)
+
+RECBOLE_VERSION = "1.2.1"
+EMBEDDED = {"ml-100k": ("ml-100k.inter", "ml-100k.item")}
+TITLE_FIELDS = ("movie_title", "title", "item_title", "name")
+YEAR_FIELDS = ("release_year", "year")
+GENRE_FIELDS = ("class", "genre", "genres", "categories")
+
+
+def _parse_header(path: Path, line: str) -> list[str]:
+    names = []
+    for position, column in enumerate(line.rstrip("\n").split("\t")):
+        name, sep, kind = column.partition(":")
+        if not sep or kind not in {"token", "token_seq", "float", "float_seq"}:
+            fail(path, f"line 1, column {position + 1}", "a typed header field like 'item_id:token'", column)
+        names.append(name)
+    return names
+
+
+def _read_atomic(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header = _parse_header(path, handle.readline())
+        rows = []
+        for line_number, line in enumerate(handle, start=2):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != len(header):
+                fail(path, f"line {line_number}", f"{len(header)} tab-separated fields", f"{len(fields)} fields")
+            rows.append((line_number, fields))
+    return header, rows
+
+
+def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
+    header, rows = _read_atomic(inter_path)
+    for required in ("user_id", "item_id"):
+        if required not in header:
+            fail(inter_path, "line 1 (header)", f"a '{required}:token' field", header)
+    user_col, item_col = header.index("user_id"), header.index("item_id")
+    time_col = header.index("timestamp") if "timestamp" in header else None
+    sequences: dict[str, list[tuple[str, float | None]]] = {}
+    for line_number, fields in rows:
+        timestamp = None
+        if time_col is not None:
+            try:
+                timestamp = float(fields[time_col])
+            except ValueError:
+                fail(inter_path, f"line {line_number}, field timestamp", "a number", fields[time_col])
+        sequences.setdefault(fields[user_col], []).append((fields[item_col], timestamp))
+
+    items = None
+    if item_path is not None:
+        item_header, item_rows = _read_atomic(item_path)
+        if "item_id" not in item_header:
+            fail(item_path, "line 1 (header)", "an 'item_id:token' field", item_header)
+
+        def column(candidates: tuple[str, ...]) -> int | None:
+            return next((item_header.index(c) for c in candidates if c in item_header), None)
+
+        id_col, title_col, year_col, genre_col = (
+            item_header.index("item_id"), column(TITLE_FIELDS), column(YEAR_FIELDS), column(GENRE_FIELDS)
+        )
+        items = {}
+        for _, fields in item_rows:
+            title = clean_text(fields[title_col]) if title_col is not None else ""
+            year = fields[year_col].strip() if year_col is not None else ""
+            genres = fields[genre_col].split() if genre_col is not None else []
+            description_parts = []
+            if year:
+                description_parts.append(f"Released in {year}.")
+            if genres:
+                description_parts.append("Genres: " + ", ".join(genres) + ".")
+            items[fields[id_col]] = ItemRecord(
+                title=f"{title} ({year})" if title and year else title,
+                description=" ".join(description_parts),
+                categories=genres,
+            )
+    return RawDataset(sequences=sequences, items=items)
+
+
+def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
+    if config.dataset is not None:
+        folder = embedded_dataset_dir(config.dataset)
+        inter_name, item_name = EMBEDDED[config.dataset]
+        inter_path, item_path = folder / inter_name, folder / item_name
+    elif config.dir:
+        folder = Path(config.dir)
+        inters = sorted(folder.glob("*.inter"))
+        if len(inters) != 1:
+            raise DatasetFormatError(f"{folder}: expected exactly one *.inter file, found {[p.name for p in inters]}")
+        inter_path = inters[0]
+        item_path = inter_path.with_suffix(".item")
+        item_path = item_path if item_path.is_file() else None
+    else:
+        inter_path = require_file(config.inter, "--inter", "a RecBole .inter file")
+        item_path = require_file(config.items, "--items", "a RecBole .item file") if config.items else None
+    raw = read_atomic(inter_path, item_path)
+    raw.source = {"format": "recbole", "dataset": config.dataset, "inter": str(inter_path), "items": str(item_path)}
+    if config.dataset:
+        raw.source["origin"] = f"recbole=={RECBOLE_VERSION} wheel, recbole/dataset_example/{config.dataset}"
+    inputs = {"inter": str(inter_path)}
+    if item_path:
+        inputs["items"] = str(item_path)
+    return raw, inputs
+
+
+def cache_dir() -> Path:
+    """Where fetched data sets live: $ALIGNREC_CACHE, else ~/.cache/alignrec."""
+    return Path(os.environ.get("ALIGNREC_CACHE") or Path.home() / ".cache" / "alignrec")
+
+
+def embedded_dataset_dir(name: str) -> Path:
+    """Folder with the atomic files of an embedded data set, fetching the RecBole wheel if needed.
+
+    Looked up in order: an installed ``recbole`` package, the alignrec cache, and finally
+    ``pip download --no-deps recbole==1.2.1`` (2 MB) whose files are extracted into the cache.
+    """
+    if name not in EMBEDDED:
+        raise DatasetFormatError(f"unknown embedded data set {name!r}; available: {sorted(EMBEDDED)}")
+    wanted = EMBEDDED[name]
+    spec = importlib.util.find_spec("recbole")
+    if spec is not None and spec.origin:
+        folder = Path(spec.origin).parent / "dataset_example" / name
+        if all((folder / f).is_file() for f in wanted):
+            return folder
+    folder = cache_dir() / f"recbole-{RECBOLE_VERSION}" / name
+    if all((folder / f).is_file() for f in wanted):
+        return folder
+    log.info("fetching %s from the recbole==%s wheel into %s", name, RECBOLE_VERSION, folder)
+    with tempfile.TemporaryDirectory() as download:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"recbole=={RECBOLE_VERSION}", "-d", download]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(download).glob("recbole-*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise DatasetFormatError(
+                f"could not fetch {name}: `{' '.join(command)}` failed ({result.stderr.strip()[-300:]}); "
+                f"install it with `pip install --no-deps recbole=={RECBOLE_VERSION}` or place the files in {folder}"
+            )
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.", suffix=".tmp"))
+        try:
+            with zipfile.ZipFile(wheels[0]) as wheel:
+                for file_name in wanted:
+                    member = f"recbole/dataset_example/{name}/{file_name}"
+                    with wheel.open(member) as source, open(staging / file_name, "wb") as target:
+                        shutil.copyfileobj(source, target)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder

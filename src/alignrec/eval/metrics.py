@@ -1,0 +1,126 @@
+"""Hit rate and NDCG with one relevant item per user, as pure functions.
+
+With a single relevant item at 0-based rank r (r = -1: not in the list),
+``HR@K = 1[0 <= r < K]`` and ``NDCG@K = 1[0 <= r < K] / log2(r + 2)`` (the ideal DCG is 1).
+Means are taken over *all* evaluated users; users without a ranking count as misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
+MISSING = -1
+
+
+def metrics_from_ranks(ranks: np.ndarray | Sequence[int], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """HR@K and NDCG@K from 0-based target ranks (-1 = target not retrieved).
+
+    Returns ``{"hr@1": ..., "ndcg@1": ..., "hr@5": ...}`` in K order. An empty input is an error:
+    a metric over no users is meaningless and usually hides a bug upstream.
+    """
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if ranks.ndim != 1 or ranks.size == 0:
+        raise ValueError(f"expected a non-empty 1-D array of ranks, got shape {ranks.shape}")
+    found = ranks >= 0
+    out: dict[str, float] = {}
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"K must be >= 1, got {k}")
+        hit = found & (ranks < k)
+        gain = np.zeros(ranks.shape, dtype=np.float64)
+        gain[hit] = 1.0 / np.log2(ranks[hit] + 2.0)
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(gain.mean())
+    return out
+
+
+def ranks_in_lists(rankings: Sequence[Sequence[int]] | np.ndarray, targets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """0-based position of each target in its ranked list (first occurrence; -1 if absent).
+
+    Lists are scored as given: duplicates and unknown entries keep their positions, so they
+    push the target down exactly as they would in front of a user.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    if isinstance(rankings, np.ndarray) and rankings.ndim == 2:
+        if rankings.shape[0] != targets.shape[0]:
+            raise ValueError(f"{rankings.shape[0]} rankings for {targets.shape[0]} targets")
+        match = rankings == targets[:, None]  # (U, K)
+        first = match.argmax(axis=1)
+        return np.where(match.any(axis=1), first, MISSING).astype(np.int64)
+    if len(rankings) != len(targets):
+        raise ValueError(f"{len(rankings)} rankings for {len(targets)} targets")
+    out = np.full(len(targets), MISSING, dtype=np.int64)
+    for row, (ranking, target) in enumerate(zip(rankings, targets, strict=True)):
+        for position, item in enumerate(ranking):
+            if item == target:
+                out[row] = position
+                break
+    return out
+
+
+def ranks_from_scores(
+    scores: torch.Tensor | np.ndarray,
+    targets: torch.Tensor | np.ndarray,
+    exclude: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Full-ranking rank of each target from a (B, I) score matrix: the number of items scoring
+    strictly higher than the target (ties resolved in the target's favour, like ``topk`` with a
+    stable order would for the first of equal scores). ``exclude`` (B, I) bool marks items that
+    must not compete (never the target itself)."""
+    scores_t = torch.as_tensor(scores)
+    targets_t = torch.as_tensor(targets, dtype=torch.long, device=scores_t.device)
+    if scores_t.ndim != 2 or scores_t.shape[0] != targets_t.shape[0]:
+        raise ValueError(f"scores must be (B, I) with B = len(targets); got {tuple(scores_t.shape)}, {targets_t.shape[0]}")
+    target_scores = scores_t.gather(1, targets_t[:, None])  # (B, 1)
+    higher = scores_t > target_scores
+    if exclude is not None:
+        higher &= ~exclude.to(device=scores_t.device, dtype=torch.bool)
+    return higher.sum(dim=1).cpu().numpy().astype(np.int64)
+
+
+@dataclass
+class EvalResult:
+    """Metrics plus the counts a reader needs to trust them."""
+
+    metrics: dict[str, float]
+    users: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "users": self.users, "counts": self.counts}
+
+
+def evaluate_rankings(
+    rankings: Sequence[Sequence[int]],
+    targets: Sequence[int] | np.ndarray,
+    num_items: int,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> EvalResult:
+    """Score ranked lists of item indices against targets, counting what is wrong with the lists.
+
+    ``counts`` reports duplicates (repeat entries within a list), unknown items (outside
+    ``0..num_items-1``), lists shorter than max(K) and empty lists; none of them is removed.
+    """
+    duplicates = unknown = short = empty = 0
+    longest = max(ks)
+    for ranking in rankings:
+        seen: set[int] = set()
+        if len(ranking) == 0:
+            empty += 1
+        if len(ranking) < longest:
+            short += 1
+        for item in ranking:
+            if item in seen:
+                duplicates += 1
+            seen.add(item)
+            if not 0 <= item < num_items:
+                unknown += 1
+    ranks = ranks_in_lists(rankings, targets)
+    counts = {"duplicate_items": duplicates, "unknown_items": unknown, "short_lists": short, "empty_lists": empty}
+    return EvalResult(metrics=metrics_from_ranks(ranks, ks), users=len(targets), counts=counts)
