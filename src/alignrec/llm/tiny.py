@@ -32,7 +32,7 @@ def build_tiny_tokenizer(words: Sequence[str] = (), code_tokens: Sequence[str] =
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    template_text = [prompts.TEMPLATE, prompts.SEQUENTIAL_INSTRUCTION, "0 1 2 3 4 5 6 7 8 9"]
+    template_text = [prompts.TEMPLATE, prompts.SEQUENTIAL_INSTRUCTION, "0 1 2 3 4 5 6 7 8 9 , . ? ! : ; ( ) - ' \" / & +"]
     vocabulary = list(SPECIAL) + [w for w in words_of([*template_text, *words]) if w not in SPECIAL]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocabulary)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
