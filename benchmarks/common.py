@@ -1,0 +1,208 @@
+"""Shared helpers for benchmarks: measure a command, record the context, write the results.
+
+Every benchmark writes ``benchmarks/results/<name>.json`` (figures + the exact command, machine,
+date, git commit, load average at start and end, whether the shared bench lock was held) and a
+``<name>.md`` table beside it, both atomically. Typical use::
+
+    from benchmarks.common import BenchmarkRun, run_measured
+
+    run = BenchmarkRun("prepare")                       # records command, date, loadavg, lock
+    m = run_measured([".venv/bin/alignrec", "prepare", ...])   # wall time + peak RSS of the child
+    run.add_row({"dataset": "games", "wall_s": m.wall_s, "peak_rss_mb": m.peak_rss_mb})
+    json_path, md_path = run.finish(notes=["..."])     # loadavg at end; writes json + md
+
+Run benchmarks from the repository root under the shared lock, so timed runs never overlap::
+
+    flock /tmp/alignrec-bench.lock .venv/bin/python benchmarks/<name>.py
+
+The helpers do not take the lock themselves (that would deadlock under the ``flock`` wrapper);
+they only *check* whether someone holds it and record the answer as ``bench_lock_held``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+BENCH_LOCK = Path("/tmp/alignrec-bench.lock")
+
+# `python benchmarks/<name>.py` puts benchmarks/ (not the root) on sys.path; make `alignrec`
+# importable from a source checkout even when it is not installed.
+if str(REPO_ROOT / "src") not in sys.path:
+    sys.path.append(str(REPO_ROOT / "src"))
+
+from alignrec.config import git_commit, machine_info  # noqa: E402
+from alignrec.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+
+def bench_lock_held(path: Path = BENCH_LOCK) -> bool:
+    """True when some process holds the shared bench lock (normally our own ``flock`` wrapper).
+
+    We try a non-blocking exclusive lock on a fresh descriptor: failure means it is held.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def loadavg() -> list[float]:
+    """1, 5 and 15 minute load averages, rounded (how busy the shared machine was)."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+@dataclass
+class Measured:
+    """What :func:`run_measured` observed for one child process."""
+
+    command: list[str]
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float  # the child's own peak resident set size (ru_maxrss from wait4)
+    user_s: float
+    system_s: float
+    stdout: str
+    stderr: str
+
+    def check(self) -> Measured:
+        """Raise if the command failed (with the tail of its stderr)."""
+        if self.returncode != 0:
+            raise RuntimeError(f"`{shlex.join(self.command)}` exited {self.returncode}:\n{self.stderr[-2000:]}")
+        return self
+
+
+def run_measured(command: Sequence[str], env: dict[str, str] | None = None, cwd: str | Path | None = None) -> Measured:
+    """Run ``command`` in a child process and measure its wall time and peak RSS.
+
+    ``os.wait4`` returns the resource usage of exactly that child, so peak memory is per run
+    (``RUSAGE_CHILDREN`` would be the maximum over every child ever waited for). Output goes
+    to temporary files rather than pipes so that a chatty child can never block.
+    """
+    command = [str(part) for part in command]
+    full_env = {**os.environ, "ALIGNREC_PROGRESS": "0", **(env or {})}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=full_env, cwd=cwd or REPO_ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it has been reaped
+        out.seek(0)
+        err.seek(0)
+        return Measured(
+            command=command,
+            returncode=process.returncode,
+            wall_s=round(wall, 3),
+            peak_rss_mb=round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+            user_s=round(usage.ru_utime, 3),
+            system_s=round(usage.ru_stime, 3),
+            stdout=out.read().decode("utf-8", "replace"),
+            stderr=err.read().decode("utf-8", "replace"),
+        )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table of ``rows`` (columns default to the keys of the first row)."""
+    if not rows:
+        return "_no rows_\n"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class BenchmarkRun:
+    """Context of one benchmark run; collect rows, then :meth:`finish` writes JSON + Markdown.
+
+    ``command`` defaults to how this process was started (``sys.argv``, with the interpreter).
+    """
+
+    name: str
+    command: str | None = None
+    description: str = ""
+    results_dir: Path = RESULTS_DIR
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.command is None:
+            self.command = shlex.join([Path(sys.executable).name, *sys.argv])
+        self.started = _dt.datetime.now(_dt.timezone.utc)
+        self.loadavg_start = loadavg()
+        self.lock_held = bench_lock_held()
+        if not self.lock_held:
+            print(
+                f"warning: {BENCH_LOCK} is not held; timings may overlap other benchmarks "
+                f"(run under `flock {BENCH_LOCK} ...`)",
+                file=sys.stderr,
+            )
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+    def finish(self, columns: Sequence[str] | None = None, notes: Sequence[str] = ()) -> tuple[Path, Path]:
+        """Write ``<name>.json`` and ``<name>.md`` atomically; return their paths."""
+        finished = _dt.datetime.now(_dt.timezone.utc)
+        record = {
+            "benchmark": self.name,
+            "description": self.description,
+            "command": self.command,
+            "date": self.started.isoformat(timespec="seconds"),
+            "duration_s": round((finished - self.started).total_seconds(), 1),
+            "git_commit": git_commit(REPO_ROOT),
+            "machine": machine_info(),
+            "loadavg_start": self.loadavg_start,
+            "loadavg_end": loadavg(),
+            "bench_lock_held": self.lock_held,
+            "rows": self.rows,
+            "notes": list(notes),
+            **self.extra,
+        }
+        machine = record["machine"]
+        header = [
+            f"# Benchmark: {self.name}",
+            "",
+            self.description,
+            "",
+            f"- command: `{self.command}`",
+            f"- date: {record['date']} (took {record['duration_s']} s), commit `{record['git_commit']}`",
+            f"- machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs, "
+            f"{machine.get('memory_gb')} GB, Python {machine.get('python')}, {machine.get('platform')}",
+            f"- load average (1/5/15 min) at start {record['loadavg_start']}, at end {record['loadavg_end']}; "
+            f"bench lock held: {self.lock_held}",
+            "",
+        ]
+        body = markdown_table(self.rows, columns)
+        tail = ["", *[f"- {note}" for note in notes]] if notes else []
+        json_path = atomic_write_json(self.results_dir / f"{self.name}.json", record)
+        md_path = atomic_write_text(self.results_dir / f"{self.name}.md", "\n".join(header) + body + "\n".join(tail) + "\n")
+        return json_path, md_path
