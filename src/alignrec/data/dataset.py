@@ -132,13 +132,31 @@ class PreparedDataset:
             )
         self.path = path
         self.manifest: dict[str, Any] = read_json(manifest_path)
-        if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise DatasetFormatError(
-                f"{manifest_path}: format_version {self.manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
-            )
+        if not isinstance(self.manifest, dict) or self.manifest.get("format_version") != FORMAT_VERSION:
+            got = self.manifest.get("format_version") if isinstance(self.manifest, dict) else self.manifest
+            raise DatasetFormatError(f"{manifest_path}: format_version {got!r}, expected {FORMAT_VERSION}")
+        self._check_files()
         self.stats: dict[str, Any] = read_json(path / "stats.json")
         self.max_history: int = int(self.manifest["max_history"])
         self._splits: dict[str, Split] = {}
+
+    def _check_files(self) -> None:
+        """Every file the manifest lists must exist with its recorded size (a cheap ``stat``
+        per file that catches a truncated copy or a partially deleted folder)."""
+        files = self.manifest.get("files")
+        required = ["items.parquet", "users.parquet", "stats.json", *(f"splits/{s}.parquet" for s in SPLITS)]
+        for name in required:
+            if not (self.path / name).is_file():
+                raise DatasetFormatError(f"{self.path}: {name} missing — the data set is incomplete; run prepare again")
+        for name, size in (files or {}).items():
+            file = self.path / name
+            if not file.is_file():
+                raise DatasetFormatError(f"{self.path}: {name} (listed in manifest.json) missing; run prepare again")
+            if file.stat().st_size != size:
+                raise DatasetFormatError(
+                    f"{file}: {file.stat().st_size} bytes, manifest.json says {size}; the data set was modified "
+                    "or truncated — run prepare again"
+                )
 
     # -- tables ---------------------------------------------------------------------------
     @cached_property
@@ -228,10 +246,10 @@ class PreparedDataset:
 
     def item_popularity(self) -> np.ndarray:
         """Interaction count of each item over the training sequences (I,)."""
-        counts = np.zeros(self.num_items, dtype=np.int64)
-        for seq in self.training_sequences():
-            np.add.at(counts, seq, 1)
-        return counts
+        training = self.training_sequences()
+        if not training:
+            return np.zeros(self.num_items, dtype=np.int64)
+        return np.bincount(np.concatenate(training), minlength=self.num_items).astype(np.int64)
 
     def __repr__(self) -> str:
         return f"PreparedDataset({self.path}, users={self.num_users}, items={self.num_items})"

@@ -1,8 +1,10 @@
 """Turn a :class:`RawDataset` into the canonical ``RUN_DIR/dataset`` folder.
 
-Filtering happens here, in one place, with every removal counted in ``stats.json`` and the
-log: interactions with items missing from the item table, k-core filtering, users whose
-sequence is too short for the leave-one-out split. An empty result is an error.
+Filtering happens here, in one place, with every removal counted in ``stats.json["dropped"]``
+and the log: interactions with items missing from the item table, k-core filtering, users
+whose sequence is too short for the leave-one-out split. A filter that ran always reports
+its counters, zeros included (0 = checked, nothing removed); a filter that did not apply
+(no item table, k-core off) is absent. An empty result is an error.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alignrec.config import write_run_record
-from alignrec.data.dataset import FORMAT_VERSION, DatasetFormatError, RawDataset
+from alignrec.data.dataset import FORMAT_VERSION, DatasetFormatError, ItemRecord, RawDataset
 from alignrec.utils.io import atomic_directory, atomic_write_json
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
 
 SourceFormat = Literal["lcrec", "minionerec", "amazon18", "recbole", "csv"]
+Events = list[tuple[str, float | None]]
+_EMPTY_ITEM = ItemRecord()
 
 
 @dataclass
@@ -44,7 +48,9 @@ class PrepareConfig:
     category: str | None = field(default=None, metadata={"help": "amazon18 category name when --dir holds several"})
     max_history: int = field(default=20, metadata={"help": "most recent items kept in each history"})
     min_sequence_length: int = field(
-        default=3, metadata={"help": "users with fewer interactions are dropped (3 = one train, one valid, one test)"}
+        default=3,
+        metadata={"help": "users with fewer interactions are dropped (3 = the least a leave-one-out split needs: "
+                  "one training item, one validation target, one test target)"},
     )
     kcore: int | None = field(
         default=None, metadata={"help": "iterative k-core filter on users and items (default: 5 for amazon18, else off)"}
@@ -55,7 +61,11 @@ class PrepareConfig:
     keep_reviews: bool = field(default=True, metadata={"help": "keep review/query text for the query alignment task"})
     user_column: str = field(default="user_id", metadata={"help": "csv: user id column"})
     item_column: str = field(default="item_id", metadata={"help": "csv: item id column (interactions and item table)"})
-    time_column: str | None = field(default="timestamp", metadata={"help": "csv: timestamp column ('' = file order)"})
+    time_column: str | None = field(
+        default=None,
+        metadata={"help": "csv: timestamp column, numbers or ISO-8601 dates (default: 'timestamp' when the file has "
+                  "it, else file order; '' = file order)"},
+    )
     title_column: str = field(default="title", metadata={"help": "csv: item title column"})
     description_column: str = field(default="description", metadata={"help": "csv: item description column"})
     brand_column: str = field(default="brand", metadata={"help": "csv: item brand column"})
@@ -63,14 +73,39 @@ class PrepareConfig:
     review_column: str | None = field(default=None, metadata={"help": "csv: review/query text column in interactions"})
 
     def __post_init__(self) -> None:
+        from alignrec.data.sources import INPUT_OPTIONS, get_source
+
         if (self.format is None) == (self.dataset is None):
             raise ValueError("give exactly one of --format (with its input files) or --dataset (embedded data set)")
+        from alignrec.data.sources.recbole import EMBEDDED
+
+        if self.dataset is not None and self.dataset not in EMBEDDED:
+            raise ValueError(f"unknown embedded data set {self.dataset!r}; available: {sorted(EMBEDDED)}")
+        given = [name for name in INPUT_OPTIONS if getattr(self, name)]
+        if self.dataset is not None and given:
+            raise ValueError(f"--dataset {self.dataset} takes no input files; remove {', '.join('--' + g for g in given)}")
+        if self.format is not None:
+            source = get_source(self.format)
+            stray = [name for name in given if name not in source.options]
+            if stray:
+                raise ValueError(
+                    f"--format {self.format} does not use {', '.join('--' + g for g in stray)} (it reads {source.usage})"
+                )
         if self.max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {self.max_history}")
         if self.min_sequence_length < 3:
             raise ValueError(f"min_sequence_length must be >= 3 for a leave-one-out split, got {self.min_sequence_length}")
         if self.kcore is not None and self.kcore < 0:
             raise ValueError(f"kcore must be >= 0, got {self.kcore}")
+        if self.title_max_words < 0:
+            raise ValueError(f"title_max_words must be >= 0, got {self.title_max_words}")
+
+    @property
+    def effective_kcore(self) -> int:
+        """The k-core actually applied: the explicit value, else 5 for raw Amazon dumps, else 0."""
+        if self.kcore is not None:
+            return self.kcore
+        return 5 if self.format == "amazon18" else 0
 
 
 def _ordered(ids: set[str] | list[str]) -> list[str]:
@@ -81,45 +116,59 @@ def _ordered(ids: set[str] | list[str]) -> list[str]:
     return sorted(ids)
 
 
-def kcore_filter(
-    sequences: dict[str, list[tuple[str, float | None]]], k: int
-) -> tuple[dict[str, list[tuple[str, float | None]]], Counter[str]]:
-    """Iteratively drop users and items with fewer than ``k`` interactions (events keep their timestamps)."""
-    dropped: Counter[str] = Counter()
+def kcore_filter(sequences: dict[str, Events], k: int) -> tuple[dict[str, Events], Counter[str]]:
+    """Iteratively drop users and items with fewer than ``k`` interactions until none is left.
+
+    Removing a rare item can push a user under ``k`` and removing a user can push an item under
+    ``k``, hence the loop. Events keep their order and timestamps. The counters are differences
+    between input and output, so an item that vanishes because all its users were dropped is
+    counted too (``kcore_users``, ``kcore_items``, ``kcore_interactions``).
+    """
     current = sequences
     while True:
         item_counts = Counter(item for events in current.values() for item, _ in events)
         rare = {item for item, count in item_counts.items() if count < k}
         changed = False
-        filtered: dict[str, list[tuple[str, float | None]]] = {}
+        filtered: dict[str, Events] = {}
         for user, events in current.items():
             kept = [e for e in events if e[0] not in rare] if rare else events
-            if len(kept) != len(events):
-                dropped["kcore_interactions"] += len(events) - len(kept)
-                changed = True
+            changed |= len(kept) != len(events)
             if len(kept) < k:
-                dropped["kcore_users"] += 1
-                dropped["kcore_interactions"] += len(kept)
                 changed = True
                 continue
             filtered[user] = kept
-        dropped["kcore_items"] += len(rare)
         current = filtered
         if not changed:
-            return current, dropped
+            break
+    items_before = {item for events in sequences.values() for item, _ in events}
+    items_after = {item for events in current.values() for item, _ in events}
+    dropped: Counter[str] = Counter(
+        {
+            "kcore_users": len(sequences) - len(current),
+            "kcore_items": len(items_before) - len(items_after),
+            "kcore_interactions": sum(map(len, sequences.values())) - sum(map(len, current.values())),
+        }
+    )
+    return current, dropped
 
 
 def leave_one_out(sequences: list[np.ndarray], max_history: int) -> dict[str, tuple[list[int], list[list[int]], list[int]]]:
-    """The papers' split: last item test, second-to-last validation, earlier prefixes training."""
+    """The papers' split of each sequence ``s`` of length ``n`` (``n >= 3``):
+
+    test ``(s[:n-1], s[n-1])``, validation ``(s[:n-2], s[n-2])``, training ``(s[:t], s[t])`` for
+    ``t = 1 .. n-3``; every history keeps only its last ``max_history`` items. Returns, per
+    split, parallel lists of user index, history and target.
+    """
     splits: dict[str, tuple[list[int], list[list[int]], list[int]]] = {s: ([], [], []) for s in ("train", "valid", "test")}
     for user, seq in enumerate(sequences):
         n = len(seq)
+        values = seq.tolist()
         for t in range(1, n):
             name = "test" if t == n - 1 else "valid" if t == n - 2 else "train"
             users, histories, targets = splits[name]
             users.append(user)
-            histories.append(seq[max(0, t - max_history) : t].tolist())
-            targets.append(int(seq[t]))
+            histories.append(values[max(0, t - max_history) : t])
+            targets.append(values[t])
     return splits
 
 
@@ -127,9 +176,14 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
     """Filter, index and split ``raw``; write ``run_dir/dataset`` atomically; return that path."""
     started = time.perf_counter()
     dropped: Counter[str] = Counter(raw.dropped)
+    source_name = raw.source.get("inter") or raw.source.get("dir") or raw.source.get("format") or "the input"
+    if not raw.sequences or not any(raw.sequences.values()):
+        raise DatasetFormatError(f"{source_name}: no interactions found (is the file empty or the wrong one?)")
 
     # 1. Chronological order (stable: ties keep source order), unknown items out.
-    events_of: dict[str, list[tuple[str, float | None]]] = {}
+    events_of: dict[str, Events] = {}
+    if raw.items is not None:
+        dropped["unknown_item_interactions"] += 0  # the check runs: report it even when nothing is dropped
     for user, events in raw.sequences.items():
         if any(ts is not None for _, ts in events):
             events = sorted(events, key=lambda e: (e[1] is None, e[1] if e[1] is not None else 0.0))
@@ -140,19 +194,19 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
         events_of[user] = events
 
     # 2. Optional k-core.
-    kcore = config.kcore if config.kcore is not None else (5 if config.format == "amazon18" else 0)
+    kcore = config.effective_kcore
     if kcore > 0:
         events_of, kcore_dropped = kcore_filter(events_of, kcore)
         dropped.update(kcore_dropped)
 
     # 3. Users too short for the split.
-    for user in [u for u, e in events_of.items() if len(e) < config.min_sequence_length]:
-        dropped["users_too_short"] += 1
-        dropped["interactions_of_short_users"] += len(events_of.pop(user))
+    short = [u for u, e in events_of.items() if len(e) < config.min_sequence_length]
+    dropped["users_too_short"] += len(short)
+    dropped["interactions_of_short_users"] += sum(len(events_of.pop(user)) for user in short)
     if not events_of:
         raise DatasetFormatError(
-            f"no users left after filtering (dropped: {dict(dropped)}); check the input files and "
-            f"--min-sequence-length={config.min_sequence_length}, --kcore={kcore}"
+            f"{source_name}: no users left after filtering (dropped: {dict(sorted(dropped.items()))}); check the "
+            f"input files and --min-sequence-length={config.min_sequence_length}, --kcore={kcore}"
         )
     sequences = {user: [item for item, _ in events] for user, events in events_of.items()}
 
@@ -166,21 +220,19 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
     splits = leave_one_out(encoded, config.max_history)
 
     # 5. Tables.
-    def text(item: str, attribute: str) -> str:
-        record = raw.items.get(item) if raw.items is not None else None
-        return getattr(record, attribute) if record is not None else ""
+    def record(item: str) -> ItemRecord:
+        found = raw.items.get(item) if raw.items is not None else None
+        return found if found is not None else _EMPTY_ITEM
 
+    records = [record(i) for i in item_order]
     items_table = pa.table(
         {
             "item_index": pa.array(range(len(item_order)), pa.int32()),
             "item_id": pa.array(item_order, pa.string()),
-            "title": pa.array([text(i, "title") for i in item_order], pa.string()),
-            "description": pa.array([text(i, "description") for i in item_order], pa.string()),
-            "brand": pa.array([text(i, "brand") for i in item_order], pa.string()),
-            "categories": pa.array(
-                [list(raw.items[i].categories) if raw.items is not None and i in raw.items else [] for i in item_order],
-                pa.list_(pa.string()),
-            ),
+            "title": pa.array([r.title for r in records], pa.string()),
+            "description": pa.array([r.description for r in records], pa.string()),
+            "brand": pa.array([r.brand for r in records], pa.string()),
+            "categories": pa.array([list(r.categories) for r in records], pa.list_(pa.string())),
         }
     )
 
@@ -199,6 +251,7 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
 
     review_rows = []
     if config.keep_reviews and raw.reviews:
+        dropped["reviews_of_dropped_users_or_items"] += 0
         user_index = {u: i for i, u in enumerate(user_order)}
         for user, item, review in raw.reviews:
             if user in user_index and item in item_index and review.strip():
@@ -207,7 +260,7 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
                 dropped["reviews_of_dropped_users_or_items"] += 1
 
     lengths = np.array([len(s) for s in encoded])
-    items_with_title = sum(1 for i in item_order if text(i, "title"))
+    items_with_title = sum(1 for r in records if r.title)
     stats = {
         "users": len(user_order),
         "items": len(item_order),
@@ -235,9 +288,12 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
             log.warning("dropped %d %s", count, reason.replace("_", " "))
 
     run_dir = Path(run_dir)
-    with atomic_directory(run_dir / "dataset") as tmp:
-        pq.write_table(items_table, tmp / "items.parquet")
-        pq.write_table(users_table, tmp / "users.parquet")
+    target = run_dir / "dataset"
+    if target.exists():
+        log.info("replacing the existing data set in %s", target)
+    with atomic_directory(target) as tmp:
+        _write_table(items_table, tmp / "items.parquet")
+        _write_table(users_table, tmp / "users.parquet")
         (tmp / "splits").mkdir()
         for name, (users, histories, targets) in splits.items():
             table = pa.table(
@@ -247,9 +303,9 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
                     "target": pa.array(targets, pa.int32()),
                 }
             )
-            pq.write_table(table, tmp / "splits" / f"{name}.parquet")
+            _write_table(table, tmp / "splits" / f"{name}.parquet")
         if review_rows:
-            pq.write_table(
+            _write_table(
                 pa.table(
                     {
                         "user_index": pa.array([r[0] for r in review_rows], pa.int32()),
@@ -262,12 +318,22 @@ def write_dataset(raw: RawDataset, run_dir: str | Path, config: PrepareConfig, i
         stats["seconds"] = round(time.perf_counter() - started, 3)
         atomic_write_json(tmp / "stats.json", stats)
         write_run_record(tmp, config, stage="prepare", inputs=inputs or {})
-        atomic_write_json(tmp / "manifest.json", {"format_version": FORMAT_VERSION, "max_history": config.max_history})
+        # Written last and listing every file with its size: a folder without it, or whose
+        # files do not match it, is refused by load_dataset.
+        files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
+        atomic_write_json(
+            tmp / "manifest.json", {"format_version": FORMAT_VERSION, "max_history": config.max_history, "files": files}
+        )
     log.info(
         "prepared %d users, %d items, %d interactions (avg length %.2f) -> %s",
-        stats["users"], stats["items"], stats["interactions"], stats["avg_seq_len"], run_dir / "dataset",
+        stats["users"], stats["items"], stats["interactions"], stats["avg_seq_len"], target,
     )
-    return run_dir / "dataset"
+    return target
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    """One place for Parquet writes (a test hooks it to simulate a crash midway)."""
+    pq.write_table(table, path)
 
 
 def prepare(config: PrepareConfig, run_dir: str | Path) -> Path:

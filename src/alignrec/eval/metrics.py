@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 MISSING = -1
@@ -27,6 +29,8 @@ def metrics_from_ranks(ranks: np.ndarray | Sequence[int], ks: Sequence[int] = DE
     ranks = np.asarray(ranks, dtype=np.int64)
     if ranks.ndim != 1 or ranks.size == 0:
         raise ValueError(f"expected a non-empty 1-D array of ranks, got shape {ranks.shape}")
+    if (ranks < MISSING).any():
+        raise ValueError(f"ranks must be >= 0 (or {MISSING} = not retrieved), got {int(ranks.min())}")
     found = ranks >= 0
     out: dict[str, float] = {}
     for k in ks:
@@ -66,22 +70,57 @@ def ranks_in_lists(rankings: Sequence[Sequence[int]] | np.ndarray, targets: Sequ
 
 def ranks_from_scores(
     scores: torch.Tensor | np.ndarray,
-    targets: torch.Tensor | np.ndarray,
-    exclude: torch.Tensor | None = None,
+    targets: torch.Tensor | np.ndarray | Sequence[int],
+    exclude: torch.Tensor | np.ndarray | None = None,
 ) -> np.ndarray:
-    """Full-ranking rank of each target from a (B, I) score matrix: the number of items scoring
-    strictly higher than the target (ties resolved in the target's favour, like ``topk`` with a
-    stable order would for the first of equal scores). ``exclude`` (B, I) bool marks items that
-    must not compete (never the target itself)."""
+    """Full-ranking 0-based rank of each target from a (B, I) score matrix (higher = better).
+
+    The rank is the target's position in a stable descending sort of the row: the number of
+    items scoring strictly higher, plus the items with an *equal* score and a lower index.
+    Ties are thus neither in the target's favour (a constant-score model would get HR = 1)
+    nor random (results would not be reproducible). ``exclude`` (B, I) bool marks items
+    that must not compete, e.g. the user's history; it never removes the target itself.
+    NaN scores are an error. Works on torch tensors (any device) and numpy arrays.
+    """
+    if isinstance(scores, np.ndarray):
+        return _ranks_from_scores_numpy(scores, np.asarray(targets), None if exclude is None else np.asarray(exclude))
+    import torch
+
     scores_t = torch.as_tensor(scores)
     targets_t = torch.as_tensor(targets, dtype=torch.long, device=scores_t.device)
-    if scores_t.ndim != 2 or scores_t.shape[0] != targets_t.shape[0]:
-        raise ValueError(f"scores must be (B, I) with B = len(targets); got {tuple(scores_t.shape)}, {targets_t.shape[0]}")
+    _check_score_shapes(tuple(scores_t.shape), tuple(targets_t.shape), exclude)
+    if int(targets_t.min()) < 0 or int(targets_t.max()) >= scores_t.shape[1]:
+        raise ValueError(f"targets must be item indices in [0, {scores_t.shape[1]})")
+    if torch.isnan(scores_t).any():
+        raise ValueError("scores contain NaN; a ranking over NaN scores is meaningless")
     target_scores = scores_t.gather(1, targets_t[:, None])  # (B, 1)
-    higher = scores_t > target_scores
+    index = torch.arange(scores_t.shape[1], device=scores_t.device)  # (I,)
+    ahead = (scores_t > target_scores) | ((scores_t == target_scores) & (index[None, :] < targets_t[:, None]))  # (B, I)
     if exclude is not None:
-        higher &= ~exclude.to(device=scores_t.device, dtype=torch.bool)
-    return higher.sum(dim=1).cpu().numpy().astype(np.int64)
+        ahead &= ~torch.as_tensor(exclude, device=scores_t.device).to(torch.bool)
+    return ahead.sum(dim=1).cpu().numpy().astype(np.int64)
+
+
+def _check_score_shapes(scores: tuple[int, ...], targets: tuple[int, ...], exclude: Any) -> None:
+    if len(scores) != 2 or len(targets) != 1 or scores[0] != targets[0] or scores[0] == 0:
+        raise ValueError(f"scores must be (B, I) with B = len(targets) > 0; got scores {scores}, targets {targets}")
+    if exclude is not None and tuple(exclude.shape) != scores:
+        raise ValueError(f"exclude must have the shape of scores {scores}, got {tuple(exclude.shape)}")
+
+
+def _ranks_from_scores_numpy(scores: np.ndarray, targets: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    targets = targets.astype(np.int64)
+    _check_score_shapes(scores.shape, targets.shape, exclude)
+    if targets.min() < 0 or targets.max() >= scores.shape[1]:
+        raise ValueError(f"targets must be item indices in [0, {scores.shape[1]})")
+    if np.issubdtype(scores.dtype, np.floating) and np.isnan(scores).any():
+        raise ValueError("scores contain NaN; a ranking over NaN scores is meaningless")
+    target_scores = np.take_along_axis(scores, targets[:, None], axis=1)  # (B, 1)
+    index = np.arange(scores.shape[1])  # (I,)
+    ahead = (scores > target_scores) | ((scores == target_scores) & (index[None, :] < targets[:, None]))  # (B, I)
+    if exclude is not None:
+        ahead &= ~exclude.astype(bool)
+    return ahead.sum(axis=1).astype(np.int64)
 
 
 @dataclass
@@ -107,6 +146,11 @@ def evaluate_rankings(
     ``counts`` reports duplicates (repeat entries within a list), unknown items (outside
     ``0..num_items-1``), lists shorter than max(K) and empty lists; none of them is removed.
     """
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(rankings) != len(targets):
+        raise ValueError(f"{len(rankings)} rankings for {len(targets)} targets")
+    if targets.size and (targets.min() < 0 or targets.max() >= num_items):
+        raise ValueError(f"targets must be item indices in [0, {num_items})")
     duplicates = unknown = short = empty = 0
     longest = max(ks)
     for ranking in rankings:

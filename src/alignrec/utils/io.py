@@ -23,6 +23,32 @@ import numpy as np
 from alignrec.errors import InputError
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask is racy)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(path: Path) -> int:
+    """Mode for a new file at ``path``: the existing file's mode, else 0o666 minus the umask.
+
+    ``mkstemp`` creates 0o600 files; without this every atomically written output would be
+    private to its writer, unlike a file written with ``open``.
+    """
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def _fsync_directory(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -38,6 +64,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -84,6 +111,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _file_mode(path))
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -101,14 +129,22 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = True) -> It
     """Build a folder under a temporary name and move it to ``path`` only when complete.
 
     A crash inside the block leaves ``path`` as it was (absent or the previous complete
-    version). With ``overwrite`` an existing folder is replaced; otherwise it is an error.
+    version) and removes the temporary folder (a SIGKILL leaves it behind under a hidden
+    ``.<name>.*.tmp`` name that no reader looks at). With ``overwrite`` an existing folder is
+    replaced; otherwise it is an :class:`InputError`.
+
+    Replacing is two renames (old -> ``.<name>.*.old``, new -> ``path``): Linux has no portable
+    atomic swap of non-empty folders, so a crash exactly between them leaves ``path`` absent
+    (never half-written) with the previous version still on disk under the ``.old`` name.
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists (pass overwrite to replace it)")
+        raise InputError(f"{path} already exists (remove it or allow overwriting)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        # mkdtemp makes 0o700 folders; give the result the mode `mkdir` would have.
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
@@ -160,3 +196,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: byte {error.start}: not UTF-8 text ({error.reason}); expected a JSON file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None

@@ -1,70 +1,135 @@
-"""Raw Amazon review dumps (2014 ``reviews_<Category>_5.json.gz`` or 2018 ``<Category>_5.json.gz``
-/ ``<Category>.json.gz``) plus ``meta_<Category>.json.gz``.
+"""Raw Amazon review dumps, both releases, plus their metadata files.
 
-Review lines are JSON (2018) or Python literals (2014 metadata); both are accepted and any
-other line is an error naming the file and line. Items without a usable title are dropped
-(counted), titles are cleaned (HTML entities, tags, whitespace), exact duplicate reviews are
-removed, and ``write_dataset`` applies the k-core filter (default 5). Review text (summary +
-body) is kept for the query alignment task.
+- 2014 (McAuley et al.): ``reviews_<Category>_5.json.gz`` (or the full ``reviews_<Category>.json.gz``),
+  JSON lines; ``meta_<Category>.json.gz`` with one *Python literal* per line, ``categories``
+  as a list of category paths and ``description`` as a string.
+- 2018 (Ni et al.): ``<Category>_5.json.gz`` (or the full ``<Category>.json.gz``), JSON lines;
+  ``meta_<Category>.json.gz`` JSON lines with ``category`` and ``description`` as lists and
+  HTML entities/tags in some titles.
+
+Files may be gzip-compressed or plain (detected from their first bytes). Lines are parsed as
+JSON, then as a Python literal; anything else is an error naming the file and line. Metadata:
+titles are cleaned (HTML entities and tags removed, whitespace collapsed); items without a
+title (or, with ``--title-max-words``, with an overlong one) are dropped and counted, and so
+are repeated metadata records (the first is kept). Reviews: exact repeats (same user, item
+and time) are dropped and counted; the summary and text are kept for the query alignment
+task. ``write_dataset`` then drops interactions with items that have no metadata record and
+applies the k-core filter (default 5: removing items can break the 5-core of a ``_5`` file).
 """
 
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from alignrec.data.dataset import DatasetFormatError, ItemRecord, RawDataset
-from alignrec.data.sources.common import categories_of, clean_text, fail, require_file
+from alignrec.data.sources.common import categories_of, clean_text, fail, iter_text_lines, require_file
 
 if TYPE_CHECKING:
     from alignrec.data.prepare import PrepareConfig
 
-REVIEW_PATTERNS = ("reviews_{c}_5.json.gz", "{c}_5.json.gz", "reviews_{c}_5.json", "{c}_5.json", "reviews_{c}.json.gz", "{c}.json.gz", "{c}.json")
+# Looked up in this order in --dir for --category C (5-core files before full dumps).
+REVIEW_PATTERNS = (
+    "reviews_{c}_5.json.gz", "reviews_{c}_5.json", "{c}_5.json.gz", "{c}_5.json",
+    "reviews_{c}.json.gz", "reviews_{c}.json", "{c}.json.gz", "{c}.json",
+)
 META_PATTERNS = ("meta_{c}.json.gz", "meta_{c}.json")
-
-
-def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, record) from a JSON-lines or Python-literal-lines file (gz or plain)."""
-    try:
-        with _open(path) as handle:
-            for line_number, line in enumerate(handle, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    try:
-                        record = ast.literal_eval(line)
-                    except (ValueError, SyntaxError):
-                        fail(path, f"line {line_number}", "one JSON object (or Python dict literal) per line", line)
-                if not isinstance(record, dict):
-                    fail(path, f"line {line_number}", "an object", record)
-                yield line_number, record
-    except (OSError, EOFError) as error:
-        if isinstance(error, gzip.BadGzipFile) or "gzip" in str(error).lower() or isinstance(error, EOFError):
-            raise DatasetFormatError(f"{path}: not a readable gzip file ({error})") from None
-        raise
+    for line_number, raw_line in iter_text_lines(path):
+        line = raw_line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            try:
+                record = ast.literal_eval(line)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                fail(path, f"line {line_number}", "one JSON object (or Python dict literal) per line", line)
+        if not isinstance(record, dict):
+            fail(path, f"line {line_number}", "an object", record)
+        yield line_number, record
 
 
-def _find(folder: Path, category: str, patterns: tuple[str, ...], what: str) -> Path:
+def _find(folder: Path, category: str, patterns: tuple[str, ...]) -> Path | None:
     for pattern in patterns:
         candidate = folder / pattern.format(c=category)
         if candidate.is_file():
             return candidate
-    tried = ", ".join(p.format(c=category) for p in patterns)
-    raise DatasetFormatError(f"{folder}: no {what} file for category {category!r} (looked for {tried})")
+    return None
+
+
+def _text_id(value: Any, path: Path, where: str, what: str) -> str:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    fail(path, where, what, value)
+
+
+def read_meta(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[str, ItemRecord]:
+    """asin -> item text from a 2014 or 2018 metadata file."""
+    items: dict[str, ItemRecord] = {}
+    seen: set[str] = set()
+    dropped["items_without_title"] += 0
+    dropped["duplicate_meta_records"] += 0
+    if config.title_max_words:
+        dropped["items_with_overlong_title"] += 0
+    for line_number, record in iter_records(path):
+        asin = _text_id(record.get("asin"), path, f"line {line_number}, field asin", "a non-empty product id")
+        if asin in seen:
+            dropped["duplicate_meta_records"] += 1
+            continue
+        seen.add(asin)
+        title = clean_text(record.get("title"))
+        if not title:
+            dropped["items_without_title"] += 1
+            continue
+        if config.title_max_words and len(title.split()) > config.title_max_words:
+            dropped["items_with_overlong_title"] += 1
+            continue
+        items[asin] = ItemRecord(
+            title=title,
+            description=clean_text(record.get("description")),  # 2014: a string; 2018: a list
+            brand=clean_text(record.get("brand")),
+            categories=categories_of(record.get("category", record.get("categories"))),  # 2018 / 2014
+        )
+    return items
+
+
+def read_reviews(
+    path: Path, dropped: Counter[str]
+) -> tuple[dict[str, list[tuple[str, float | None]]], list[tuple[str, str, str]]]:
+    """Per-user (asin, time) events in file order and (user, asin, review text) triples."""
+    sequences: dict[str, list[tuple[str, float | None]]] = {}
+    reviews: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, str, float]] = set()
+    dropped["duplicate_reviews"] += 0
+    for line_number, record in iter_records(path):
+        user = _text_id(record.get("reviewerID"), path, f"line {line_number}, field reviewerID", "a non-empty user id")
+        asin = _text_id(record.get("asin"), path, f"line {line_number}, field asin", "a non-empty product id")
+        raw_time = record.get("unixReviewTime")
+        try:
+            if isinstance(raw_time, bool) or not isinstance(raw_time, (int, float, str)):
+                raise ValueError
+            when = float(raw_time)
+        except ValueError:
+            fail(path, f"line {line_number}, field unixReviewTime", "a Unix timestamp (seconds)", raw_time)
+        key = (user, asin, when)
+        if key in seen:
+            dropped["duplicate_reviews"] += 1
+            continue
+        seen.add(key)
+        sequences.setdefault(user, []).append((asin, when))
+        text = " ".join(t for t in (clean_text(record.get("summary")), clean_text(record.get("reviewText"))) if t)
+        if text:
+            reviews.append((user, asin, text))
+    return sequences, reviews
 
 
 def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
@@ -72,60 +137,24 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
         if not config.category:
             raise DatasetFormatError("--format amazon18 --dir needs --category (e.g. Video_Games)")
         folder = Path(config.dir)
-        review_path = _find(folder, config.category, REVIEW_PATTERNS, "reviews")
-        try:
-            meta_path: Path | None = _find(folder, config.category, META_PATTERNS, "metadata")
-        except DatasetFormatError:
-            meta_path = None
+        if not folder.is_dir():
+            raise DatasetFormatError(f"{folder}: folder not found (--dir)")
+        review_path = _find(folder, config.category, REVIEW_PATTERNS)
+        if review_path is None:
+            tried = ", ".join(p.format(c=config.category) for p in REVIEW_PATTERNS)
+            raise DatasetFormatError(f"{folder}: no reviews file for category {config.category!r} (looked for {tried})")
+        meta_path = _find(folder, config.category, META_PATTERNS)
     else:
-        review_path = require_file(config.inter, "--inter", "an Amazon reviews file (reviews_<Category>_5.json.gz)")
+        if config.category:
+            raise DatasetFormatError("--category only selects files in --dir; with --inter, name the files directly")
+        review_path = require_file(config.inter, "--inter", "an Amazon reviews file (e.g. reviews_<Category>_5.json.gz)")
         meta_path = require_file(config.items, "--items", "an Amazon metadata file (meta_<Category>.json.gz)") if config.items else None
 
     dropped: Counter[str] = Counter()
-    items: dict[str, ItemRecord] | None = None
-    if meta_path is not None:
-        items = {}
-        for line_number, record in iter_records(meta_path):
-            asin = record.get("asin")
-            if not isinstance(asin, str) or not asin:
-                fail(meta_path, f"line {line_number}, field asin", "a non-empty product id", asin)
-            title = clean_text(record.get("title"))
-            if not title:
-                dropped["items_without_title"] += 1
-                continue
-            if config.title_max_words and len(title.split()) > config.title_max_words:
-                dropped["items_with_overlong_title"] += 1
-                continue
-            categories = categories_of(record.get("category", record.get("categories")))
-            items[asin] = ItemRecord(
-                title=title,
-                description=clean_text(record.get("description")),
-                brand=clean_text(record.get("brand")),
-                categories=categories,
-            )
+    items = read_meta(meta_path, config, dropped) if meta_path is not None else None
+    sequences, reviews = read_reviews(review_path, dropped)
 
-    sequences: dict[str, list[tuple[str, float | None]]] = {}
-    reviews: list[tuple[str, str, str]] = []
-    seen: set[tuple[str, str, float]] = set()
-    for line_number, record in iter_records(review_path):
-        user, asin, when = record.get("reviewerID"), record.get("asin"), record.get("unixReviewTime")
-        if not isinstance(user, str) or not user:
-            fail(review_path, f"line {line_number}, field reviewerID", "a non-empty user id", user)
-        if not isinstance(asin, str) or not asin:
-            fail(review_path, f"line {line_number}, field asin", "a non-empty product id", asin)
-        if isinstance(when, bool) or not isinstance(when, (int, float)):
-            fail(review_path, f"line {line_number}, field unixReviewTime", "a Unix timestamp (integer)", when)
-        key = (user, asin, float(when))
-        if key in seen:
-            dropped["duplicate_reviews"] += 1
-            continue
-        seen.add(key)
-        sequences.setdefault(user, []).append((asin, float(when)))
-        text = " ".join(t for t in (clean_text(record.get("summary")), clean_text(record.get("reviewText"))) if t)
-        if text:
-            reviews.append((user, asin, text))
-
-    source = {"format": "amazon18", "reviews": str(review_path), "meta": str(meta_path) if meta_path else None}
+    source = {"format": "amazon18", "inter": str(review_path), "items": str(meta_path) if meta_path else None}
     notes = [] if meta_path else ["no metadata file: items have no text (behaviour only)"]
     inputs = {"reviews": str(review_path)}
     if meta_path:

@@ -43,7 +43,7 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
     chains: dict[str, list[str]] = {}
     rows_read = 0
     for path in sample_paths:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,7 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
     user_col, item_col = header.index("user_id"), header.index("item_id")
     time_col = header.index("timestamp") if "timestamp" in header else None
     sequences: dict[str, list[tuple[str, float | None]]] = {}
+    dropped: Counter[str] = Counter()
     for line_number, fields in rows:
         timestamp = None
         if time_col is not None:
@@ -74,7 +76,10 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
                 timestamp = float(fields[time_col])
             except ValueError:
                 fail(inter_path, f"line {line_number}, field timestamp", "a number", fields[time_col])
-        sequences.setdefault(fields[user_col], []).append((fields[item_col], timestamp))
+        user, item = fields[user_col].strip(), fields[item_col].strip()
+        if not user or not item:
+            fail(inter_path, f"line {line_number}, field {'user_id' if not user else 'item_id'}", "a non-empty id", "")
+        sequences.setdefault(user, []).append((item, timestamp))
 
     items = None
     if item_path is not None:
@@ -89,7 +94,11 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
             item_header.index("item_id"), column(TITLE_FIELDS), column(YEAR_FIELDS), column(GENRE_FIELDS)
         )
         items = {}
+        dropped["duplicate_item_rows"] += 0
         for _, fields in item_rows:
+            if fields[id_col].strip() in items:
+                dropped["duplicate_item_rows"] += 1
+                continue
             title = clean_text(fields[title_col]) if title_col is not None else ""
             year = fields[year_col].strip() if year_col is not None else ""
             genres = fields[genre_col].split() if genre_col is not None else []
@@ -98,12 +107,12 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
                 description_parts.append(f"Released in {year}.")
             if genres:
                 description_parts.append("Genres: " + ", ".join(genres) + ".")
-            items[fields[id_col]] = ItemRecord(
+            items[fields[id_col].strip()] = ItemRecord(
                 title=f"{title} ({year})" if title and year else title,
                 description=" ".join(description_parts),
                 categories=genres,
             )
-    return RawDataset(sequences=sequences, items=items)
+    return RawDataset(sequences=sequences, items=items, dropped=dropped)
 
 
 def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
@@ -113,6 +122,8 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
         inter_path, item_path = folder / inter_name, folder / item_name
     elif config.dir:
         folder = Path(config.dir)
+        if not folder.is_dir():
+            raise DatasetFormatError(f"{folder}: folder not found (--dir)")
         inters = sorted(folder.glob("*.inter"))
         if len(inters) != 1:
             raise DatasetFormatError(f"{folder}: expected exactly one *.inter file, found {[p.name for p in inters]}")
@@ -123,7 +134,8 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
         inter_path = require_file(config.inter, "--inter", "a RecBole .inter file")
         item_path = require_file(config.items, "--items", "a RecBole .item file") if config.items else None
     raw = read_atomic(inter_path, item_path)
-    raw.source = {"format": "recbole", "dataset": config.dataset, "inter": str(inter_path), "items": str(item_path)}
+    raw.source = {"format": "recbole", "dataset": config.dataset, "inter": str(inter_path),
+                  "items": str(item_path) if item_path else None}
     if config.dataset:
         raw.source["origin"] = f"recbole=={RECBOLE_VERSION} wheel, recbole/dataset_example/{config.dataset}"
     inputs = {"inter": str(inter_path)}
@@ -137,6 +149,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ALIGNREC_CACHE") or Path.home() / ".cache" / "alignrec")
 
 
+def installed_recbole_dir() -> Path | None:
+    """``recbole/dataset_example`` of an installed recbole package (found without importing it)."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.origin:
+        return None
+    return Path(spec.origin).parent / "dataset_example"
+
+
 def embedded_dataset_dir(name: str) -> Path:
     """Folder with the atomic files of an embedded data set, fetching the RecBole wheel if needed.
 
@@ -146,35 +166,59 @@ def embedded_dataset_dir(name: str) -> Path:
     if name not in EMBEDDED:
         raise DatasetFormatError(f"unknown embedded data set {name!r}; available: {sorted(EMBEDDED)}")
     wanted = EMBEDDED[name]
-    spec = importlib.util.find_spec("recbole")
-    if spec is not None and spec.origin:
-        folder = Path(spec.origin).parent / "dataset_example" / name
-        if all((folder / f).is_file() for f in wanted):
-            return folder
+    installed = installed_recbole_dir()
+    if installed is not None and all((installed / name / f).is_file() for f in wanted):
+        return installed / name
     folder = cache_dir() / f"recbole-{RECBOLE_VERSION}" / name
     if all((folder / f).is_file() for f in wanted):
         return folder
     log.info("fetching %s from the recbole==%s wheel into %s", name, RECBOLE_VERSION, folder)
     with tempfile.TemporaryDirectory() as download:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"recbole=={RECBOLE_VERSION}", "-d", download]
-        result = subprocess.run(command, capture_output=True, text=True)
-        wheels = list(Path(download).glob("recbole-*.whl"))
-        if result.returncode != 0 or not wheels:
-            raise DatasetFormatError(
-                f"could not fetch {name}: `{' '.join(command)}` failed ({result.stderr.strip()[-300:]}); "
-                f"install it with `pip install --no-deps recbole=={RECBOLE_VERSION}` or place the files in {folder}"
-            )
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.", suffix=".tmp"))
+        wheel = download_wheel(Path(download))
+        extract_from_wheel(wheel, name, folder)
+    return folder
+
+
+def download_wheel(destination: Path) -> Path:
+    """``pip download --no-deps recbole==1.2.1`` into ``destination``; the wheel's path."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               f"recbole=={RECBOLE_VERSION}", "-d", str(destination)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        failure = result.stderr.strip()[-300:] if result.returncode != 0 else ""
+    except (OSError, subprocess.TimeoutExpired) as error:
+        failure = str(error)
+    wheels = sorted(destination.glob("recbole-*.whl"))
+    if failure or not wheels:
+        raise DatasetFormatError(
+            f"could not fetch recbole=={RECBOLE_VERSION}: `{' '.join(command)}` failed ({failure or 'no wheel'}); "
+            f"without network, install it with `pip install --no-deps recbole=={RECBOLE_VERSION}` or copy "
+            f"recbole/dataset_example/<name>/ into {cache_dir() / f'recbole-{RECBOLE_VERSION}'}"
+        )
+    return wheels[0]
+
+
+def extract_from_wheel(wheel: Path, name: str, folder: Path) -> None:
+    """Copy ``recbole/dataset_example/<name>/<files>`` out of ``wheel`` into ``folder`` atomically
+    (staged under a temporary name, renamed when every file is there)."""
+    wanted = EMBEDDED[name]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.", suffix=".tmp"))
+    try:
         try:
-            with zipfile.ZipFile(wheels[0]) as wheel:
+            with zipfile.ZipFile(wheel) as archive:
                 for file_name in wanted:
                     member = f"recbole/dataset_example/{name}/{file_name}"
-                    with wheel.open(member) as source, open(staging / file_name, "wb") as target:
-                        shutil.copyfileobj(source, target)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+                    try:
+                        with archive.open(member) as source, open(staging / file_name, "wb") as target:
+                            shutil.copyfileobj(source, target)
+                    except KeyError:
+                        raise DatasetFormatError(f"{wheel}: {member} not found in the wheel") from None
+        except (zipfile.BadZipFile, OSError) as error:
+            raise DatasetFormatError(f"{wheel}: not a readable wheel ({error})") from None
+        os.chmod(staging, 0o755)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,9 +1,13 @@
-"""Plain interaction tables (CSV or Parquet) with an optional item table and a column mapping.
+"""Plain interaction tables (CSV, TSV or Parquet) with an optional item table and a column mapping.
 
-Interactions need a user and an item column; a timestamp column (numbers or ISO-8601 dates)
-orders each user's events, otherwise file order is kept. An optional review column feeds the
-query task. The item table (``--items``) maps the item column to title/description/brand/
-categories columns; absent text columns are simply empty.
+Interactions need a user and an item column (``--user-column``, ``--item-column``). A
+timestamp column (numbers, ISO-8601 dates/times, or Parquet timestamp/date values) orders each
+user's events; without one, file order is kept. ``--time-column`` defaults to ``timestamp``
+when the file has it; a column named explicitly must exist. An optional review column
+(``--review-column``) feeds the query task. The item table (``--items``) is keyed by the same
+item column and maps ``--title-column``/``--description-column``/``--brand-column``/
+``--categories-column``; absent text columns are simply empty. Timestamps without a time zone
+are read as UTC so that results do not depend on the machine's zone.
 """
 
 from __future__ import annotations
@@ -11,53 +15,94 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.parquet as pq
-
-from alignrec.data.dataset import ItemRecord, RawDataset
+from alignrec.data.dataset import DatasetFormatError, ItemRecord, RawDataset
 from alignrec.data.sources.common import categories_of, clean_text, fail, require_file
 
 if TYPE_CHECKING:
     from alignrec.data.prepare import PrepareConfig
 
+PARQUET_SUFFIXES = {".parquet", ".pq"}
 
-def iter_rows(path: Path, required: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (location, row) from a CSV/TSV or Parquet file; missing columns name the file."""
-    if path.suffix in {".parquet", ".pq"}:
+
+def _columns(path: Path) -> list[str]:
+    """The column names of a table file (read from the header/schema only)."""
+    if path.suffix in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
         try:
-            table = pq.read_table(path)
+            return list(pq.read_schema(path).names)
         except Exception as error:  # pyarrow raises several types for a broken file
-            fail(path, "whole file", "a Parquet table", error)
-        missing = [c for c in required if c not in table.column_names]
-        if missing:
-            fail(path, "schema", f"columns {required}", f"missing {missing}; has {table.column_names}")
-        for index, row in enumerate(table.to_pylist()):
-            yield f"row {index}", row
-        return
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+            raise DatasetFormatError(f"{path}: not a readable Parquet file ({error})") from None
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         sample = handle.read(4096)
         handle.seek(0)
-        delimiter = "\t" if path.suffix == ".tsv" or sample.count("\t") > sample.count(",") else ","
+        return next(csv.reader(handle, delimiter=_delimiter(path, sample)), [])
+
+
+def _delimiter(path: Path, sample: str) -> str:
+    if path.suffix == ".tsv":
+        return "\t"
+    if path.suffix == ".csv":
+        return ","
+    return "\t" if sample.count("\t") > sample.count(",") else ","
+
+
+def _check_columns(path: Path, have: list[str], required: list[str]) -> None:
+    missing = [c for c in required if c not in have]
+    if missing:
+        where = "schema" if path.suffix in PARQUET_SUFFIXES else "line 1 (header)"
+        raise DatasetFormatError(
+            f"{path}: {where}: missing column(s) {missing}; the file has {have} "
+            "(map yours with --user-column/--item-column/--time-column/...)"
+        )
+
+
+def iter_rows(path: Path, required: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (location, row) from a CSV/TSV or Parquet file; missing columns name the file."""
+    if path.suffix in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as error:  # pyarrow raises several types for a broken file
+            raise DatasetFormatError(f"{path}: not a readable Parquet file ({error})") from None
+        _check_columns(path, table.column_names, required)
+        number = 0
+        for batch in table.to_batches(max_chunksize=65536):
+            for row in batch.to_pylist():
+                number += 1
+                yield f"row {number}", row
+        return
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        delimiter = _delimiter(path, handle.read(4096))
+        handle.seek(0)
         reader = csv.DictReader(handle, delimiter=delimiter)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            fail(path, "line 1 (header)", f"columns {required}", f"missing {missing}; has {reader.fieldnames}")
+        fields = list(reader.fieldnames or [])
+        _check_columns(path, fields, required)
         for row in reader:
             if None in row:
-                fail(path, f"line {reader.line_num}", f"{len(reader.fieldnames or [])} fields", "extra fields")
+                fail(path, f"line {reader.line_num}", f"{len(fields)} fields like the header", f"{len(fields) + len(row[None])} fields")
             yield f"line {reader.line_num}", row
 
 
 def parse_timestamp(value: Any, path: Path, where: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """Seconds since the epoch from a number, a numeric string, an ISO-8601 string or a
+    datetime/date value (naive values are UTC)."""
+    if isinstance(value, bool):
+        fail(path, where, "a number or an ISO-8601 date/time", value)
+    if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, dt.datetime):
-        return value.timestamp()
-    text = str(value).strip()
+        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).timestamp()
+    text = "" if value is None else str(value).strip()
     try:
         return float(text)
     except ValueError:
@@ -65,50 +110,69 @@ def parse_timestamp(value: Any, path: Path, where: str) -> float:
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
-        fail(path, where, "a number or an ISO-8601 date/time", value)
+        fail(path, where, "a number or an ISO-8601 date/time (e.g. 2018-03-01 or 2018-03-01T12:30:00)", value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.timestamp()
 
 
+def _id(row: dict[str, Any], column: str, path: Path, where: str, what: str) -> str:
+    value = row[column]
+    text = "" if value is None else str(value).strip()
+    if not text:
+        fail(path, f"{where}, field {column}", f"a non-empty {what}", value)
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))  # a Parquet/pandas float column of ids: 12.0 -> "12"
+    return text
+
+
+def read_items(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[str, ItemRecord]:
+    """item id -> text from an item table (later repeats of an id are dropped and counted)."""
+    items: dict[str, ItemRecord] = {}
+    dropped["duplicate_item_rows"] += 0
+    for where, row in iter_rows(path, [config.item_column]):
+        item = _id(row, config.item_column, path, where, "item id")
+        if item in items:
+            dropped["duplicate_item_rows"] += 1
+            continue
+        items[item] = ItemRecord(
+            title=clean_text(row.get(config.title_column)),
+            description=clean_text(row.get(config.description_column)),
+            brand=clean_text(row.get(config.brand_column)),
+            categories=categories_of(row.get(config.categories_column)),
+        )
+    return items
+
+
 def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
     inter_path = require_file(config.inter, "--inter", "an interactions table (.csv, .tsv or .parquet)")
-    time_column = config.time_column or None
+    have = _columns(inter_path)
+    time_column: str | None
+    if config.time_column is None:
+        time_column = "timestamp" if "timestamp" in have else None
+    else:
+        time_column = config.time_column or None  # '' = file order
     required = [config.user_column, config.item_column]
+    required += [time_column] if time_column else []
+    required += [config.review_column] if config.review_column else []
+
     sequences: dict[str, list[tuple[str, float | None]]] = {}
     reviews: list[tuple[str, str, str]] = []
-    first = True
     for where, row in iter_rows(inter_path, required):
-        if first and time_column and time_column not in row:
-            time_column = None  # the column is optional; fall back to file order
-        first = False
-        user = "" if row[config.user_column] is None else str(row[config.user_column]).strip()
-        item = "" if row[config.item_column] is None else str(row[config.item_column]).strip()
-        if not user:
-            fail(inter_path, f"{where}, field {config.user_column}", "a non-empty user id", row[config.user_column])
-        if not item:
-            fail(inter_path, f"{where}, field {config.item_column}", "a non-empty item id", row[config.item_column])
+        user = _id(row, config.user_column, inter_path, where, "user id")
+        item = _id(row, config.item_column, inter_path, where, "item id")
         when = parse_timestamp(row[time_column], inter_path, f"{where}, field {time_column}") if time_column else None
         sequences.setdefault(user, []).append((item, when))
         if config.review_column and row.get(config.review_column):
             reviews.append((user, item, clean_text(row[config.review_column])))
 
     inputs = {"inter": str(inter_path)}
+    dropped: Counter[str] = Counter()
     items = None
     if config.items:
         item_path = require_file(config.items, "--items", "an item table (.csv, .tsv or .parquet)")
-        items = {}
-        for where, row in iter_rows(item_path, [config.item_column]):
-            item = "" if row[config.item_column] is None else str(row[config.item_column]).strip()
-            if not item:
-                fail(item_path, f"{where}, field {config.item_column}", "a non-empty item id", row[config.item_column])
-            items[item] = ItemRecord(
-                title=clean_text(row.get(config.title_column)),
-                description=clean_text(row.get(config.description_column)),
-                brand=clean_text(row.get(config.brand_column)),
-                categories=categories_of(row.get(config.categories_column)),
-            )
+        items = read_items(item_path, config, dropped)
         inputs["items"] = str(item_path)
     source = {"format": "csv", "inter": str(inter_path), "items": config.items, "time_column": time_column}
     notes = [] if time_column else ["no timestamp column: each user's events keep file order"]
-    return RawDataset(sequences=sequences, items=items, reviews=reviews, source=source, notes=notes), inputs
+    return RawDataset(sequences=sequences, items=items, reviews=reviews, source=source, dropped=dropped, notes=notes), inputs
