@@ -1,0 +1,39 @@
+"""``alignrec evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from alignrec.config import add_config_arguments
+    from alignrec.infer.evaluate import EvaluateConfig
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="trie-constrained beam search for the test users of a fine-tuned model, scored with HR@K / NDCG@K",
+        description=(
+            "Load RUN/finetune (model/ + item codes), run constrained beam search for every user of a split "
+            "(or a seeded sample with --users N) and write predictions.jsonl (re-scorable with "
+            "`alignrec evaluate-predictions`), metrics.json and config.json to OUT (default RUN/eval)."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="run folder RUN or its RUN/finetune folder")
+    parser.add_argument("--data", help="prepared data set (default: RUN/dataset)")
+    parser.add_argument("--out", help="output folder (default: RUN/eval)")
+    parser.add_argument("--config", help="YAML/JSON file with evaluate settings (flags override it)")
+    add_config_arguments(parser, EvaluateConfig)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from alignrec.config import config_from_args
+    from alignrec.infer.evaluate import EvaluateConfig, evaluate
+
+    config = config_from_args(EvaluateConfig, args, args.config)
+    report = evaluate(config, args.model, args.data, args.out)
+    summary = {key: report[key] for key in ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "predictions")}
+    print(json.dumps(summary, indent=2))
+    return 0
