@@ -118,13 +118,12 @@ class PreparedDataset:
     """Read access to a prepared data set folder (``RUN_DIR/dataset`` or ``RUN_DIR``)."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        path = Path(path)
-        if (path / "dataset" / "manifest.json").exists() or (
-            not (path / "manifest.json").exists() and (path / "dataset").is_dir()
-        ):
-            path = path / "dataset"
-        if not path.is_dir():
-            raise DatasetFormatError(f"{path}: no prepared data set here (run `alignrec prepare --out ...` first)")
+        given = Path(path)
+        # RUN_DIR/dataset when it exists, else the folder itself if it is a data set folder.
+        path = given / "dataset" if (given / "dataset").is_dir() and not (given / "manifest.json").exists() else given
+        looks_prepared = any((path / name).exists() for name in ("manifest.json", "stats.json", "items.parquet", "splits"))
+        if not path.is_dir() or not looks_prepared:
+            raise DatasetFormatError(f"{given}: no prepared data set here (run `alignrec prepare --out {given}` first)")
         manifest_path = path / "manifest.json"
         if not manifest_path.exists():
             raise DatasetFormatError(

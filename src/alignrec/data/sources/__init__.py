@@ -45,7 +45,7 @@ SOURCES: dict[str, Source] = {
         "--inter REVIEWS.json[.gz] [--items META.json[.gz]]  or  --dir FOLDER --category NAME",
     ),
     "recbole": Source("recbole", frozenset({"inter", "items", "dir"}), "--inter NAME.inter [--items NAME.item]  or  --dir FOLDER"),
-    "csv": Source("csv", frozenset({"inter", "items"}), "--inter TABLE.{csv,tsv,parquet} [--items TABLE.{csv,tsv,parquet}]"),
+    "csv": Source("table", frozenset({"inter", "items"}), "--inter TABLE.{csv,tsv,parquet} [--items TABLE.{csv,tsv,parquet}]"),
 }
 
 

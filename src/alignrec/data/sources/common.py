@@ -22,9 +22,13 @@ _CATEGORY_SEPARATOR = re.compile(r"\||,(?!\s)")
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def fail(path: str | Path, where: str, expected: str, got: Any = None) -> NoReturn:
-    """Raise a DatasetFormatError naming the file, the line/record and what was expected."""
-    shown = "" if got is None else f", got {_shorten(got)}"
+_NOTHING = object()
+
+
+def fail(path: str | Path, where: str, expected: str, got: Any = _NOTHING) -> NoReturn:
+    """Raise a DatasetFormatError naming the file, the line/record and what was expected
+    (and what was found, when given: ``got=None`` shows a missing field as ``None``)."""
+    shown = "" if got is _NOTHING else f", got {_shorten(got)}"
     raise DatasetFormatError(f"{path}: {where}: expected {expected}{shown}")
 
 
