@@ -45,7 +45,7 @@ def read_predictions(path: str | Path, dataset: PreparedDataset) -> tuple[dict[i
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise InputError(f"{path}: line {line_number}, column {error.colno}: invalid JSON ({error.msg})") from None
+                raise InputError(f"{path}: line {line_number}, column {error.pos + 1}: invalid JSON ({error.msg})") from None
             if not isinstance(record, dict) or "user_id" not in record or "items" not in record:
                 raise InputError(f'{path}: line {line_number}: expected an object {{"user_id": ..., "items": [...]}}')
             user_id, items = record["user_id"], record["items"]
