@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alignrec.data import load_dataset
 from alignrec.data.dataset import DatasetFormatError, ItemRecord, RawDataset, Split
-from alignrec.data.prepare import PrepareConfig, kcore_filter, leave_one_out, prepare, write_dataset
+from alignrec.data.prepare import PrepareConfig, kcore_filter, leave_one_out, leave_one_out_arrays, prepare, write_dataset
 
 
 def lcrec_run(tmp_path: Path, sequences: dict[str, list[int]], **settings: object) -> Path:
@@ -134,3 +136,21 @@ def test_stats_fields(tmp_path: Path) -> None:
     config = json.loads((data.path / "config.json").read_text())
     assert config["stage"] == "prepare" and config["config"]["format"] == "lcrec"
     assert config["inputs"]["inter"]["sha256"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 9), min_size=1, max_size=6),
+    max_history=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_vectorised_split_matches_the_reference(lengths: list[int], max_history: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sequences = [rng.integers(0, 30, size=n) for n in lengths]
+    flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
+    fast = leave_one_out_arrays(flat, np.array(lengths), max_history)
+    for name, (users, histories, targets) in leave_one_out(sequences, max_history).items():
+        split = fast[name]
+        assert split.user_index.tolist() == users
+        assert split.targets.tolist() == targets
+        assert [split.values[a:b].tolist() for a, b in zip(split.offsets[:-1], split.offsets[1:], strict=True)] == histories
