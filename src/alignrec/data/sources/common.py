@@ -119,7 +119,10 @@ def categories_of(value: Any) -> list[str]:
     def add(entry: Any) -> None:
         if isinstance(entry, (list, tuple)):
             for sub in entry:
-                add(sub) if isinstance(sub, (list, tuple)) else add_name(sub)
+                if isinstance(sub, (list, tuple)):
+                    add(sub)
+                else:
+                    add_name(sub)
         elif entry is not None:
             add_name(entry)
 
