@@ -78,7 +78,7 @@ def test_sampled_users_and_reference_method_agree(tiny_run, tiny_recommender, tm
     [
         (["--top-k", "30", "--beam-size", "20"], "top_k must be between 1 and beam_size"),
         (["--top-k", "5"], "largest K (10) exceeds top_k (5)"),
-        (["--method", "sampling"], "method must be one of"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
         (["--users", "0"], "users must be >= 1"),
     ],
 )
@@ -106,3 +106,13 @@ def test_missing_model_and_mismatched_data_set(tiny_run, tmp_path, capsys):
     codes.save(shuffled / "finetune")
     assert main(["evaluate", "--model", str(shuffled), "--out", str(tmp_path / "y")]) == 2
     assert "codes belong to another data set" in capsys.readouterr().err
+
+
+def test_config_method_names_match_the_search_registry():
+    import typing
+
+    from alignrec.infer.recommender import SEARCH_METHODS
+    from alignrec.serve.precache import PrecacheConfig
+
+    for config in (EvaluateConfig, PrecacheConfig):
+        assert set(typing.get_args(typing.get_type_hints(config)["method"])) == set(SEARCH_METHODS)

@@ -1,7 +1,6 @@
-"""Inference: a prefix trie over item codes, batched constrained beam search (plus the
-Hugging Face reference), and ``alignrec evaluate``."""
+"""Inference: a prefix trie over item codes (:mod:`.trie`), batched constrained beam search
+(:mod:`.beam_search`) and its Hugging Face reference (:mod:`.reference`), the model wrapper
+(:mod:`.recommender`) and ``alignrec evaluate`` (:mod:`.evaluate`).
 
-from alignrec.infer.beam_search import BeamSearchOutput, code_token_ids, constrained_beam_search
-from alignrec.infer.trie import CodeTrie
-
-__all__ = ["BeamSearchOutput", "CodeTrie", "code_token_ids", "constrained_beam_search"]
+Nothing is imported here, so that ``alignrec --help`` does not load torch.
+"""

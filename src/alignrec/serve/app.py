@@ -1,0 +1,347 @@
+"""``alignrec serve``: the HTTP API over the pre-computed cache (FastAPI).
+
+Routes (all answers are JSON; errors are ``{"error": code, "detail": ...}``):
+
+- ``GET /v1/users/{user_id}/recommendations?k=10`` -> the user's cached top-k items (id, title,
+  codes, score). An unknown user is a 404 ``unknown_user`` — or, with ``fallback=popularity``,
+  the most popular items flagged ``"fallback": "popularity"`` (scores null).
+- ``POST /v1/items`` (``Authorization: Bearer <admin token>``) registers a new item from its
+  text: codes from the tokenizer's cold-start path, persisted in the items registry (and so in
+  the trie of the next ``alignrec precache``). 201 with the codes.
+- ``GET /healthz`` -> store reachable, model version, last update. ``GET /metrics`` -> Prometheus.
+
+Every parameter is validated (id patterns, k bounds, body size and schema): malformed requests
+get a 4xx answer, never a 5xx. The read path is one key lookup and a slice, in the event loop
+(both stores answer in tens of microseconds), without response-model validation.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime
+# and must resolve names imported inside create_app.
+import hmac
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from alignrec.errors import InputError
+from alignrec.serve.store import CacheError, CacheStore, open_store
+
+if TYPE_CHECKING:
+    from alignrec.serve.items import CodeAssigner
+from alignrec.utils.log import get_logger
+
+log = get_logger(__name__)
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$"  # user and item ids: no '/', spaces or control characters
+CONFIG_ENVIRONMENT = "ALIGNREC_SERVE_CONFIG"  # JSON ServeConfig for worker processes
+META_TTL_S = 30.0  # how long cache metadata (model version, popular list) is reused before re-reading
+
+
+@dataclass
+class ServeConfig:
+    """Settings of ``alignrec serve``."""
+
+    cache: str = field(default="", metadata={"help": "cache URL (sqlite:///path, redis://host:port/db; default RUN/cache/cache.sqlite)"})
+    run: str = field(default="", metadata={"help": "run folder: enables POST /v1/items (item codes, tokenizer, registry)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "TCP port"})
+    workers: int = field(default=1, metadata={"help": "server processes"})
+    default_k: int = field(default=10, metadata={"help": "k when the request gives none"})
+    max_k: int | None = field(default=None, metadata={"help": "largest k accepted (default: the items cached per user)"})
+    fallback: Literal["none", "popularity"] = field(default="none", metadata={"help": "answer for unknown users: 404 or popular items"})
+    admin_token_env: str = field(default="ALIGNREC_ADMIN_TOKEN", metadata={"help": "environment variable holding the admin token"})
+    max_body_bytes: int = field(default=65536, metadata={"help": "largest request body accepted"})
+    items_registry: str = field(default="", metadata={"help": "registry of new items (default RUN/cache/items_registry.json)"})
+
+    def __post_init__(self) -> None:
+        if not self.cache and not self.run:
+            raise ValueError("give --cache URL or --run RUN (whose cache is RUN/cache/cache.sqlite)")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1..65535, got {self.port}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.default_k < 1 or (self.max_k is not None and not 1 <= self.default_k <= self.max_k):
+            raise ValueError(f"need 1 <= default_k <= max_k, got {self.default_k}, {self.max_k}")
+        if not 1024 <= self.max_body_bytes <= 16 * 2**20:
+            raise ValueError(f"max_body_bytes must be between 1 KiB and 16 MiB, got {self.max_body_bytes}")
+
+    @property
+    def cache_url(self) -> str:
+        return self.cache or str(Path(self.run) / "cache" / "cache.sqlite")
+
+    @property
+    def registry_path(self) -> Path:
+        return Path(self.items_registry) if self.items_registry else Path(self.run) / "cache" / "items_registry.json"
+
+
+class Metrics:
+    """Prometheus metrics of one app (own registry, so several apps in one process never clash)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "alignrec_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "alignrec_http_request_duration_seconds",
+            "Time to answer, by route",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.lookups = Counter(
+            "alignrec_cache_lookups", "Recommendation lookups by outcome (hit, miss, fallback)", ["outcome"], registry=self.registry
+        )
+        self.items_registered = Counter("alignrec_items_registered", "New items registered", registry=self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (plain ASGI: no per-request task or body copy)."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            # Label by route template (bounded cardinality), never by raw path.
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(label, scope.get("method", ""), str(status)).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+
+def error_body(code: str, detail: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail}
+
+
+class _CacheView:
+    """Cache metadata, re-read at most every ``META_TTL_S`` seconds (pre-cache runs update it)."""
+
+    def __init__(self, store: CacheStore):
+        self.store = store
+        self._read_at = -float("inf")
+        self.values: dict[str, Any] = {}
+
+    def meta(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if now - self._read_at > META_TTL_S:
+            self.values = {key: self.store.get_meta(key) for key in ("model_version", "top_k", "updated", "popular")}
+            self._read_at = now
+        return self.values
+
+
+def create_app(
+    config: ServeConfig,
+    store: CacheStore | None = None,
+    assigner: "CodeAssigner | None" = None,
+    admin_token: str | None = None,
+) -> Any:
+    """Build the FastAPI app. ``store`` / ``assigner`` / ``admin_token`` default to what
+    ``config`` names (cache URL, the tokenizer's cold start, the token environment variable)."""
+    from fastapi import FastAPI, Path as PathParam, Query, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+    from starlette.exceptions import HTTPException
+
+    from alignrec.serve.items import ItemRegistry, NewItem, RegistrationError, load_code_assigner
+
+    store = store if store is not None else open_store(config.cache_url, create=False)
+    view = _CacheView(store)
+    cached_k = view.meta().get("top_k")
+    if cached_k is None:
+        raise CacheError(f"{store.describe()}: the cache has no entries yet (run `alignrec precache` first)")
+    max_k = config.max_k or int(cached_k)
+    default_k = min(config.default_k, max_k)
+    token = admin_token if admin_token is not None else os.environ.get(config.admin_token_env, "")
+    metrics = Metrics()
+
+    registry: "ItemRegistry | None" = None
+    if config.run:
+        from alignrec.infer.recommender import resolve_finetune
+        from alignrec.tokenizer.codes import ItemCodes
+
+        paths = resolve_finetune(config.run)
+        registry = ItemRegistry(config.registry_path, ItemCodes.load(paths.finetune_dir))
+        registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
+        tokenizer_dir = paths.run_dir / "tokenizer"
+    state: dict[str, Any] = {"assigner": assigner}
+
+    app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def json_response(payload: Any, status: int = 200) -> Response:
+        return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), status_code=status, media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
+        return JSONResponse(jsonable_encoder(error_body("invalid_request", details)), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse(error_body(codes.get(error.status_code, "http_error"), error.detail), status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(CacheError)
+    async def cache_error(request: Request, error: CacheError) -> JSONResponse:
+        log.error("cache error: %s", error)
+        return JSONResponse(error_body("cache_error", str(error)), status_code=503)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse(error_body("internal_error", "unexpected server error (see the server log)"), status_code=500)
+
+    @app.get("/v1/users/{user_id}/recommendations")
+    async def recommendations(
+        user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)],
+        k: Annotated[int, Query(ge=1, le=max_k)] = default_k,
+    ) -> Response:
+        raw = store.get_json(user_id)
+        meta = view.meta()
+        if raw is None:
+            if config.fallback == "popularity" and meta.get("popular"):
+                metrics.lookups.labels("fallback").inc()
+                return json_response(
+                    {"user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity", "model_version": meta.get("model_version")}
+                )
+            metrics.lookups.labels("miss").inc()
+            return json_response(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"), status=404)
+        metrics.lookups.labels("hit").inc()
+        try:
+            entry = json.loads(raw)
+            items = entry["items"][:k]
+            payload = {"user_id": user_id, "items": items, "fallback": None, "model_version": entry["model_version"], "created": entry["created"]}
+        except (ValueError, KeyError, TypeError):
+            raise CacheError(f"{store.describe()}: corrupt cache entry for user {user_id!r}") from None
+        return json_response(payload)
+
+    class NewItemBody(BaseModel):
+        model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+        item_id: str = Field(pattern=ID_PATTERN, max_length=128)
+        title: str = Field(min_length=1, max_length=1000)
+        description: str = Field(default="", max_length=20000)
+        brand: str = Field(default="", max_length=200)
+        categories: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=50)
+        embedding: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(default=None, min_length=1, max_length=8192)
+
+    @app.post("/v1/items", status_code=201)
+    async def register_item(request: Request) -> Response:
+        if not token:
+            return json_response(error_body("forbidden", "item registration is disabled (no admin token configured)"), 403)
+        offered = request.headers.get("authorization", "")
+        scheme, _, credential = offered.partition(" ")
+        # Constant-time comparison, so response timing does not leak the token.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), token.encode()):
+            return json_response(error_body("unauthorized", "a valid admin token is required (Authorization: Bearer ...)"), 401)
+        if registry is None:
+            return json_response(error_body("not_configured", "start the server with --run RUN to register items"), 503)
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
+            return json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return json_response(error_body("unsupported_media_type", "send application/json"), 415)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > config.max_body_bytes:
+                return json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            return json_response(error_body("invalid_json", str(error)), 400)
+        try:
+            item = NewItemBody.model_validate(parsed)
+        except ValidationError as error:
+            details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
+            return json_response(jsonable_encoder(error_body("invalid_request", details)), 422)
+        try:
+            if state["assigner"] is None:
+                state["assigner"] = load_code_assigner(tokenizer_dir)
+            record = registry.register(NewItem(**item.model_dump()), state["assigner"])
+        except RegistrationError as error:
+            code = {409: "conflict", 501: "not_implemented"}.get(error.status, "registration_failed")
+            return json_response(error_body(code, str(error)), error.status)
+        except InputError as error:
+            log.error("items registry: %s", error)
+            return json_response(error_body("registry_error", str(error)), 500)
+        metrics.items_registered.inc()
+        code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
+        position = len(registry.items()) - 1
+        return json_response(
+            {"id": record.item_id, "item_index": registry.base.num_items + position, "codes": record.codes, "code_string": code_string},
+            201,
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        try:
+            meta = {key: store.get_meta(key) for key in ("model_version", "updated", "top_k")}
+        except CacheError as error:
+            return json_response({"status": "unavailable", "store": store.describe(), "detail": str(error)}, 503)
+        return json_response({"status": "ok", "store": store.describe(), **meta})
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.store = store
+    app.state.metrics = metrics
+    return app
+
+
+def app_from_environment() -> Any:
+    """App factory for uvicorn worker processes: the config comes from ``ALIGNREC_SERVE_CONFIG``."""
+    from alignrec.config import from_mapping
+
+    raw = os.environ.get(CONFIG_ENVIRONMENT)
+    if not raw:
+        raise InputError(f"{CONFIG_ENVIRONMENT} is not set (start the server with `alignrec serve`)")
+    return create_app(from_mapping(ServeConfig, json.loads(raw), source=CONFIG_ENVIRONMENT))
+
+
+def run_server(config: ServeConfig) -> None:
+    """Serve until interrupted (uvicorn; several worker processes with ``workers > 1``)."""
+    import uvicorn
+
+    from alignrec.config import to_dict
+
+    if config.workers == 1:
+        app = create_app(config)
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+        return
+    create_app(config).state.store.close()  # fail here, once, on a missing or corrupt cache
+    os.environ[CONFIG_ENVIRONMENT] = json.dumps(to_dict(config))
+    uvicorn.run(
+        "alignrec.serve.app:app_from_environment",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        log_level="warning",
+        access_log=False,
+    )

@@ -1,0 +1,202 @@
+"""Items registered after fine-tuning (``POST /v1/items``) and how they get their codes.
+
+The paper's claim is that new items need no retraining: the tokenizer assigns codes to a new
+item from its text (and behaviour embedding, if any), the code tokens already exist in the
+LLM's vocabulary, and adding the new code sequence to the trie makes the item reachable by
+beam search. This module keeps those items in a registry file beside the cache::
+
+    {"format": "alignrec-items-registry", "version": 1, "codebook_sizes": [...],
+     "items": [{"item_id", "title", "description", "brand", "categories", "codes", "created"}]}
+
+Writes take an exclusive file lock (several server processes may register items), re-read the
+file, check the new id and codes against the fine-tuned catalogue and every registered item,
+and replace the file atomically. ``alignrec precache`` reads the registry and extends the item
+codes (item index = catalogue size + position in the registry), so new items enter users'
+lists from the next pre-cache run.
+
+Codes come from a :class:`CodeAssigner`: by default the tokenizer's cold-start path
+(:func:`load_code_assigner`), in tests any object with the same ``assign`` method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from alignrec.errors import AlignrecError, InputError
+from alignrec.tokenizer.codes import ItemCodes
+from alignrec.utils.io import atomic_write_json, read_json
+from alignrec.utils.log import get_logger
+
+log = get_logger(__name__)
+
+REGISTRY_FORMAT = "alignrec-items-registry"
+REGISTRY_VERSION = 1
+
+
+class RegistrationError(AlignrecError):
+    """A new item cannot be registered; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class NewItem:
+    """A catalogue item that the fine-tuned model has never seen."""
+
+    item_id: str
+    title: str
+    description: str = ""
+    brand: str = ""
+    categories: list[str] = field(default_factory=list)
+    embedding: list[float] | None = None  # behaviour embedding, when the caller has one
+
+    def text(self) -> str:
+        """Title + description: the same text the tokenizer aligned the known items with."""
+        return " ".join(part for part in (self.title, self.description) if part).strip()
+
+
+@dataclass
+class RegisteredItem:
+    """A new item with its codes, as stored in the registry."""
+
+    item_id: str
+    title: str
+    description: str
+    brand: str
+    categories: list[str]
+    codes: list[int]
+    created: float
+
+
+class CodeAssigner(Protocol):
+    """Assigns codes to new items: ``(N, L)`` ints, unique among themselves and not used by any
+    item of ``existing`` (the fine-tuned catalogue plus the items registered so far)."""
+
+    def assign(self, items: Sequence[NewItem], existing: ItemCodes) -> np.ndarray: ...
+
+
+def load_code_assigner(tokenizer_dir: str | os.PathLike[str]) -> CodeAssigner:
+    """The tokenizer stage's cold-start assigner for the codebooks in ``tokenizer_dir``."""
+    try:
+        from alignrec.tokenizer import coldstart  # type: ignore[attr-defined]
+    except ImportError:
+        raise RegistrationError(
+            "cold-start code assignment is not available in this installation (alignrec.tokenizer.coldstart is missing)",
+            status=501,
+        ) from None
+    return _TokenizerColdStart(coldstart, Path(tokenizer_dir))
+
+
+class _TokenizerColdStart:
+    """Adapter from :mod:`alignrec.tokenizer.coldstart` to :class:`CodeAssigner`."""
+
+    def __init__(self, module: Any, tokenizer_dir: Path):
+        self.module = module
+        self.tokenizer_dir = tokenizer_dir
+
+    def assign(self, items: Sequence[NewItem], existing: ItemCodes) -> np.ndarray:
+        texts = [item.text() for item in items]
+        embeddings = None
+        if all(item.embedding is not None for item in items):
+            embeddings = np.asarray([item.embedding for item in items], dtype=np.float32)
+        return np.asarray(self.module.assign_codes(self.tokenizer_dir, texts, embeddings=embeddings, existing=existing.codes))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class ItemRegistry:
+    """The registry file of new items on top of the fine-tuned catalogue ``base``."""
+
+    def __init__(self, path: str | os.PathLike[str], base: ItemCodes):
+        self.path = Path(path)
+        self.base = base
+        if base.item_ids is None:
+            raise InputError("the fine-tuned item codes carry no item ids; cannot check new ids against them")
+        self._base_ids = set(base.item_ids)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def items(self) -> list[RegisteredItem]:
+        """The registered items, in registration order (an absent file = none)."""
+        if not self.path.exists():
+            return []
+        data = read_json(self.path)
+        if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT or data.get("version") != REGISTRY_VERSION:
+            raise InputError(f"{self.path}: not an alignrec items registry of version {REGISTRY_VERSION}")
+        if list(data.get("codebook_sizes", [])) != list(self.base.codebook_sizes):
+            raise InputError(
+                f"{self.path}: codebook sizes {data.get('codebook_sizes')} differ from the model's {self.base.codebook_sizes}"
+            )
+        try:
+            items = [RegisteredItem(**record) for record in data["items"]]
+        except (TypeError, KeyError) as error:
+            raise InputError(f"{self.path}: malformed item record ({error})") from None
+        for position, item in enumerate(items):
+            if len(item.codes) != self.base.num_levels:
+                raise InputError(f"{self.path}: items[{position}] ({item.item_id!r}) has {len(item.codes)} codes, expected {self.base.num_levels}")
+        return items
+
+    def extended_codes(self) -> tuple[ItemCodes, list[RegisteredItem]]:
+        """The fine-tuned codes followed by the registered items' codes (item index order)."""
+        items = self.items()
+        if not items:
+            return self.base, items
+        codes = np.concatenate([self.base.codes, np.asarray([i.codes for i in items], dtype=np.int64)])
+        ids = list(self.base.item_ids or []) + [i.item_id for i in items]
+        return ItemCodes(codes, list(self.base.codebook_sizes), ids), items
+
+    def register(self, item: NewItem, assigner: CodeAssigner) -> RegisteredItem:
+        """Assign codes to ``item`` and add it to the registry file (atomically, under a lock)."""
+        with _file_lock(self._lock_path):
+            existing, registered = self.extended_codes()
+            if item.item_id in self._base_ids or any(r.item_id == item.item_id for r in registered):
+                raise RegistrationError(f"item {item.item_id!r} already exists", status=409)
+            codes = np.asarray(assigner.assign([item], existing), dtype=np.int64)
+            if codes.shape != (1, self.base.num_levels):
+                raise RegistrationError(f"cold start returned codes of shape {codes.shape}, expected (1, {self.base.num_levels})", 500)
+            row = codes[0]
+            if (row < 0).any() or (row >= np.asarray(self.base.codebook_sizes)).any():
+                raise RegistrationError(f"cold start returned codes {row.tolist()} outside the codebooks", 500)
+            clash = np.nonzero((existing.codes == row).all(axis=1))[0]
+            if clash.size:
+                owner = existing.item_ids[int(clash[0])] if existing.item_ids else int(clash[0])
+                raise RegistrationError(f"cold start gave {item.item_id!r} the codes of item {owner!r}", 500)
+            record = RegisteredItem(
+                item_id=item.item_id,
+                title=item.title,
+                description=item.description,
+                brand=item.brand,
+                categories=list(item.categories),
+                codes=[int(c) for c in row],
+                created=time.time(),
+            )
+            atomic_write_json(
+                self.path,
+                {
+                    "format": REGISTRY_FORMAT,
+                    "version": REGISTRY_VERSION,
+                    "codebook_sizes": list(self.base.codebook_sizes),
+                    "items": [asdict(r) for r in [*registered, record]],
+                },
+            )
+        log.info("registered new item %s with codes %s", record.item_id, record.codes)
+        return record

@@ -1,0 +1,280 @@
+"""``alignrec precache``: every user's top-K by constrained beam search, into a cache store.
+
+Resumable, incremental and shardable by the same mechanism: each entry records a fingerprint of
+the history it was computed from and a *run key* (model version + search settings). A run
+computes only the users of its shard whose stored fingerprint or run key differs from the
+current one (or who have no entry), and commits them to the store in transactions of
+``commit_every`` users. So:
+
+- killed midway (even ``kill -9``), a second run skips what was committed and finishes the
+  rest; a user is one key, so there are no duplicates, and nothing committed is lost;
+- after new interactions (a re-prepared data set or a ``--histories`` file), only users whose
+  history changed, and new users, are computed;
+- a new model (another version) recomputes everyone;
+- ``--shard i/n`` takes the users whose id hashes to ``i`` modulo ``n``, a split that does not
+  move when users are added; n processes (GPUs, machines) can fill one store together.
+
+Items registered through ``POST /v1/items`` (the registry file) are part of the catalogue the
+beam search may return. Adding items does not invalidate existing entries; ``--full`` recomputes
+every user of the shard (do that after adding many items).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from alignrec.config import to_dict
+from alignrec.errors import InputError
+from alignrec.serve.store import CacheEntry, CachedItem, open_store
+
+if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a command runs
+    from alignrec.infer.recommender import GenerativeRecommender
+    from alignrec.serve.items import ItemRegistry
+    from alignrec.tokenizer.codes import ItemCodes
+from alignrec.utils.io import atomic_write_json
+from alignrec.utils.log import get_logger, progress_bar
+
+log = get_logger(__name__)
+
+POPULAR_LIST_LENGTH = 100  # items kept for the popularity fallback
+
+
+@dataclass
+class PrecacheConfig:
+    """Settings of ``alignrec precache``."""
+
+    top_k: int = field(default=20, metadata={"help": "items cached per user (the largest k the API serves)"})
+    beam_size: int = field(default=20, metadata={"help": "beams per user (>= top_k)"})
+    batch_size: int = field(default=16, metadata={"help": "users per beam-search batch"})
+    commit_every: int = field(default=256, metadata={"help": "users per store transaction (work lost to a crash is at most this)"})
+    shard: str = field(default="0/1", metadata={"help": "i/n: cache only the users whose id hashes to i modulo n"})
+    full: bool = field(default=False, metadata={"help": "recompute every user of the shard, changed or not"})
+    max_users: int | None = field(default=None, metadata={"help": "stop after this many users of the shard (quick runs)"})
+    method: Literal["fast", "reference"] = field(default="fast", metadata={"help": "beam search: fast (batched, KV cache) or reference (HF generate)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "model weights dtype"})
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or not 1 <= self.top_k <= self.beam_size:
+            raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={self.top_k}, beam_size={self.beam_size}")
+        if self.batch_size < 1 or self.commit_every < 1:
+            raise ValueError("batch_size and commit_every must be >= 1")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be >= 1, got {self.max_users}")
+        parse_shard(self.shard)
+
+    @property
+    def shard_index(self) -> tuple[int, int]:
+        return parse_shard(self.shard)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+def shard_of(user_id: str, count: int) -> int:
+    """Stable shard of a user id (the same in every process and Python version)."""
+    digest = hashlib.blake2b(user_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def history_fingerprint(item_ids: list[str]) -> str:
+    """Identifies a history: changes whenever an item is added, removed or reordered."""
+    return hashlib.blake2b("\x1f".join(item_ids).encode("utf-8"), digest_size=12).hexdigest()
+
+
+def run_key(version: str, config: PrecacheConfig) -> str:
+    """What else an entry depends on: the model and the search settings (not the shard)."""
+    return f"{version}:b{config.beam_size}:k{config.top_k}"
+
+
+def read_histories_file(path: str | os.PathLike[str], item_index_of: dict[str, int]) -> dict[str, list[int]]:
+    """``{"user_id": ..., "items": [item ids, oldest first]}`` per line -> {user id: item indices}."""
+    path = Path(path)
+    out: dict[str, list[int]] = {}
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"{path}: cannot read histories ({error.strerror})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}: line {number}: invalid JSON ({error.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("user_id"), (str, int)) or not isinstance(record.get("items"), list):
+                raise InputError(f'{path}: line {number}: expected {{"user_id": "...", "items": ["item id", ...]}}')
+            indices = []
+            for item in record["items"]:
+                index = item_index_of.get(str(item))
+                if index is None:
+                    raise InputError(f"{path}: line {number}, field items: unknown item id {item!r}")
+                indices.append(index)
+            if not indices:
+                raise InputError(f"{path}: line {number}, field items: a history needs at least one item")
+            out[str(record["user_id"])] = indices
+    return out
+
+
+@dataclass
+class Catalogue:
+    """What a cached item shows: id, title and code string of every item index."""
+
+    ids: list[str]
+    titles: list[str]
+    codes: ItemCodes
+
+    def item(self, index: int, score: float | None) -> CachedItem:
+        return CachedItem(id=self.ids[index], title=self.titles[index], codes=self.codes.item_string(index), score=score)
+
+
+def build_catalogue(dataset: Any, registry: ItemRegistry) -> Catalogue:
+    """The fine-tuned items (from the data set) followed by the registered new items."""
+    codes, registered = registry.extended_codes()
+    titles = [item.title for item in dataset.items] + [item.title for item in registered]
+    ids = list(dataset.item_ids) + [item.item_id for item in registered]
+    return Catalogue(ids, titles, codes)
+
+
+def popular_items(dataset: Any, catalogue: Catalogue, count: int = POPULAR_LIST_LENGTH) -> list[dict[str, Any]]:
+    """The most interacted-with items of the training sequences (the fallback list)."""
+    popularity = dataset.item_popularity()
+    order = np.argsort(-popularity, kind="stable")[:count]
+    return [asdict(catalogue.item(int(i), None)) for i in order]
+
+
+def precache(
+    config: PrecacheConfig,
+    model: str | os.PathLike[str],
+    cache: str | None = None,
+    data: str | os.PathLike[str] | None = None,
+    items_registry: str | os.PathLike[str] | None = None,
+    histories: str | os.PathLike[str] | None = None,
+    recommender: GenerativeRecommender | None = None,
+) -> dict[str, Any]:
+    """Fill the cache; returns a report (also written to ``RUN/cache/precache-<i>-of-<n>.json``)."""
+    from alignrec.data.dataset import load_dataset
+    from alignrec.infer.evaluate import check_catalogue
+    from alignrec.infer.recommender import load_recommender, resolve_finetune
+    from alignrec.serve.items import ItemRegistry
+    from alignrec.tokenizer.codes import ItemCodes
+
+    started = time.perf_counter()
+    paths = resolve_finetune(model)
+    cache_dir = paths.run_dir / "cache"
+    cache_url = cache or str(cache_dir / "cache.sqlite")
+    dataset = load_dataset(data if data is not None else paths.dataset_dir)
+    base_codes = ItemCodes.load(paths.finetune_dir)
+    # The fine-tuned part of the catalogue must be the data set's items, in order.
+    check_catalogue(base_codes, dataset, str(paths.finetune_dir))
+    registry = ItemRegistry(items_registry or cache_dir / "items_registry.json", base_codes)
+    catalogue = build_catalogue(dataset, registry)
+    if recommender is None:
+        recommender, _ = load_recommender(model, config.device, config.dtype, codes=catalogue.codes)
+    elif recommender.num_items != catalogue.codes.num_items:
+        raise InputError(f"the recommender knows {recommender.num_items} items, the catalogue {catalogue.codes.num_items}")
+
+    # Every user's whole known history (train + valid + test items), newest max_history items.
+    limit = dataset.max_history
+    user_histories: dict[str, list[int]] = {
+        user_id: sequence[-limit:].tolist() for user_id, sequence in zip(dataset.user_ids, dataset.sequences, strict=True)
+    }
+    if histories is not None:
+        for user_id, items in read_histories_file(histories, {i: n for n, i in enumerate(catalogue.ids)}).items():
+            user_histories[user_id] = items[-limit:]
+
+    shard, shards = config.shard_index
+    key = run_key(recommender.version, config)
+    store = open_store(cache_url, create=True)
+    try:
+        stored = store.fingerprints()
+        pending: list[tuple[str, list[int], str]] = []
+        in_shard = skipped = 0
+        for user_id, history in user_histories.items():
+            if shards > 1 and shard_of(user_id, shards) != shard:
+                continue
+            in_shard += 1
+            if config.max_users is not None and in_shard > config.max_users:
+                in_shard -= 1
+                break
+            fingerprint = history_fingerprint([catalogue.ids[i] for i in history])
+            if not config.full and stored.get(user_id) == (fingerprint, key):
+                skipped += 1
+                continue
+            pending.append((user_id, history, fingerprint))
+        store.set_meta(
+            {
+                "model_version": recommender.version,
+                "run_key": key,
+                "top_k": config.top_k,
+                "beam_size": config.beam_size,
+                "catalogue_items": catalogue.codes.num_items,
+                "popular": popular_items(dataset, catalogue),
+            }
+        )
+        log.info(
+            "precache shard %d/%d: %d users, %d unchanged, %d to compute into %s",
+            shard, shards, in_shard, skipped, len(pending), store.describe(),
+        )
+        bar = progress_bar(len(pending), "precache", unit="user")
+        search_seconds = 0.0
+        for start in range(0, len(pending), config.commit_every):
+            chunk = pending[start : start + config.commit_every]
+            search_started = time.perf_counter()
+            output = recommender.recommend(
+                [h for _, h, _ in chunk], config.top_k, config.beam_size, config.batch_size, config.method, show_progress=False
+            )
+            search_seconds += time.perf_counter() - search_started
+            now = time.time()
+            entries = []
+            for row, (user_id, _, fingerprint) in enumerate(chunk):
+                items = [
+                    catalogue.item(int(i), round(float(s), 6))
+                    for i, s in zip(output.items[row].tolist(), output.scores[row].tolist(), strict=True)
+                    if i >= 0
+                ]
+                entries.append(CacheEntry(user_id, items, recommender.version, key, fingerprint, now))
+            store.put_many(entries)
+            bar.update(len(chunk))
+        bar.close()
+        store.set_meta({"updated": time.time()})
+        total_entries = store.count()
+        describe = store.describe()
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - started
+    report = {
+        "store": describe,
+        "shard": config.shard,
+        "users_in_shard": in_shard,
+        "computed": len(pending),
+        "unchanged": skipped,
+        "entries_in_store": total_entries,
+        "model_version": recommender.version,
+        "run_key": key,
+        "catalogue_items": catalogue.codes.num_items,
+        "registered_items": catalogue.codes.num_items - base_codes.num_items,
+        "search_s": round(search_seconds, 3),
+        "elapsed_s": round(elapsed, 3),
+        "users_per_s": round(len(pending) / search_seconds, 3) if search_seconds > 0 else None,
+        "config": to_dict(config),
+    }
+    atomic_write_json(cache_dir / f"precache-{shard}-of-{shards}.json", report)
+    return report

@@ -1,0 +1,404 @@
+"""Cache stores: where ``alignrec precache`` puts each user's top-K and ``alignrec serve`` reads it.
+
+One interface, :class:`CacheStore`, two implementations chosen by URL through a registry:
+
+- ``sqlite:///path/cache.sqlite`` (or a plain path): embedded, the default. One row per user
+  holding the entry as a JSON text, written in transactions with write-ahead logging, so a
+  reader sees either the previous or the new entry of a user, never a part of one, and readers
+  never block the writer.
+- ``redis://host:port/db`` (``?namespace=name`` to share a server): for several API servers.
+  One key per user holding the JSON entry (a single ``SET`` is atomic), written in
+  ``MULTI``/``EXEC`` batches together with the fingerprint hash used by incremental runs.
+
+Entries are JSON, never pickle: a cache written by one version of the code must not be able to
+run code in the server that reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlparse
+
+from alignrec.errors import InputError, MissingDependencyError
+
+CACHE_FORMAT = "alignrec-cache"
+CACHE_FORMAT_VERSION = 1
+
+
+class CacheError(InputError):
+    """A cache store is missing, unreachable, corrupt or of another format."""
+
+
+@dataclass
+class CachedItem:
+    """One recommended item as served: source id, title, code string and beam score."""
+
+    id: str
+    title: str
+    codes: str
+    score: float | None
+
+
+@dataclass
+class CacheEntry:
+    """A user's pre-computed recommendations and where they came from.
+
+    ``fingerprint`` identifies the history the list was computed from and ``run_key`` the
+    model version and search settings, so an incremental run recomputes exactly the users for
+    which either changed. ``created`` is a Unix time (seconds).
+    """
+
+    user_id: str
+    items: list[CachedItem]
+    model_version: str
+    run_key: str
+    fingerprint: str
+    created: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str) -> CacheEntry:
+        """Parse and check an entry; anything malformed raises :class:`CacheError` naming ``where``."""
+        try:
+            data = json.loads(text)
+            items = [CachedItem(**item) for item in data.pop("items")]
+            entry = cls(items=items, **data)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise CacheError(f"{where}: corrupt cache entry ({error})") from None
+        if not isinstance(entry.user_id, str) or not all(isinstance(i.id, str) for i in entry.items):
+            raise CacheError(f"{where}: corrupt cache entry (ids must be strings)")
+        return entry
+
+
+class CacheStore(ABC):
+    """A key-value store of :class:`CacheEntry` per user id, plus a small metadata map.
+
+    Implementations must make :meth:`put_many` all-or-nothing per call and each entry
+    visible atomically (readers never see a half-written entry).
+    """
+
+    scheme: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, create: bool) -> CacheStore:
+        """Open the store at ``url``; without ``create`` a missing store is a :class:`CacheError`."""
+
+    @abstractmethod
+    def get_json(self, user_id: str) -> str | None:
+        """The raw JSON entry of ``user_id``, or None."""
+
+    def get(self, user_id: str) -> CacheEntry | None:
+        raw = self.get_json(user_id)
+        return None if raw is None else CacheEntry.from_json(raw, f"{self.describe()}: user {user_id!r}")
+
+    @abstractmethod
+    def put_many(self, entries: Sequence[CacheEntry]) -> None:
+        """Insert or replace entries, all of them or none."""
+
+    @abstractmethod
+    def fingerprints(self) -> dict[str, tuple[str, str]]:
+        """``{user_id: (history fingerprint, run key)}`` of every stored entry."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of users with an entry."""
+
+    @abstractmethod
+    def get_meta(self, key: str) -> Any:
+        """A metadata value (JSON-decoded), or None."""
+
+    @abstractmethod
+    def set_meta(self, values: dict[str, Any]) -> None:
+        """Set metadata values (JSON-encoded), atomically."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the store is, for messages (never includes a password)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for implementations
+        """Release connections."""
+
+    def check_format(self) -> None:
+        """Refuse a store written by something else (or a newer cache format)."""
+        found = self.get_meta("format")
+        if found is None:
+            return  # an empty, new store
+        if found != {"name": CACHE_FORMAT, "version": CACHE_FORMAT_VERSION}:
+            raise CacheError(f"{self.describe()}: not an alignrec cache of version {CACHE_FORMAT_VERSION} (found {found})")
+
+    def mark_format(self) -> None:
+        """Stamp a new store with the cache format (opening with ``create`` does it)."""
+        if self.get_meta("format") is None:
+            self.set_meta({"format": {"name": CACHE_FORMAT, "version": CACHE_FORMAT_VERSION}})
+
+    def __enter__(self) -> CacheStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- SQLite
+
+
+class SQLiteStore(CacheStore):
+    """The embedded default: one SQLite file in WAL mode, one connection per thread."""
+
+    scheme = "sqlite"
+
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS entries (user_id TEXT PRIMARY KEY, value TEXT NOT NULL, "
+        "fingerprint TEXT NOT NULL, run_key TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    )
+
+    def __init__(self, path: str | os.PathLike[str], create: bool = False, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        if not self.path.is_file():
+            if not create:
+                raise CacheError(f"{self.path}: cache not found (run `alignrec precache` first)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        try:
+            connection = self._connection()
+            if create:
+                with connection:
+                    for statement in self._SCHEMA:
+                        connection.execute(statement)
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: not a readable SQLite cache ({error})") from None
+        if not {"entries", "meta"} <= tables:
+            raise CacheError(f"{self.path}: not an alignrec cache (tables entries/meta missing)")
+        self.check_format()
+        if create:
+            self.mark_format()
+
+    @classmethod
+    def from_url(cls, url: str, create: bool) -> SQLiteStore:
+        parsed = urlparse(url)
+        path = url if parsed.scheme == "" else (parsed.netloc + parsed.path)
+        if not path:
+            raise CacheError(f"{url}: expected sqlite:///path/to/cache.sqlite")
+        return cls(path, create=create)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE for writes).
+            connection = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=True)
+            connection.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never block the writer
+            connection.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; a crash loses at most the last commits
+            self._local.connection = connection
+        return connection
+
+    def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: cannot read the cache ({error})") from None
+
+    def get_json(self, user_id: str) -> str | None:
+        rows = self._query("SELECT value FROM entries WHERE user_id = ?", (user_id,))
+        return rows[0][0] if rows else None
+
+    def put_many(self, entries: Sequence[CacheEntry]) -> None:
+        rows = [(e.user_id, e.to_json(), e.fingerprint, e.run_key) for e in entries]
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", rows)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: cannot write the cache ({error})") from None
+
+    def fingerprints(self) -> dict[str, tuple[str, str]]:
+        return {user: (fp, key) for user, fp, key in self._query("SELECT user_id, fingerprint, run_key FROM entries")}
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM entries")[0][0])
+
+    def get_meta(self, key: str) -> Any:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        if not rows:
+            return None
+        try:
+            return json.loads(rows[0][0])
+        except ValueError:
+            raise CacheError(f"{self.path}: corrupt metadata {key!r}") from None
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: cannot write the cache ({error})") from None
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+
+# ----------------------------------------------------------------------------- Redis
+
+
+class RedisStore(CacheStore):
+    """Entries in a Redis server: ``NS:user:<id>`` JSON strings, ``NS:fingerprints`` and
+    ``NS:meta`` hashes. Needs the ``redis`` client (``pip install 'alignrec[redis]'``)."""
+
+    scheme = "redis"
+
+    def __init__(self, url: str, namespace: str = "alignrec", create: bool = False, client: Any = None):
+        try:
+            import redis
+        except ImportError:
+            raise MissingDependencyError("the Redis cache store needs the redis client: pip install 'alignrec[redis]'") from None
+        self._redis_errors = (redis.RedisError, OSError)
+        parsed = urlparse(url)
+        self._where = f"redis://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''} (namespace {namespace})"
+        self.namespace = namespace
+        self.client = client or redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        self._fingerprints_key = f"{namespace}:fingerprints"
+        self._meta_key = f"{namespace}:meta"
+        try:
+            self.client.ping()
+            exists = bool(self.client.exists(self._meta_key))
+        except self._redis_errors as error:
+            raise CacheError(f"{self._where}: cannot reach the Redis server ({error})") from None
+        if not exists and not create:
+            raise CacheError(f"{self._where}: no alignrec cache in this namespace (run `alignrec precache` first)")
+        self.check_format()
+        if create:
+            self.mark_format()
+
+    @classmethod
+    def from_url(cls, url: str, create: bool) -> RedisStore:
+        parsed = urlparse(url)
+        query = parse_qs(parsed.query)
+        namespace = query.pop("namespace", ["alignrec"])[0]
+        if not namespace or any(c in namespace for c in " :\n"):
+            raise CacheError(f"{url}: namespace must be a non-empty word without spaces or ':'")
+        clean = parsed._replace(query="").geturl()
+        return cls(clean, namespace=namespace, create=create)
+
+    def _user_key(self, user_id: str) -> str:
+        return f"{self.namespace}:user:{user_id}"
+
+    def _call(self, what: str, function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except self._redis_errors as error:
+            raise CacheError(f"{self._where}: cannot {what} ({error})") from None
+
+    def get_json(self, user_id: str) -> str | None:
+        value = self._call("read the cache", self.client.get, self._user_key(user_id))
+        return None if value is None else value.decode("utf-8")
+
+    def put_many(self, entries: Sequence[CacheEntry]) -> None:
+        if not entries:
+            return
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=True)  # MULTI ... EXEC: all or nothing
+            pipe.mset({self._user_key(e.user_id): e.to_json() for e in entries})
+            pipe.hset(self._fingerprints_key, mapping={e.user_id: f"{e.fingerprint}|{e.run_key}" for e in entries})
+            pipe.execute()
+
+        self._call("write the cache", write)
+
+    def fingerprints(self) -> dict[str, tuple[str, str]]:
+        raw = self._call("read fingerprints", self.client.hgetall, self._fingerprints_key)
+        out = {}
+        for user, value in raw.items():
+            fingerprint, _, run_key = value.decode("utf-8").partition("|")
+            out[user.decode("utf-8")] = (fingerprint, run_key)
+        return out
+
+    def count(self) -> int:
+        return int(self._call("count entries", self.client.hlen, self._fingerprints_key))
+
+    def get_meta(self, key: str) -> Any:
+        value = self._call("read metadata", self.client.hget, self._meta_key, key)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise CacheError(f"{self._where}: corrupt metadata {key!r}") from None
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        mapping = {k: json.dumps(v) for k, v in values.items()}
+        self._call("write metadata", lambda: self.client.hset(self._meta_key, mapping=mapping))
+
+    def describe(self) -> str:
+        return self._where
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ----------------------------------------------------------------------------- registry
+
+CACHE_STORES: dict[str, type[CacheStore]] = {"sqlite": SQLiteStore, "redis": RedisStore}
+
+
+def open_store(url: str | os.PathLike[str], create: bool = False) -> CacheStore:
+    """Open a cache store by URL (``sqlite:///...``, ``redis://...``, or a plain file path)."""
+    url = str(url)
+    scheme = urlparse(url).scheme
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        scheme = "sqlite"
+        url = urlparse(url).path if url.startswith("file:") else url
+    if scheme == "rediss":
+        scheme = "redis"
+    if scheme not in CACHE_STORES:
+        raise CacheError(f"{url}: unknown cache store {scheme!r}; expected one of {sorted(CACHE_STORES)}")
+    return CACHE_STORES[scheme].from_url(url, create)
+
+
+def chunked(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+__all__ = [
+    "CACHE_STORES",
+    "CacheEntry",
+    "CacheError",
+    "CacheStore",
+    "CachedItem",
+    "RedisStore",
+    "SQLiteStore",
+    "chunked",
+    "open_store",
+]

@@ -1,0 +1,313 @@
+"""The HTTP API: cached lookups, fallback, validation (4xx never 5xx), new items, health, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from urllib.parse import quote
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alignrec.cli import main
+from alignrec.serve.app import ServeConfig, create_app
+from alignrec.serve.store import CacheEntry, CachedItem, CacheError, open_store
+
+TOKEN = "s3cret-token"
+
+
+def fill(url: str, users: int = 5, items: int = 12) -> None:
+    with open_store(url, create=True) as store:
+        store.put_many(
+            [
+                CacheEntry(
+                    f"u{u}",
+                    [CachedItem(f"item{u}-{n}", f"Title {n}", f"<a_{n}><b_{u}>", -float(n + u)) for n in range(items)],
+                    "v1",
+                    "v1:b20:k12",
+                    "fp",
+                    1234.5,
+                )
+                for u in range(users)
+            ]
+        )
+        store.set_meta(
+            {"top_k": items, "model_version": "v1", "popular": [{"id": f"pop{n}", "title": f"Popular {n}", "codes": "<a_0>", "score": None} for n in range(30)]}
+        )
+
+
+@pytest.fixture
+def filled(store_url):
+    fill(store_url)
+    return store_url
+
+
+@pytest.fixture
+def client(filled):
+    with TestClient(create_app(ServeConfig(cache=filled), admin_token=TOKEN), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_cached_lookup_returns_the_top_k(client):
+    response = client.get("/v1/users/u2/recommendations", params={"k": 3})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body == {
+        "user_id": "u2",
+        "items": [{"id": f"item2-{n}", "title": f"Title {n}", "codes": f"<a_{n}><b_2>", "score": -float(n + 2)} for n in range(3)],
+        "fallback": None,
+        "model_version": "v1",
+        "created": 1234.5,
+    }
+    assert len(client.get("/v1/users/u2/recommendations").json()["items"]) == 10  # default k
+    assert len(client.get("/v1/users/u2/recommendations?k=12").json()["items"]) == 12  # max k = cached top_k
+
+
+def test_unknown_user_is_a_404_or_a_flagged_fallback(filled):
+    with TestClient(create_app(ServeConfig(cache=filled))) as plain:
+        response = plain.get("/v1/users/stranger/recommendations")
+        assert response.status_code == 404
+        assert response.json() == {"error": "unknown_user", "detail": "no recommendations cached for user 'stranger'"}
+    with TestClient(create_app(ServeConfig(cache=filled, fallback="popularity"))) as fallback:
+        body = fallback.get("/v1/users/stranger/recommendations?k=4").json()
+        assert body["fallback"] == "popularity" and [i["id"] for i in body["items"]] == ["pop0", "pop1", "pop2", "pop3"]
+        assert fallback.get("/v1/users/u1/recommendations").json()["fallback"] is None  # known users are not flagged
+
+
+BAD_GETS = [
+    "/v1/users/u1/recommendations?k=0",
+    "/v1/users/u1/recommendations?k=13",  # above the cached top_k
+    "/v1/users/u1/recommendations?k=-5",
+    "/v1/users/u1/recommendations?k=abc",
+    "/v1/users/u1/recommendations?k=1.5",
+    "/v1/users/u1/recommendations?k=99999999999999999999999",
+    "/v1/users/u%201/recommendations",  # space
+    "/v1/users/%00/recommendations",
+    "/v1/users/" + "x" * 200 + "/recommendations",
+    "/v1/users/-lead/recommendations",
+    "/v1/users/u1/recommendations/extra",
+    "/v1/users//recommendations",
+    "/v1/users/%2e%2e/recommendations",
+    "/v1/nothing",
+]
+
+
+@pytest.mark.parametrize("path", BAD_GETS)
+def test_malformed_gets_are_4xx_with_json(client, path):
+    response = client.get(path)
+    assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
+    assert "error" in response.json()
+
+
+def test_wrong_methods(client):
+    assert client.post("/v1/users/u1/recommendations").status_code == 405
+    assert client.delete("/v1/items").status_code == 405
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=st.text(min_size=0, max_size=140), k=st.one_of(st.integers(-10**6, 10**6).map(str), st.text(max_size=12)))
+def test_fuzzed_lookups_never_5xx(client, user, k):
+    response = client.get(f"/v1/users/{quote(user, safe='')}/recommendations", params={"k": k})
+    assert response.status_code < 500, (user, k, response.text)
+
+
+# ----------------------------------------------------------------------------- POST /v1/items
+
+
+@pytest.fixture
+def admin(tiny_run, tmp_path, fake_cold_start):
+    url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    fill(url)
+    config = ServeConfig(cache=url, run=str(tiny_run), items_registry=str(tmp_path / "registry.json"), max_body_bytes=2048)
+    with TestClient(create_app(config, assigner=fake_cold_start, admin_token=TOKEN), raise_server_exceptions=False) as c:
+        yield c, tmp_path / "registry.json", fake_cold_start
+
+
+def post(client, body, token=TOKEN, **kwargs):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return client.post("/v1/items", json=body, headers=headers, **kwargs)
+
+
+def test_register_item_persists_unique_codes(admin, tiny_run):
+    client, registry_path, cold_start = admin
+    response = post(client, {"item_id": "new-1", "title": "  Fresh guitar  ", "description": "steel strings", "categories": ["Music"]})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["id"] == "new-1" and body["item_index"] == 24
+    assert body["code_string"] == "".join(f"<{'abc'[level]}_{code}>" for level, code in enumerate(body["codes"]))
+    saved = json.loads(registry_path.read_text())
+    assert saved["items"][0]["title"] == "Fresh guitar" and saved["items"][0]["codes"] == body["codes"]
+    assert cold_start.calls == [["new-1"]]
+    # the cold start saw the fine-tuned catalogue; the new codes belong to no known item
+    from alignrec.tokenizer.codes import ItemCodes
+
+    known = {tuple(row) for row in ItemCodes.load(tiny_run / "finetune").codes.tolist()}
+    assert tuple(body["codes"]) not in known
+    second = post(client, {"item_id": "new-2", "title": "Fresh guitar", "description": "steel strings"})  # same text
+    assert second.status_code == 201 and second.json()["codes"] != body["codes"] and second.json()["item_index"] == 25
+    # ids are unique across the catalogue and the registry
+    assert post(client, {"item_id": "new-1", "title": "again"}).status_code == 409
+    assert post(client, {"item_id": "3", "title": "clashes with a fine-tuned item"}).status_code == 409
+    assert len(json.loads(registry_path.read_text())["items"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "error"),
+    [(None, 401, "unauthorized"), ("wrong", 401, "unauthorized"), ("", 401, "unauthorized")],
+)
+def test_register_item_needs_the_admin_token(admin, token, status, error):
+    client, registry_path, _ = admin
+    response = post(client, {"item_id": "n", "title": "t"}, token=token)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert not registry_path.exists()
+    assert client.post("/v1/items", json={"item_id": "n", "title": "t"}, headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+
+
+def test_registration_disabled_without_a_token_or_a_run(filled, tiny_run):
+    with TestClient(create_app(ServeConfig(cache=filled, run=str(tiny_run)), admin_token="")) as c:
+        assert post(c, {"item_id": "n", "title": "t"}).status_code == 403
+    with TestClient(create_app(ServeConfig(cache=filled), admin_token=TOKEN)) as c:
+        assert post(c, {"item_id": "n", "title": "t"}).status_code == 503
+
+
+BAD_BODIES = [
+    ({"title": "no id"}, 422),
+    ({"item_id": "a", "title": ""}, 422),
+    ({"item_id": "a b", "title": "space in id"}, 422),
+    ({"item_id": "a/b", "title": "slash in id"}, 422),
+    ({"item_id": "a", "title": "t", "unexpected": 1}, 422),
+    ({"item_id": 5, "title": "t"}, 422),
+    ({"item_id": "a", "title": "t", "categories": "not a list"}, 422),
+    ({"item_id": "a", "title": "t", "embedding": []}, 422),
+    ({"item_id": "a", "title": "x" * 5000}, 413),  # over the 2 KiB body limit of the fixture
+    ([1, 2, 3], 422),
+    ("just a string", 422),
+]
+
+
+@pytest.mark.parametrize(("body", "status"), BAD_BODIES)
+def test_malformed_item_bodies(admin, body, status):
+    client, registry_path, _ = admin
+    response = post(client, body)
+    assert response.status_code == status, response.text
+    assert "error" in response.json()
+    assert not registry_path.exists()
+
+
+def test_malformed_raw_bodies(admin):
+    client, _, _ = admin
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    assert client.post("/v1/items", content=b"{not json", headers=headers).status_code == 400
+    assert client.post("/v1/items", content=b"\xff\xfe", headers=headers).status_code == 400
+    assert client.post("/v1/items", content=b'{"item_id": "a", "title": "t", "embedding": [NaN]}', headers=headers).status_code == 422
+    assert client.post("/v1/items", content=b"item_id=a", headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
+    assert client.post("/v1/items", content=b"{}", headers={**headers, "Content-Length": "99999999"}).status_code == 413
+
+    def chunks():  # no Content-Length: the limit applies while streaming
+        for _ in range(10):
+            yield b" " * 1000
+
+    assert client.post("/v1/items", content=chunks(), headers=headers).status_code == 413
+
+
+def test_cold_start_unavailable_is_a_clear_501(filled, tiny_run, tmp_path):
+    config = ServeConfig(cache=filled, run=str(tiny_run), items_registry=str(tmp_path / "r.json"))
+    try:
+        import alignrec.tokenizer.coldstart  # noqa: F401
+    except ImportError:
+        with TestClient(create_app(config, admin_token=TOKEN)) as c:
+            response = post(c, {"item_id": "n", "title": "t"})
+            assert response.status_code == 501 and "cold-start" in response.json()["detail"]
+    else:
+        pytest.skip("the tokenizer's cold start is installed")
+
+
+# ----------------------------------------------------------------------------- health, metrics, errors
+
+
+def test_healthz_and_metrics(client, filled):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model_version"] == "v1" and health["top_k"] == 12
+    client.get("/v1/users/u1/recommendations")
+    client.get("/v1/users/u2/recommendations?k=2")
+    client.get("/v1/users/nobody/recommendations")
+    client.get("/v1/users/u1/recommendations?k=0")
+    text = client.get("/metrics").text
+    assert 'alignrec_cache_lookups_total{outcome="hit"} 2.0' in text
+    assert 'alignrec_cache_lookups_total{outcome="miss"} 1.0' in text
+    assert 'alignrec_http_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"} 2.0' in text
+    assert 'alignrec_http_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="422"} 1.0' in text
+    assert 'alignrec_http_request_duration_seconds_count{route="/healthz"} 1.0' in text
+
+
+def test_missing_and_corrupt_cache(tmp_path, capsys):
+    with pytest.raises(CacheError, match="cache not found"):
+        create_app(ServeConfig(cache=str(tmp_path / "none.sqlite")))
+    assert main(["serve", "--cache", str(tmp_path / "none.sqlite")]) == 2
+    assert "cache not found (run `alignrec precache` first)" in capsys.readouterr().err
+    empty = tmp_path / "empty.sqlite"
+    open_store(empty, create=True).close()
+    with pytest.raises(CacheError, match="no entries yet"):
+        create_app(ServeConfig(cache=str(empty)))
+    # a corrupt entry: a clear 503 JSON error naming the user, not a crash
+    url = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    fill(url)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "c.sqlite") as connection:
+        connection.execute("UPDATE entries SET value = '[1, 2' WHERE user_id = 'u1'")
+    with TestClient(create_app(ServeConfig(cache=url)), raise_server_exceptions=False) as c:
+        response = c.get("/v1/users/u1/recommendations")
+        assert response.status_code == 503 and response.json()["error"] == "cache_error" and "'u1'" in response.json()["detail"]
+        assert c.get("/v1/users/u2/recommendations").status_code == 200
+
+
+def test_redis_going_away_is_a_503(fresh_redis):
+    server = fresh_redis
+    url = server.url("gone")
+    fill(url)
+    with TestClient(create_app(ServeConfig(cache=url)), raise_server_exceptions=False) as c:
+        assert c.get("/v1/users/u1/recommendations").status_code == 200
+        server.stop()
+        response = c.get("/v1/users/u1/recommendations")
+        assert response.status_code == 503 and response.json()["error"] == "cache_error"
+        assert c.get("/healthz").status_code == 503
+
+
+def test_serve_command_answers_over_http(tmp_path):
+    """`alignrec serve` in its own process, queried over loopback."""
+    import socket
+
+    filled = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    fill(filled)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alignrec.cli", "serve", "--cache", filled, "--port", str(port)],
+        env={**os.environ, "ALIGNREC_PROGRESS": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/v1/users/u3/recommendations?k=2", timeout=5)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert response.status_code == 200 and [i["id"] for i in response.json()["items"]] == ["item3-0", "item3-1"]
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+    finally:
+        process.terminate()
+        process.wait(30)
+        process.stderr.close()

@@ -1,0 +1,138 @@
+"""Cache stores (SQLite, real Redis): round trips, metadata, errors, atomic entries under concurrency."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from alignrec.serve.store import CacheEntry, CachedItem, CacheError, SQLiteStore, open_store
+
+
+def entry(user: str, version: int, items: int = 20) -> CacheEntry:
+    # Every score equals the version: a reader can tell a whole entry from a mixed one.
+    return CacheEntry(
+        user_id=user,
+        items=[CachedItem(id=f"i{version}-{n}", title=f"title {n}", codes=f"<a_{n}>", score=float(version)) for n in range(items)],
+        model_version=f"v{version}",
+        run_key=f"v{version}:b20:k20",
+        fingerprint=f"fp-{user}",
+        created=1000.0 + version,
+    )
+
+
+def test_round_trip_replace_fingerprints_and_meta(store_url):
+    with open_store(store_url, create=True) as store:
+        store.mark_format()
+        assert store.count() == 0 and store.get("u1") is None and store.fingerprints() == {}
+        store.put_many([entry("u1", 1), entry("u2", 1, items=3)])
+        store.put_many([entry("u2", 2, items=5)])  # replaces u2
+        assert store.count() == 2
+        got = store.get("u2")
+        assert got == entry("u2", 2, items=5)
+        assert json.loads(store.get_json("u1"))["items"][0] == {"id": "i1-0", "title": "title 0", "codes": "<a_0>", "score": 1.0}
+        assert store.fingerprints() == {"u1": ("fp-u1", "v1:b20:k20"), "u2": ("fp-u2", "v2:b20:k20")}
+        store.set_meta({"top_k": 20, "popular": [{"id": "x"}]})
+        store.set_meta({"top_k": 10})
+        assert store.get_meta("top_k") == 10 and store.get_meta("popular") == [{"id": "x"}] and store.get_meta("nope") is None
+    # reopening without create finds the same data
+    with open_store(store_url) as store:
+        assert store.count() == 2 and store.get("u1").model_version == "v1"
+
+
+def test_unicode_ids_and_titles_survive(store_url):
+    with open_store(store_url, create=True) as store:
+        item = CachedItem(id="é-1", title="Ünïcödé ☃ \"quoted\"", codes="<a_1>", score=None)
+        store.put_many([CacheEntry("ü:1", [item], "v", "k", "f", 1.0)])
+        assert store.get("ü:1").items == [item]
+
+
+def test_missing_corrupt_and_foreign_sqlite_files(tmp_path):
+    with pytest.raises(CacheError, match="cache not found .*alignrec precache"):
+        open_store(tmp_path / "missing.sqlite")
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CacheError, match="not a readable SQLite cache"):
+        open_store(garbage)
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE something (x)")
+    with pytest.raises(CacheError, match="not an alignrec cache"):
+        open_store(f"sqlite:///{foreign}")
+    newer = tmp_path / "newer.sqlite"
+    with open_store(newer, create=True) as store:
+        store.set_meta({"format": {"name": "alignrec-cache", "version": 99}})
+    with pytest.raises(CacheError, match="not an alignrec cache of version 1"):
+        open_store(newer)
+    with pytest.raises(CacheError, match="unknown cache store 'memcached'"):
+        open_store("memcached://localhost")
+
+
+def test_corrupt_entry_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with SQLiteStore(path, create=True) as store:
+        store.put_many([entry("u1", 1)])
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE entries SET value = '{\"user_id\": \"u1\", \"items\": [' WHERE user_id = 'u1'")
+    with SQLiteStore(path) as store, pytest.raises(CacheError, match="user 'u1'.*corrupt cache entry"):
+        store.get("u1")
+
+
+def test_redis_errors(redis_server, tmp_path):
+    with pytest.raises(CacheError, match="no alignrec cache in this namespace"):
+        open_store(redis_server.url("never-written"))
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(CacheError, match="cannot reach the Redis server"):
+        open_store(f"redis://127.0.0.1:{port}/0", create=True)
+    with pytest.raises(CacheError, match="namespace must be"):
+        open_store(redis_server.url("a:b"))
+
+
+def test_readers_never_see_a_half_written_entry(store_url):
+    """A writer rewrites 200 users' 20-item entries with a new version again and again, in
+    transactions of 50 users; readers (other connections) check that every entry they get is
+    whole: 20 items, all scores equal to the entry's own version."""
+    users = [f"u{n}" for n in range(200)]
+    with open_store(store_url, create=True) as store:
+        store.put_many([entry(u, 0) for u in users])
+    stop = threading.Event()
+    problems: list[str] = []
+    reads = [0]
+
+    def write() -> None:
+        with open_store(store_url) as writer:
+            version = 1
+            while not stop.is_set():
+                for start in range(0, len(users), 50):
+                    writer.put_many([entry(u, version) for u in users[start : start + 50]])
+                version += 1
+
+    def read(offset: int) -> None:
+        with open_store(store_url) as reader:
+            n = offset
+            while not stop.is_set():
+                got = reader.get(users[n % len(users)])
+                n += 7
+                reads[0] += 1
+                version = int(got.model_version[1:])
+                if len(got.items) != 20 or any(i.score != version or not i.id.startswith(f"i{version}-") for i in got.items):
+                    problems.append(f"mixed entry {got}")
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read, args=(o,)) for o in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert not problems, problems[:3]
+    assert reads[0] > 100
+    with open_store(store_url) as store:
+        final = {store.get(u).model_version for u in users}
+    assert final != {"v0"}  # the writer did rewrite entries while we read
