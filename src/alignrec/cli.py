@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "alignrec.data.cli",
     "alignrec.eval.cli",
     "alignrec.infer.cli",
+    "alignrec.serve.cli",
 )
 
 
