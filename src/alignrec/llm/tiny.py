@@ -32,7 +32,8 @@ def build_tiny_tokenizer(words: Sequence[str] = (), code_tokens: Sequence[str] =
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    template_text = [prompts.TEMPLATE, prompts.SEQUENTIAL_INSTRUCTION, "0 1 2 3 4 5 6 7 8 9 , . ? ! : ; ( ) - ' \" / & +"]
+    phrasings = [text for texts in prompts.PHRASINGS.values() for text in texts]
+    template_text = [prompts.TEMPLATE, prompts.SEQUENTIAL_INSTRUCTION, *phrasings, "0 1 2 3 4 5 6 7 8 9 , . ? ! : ; ( ) - ' \" / & +"]
     vocabulary = list(SPECIAL) + [w for w in words_of([*template_text, *words]) if w not in SPECIAL]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocabulary)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -49,9 +50,22 @@ def build_tiny_tokenizer(words: Sequence[str] = (), code_tokens: Sequence[str] =
 
 
 def build_tiny_llama(
-    vocab_size: int, hidden_size: int = 32, layers: int = 2, heads: int = 2, seed: int = 0, max_positions: int = 1024
+    vocab_size: int,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+    max_positions: int = 1024,
+    tie_word_embeddings: bool = False,
+    initializer_range: float = 0.02,
 ) -> Any:
-    """A LlamaForCausalLM with random weights (fixed by ``seed``)."""
+    """A LlamaForCausalLM with random weights (fixed by ``seed``); ``tie_word_embeddings`` shares
+    the input and output matrices (as SmolLM2 does).
+
+    ``initializer_range`` is the std of the random weights. LoRA tests want it large (~0.5):
+    with the default 0.02 the frozen output rows are so short that no hidden state can give a
+    frozen token (EOS) a confident logit, which a pretrained model has no trouble with.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -66,7 +80,8 @@ def build_tiny_llama(
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
