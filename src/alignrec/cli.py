@@ -18,6 +18,7 @@ from alignrec.utils.log import get_logger, setup_logging
 # One module per pipeline stage, in pipeline order.
 COMMAND_MODULES = (
     "alignrec.data.cli",
+    "alignrec.collab.cli",
     "alignrec.eval.cli",
     "alignrec.tasks.cli",
     "alignrec.infer.cli",

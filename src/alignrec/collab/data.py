@@ -1,0 +1,142 @@
+"""What a collaborative model may train on, as arrays, and vectorised batch builders.
+
+:class:`TrainingData` is built from a prepared data set's *training* part only —
+``training_sequences()`` (each user's sequence without its validation and test items) and
+``split("train")`` — so no model can see a validation or test target while it learns.
+Validation and test samples are read by the trainer at evaluation time, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from alignrec.data.dataset import PreparedDataset
+
+
+@dataclass
+class TrainingData:
+    """Training interactions of a prepared data set.
+
+    ``seq_values[seq_offsets[u]:seq_offsets[u + 1]]`` is user ``u``'s training sequence
+    (oldest first); ``train_*`` are the leave-one-out training samples (history -> next item)
+    with histories left-padded with -1.
+    """
+
+    num_users: int
+    num_items: int
+    max_history: int
+    seq_values: np.ndarray  # (N,) int64, all training sequences concatenated
+    seq_offsets: np.ndarray  # (U + 1,) int64
+    train_users: np.ndarray  # (S,) int64
+    train_histories: np.ndarray  # (S, H) int64, -1 = padding, newest last
+    train_targets: np.ndarray  # (S,) int64
+
+    @classmethod
+    def from_dataset(cls, dataset: PreparedDataset) -> TrainingData:
+        """Read the training sequences and training split of ``dataset`` (nothing else)."""
+        sequences = dataset.training_sequences()
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.concatenate(sequences).astype(np.int64) if len(sequences) else np.zeros(0, dtype=np.int64)
+        train = dataset.split("train")
+        return cls(
+            num_users=dataset.num_users,
+            num_items=dataset.num_items,
+            max_history=dataset.max_history,
+            seq_values=values,
+            seq_offsets=offsets,
+            train_users=train.user_index,
+            train_histories=train.histories,
+            train_targets=train.targets,
+        )
+
+    # -- derived views --------------------------------------------------------------------
+    @property
+    def sequence_lengths(self) -> np.ndarray:
+        return np.diff(self.seq_offsets)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.seq_values[self.seq_offsets[user] : self.seq_offsets[user + 1]]
+
+    @cached_property
+    def interactions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unique (user, item) training pairs, sorted by user then item: ``(users (E,), items (E,))``."""
+        users = np.repeat(np.arange(self.num_users, dtype=np.int64), self.sequence_lengths)
+        keys = np.unique(users * self.num_items + self.seq_values)
+        return keys // self.num_items, keys % self.num_items
+
+    @cached_property
+    def interaction_keys(self) -> np.ndarray:
+        """Sorted ``user * num_items + item`` keys of the training pairs (for membership tests)."""
+        users, items = self.interactions
+        return users * self.num_items + items
+
+    def item_popularity(self) -> np.ndarray:
+        """Interactions per item over the training sequences, repeats counted (I,)."""
+        return np.bincount(self.seq_values, minlength=self.num_items).astype(np.int64)
+
+    # -- sequence windows -----------------------------------------------------------------
+    def sequence_windows(self, length: int) -> np.ndarray:
+        """Cut every training sequence into windows of ``length`` items, left-padded with -1.
+
+        Windows end at ``m, m - (length - 1), m - 2 (length - 1), ...`` for a sequence of ``m``
+        items, so consecutive windows overlap by one item and every item after the first is
+        a *target* (a window position > 0 with a real predecessor) in exactly one window —
+        all-position training sees each training transition once per epoch. Sequences with
+        fewer than two items give no window. Returns (N, length) int64.
+        """
+        if length < 2:
+            raise ValueError(f"window length must be >= 2, got {length}")
+        step = length - 1
+        lengths = self.sequence_lengths
+        counts = np.where(lengths >= 2, -(-(lengths - 1) // step), 0)  # ceil((m - 1) / step)
+        users = np.repeat(np.arange(self.num_users, dtype=np.int64), counts)
+        first = np.cumsum(counts) - counts
+        k = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(first, counts)
+        ends = lengths[users] - k * step  # exclusive end within the user's sequence
+        positions = ends[:, None] - length + np.arange(length, dtype=np.int64)[None, :]  # (N, length)
+        valid = positions >= 0
+        flat = self.seq_offsets[users][:, None] + np.where(valid, positions, 0)
+        return np.where(valid, self.seq_values[flat], -1)
+
+    def prefix_windows(self, history_length: int) -> np.ndarray:
+        """The leave-one-out training samples as windows ``history + [target]``: (S, history_length + 1).
+
+        Histories longer than ``history_length`` keep their newest items; shorter ones are
+        left-padded with -1.
+        """
+        histories = self.train_histories
+        width = histories.shape[1]
+        if history_length <= width:
+            histories = histories[:, width - history_length :]
+        else:
+            pad = np.full((histories.shape[0], history_length - width), -1, dtype=np.int64)
+            histories = np.concatenate([pad, histories], axis=1)
+        return np.concatenate([histories, self.train_targets[:, None]], axis=1)
+
+
+def sample_negative_items(
+    rng: np.random.Generator, users: np.ndarray, data: TrainingData, max_rounds: int = 20
+) -> np.ndarray:
+    """One item per user drawn uniformly among the items that user did NOT interact with in training.
+
+    Vectorised rejection sampling: draw for everyone, redraw only the collisions. After
+    ``max_rounds`` the few remaining collisions (users who interacted with almost every item)
+    are kept, which can only make the task slightly harder, never leak anything.
+    """
+    items = rng.integers(0, data.num_items, size=users.shape[0], dtype=np.int64)
+    keys = data.interaction_keys
+    todo = np.arange(users.shape[0])
+    for _ in range(max_rounds):
+        query = users[todo] * data.num_items + items[todo]
+        position = np.searchsorted(keys, query)
+        hit = (position < keys.shape[0]) & (keys[np.minimum(position, keys.shape[0] - 1)] == query)
+        todo = todo[hit]
+        if todo.size == 0:
+            break
+        items[todo] = rng.integers(0, data.num_items, size=todo.size, dtype=np.int64)
+    return items
