@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "alignrec.collab.cli",
     "alignrec.eval.cli",
     "alignrec.tasks.cli",
+    "alignrec.train.cli",
     "alignrec.infer.cli",
     "alignrec.serve.cli",
 )

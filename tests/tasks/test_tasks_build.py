@@ -1,4 +1,4 @@
-"""Known-answer tests of the task builders on the hand-made 3-user data set (see conftest.py)."""
+"""Known-answer tests of the task builders on the hand-made 3-user data set (see tasks_data.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import handmade_codes, write_descriptions, write_handmade_run
+from tasks_data import handmade_codes, write_descriptions, write_handmade_run
 
 from alignrec.cli import main
 from alignrec.config import ConfigError, from_mapping

@@ -84,7 +84,26 @@ def load_causal_lm(source: BackboneSource, dtype: Any = None) -> Any:
         )
     except OSError as error:
         raise InputError(f"cannot load backbone {source.spec!r}: {error}") from None
+    if source.gguf_file:
+        forget_gguf_quantization(model)
     return model
+
+
+def forget_gguf_quantization(model: Any) -> None:
+    """Drop the GGUF "quantizer" markers from a model loaded from a GGUF file.
+
+    transformers de-quantises GGUF weights to plain tensors on load but keeps a quantizer object
+    and ``quantization_config``; with them the Trainer refuses to train the model and
+    ``save_pretrained`` writes a config that points at a GGUF file. The weights are ordinary
+    float tensors, so both markers are simply removed.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
+        quantizer.remove_quantization_config(model)  # what transformers itself does for dequantize=True
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
 
 
 def load_backbone(spec: str | None = None, dtype: Any = None) -> tuple[Any, Any, BackboneSource]:

@@ -1,0 +1,81 @@
+"""Tokenised instruction examples and the padding collator used by fine-tuning.
+
+Examples are encoded with :func:`alignrec.tasks.prompts.encode_examples` — the same ids
+inference builds — so the loss is on the answer (and EOS) only. Over-long examples are dropped
+(and counted), never truncated: a cut answer would teach a wrong item, a cut prompt a history
+the model never sees at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from alignrec.tasks.prompts import IGNORE_INDEX, encode_examples
+
+
+class EncodedExamples:
+    """A map-style dataset of ``{"input_ids", "labels"}`` lists (what the Trainer's samplers expect)."""
+
+    def __init__(self, features: list[dict[str, list[int]]], dropped_too_long: int = 0):
+        self.features = features
+        self.dropped_too_long = dropped_too_long
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return self.features[index]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(len(f["input_ids"]) for f in self.features)
+
+    @property
+    def answer_tokens(self) -> int:
+        return sum(sum(1 for label in f["labels"] if label != IGNORE_INDEX) for f in self.features)
+
+
+def encode_records(tokenizer: Any, records: Sequence[dict[str, Any]], max_length: int, chunk: int = 4096) -> EncodedExamples:
+    """Encode task records (``prompt``/``answer``); drop those longer than ``max_length`` tokens."""
+    features: list[dict[str, list[int]]] = []
+    dropped = 0
+    for start in range(0, len(records), chunk):
+        part = records[start : start + chunk]
+        for input_ids, labels in encode_examples(tokenizer, [r["prompt"] for r in part], [r["answer"] for r in part]):
+            if len(input_ids) > max_length:
+                dropped += 1
+                continue
+            features.append({"input_ids": input_ids, "labels": labels})
+    return EncodedExamples(features, dropped)
+
+
+@dataclass
+class PaddingCollator:
+    """Right-pads a batch: ``input_ids`` with ``pad_id``, ``labels`` with -100, plus the attention mask.
+
+    Right padding is safe for training a causal LM (positions count from the left, padded
+    positions are masked out of attention and loss). ``multiple_of`` rounds the padded length up
+    (8 helps tensor cores on GPUs).
+    """
+
+    pad_id: int
+    multiple_of: int | None = None
+
+    def __call__(self, features: Sequence[dict[str, Sequence[int]]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.multiple_of:
+            longest = -(-longest // self.multiple_of) * self.multiple_of
+        batch = len(features)
+        input_ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)  # (B, T)
+        labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((batch, longest), dtype=torch.long)  # (B, T)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            input_ids[row, :n] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.as_tensor(feature["labels"], dtype=torch.long)
+            attention_mask[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
