@@ -28,10 +28,18 @@ def exhaustive_scores(model, prompt, codes: np.ndarray, level_tokens) -> torch.T
     return picked.sum(1)
 
 
-def make_setup(num_items: int, sizes, seed: int, logit_scale: float = 30.0):
+def make_setup(num_items: int, sizes, seed: int, logit_scale: float = 30.0, kv_heads: int | None = None):
     codes = random_unique_codes(num_items, sizes, seed)
     item_codes = ItemCodes(codes, list(sizes))
     model, tokenizer = build_tiny_backbone(code_tokens=item_codes.vocabulary(), seed=seed)
+    if kv_heads is not None:  # grouped-query attention (as SmolLM2: 9 query heads share 3 key/value heads)
+        from transformers import LlamaForCausalLM
+
+        config = model.config
+        config.num_attention_heads, config.num_key_value_heads, config.head_dim = 6, kv_heads, 8
+        config.hidden_size = 48
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
     with torch.no_grad():
         model.lm_head.weight.mul_(logit_scale)  # random init is near-uniform; make items differ clearly
     model.eval()
@@ -51,9 +59,11 @@ def make_setup(num_items: int, sizes, seed: int, logit_scale: float = 30.0):
         (30, (8, 8), 6, 6),
     ],
 )
-def test_fast_matches_hf_generate(num_items, sizes, beam, top_k):
+@pytest.mark.parametrize("share", [True, False], ids=["shared-prompt-cache", "plain-cache"])
+def test_fast_matches_hf_generate(num_items, sizes, beam, top_k, share):
     model, tokenizer, codes, _, level_tokens, prompts = make_setup(num_items, sizes, seed=num_items)
-    fast = constrained_beam_search(model, prompts, CodeTrie.from_codes(codes, sizes), level_tokens, beam, top_k, tokenizer.pad_token_id)
+    trie = CodeTrie.from_codes(codes, sizes)
+    fast = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id, share_prompt_cache=share)
     reference = reference_beam_search(model, prompts, codes, level_tokens, beam, top_k, tokenizer.pad_token_id, tokenizer.eos_token_id)
     assert fast.items.shape == (len(prompts), top_k)
     assert torch.equal(fast.items, reference.items)
@@ -63,6 +73,21 @@ def test_fast_matches_hf_generate(num_items, sizes, beam, top_k):
     check_recommendations(fast.items, num_items)
     assert (fast.items >= 0).all() and torch.isfinite(fast.scores).all()
     assert (fast.scores[:, 1:] <= fast.scores[:, :-1]).all()  # best first
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1])
+def test_shared_prompt_cache_with_grouped_query_attention(kv_heads):
+    from alignrec.infer.shared_prefix import supports_shared_prefix
+
+    model, tokenizer, codes, _, level_tokens, prompts = make_setup(40, (4, 5, 6), seed=11, kv_heads=kv_heads)
+    assert supports_shared_prefix(model)
+    trie = CodeTrie.from_codes(codes, (4, 5, 6))
+    shared = constrained_beam_search(model, prompts, trie, level_tokens, 10, 10, tokenizer.pad_token_id, share_prompt_cache=True)
+    plain = constrained_beam_search(model, prompts, trie, level_tokens, 10, 10, tokenizer.pad_token_id, share_prompt_cache=False)
+    reference = reference_beam_search(model, prompts, codes, level_tokens, 10, 10, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    assert torch.equal(shared.items, reference.items) and torch.equal(plain.items, reference.items)
+    torch.testing.assert_close(shared.scores, reference.scores, rtol=0, atol=1e-4)
+    assert model.config._attn_implementation != "alignrec_shared_prefix"  # switched back after the search
 
 
 def test_wide_beam_is_exact_and_scores_are_teacher_forced_log_probs():

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from alignrec.errors import InputError
+from alignrec.infer.shared_prefix import SharedPrefixCache, shared_prefix_attention_enabled, supports_shared_prefix
 from alignrec.infer.trie import CodeTrie
 from alignrec.tokenizer.codes import code_token
 
@@ -103,6 +104,7 @@ def constrained_beam_search(
     beam_size: int,
     top_k: int,
     pad_token_id: int,
+    share_prompt_cache: bool | None = None,
 ) -> BeamSearchOutput:
     """Top-``top_k`` distinct items for each prompt by beam search restricted to the trie.
 
@@ -111,6 +113,9 @@ def constrained_beam_search(
     Beams keep the ``beam_size`` best prefixes per user at each level; the final list is the
     best ``top_k`` complete sequences (``top_k <= beam_size``, as with HF's
     ``num_return_sequences``).
+
+    ``share_prompt_cache`` keeps one copy of each prompt's KV cache per user instead of one per
+    beam (:mod:`alignrec.infer.shared_prefix`); ``None`` = whenever the model supports it.
     """
     if beam_size < 1 or not 1 <= top_k <= beam_size:
         raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, beam_size={beam_size}")
@@ -133,6 +138,10 @@ def constrained_beam_search(
     cache = output.past_key_values
     logits = output.logits[:, -1, :]  # (B, V)
     del output
+    if share_prompt_cache is None:
+        share_prompt_cache = supports_shared_prefix(model)
+    if share_prompt_cache:
+        cache = SharedPrefixCache(cache, attention_mask)
 
     width = 1  # beams per user; starts with one (the empty prefix) and grows to beam_size
     beam_prefix = torch.zeros((users, 1), dtype=torch.long, device=device)  # (B, W) prefix ids
@@ -163,17 +172,28 @@ def constrained_beam_search(
 
         # Continue every kept beam: its cache row is the row of the beam it extends.
         source_row = (user_offsets * width + picked // fanout).view(-1)  # (B*keep,) rows of the (B*W) cache
-        cache.reorder_cache(source_row)
-        row_mask = torch.cat([row_mask[source_row], row_mask.new_ones((users * keep, 1))], dim=1)
         next_tokens = tokens.view(users, width * fanout).gather(1, picked).view(-1, 1)  # (B*keep, 1)
         positions = (prompt_lengths.repeat_interleave(keep) + level).view(-1, 1)  # (B*keep, 1)
-        output = model(
-            input_ids=next_tokens,
-            attention_mask=row_mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-        )
+        if share_prompt_cache:
+            cache.select(source_row, keep)
+            with shared_prefix_attention_enabled(model):
+                output = model(
+                    input_ids=next_tokens,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    shared_prefix_cache=cache,
+                )
+        else:
+            cache.reorder_cache(source_row)
+            row_mask = torch.cat([row_mask[source_row], row_mask.new_ones((users * keep, 1))], dim=1)
+            output = model(
+                input_ids=next_tokens,
+                attention_mask=row_mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
         cache = output.past_key_values
         logits = output.logits[:, -1, :]  # (B*keep, V)
         del output
