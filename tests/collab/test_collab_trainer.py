@@ -155,3 +155,24 @@ def test_default_out_dir_is_run_collab_model(cyclic_run, tmp_path):
     assert result.out_dir == run / "collab" / "pop"
     assert (run / "collab" / "pop" / "metrics.json").exists()
     assert not (run / "collab" / "pop" / "item_embeddings.safetensors").exists()  # pop has no embeddings
+
+
+def test_graph_test_scoring_adds_validation_items_but_never_test_items(leak_run, tmp_path):
+    result = train(CollabConfig(model="lightgcn", epochs=2, patience=0), resolve_configs(
+        {"model": "lightgcn", "embedding_dim": 8, "batch_size": 32})[1], leak_run, tmp_path / "out")
+    model = result.model
+    dataset = load_dataset(leak_run)
+    valid, test = dataset.split("valid"), dataset.split("test")
+    assert model._scoring_graph is None  # the trainer resets it after scoring the test split
+    model.set_scoring_interactions(valid.user_index, valid.targets)
+    graph = model._scoring_graph[0]
+    item_degree = torch.bincount(graph.rows, minlength=graph.num_nodes)[model.num_users:]
+    assert (item_degree[valid.targets] == 1).all()  # each validation item joins its user's neighbourhood
+    assert (item_degree[test.targets] == 0).all()  # test items stay unseen
+    users = torch.from_numpy(test.user_index)
+    with torch.no_grad():
+        with_valid = model.score(users, torch.from_numpy(test.histories))
+        model.set_scoring_interactions(None, None)
+        without = model.score(users, torch.from_numpy(test.histories))
+    assert not torch.equal(with_valid, without)
+    assert "validation interactions in the graph" in result.metrics["protocol"]

@@ -42,6 +42,12 @@ class CollabConfig:
         metadata={"help": "do not let the items of a user's history compete in the ranking (the papers' protocol "
                   "keeps them, so this is off by default)"},
     )
+    test_with_valid_interactions: bool = field(
+        default=True,
+        metadata={"help": "graph models: when scoring the test split, add each user's validation item to the graph "
+                  "they propagate over (no retraining) — the information sequential models read in the test "
+                  "history; the test item itself is never added"},
+    )
     max_train_minutes: float | None = field(
         default=None, metadata={"help": "stop training (keeping the best model so far) after this many minutes"}
     )

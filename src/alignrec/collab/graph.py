@@ -95,9 +95,19 @@ class EdgeGraph:
         return inv_sqrt[self.rows] * inv_sqrt[self.cols]
 
 
-def user_item_graph(data: TrainingData) -> EdgeGraph:
-    """The bipartite graph of the unique training pairs (both directions), U + I nodes."""
+def user_item_graph(
+    data: TrainingData, extra_users: np.ndarray | None = None, extra_items: np.ndarray | None = None
+) -> EdgeGraph:
+    """The bipartite graph of the unique training pairs (both directions), U + I nodes.
+
+    ``extra_users``/``extra_items`` add more (user, item) pairs (duplicates of training pairs
+    are merged) — used to score the test split with each user's validation item in the graph.
+    """
     users, items = data.interactions
+    if extra_users is not None and extra_items is not None:
+        keys = np.unique(np.concatenate([users * data.num_items + items,
+                                         np.asarray(extra_users) * data.num_items + np.asarray(extra_items)]))
+        users, items = keys // data.num_items, keys % data.num_items
     item_nodes = items + data.num_users
     rows = np.concatenate([users, item_nodes])
     cols = np.concatenate([item_nodes, users])

@@ -319,8 +319,11 @@ def train(
     # best-validation weights for the final numbers and the exported files
     model.load_state_dict(best_state)
     valid_metrics = evaluate(model, valid, train_config.eval_batch_size, train_config.exclude_history, desc="valid")
+    if train_config.test_with_valid_interactions:
+        model.set_scoring_interactions(valid.user_index, valid.targets)
     test_metrics = evaluate(model, dataset.split("test"), train_config.eval_batch_size, train_config.exclude_history,
                             desc="test")
+    model.set_scoring_interactions(None, None)
     trained_epochs = [r for r in history if "train_seconds" in r]
     metrics: dict[str, Any] = {
         "model": train_config.model,
@@ -337,7 +340,9 @@ def train(
         "peak_rss_mb": peak_rss_mb(),
         "users": {"valid": len(valid), "test": len(dataset.split("test"))},
         "protocol": "leave-one-out, full ranking over all items"
-        + (", history items excluded" if train_config.exclude_history else ", history items not excluded"),
+        + (", history items excluded" if train_config.exclude_history else ", history items not excluded")
+        + (", test scored with the validation interactions in the graph"
+           if model.scores_from_graph and train_config.test_with_valid_interactions else ""),
     }
     _write_outputs(out, model, dataset, train_config, model_config, history, metrics)
     log.info("%s test: %s", train_config.model, ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))

@@ -26,6 +26,8 @@ class CollabModel(nn.Module):
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
+    # True for models that score users from an interaction graph (see set_scoring_interactions)
+    scores_from_graph: ClassVar[bool] = False
 
     def __init__(self, config: Any, data: TrainingData):
         super().__init__()
@@ -52,6 +54,13 @@ class CollabModel(nn.Module):
 
     def clear_scoring_cache(self) -> None:
         """Drop what :meth:`prepare_scoring` cached (called before training resumes)."""
+
+    def set_scoring_interactions(self, users: np.ndarray | None, items: np.ndarray | None) -> None:
+        """Interactions to take into account when scoring, beyond the training ones (None = none).
+
+        Graph models add them to the graph they propagate over (no retraining); sequential
+        models ignore this because they read each sample's history directly.
+        """
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each sample: ``users`` (B,), ``histories`` (B, H) item

@@ -36,7 +36,7 @@ from torch import nn
 
 from alignrec.collab.config import OptimConfig, check_positive
 from alignrec.collab.data import TrainingData
-from alignrec.collab.graph import edge_spmm, row_normalized_values
+from alignrec.collab.graph import EdgeGraph, edge_spmm, row_normalized_values
 from alignrec.collab.models.graph_base import BprBatch, GraphModel, bpr_loss
 from alignrec.collab.registry import register_model
 
@@ -94,15 +94,18 @@ class DCCF(GraphModel):
         self.item_intents = nn.Parameter(torch.empty(d, k))
         for weight in (self.user_embedding.weight, self.item_embedding.weight, self.user_intents, self.item_intents):
             nn.init.xavier_normal_(weight)
-        self.adjacency = self.graph.csr(self.graph.symmetric_normalized_values())
 
-    def layers(self) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    def layers(
+        self, graph: EdgeGraph | None = None, adjacency: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         """(final embeddings (U + I, d), per-layer views {"z", "r", "h", "p"} each (U + I, d))."""
+        if graph is None or adjacency is None:
+            graph, adjacency = self.graph, self.adjacency
         e = torch.cat([self.user_embedding.weight, self.item_embedding.weight])  # (N, d)
         total = e
         views: list[dict[str, torch.Tensor]] = []
         for _ in range(self.config.num_layers):
-            z = self.adjacency @ e  # graph message passing
+            z = adjacency @ e  # graph message passing
             users, items = e[: self.num_users], e[self.num_users :]
             r = torch.cat(
                 [
@@ -110,15 +113,17 @@ class DCCF(GraphModel):
                     torch.softmax(items @ self.item_intents, dim=1) @ self.item_intents.T,  # (I, d)
                 ]
             )
-            h = edge_spmm(self.graph, row_normalized_values(self.graph, _edge_affinity(self.graph, z)), e)
-            p = edge_spmm(self.graph, row_normalized_values(self.graph, _edge_affinity(self.graph, r)), e)
+            h = edge_spmm(graph, row_normalized_values(graph, _edge_affinity(graph, z)), e)
+            p = edge_spmm(graph, row_normalized_values(graph, _edge_affinity(graph, r)), e)
             e = z + r + h + p + e
             total = total + e
             views.append({"z": z, "r": r, "h": h, "p": p})
         return total, views
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        total, _ = self.layers()
+    def propagate(
+        self, graph: EdgeGraph | None = None, adjacency: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        total, _ = self.layers(graph, adjacency)
         return total[: self.num_users], total[self.num_users :]
 
     def _contrastive(self, views: list[dict[str, torch.Tensor]], users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

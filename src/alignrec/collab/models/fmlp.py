@@ -28,14 +28,17 @@ from alignrec.collab.registry import register_model
 @dataclass
 class FMLPConfig(SequentialConfig):
     ffn_dim: int = field(default=256, metadata={"help": "feed-forward hidden size"})
-    loss: Literal["ce", "bce"] = field(
-        default="ce", metadata={"help": "ce = softmax over all items; bce = one sampled negative"}
+    loss: Literal["ce", "sampled_ce", "bce"] = field(
+        default="ce",
+        metadata={"help": "ce = softmax over all items; sampled_ce = softmax over num_negatives shared uniform "
+                  "negatives; bce = one sampled negative per target (the SASRec paper)"},
     )
+    num_negatives: int = field(default=1024, metadata={"help": "shared negatives per batch for loss=sampled_ce"})
     dropout: float = field(default=0.5, metadata={"help": "dropout on embeddings and inside the blocks"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "ffn_dim")
+        check_positive(self, "ffn_dim", "num_negatives")
 
 
 class FilterLayer(nn.Module):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from alignrec.collab.data import TrainingData, sample_negative_items
-from alignrec.collab.graph import user_item_graph
+from alignrec.collab.graph import EdgeGraph, user_item_graph
 from alignrec.collab.models.base import CollabModel
 
 BprBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # users (B,), positives (B,), negatives (B,)
@@ -20,17 +20,33 @@ class GraphModel(CollabModel):
 
     An epoch visits every unique training pair once in random order, each with one negative
     drawn uniformly among the user's non-interacted items. Subclasses implement
-    :meth:`propagate` -> (user embeddings (U, d), item embeddings (I, d)).
+    :meth:`propagate` -> (user embeddings (U, d), item embeddings (I, d)) over a given graph
+    and its symmetric normalised adjacency (default: the training graph).
     """
+
+    scores_from_graph = True
 
     def __init__(self, config, data: TrainingData):
         super().__init__(config, data)
         self.data = data
         self.graph = user_item_graph(data)
+        # The normalised adjacency never changes during training: build the CSR matrix once.
+        self.adjacency = self.graph.csr(self.graph.symmetric_normalized_values())
+        self._scoring_graph: tuple[EdgeGraph, torch.Tensor] | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagate(
+        self, graph: EdgeGraph | None = None, adjacency: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def set_scoring_interactions(self, users: np.ndarray | None, items: np.ndarray | None) -> None:
+        self._cache = None
+        if users is None or items is None:
+            self._scoring_graph = None
+            return
+        graph = user_item_graph(self.data, users, items)
+        self._scoring_graph = (graph, graph.csr(graph.symmetric_normalized_values()))
 
     def num_batches(self) -> int:
         pairs = self.data.interactions[0].shape[0]
@@ -50,7 +66,8 @@ class GraphModel(CollabModel):
             )
 
     def prepare_scoring(self) -> None:
-        users, items = self.propagate()
+        graph, adjacency = self._scoring_graph or (self.graph, self.adjacency)
+        users, items = self.propagate(graph, adjacency)
         self._cache = (users.detach(), items.detach())
 
     def clear_scoring_cache(self) -> None:
@@ -72,8 +89,11 @@ class GraphModel(CollabModel):
         return user_embeddings[users] @ item_embeddings.T  # (B, I)
 
     def item_embeddings(self) -> torch.Tensor:
-        with torch.no_grad():
+        """Item embeddings propagated over the training graph only (I, d)."""
+        if self._scoring_graph is None:
             return self._propagated()[1].float().contiguous()
+        with torch.no_grad():
+            return self.propagate()[1].detach().float().contiguous()
 
 
 def bpr_loss(user_embeddings: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

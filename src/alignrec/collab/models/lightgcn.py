@@ -14,6 +14,7 @@ from torch import nn
 
 from alignrec.collab.config import OptimConfig, check_positive
 from alignrec.collab.data import TrainingData
+from alignrec.collab.graph import EdgeGraph
 from alignrec.collab.models.graph_base import BprBatch, GraphModel, bpr_loss
 from alignrec.collab.registry import register_model
 
@@ -45,14 +46,15 @@ class LightGCN(GraphModel):
         self.item_embedding = nn.Embedding(self.num_items, config.embedding_dim)
         nn.init.normal_(self.user_embedding.weight, std=0.1)
         nn.init.normal_(self.item_embedding.weight, std=0.1)
-        # The normalised adjacency never changes: build the CSR matrix once.
-        self.adjacency = self.graph.csr(self.graph.symmetric_normalized_values())
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagate(
+        self, graph: EdgeGraph | None = None, adjacency: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        adjacency = self.adjacency if adjacency is None else adjacency
         x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])  # (U + I, d)
         total = x
         for _ in range(self.config.num_layers):
-            x = self.adjacency @ x
+            x = adjacency @ x
             total = total + x
         mean = total / (self.config.num_layers + 1)
         return mean[: self.num_users], mean[self.num_users :]

@@ -27,16 +27,19 @@ from alignrec.collab.registry import register_model
 class SASRecConfig(SequentialConfig):
     num_heads: int = field(default=2, metadata={"help": "attention heads"})
     ffn_dim: int = field(default=256, metadata={"help": "feed-forward hidden size"})
-    loss: Literal["ce", "bce"] = field(
-        default="ce", metadata={"help": "ce = softmax over all items; bce = one sampled negative (the SASRec paper)"}
+    loss: Literal["ce", "sampled_ce", "bce"] = field(
+        default="ce",
+        metadata={"help": "ce = softmax over all items; sampled_ce = softmax over num_negatives shared uniform "
+                  "negatives; bce = one sampled negative per target (the SASRec paper)"},
     )
+    num_negatives: int = field(default=1024, metadata={"help": "shared negatives per batch for loss=sampled_ce"})
     train_positions: Literal["all", "last"] = field(
         default="all", metadata={"help": "all = predict at every window position; last = only the newest item"}
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive(self, "num_heads", "ffn_dim")
+        check_positive(self, "num_heads", "ffn_dim", "num_negatives")
         if self.embedding_dim % self.num_heads:
             raise ValueError(f"embedding_dim {self.embedding_dim} must be divisible by num_heads {self.num_heads}")
 
