@@ -170,7 +170,8 @@ def main() -> None:
     run.extra["torch_threads"] = args.threads
     json_path, md_path = run.finish(
         notes=[
-            f"test users of {args.data} (seeded sample), random unique item codes, untrained code-token embeddings",
+            f"test users of {args.data} (seeded sample), random unique item codes; models not fine-tuned: tiny = random "
+            "Llama, smollm2 = SmolLM2-135M-Instruct weights with random code-token rows (std of the existing rows)",
             "speedup = reference time / fast time over the same batches, run back to back (wall: elapsed; cpu: this process)",
             "shared_vs_plain_cache = fast search with a per-beam HF cache / with the shared prompt cache",
             "no GPU in this session: CPU figures only (the GPU run of SmolLM2-135M on all Games test users is not measured)",

@@ -88,6 +88,9 @@ def test_shared_prompt_cache_with_grouped_query_attention(kv_heads):
     assert torch.equal(shared.items, reference.items) and torch.equal(plain.items, reference.items)
     torch.testing.assert_close(shared.scores, reference.scores, rtol=0, atol=1e-4)
     assert model.config._attn_implementation != "alignrec_shared_prefix"  # switched back after the search
+    for row in (0, 3):  # one user alone (a batch of one has its own tensor layouts)
+        alone = constrained_beam_search(model, prompts[row : row + 1], trie, level_tokens, 10, 10, tokenizer.pad_token_id, share_prompt_cache=True)
+        assert torch.equal(alone.items[0], reference.items[row])
 
 
 def test_wide_beam_is_exact_and_scores_are_teacher_forced_log_probs():

@@ -89,7 +89,7 @@ def test_bad_settings_are_user_errors(tiny_run, flags, message, capsys):
 
 def test_missing_model_and_mismatched_data_set(tiny_run, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path)]) == 2
-    assert "no fine-tuned model here" in capsys.readouterr().err
+    assert "no fine-tuned model" in capsys.readouterr().err
     other = tmp_path / "other"
     from alignrec.data.synthetic import write_synthetic
 

@@ -217,15 +217,13 @@ def test_malformed_raw_bodies(admin):
 
 
 def test_cold_start_unavailable_is_a_clear_501(filled, tiny_run, tmp_path):
+    """The tiny run has item codes but no trained tokenizer model in RUN/tokenizer (or the
+    installation lacks the cold-start module): registration says so instead of failing."""
     config = ServeConfig(cache=filled, run=str(tiny_run), items_registry=str(tmp_path / "r.json"))
-    try:
-        import alignrec.tokenizer.coldstart  # noqa: F401
-    except ImportError:
-        with TestClient(create_app(config, admin_token=TOKEN)) as c:
-            response = post(c, {"item_id": "n", "title": "t"})
-            assert response.status_code == 501 and "cold-start" in response.json()["detail"]
-    else:
-        pytest.skip("the tokenizer's cold start is installed")
+    with TestClient(create_app(config, admin_token=TOKEN)) as c:
+        response = post(c, {"item_id": "n", "title": "t"})
+        assert response.status_code == 501 and "cold start" in response.json()["detail"]
+        assert not (tmp_path / "r.json").exists()
 
 
 # ----------------------------------------------------------------------------- health, metrics, errors
@@ -311,3 +309,19 @@ def test_serve_command_answers_over_http(tmp_path):
         process.terminate()
         process.wait(30)
         process.stderr.close()
+
+
+@pytest.mark.parametrize("user", ["u1", "stranger"])
+@pytest.mark.parametrize("fallback", ["none", "popularity"])
+def test_fast_path_answers_like_the_fastapi_route(filled, user, fallback):
+    """Plain requests take the fast path; the same request with an extra (ignored) query
+    parameter goes through FastAPI's validation. Both must answer byte for byte the same."""
+    with TestClient(create_app(ServeConfig(cache=filled, fallback=fallback))) as c:
+        for k in ("", "?k=1", "?k=7", "?k=12"):
+            fast = c.get(f"/v1/users/{user}/recommendations{k}")
+            routed = c.get(f"/v1/users/{user}/recommendations{k}{'&' if k else '?'}other=1")
+            assert (fast.status_code, fast.content) == (routed.status_code, routed.content)
+            assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+        metrics = c.get("/metrics").text
+        # both paths are counted under the route template
+        assert 'route="/v1/users/{user_id}/recommendations",status=' in metrics

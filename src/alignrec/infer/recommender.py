@@ -49,15 +49,11 @@ class FinetunePaths:
 
 
 def resolve_finetune(path: str | os.PathLike[str]) -> FinetunePaths:
-    """Accept a run folder (``RUN``) or its ``RUN/finetune`` folder."""
-    path = Path(path)
-    for candidate in (path / "finetune", path):
-        if (candidate / "model").is_dir() and (candidate / "item_codes.parquet").is_file():
-            return FinetunePaths(candidate, candidate / "model", candidate.parent)
-    raise InputError(
-        f"{path}: no fine-tuned model here (expected RUN/finetune/model/ and RUN/finetune/item_codes.parquet, "
-        "written by `alignrec finetune`)"
-    )
+    """Accept ``RUN``, ``RUN/finetune`` or ``RUN/finetune/model`` (the LLM stage's rule)."""
+    from alignrec.llm.finetuned import finetune_dir
+
+    folder = finetune_dir(path)
+    return FinetunePaths(folder, folder / "model", folder.parent)
 
 
 def _file_digest(path: Path) -> str:
@@ -220,20 +216,22 @@ def check_recommendations(items: torch.Tensor, num_items: int) -> None:
 def load_recommender(
     path: str | os.PathLike[str], device: str = "auto", dtype: str = "auto", codes: ItemCodes | None = None
 ) -> tuple[GenerativeRecommender, FinetunePaths]:
-    """Load ``RUN`` or ``RUN/finetune``: the HF model folder, its tokenizer and the item codes.
+    """Load ``RUN`` or ``RUN/finetune`` with the LLM stage's loader (:func:`alignrec.llm.finetuned.load_finetuned`:
+    merged model, tokenizer with the code tokens, item codes, checked against each other).
 
     ``codes`` replaces the folder's item codes (pre-cache passes the codes extended with items
     registered since fine-tuning); every code token must already be in the tokenizer.
     """
-    from alignrec.llm.backbone import load_causal_lm, load_tokenizer, resolve_backbone
+    from alignrec.llm.finetuned import load_finetuned
 
     paths = resolve_finetune(path)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    source = resolve_backbone(str(paths.model_dir))
-    tokenizer = load_tokenizer(source)
-    model = load_causal_lm(source, torch_dtype).to(torch_device)
-    item_codes = codes if codes is not None else ItemCodes.load(paths.finetune_dir)
+    model, tokenizer, item_codes = load_finetuned(paths.finetune_dir, dtype=torch_dtype, device=str(torch_device))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if codes is not None:
+        item_codes = codes
     version = model_version(paths.finetune_dir)
     log.info("loaded %s (version %s, %d items, device %s, %s)", paths.model_dir, version, item_codes.num_items, torch_device, torch_dtype)
     return GenerativeRecommender(model, tokenizer, item_codes, version), paths

@@ -138,7 +138,7 @@ def shared_prefix_attention(
     )
     prompt_out = prompt_out.view(users, kv_heads, width, group * q_len, dim).transpose(1, 2).reshape(rows, kv_heads, group * q_len, dim)
     generated_out = torch.matmul(generated_weights.reshape(rows, kv_heads, group * q_len, generated), value)
-    out = (prompt_out + generated_out).view(rows, heads, q_len, dim)
+    out = (prompt_out + generated_out).reshape(rows, heads, q_len, dim)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -20,6 +20,7 @@ get a 4xx answer, never a 5xx. The read path is one key lookup and a slice, in t
 import hmac
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,28 @@ from alignrec.utils.log import get_logger
 log = get_logger(__name__)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$"  # user and item ids: no '/', spaces or control characters
+RECOMMENDATIONS_ROUTE = "/v1/users/{user_id}/recommendations"
+_RECOMMENDATIONS_PATH = re.compile(r"^/v1/users/([^/]+)/recommendations$")
+_VALID_ID = re.compile(ID_PATTERN)
+_PLAIN_K = re.compile(rb"^k=([1-9][0-9]{0,5})$")
+
+try:  # orjson: ~10x faster JSON for the lookup path; the standard library otherwise
+    import orjson
+
+    def _loads(data: str | bytes) -> Any:
+        return orjson.loads(data)
+
+    def _dumps(payload: Any) -> bytes:
+        return orjson.dumps(payload)
+
+except ImportError:  # pragma: no cover - orjson is a dependency, kept optional
+
+    def _loads(data: str | bytes) -> Any:
+        return json.loads(data)
+
+    def _dumps(payload: Any) -> bytes:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
 CONFIG_ENVIRONMENT = "ALIGNREC_SERVE_CONFIG"  # JSON ServeConfig for worker processes
 META_TTL_S = 30.0  # how long cache metadata (model version, popular list) is reused before re-reading
 
@@ -123,11 +146,51 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = scope.get("route")
             # Label by route template (bounded cardinality), never by raw path.
-            label = getattr(route, "path", None) or "unmatched"
+            label = scope.get("alignrec.route") or getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(label, scope.get("method", ""), str(status)).inc()
             self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+
+class FastLookupMiddleware:
+    """Answers well-formed ``GET /v1/users/{id}/recommendations[?k=N]`` requests directly.
+
+    The FastAPI route does the same through dependency solving and pydantic validation, which
+    costs more than the lookup itself. Here the id and ``k`` are checked with the same rules
+    (the id pattern, ``1 <= k <= max_k``) by a regex; any request that is not plainly valid —
+    other query parameters, an encoded or out-of-range ``k``, a bad id — goes on to the FastAPI
+    route, which answers it (errors included) exactly as without this middleware.
+    """
+
+    def __init__(self, app: Any, lookup: Callable[[str, int], tuple[int, bytes]], default_k: int, max_k: int):
+        self.app = app
+        self.lookup = lookup
+        self.default_k = default_k
+        self.max_k = max_k
+
+    def _k(self, query: bytes) -> int | None:
+        if not query:
+            return self.default_k
+        match = _PLAIN_K.match(query)
+        if match is None:
+            return None
+        k = int(match.group(1))
+        return k if k <= self.max_k else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            match = _RECOMMENDATIONS_PATH.match(scope["path"])
+            if match is not None:
+                user_id = match.group(1)
+                k = self._k(scope.get("query_string", b""))
+                if k is not None and _VALID_ID.match(user_id):
+                    scope["alignrec.route"] = RECOMMENDATIONS_ROUTE
+                    status, body = self.lookup(user_id, k)
+                    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
 
 
 def error_body(code: str, detail: Any) -> dict[str, Any]:
@@ -190,10 +253,9 @@ def create_app(
     state: dict[str, Any] = {"assigner": assigner}
 
     app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def json_response(payload: Any, status: int = 200) -> Response:
-        return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), status_code=status, media_type="application/json")
+        return Response(_dumps(payload), status_code=status, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -215,29 +277,39 @@ def create_app(
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse(error_body("internal_error", "unexpected server error (see the server log)"), status_code=500)
 
-    @app.get("/v1/users/{user_id}/recommendations")
+    def lookup(user_id: str, k: int) -> tuple[int, bytes]:
+        """(status, JSON body) of a validated recommendations request; shared by the fast path
+        and the FastAPI route, so both answer identically."""
+        try:
+            raw = store.get_json(user_id)
+            meta = view.meta()
+        except CacheError as error:
+            log.error("cache error: %s", error)
+            return 503, _dumps(error_body("cache_error", str(error)))
+        if raw is None:
+            if config.fallback == "popularity" and meta.get("popular"):
+                metrics.lookups.labels("fallback").inc()
+                payload = {"user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity", "model_version": meta.get("model_version")}
+                return 200, _dumps(payload)
+            metrics.lookups.labels("miss").inc()
+            return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"))
+        metrics.lookups.labels("hit").inc()
+        try:
+            entry = _loads(raw)
+            payload = {"user_id": user_id, "items": entry["items"][:k], "fallback": None, "model_version": entry["model_version"], "created": entry["created"]}
+        except (ValueError, KeyError, TypeError):
+            detail = f"{store.describe()}: corrupt cache entry for user {user_id!r}"
+            log.error("cache error: %s", detail)
+            return 503, _dumps(error_body("cache_error", detail))
+        return 200, _dumps(payload)
+
+    @app.get(RECOMMENDATIONS_ROUTE)
     async def recommendations(
         user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)],
         k: Annotated[int, Query(ge=1, le=max_k)] = default_k,
     ) -> Response:
-        raw = store.get_json(user_id)
-        meta = view.meta()
-        if raw is None:
-            if config.fallback == "popularity" and meta.get("popular"):
-                metrics.lookups.labels("fallback").inc()
-                return json_response(
-                    {"user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity", "model_version": meta.get("model_version")}
-                )
-            metrics.lookups.labels("miss").inc()
-            return json_response(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"), status=404)
-        metrics.lookups.labels("hit").inc()
-        try:
-            entry = json.loads(raw)
-            items = entry["items"][:k]
-            payload = {"user_id": user_id, "items": items, "fallback": None, "model_version": entry["model_version"], "created": entry["created"]}
-        except (ValueError, KeyError, TypeError):
-            raise CacheError(f"{store.describe()}: corrupt cache entry for user {user_id!r}") from None
-        return json_response(payload)
+        status, body = lookup(user_id, k)
+        return Response(body, status_code=status, media_type="application/json")
 
     class NewItemBody(BaseModel):
         model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -284,7 +356,7 @@ def create_app(
                 state["assigner"] = load_code_assigner(tokenizer_dir)
             record = registry.register(NewItem(**item.model_dump()), state["assigner"])
         except RegistrationError as error:
-            code = {409: "conflict", 501: "not_implemented"}.get(error.status, "registration_failed")
+            code = {409: "conflict", 422: "invalid_item", 501: "not_implemented"}.get(error.status, "registration_failed")
             return json_response(error_body(code, str(error)), error.status)
         except InputError as error:
             log.error("items registry: %s", error)
@@ -309,6 +381,9 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Added last = outermost: metrics see every request, the fast path answers plain lookups.
+    app.add_middleware(FastLookupMiddleware, lookup=lookup, default_k=default_k, max_k=max_k)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.store = store
     app.state.metrics = metrics
     return app

@@ -87,30 +87,48 @@ class CodeAssigner(Protocol):
 
 
 def load_code_assigner(tokenizer_dir: str | os.PathLike[str]) -> CodeAssigner:
-    """The tokenizer stage's cold-start assigner for the codebooks in ``tokenizer_dir``."""
+    """The tokenizer stage's cold-start assigner (:class:`alignrec.tokenizer.coldstart.ColdStartAssigner`)
+    for the trained tokenizer in ``tokenizer_dir`` (``RUN/tokenizer``)."""
     try:
-        from alignrec.tokenizer import coldstart  # type: ignore[attr-defined]
+        from alignrec.tokenizer.coldstart import ColdStartAssigner
     except ImportError:
         raise RegistrationError(
             "cold-start code assignment is not available in this installation (alignrec.tokenizer.coldstart is missing)",
             status=501,
         ) from None
-    return _TokenizerColdStart(coldstart, Path(tokenizer_dir))
+    try:
+        return TokenizerColdStart(ColdStartAssigner.load(tokenizer_dir))
+    except InputError as error:
+        raise RegistrationError(f"cannot load the tokenizer's cold start from {tokenizer_dir}: {error}", status=501) from None
 
 
-class _TokenizerColdStart:
-    """Adapter from :mod:`alignrec.tokenizer.coldstart` to :class:`CodeAssigner`."""
+class TokenizerColdStart:
+    """Adapter from the tokenizer's ``ColdStartAssigner`` to :class:`CodeAssigner`.
 
-    def __init__(self, module: Any, tokenizer_dir: Path):
-        self.module = module
-        self.tokenizer_dir = tokenizer_dir
+    The assigner knows the tokenizer's items and what it handed out itself; items registered
+    earlier (by this or another server process, or before a restart) are reserved from
+    ``existing`` first, so their codes are never given out again.
+    """
+
+    def __init__(self, assigner: Any):
+        self.assigner = assigner
 
     def assign(self, items: Sequence[NewItem], existing: ItemCodes) -> np.ndarray:
-        texts = [item.text() for item in items]
+        taken = self.assigner.index.taken
+        for row in existing.codes.tolist():
+            if tuple(row) not in taken:
+                self.assigner.index.add(tuple(row))
         embeddings = None
         if all(item.embedding is not None for item in items):
             embeddings = np.asarray([item.embedding for item in items], dtype=np.float32)
-        return np.asarray(self.module.assign_codes(self.tokenizer_dir, texts, embeddings=embeddings, existing=existing.codes))
+        try:
+            return np.asarray(
+                self.assigner.assign(
+                    texts=[item.text() for item in items], behaviour_embeddings=embeddings, item_ids=[item.item_id for item in items]
+                )
+            )
+        except InputError as error:  # e.g. a behaviour-only tokenizer and no embedding given
+            raise RegistrationError(str(error), status=422) from None
 
 
 @contextlib.contextmanager
