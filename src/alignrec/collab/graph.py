@@ -85,6 +85,13 @@ class EdgeGraph:
         """The CSR matrix with these edge values (E,) (no autograd; see :func:`edge_spmm`)."""
         return _csr(self.crow, self.cols, values, self.num_nodes)
 
+    def pattern(self, dtype: torch.dtype) -> torch.Tensor:
+        """The CSR matrix with every stored value 1 (the sparsity pattern for sampled products)."""
+        cache = self.__dict__.setdefault("_patterns", {})
+        if dtype not in cache:
+            cache[dtype] = self.csr(torch.ones(self.num_edges, dtype=dtype))
+        return cache[dtype]
+
     def csr_transpose(self, values: torch.Tensor) -> torch.Tensor:
         return _csr(self.transpose_crow, self.transpose_cols, values[self.transpose_order], self.num_nodes)
 
@@ -131,8 +138,43 @@ class _EdgeSpmm(torch.autograd.Function):
             grad_x = graph.csr_transpose(values.detach()) @ grad_out  # (N, d) = A^T g
         if ctx.needs_input_grad[0]:
             # d(sum g * (A x)) / dA[r, c] = <g[r], x[c]>, only on the stored edges
-            grad_values = (grad_out.index_select(0, graph.rows) * x.detach().index_select(0, graph.cols)).sum(1)
+            grad_values = _sampled_dot(graph, grad_out, x.detach())
         return grad_values, grad_x, None
+
+
+def _sampled_dot(graph: EdgeGraph, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``<a[rows[e]], b[cols[e]]>`` for every edge e (E,), without autograd."""
+    return torch.sparse.sampled_addmm(graph.pattern(a.dtype), a, b.T, beta=0.0).values()
+
+
+class _EdgeDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, graph: EdgeGraph) -> torch.Tensor:  # type: ignore[override]
+        ctx.graph = graph
+        ctx.save_for_backward(a, b)
+        return _sampled_dot(graph, a.detach(), b.detach())  # (E,)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        a, b = ctx.saved_tensors
+        graph: EdgeGraph = ctx.graph
+        grad_out = grad_out.contiguous()
+        # out[e] = <a[r_e], b[c_e]>  =>  grad_a = G b and grad_b = G^T a, G = CSR(grad_out)
+        grad_a = graph.csr(grad_out) @ b.detach() if ctx.needs_input_grad[0] else None
+        grad_b = graph.csr_transpose(grad_out) @ a.detach() if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None
+
+
+def edge_dot(graph: EdgeGraph, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One dot product per edge, ``<a[row], b[col]>`` (E,); differentiable in ``a`` and ``b``. a, b: (N, d)."""
+    if not (a.requires_grad or b.requires_grad):
+        return _sampled_dot(graph, a, b)
+    return _EdgeDot.apply(a, b, graph)
+
+
+def edge_dot_reference(graph: EdgeGraph, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Plain gather version of :func:`edge_dot` (the reference it is tested against)."""
+    return (a.index_select(0, graph.rows) * b.index_select(0, graph.cols)).sum(1)
 
 
 def edge_spmm(graph: EdgeGraph, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

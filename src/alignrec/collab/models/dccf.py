@@ -36,7 +36,7 @@ from torch import nn
 
 from alignrec.collab.config import OptimConfig, check_positive
 from alignrec.collab.data import TrainingData
-from alignrec.collab.graph import EdgeGraph, edge_spmm, row_normalized_values
+from alignrec.collab.graph import EdgeGraph, edge_dot, edge_spmm, row_normalized_values
 from alignrec.collab.models.graph_base import BprBatch, GraphModel, bpr_loss
 from alignrec.collab.registry import register_model
 
@@ -80,7 +80,7 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float) -
 def _edge_affinity(graph, x: torch.Tensor) -> torch.Tensor:
     """``(cos(x_row, x_col) + 1) / 2`` for every edge (E,), in [0, 1]."""
     normalised = F.normalize(x, dim=1)
-    return ((normalised.index_select(0, graph.rows) * normalised.index_select(0, graph.cols)).sum(1) + 1.0) / 2.0
+    return (edge_dot(graph, normalised, normalised) + 1.0) / 2.0
 
 
 @register_model("dccf", DCCFConfig, "DCCF disentangled contrastive graph model (Ren et al. 2023)")
