@@ -17,7 +17,7 @@ from alignrec.errors import InputError
 from alignrec.llm import load_finetuned
 from alignrec.tasks.prompts import IGNORE_INDEX
 from alignrec.train.config import FinetuneConfig
-from alignrec.train.data import PaddingCollator, encode_records
+from alignrec.train.data import PaddingCollator, answer_loss, encode_records
 from alignrec.train.finetune import FinetuneJob, merge, prepare_model
 
 FAST = {"lora_dropout": 0.0, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0, "batch_size": 8}
@@ -32,6 +32,47 @@ def test_collator_pads_right_and_masks_labels() -> None:
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert PaddingCollator(0, multiple_of=4)([{"input_ids": [1], "labels": [1]}])["input_ids"].shape == (1, 4)
+
+
+def test_collator_keeps_only_answer_positions() -> None:
+    batch = PaddingCollator(pad_id=0, answer_logits_only=True)([
+        {"input_ids": [5, 6, 7, 8], "labels": [IGNORE_INDEX, IGNORE_INDEX, 7, 8]},
+        {"input_ids": [9, 4], "labels": [IGNORE_INDEX, 4]},
+    ])
+    # position p predicts token p + 1: row 0 needs positions 1, 2; row 1 needs position 0
+    assert batch["logits_to_keep"].tolist() == [0, 1, 2]
+    assert batch["labels"].tolist() == [[-100, -100, 7, 8], [-100, 4, -100, -100]]
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 4, 0, 0]]
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_answer_only_logits_give_the_full_loss_and_gradients(tied: bool) -> None:
+    """Fast path (logits at answer positions) vs reference (the model's own loss over all logits)."""
+    from alignrec.llm.tiny import build_tiny_tokenizer
+    from alignrec.tasks.prompts import encode_example, sequential_prompt
+
+    codes = cyclic_codes()
+    prepared = prepare_model(FinetuneConfig(lora_dropout=0.0), codes, backbone=tiny_backbone(tied=tied))
+    model = prepared.model
+    _perturb_trainables(model)
+    tokenizer = prepared.tokenizer
+    assert len(tokenizer) == len(build_tiny_tokenizer()) + 10
+    features = [dict(zip(("input_ids", "labels"), encode_example(tokenizer, sequential_prompt(h), a)))
+                for h, a in [(["<a_0><b_1>"], "<a_1><b_1>"), (["<a_2><b_0>", "<a_3><b_0>", "<a_4><b_0>"], "<a_5><b_0>"),
+                             ([], "long answer <a_0><b_0>")]]
+    reference_batch = PaddingCollator(0)(features)
+    fast_batch = PaddingCollator(0, answer_logits_only=True)(features)
+    assert len(fast_batch["logits_to_keep"]) < reference_batch["input_ids"].shape[1] // 2
+    reference = model(**reference_batch).loss
+    grads_reference = torch.autograd.grad(reference, [p for p in model.parameters() if p.requires_grad])
+    labels = fast_batch.pop("labels")
+    fast = answer_loss(model(**fast_batch), labels)
+    grads_fast = torch.autograd.grad(fast, [p for p in model.parameters() if p.requires_grad])
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_fast, grads_reference):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    items = (labels[:, 1:] != IGNORE_INDEX).sum()
+    torch.testing.assert_close(answer_loss(model(**fast_batch), labels, num_items_in_batch=2 * items), reference / 2)
 
 
 def test_encode_records_masks_prompt_and_drops_long_examples() -> None:

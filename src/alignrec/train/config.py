@@ -68,6 +68,11 @@ class FinetuneConfig:
     group_by_length: bool = field(
         default=True, metadata={"help": "batch examples of similar length together (less padding)"}
     )
+    answer_logits_only: bool = field(
+        default=True,
+        metadata={"help": "compute output logits only where an answer token is predicted (same loss, much less "
+                  "work with large vocabularies; off = the model's own loss over full logits)"},
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
         default="auto", metadata={"help": "auto = bf16 on a GPU that supports it, else fp32"}

@@ -58,10 +58,20 @@ class PaddingCollator:
     Right padding is safe for training a causal LM (positions count from the left, padded
     positions are masked out of attention and loss). ``multiple_of`` rounds the padded length up
     (8 helps tensor cores on GPUs).
+
+    ``answer_logits_only``: the loss needs output logits only at the positions that predict an
+    answer token — a few per example, against hundreds of prompt positions. The batch then
+    carries ``logits_to_keep`` (K,) = the positions predicting a label in any row, and
+    ``labels`` (B, K + 1) = a -100 column followed by the targets of those positions (the
+    leading column keeps the Trainer's token count, which skips column 0 of causal-LM labels,
+    right). :func:`answer_loss` turns the model's (B, K, V) logits into the same loss as the full
+    computation (a test compares them). Saves the (B, T, V) output projection and softmax, most
+    of the work of the output layer for a 49k-token vocabulary.
     """
 
     pad_id: int
     multiple_of: int | None = None
+    answer_logits_only: bool = False
 
     def __call__(self, features: Sequence[dict[str, Sequence[int]]]) -> dict[str, Any]:
         import torch
@@ -78,4 +88,32 @@ class PaddingCollator:
             input_ids[row, :n] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             labels[row, :n] = torch.as_tensor(feature["labels"], dtype=torch.long)
             attention_mask[row, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if self.answer_logits_only:
+            predicts_label = (labels[:, 1:] != IGNORE_INDEX).any(dim=0)  # (T-1,) position p predicts token p+1
+            keep = predicts_label.nonzero().squeeze(1)  # (K,)
+            ignored = torch.full((len(features), 1), IGNORE_INDEX, dtype=torch.long)
+            batch["labels"] = torch.cat([ignored, labels[:, keep + 1]], dim=1)  # (B, K + 1)
+            batch["logits_to_keep"] = keep
+        return batch
+
+
+def answer_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Cross-entropy of logits kept at answer positions (see :class:`PaddingCollator`).
+
+    ``outputs.logits`` is (B, K, V) and ``labels`` (B, K + 1) with column 0 ignored. Summed over
+    the answer tokens and divided by ``num_items_in_batch`` when the Trainer gives it (the token
+    count of the whole accumulated batch, so gradient accumulation and DDP weigh tokens equally),
+    else by this batch's count — what the models' own causal-LM loss does.
+    """
+    import torch.nn.functional as F
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]  # (B, K, V)
+    targets = labels[:, 1:].to(logits.device)  # (B, K)
+    total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    if num_items_in_batch is None:
+        return total / (targets != IGNORE_INDEX).sum().clamp_min(1)
+    if hasattr(num_items_in_batch, "to"):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch

@@ -231,6 +231,7 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool)
         "dataloader_num_workers": config.dataloader_workers,
         "remove_unused_columns": False,
         "label_names": ["labels"],
+        "prediction_loss_only": True,  # evaluation needs the loss only; never gather (B, T, V) logits
         "use_cpu": not cuda,
         "disable_tqdm": not progress_enabled(),
         "ddp_find_unused_parameters": False if distributed else None,
@@ -442,7 +443,7 @@ class FinetuneJob:
         """Run the Trainer (resuming when asked)."""
         from transformers import Trainer
 
-        from alignrec.train.data import PaddingCollator
+        from alignrec.train.data import PaddingCollator, answer_loss
 
         if self.prepared is None:
             self.prepare()
@@ -450,7 +451,8 @@ class FinetuneJob:
         import torch
 
         args = training_arguments(self.config, self.paths.trainer_dir, has_eval=len(self.valid_data) > 0)
-        collator = PaddingCollator(int(self.prepared.tokenizer.pad_token_id), 8 if torch.cuda.is_available() else None)
+        collator = PaddingCollator(int(self.prepared.tokenizer.pad_token_id), 8 if torch.cuda.is_available() else None,
+                                   answer_logits_only=self.config.answer_logits_only)
         self.trainer = Trainer(
             model=self.prepared.model,
             args=args,
@@ -458,6 +460,7 @@ class FinetuneJob:
             train_dataset=self.train_data,
             eval_dataset=self.valid_data if len(self.valid_data) else None,
             callbacks=[_loss_callback(self.paths.out_dir)],
+            compute_loss_func=answer_loss if self.config.answer_logits_only else None,
         )
         started = time.perf_counter()
         output = self.trainer.train(resume_from_checkpoint=self.resume_from)
