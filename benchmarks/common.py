@@ -45,6 +45,7 @@ if str(REPO_ROOT / "src") not in sys.path:
 
 from alignrec.config import git_commit, machine_info  # noqa: E402
 from alignrec.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+from alignrec.utils.tables import markdown_table  # noqa: E402,F401 (re-exported for benchmarks)
 
 
 def bench_lock_held(path: Path = BENCH_LOCK) -> bool:
@@ -119,24 +120,6 @@ def run_measured(command: Sequence[str], env: dict[str, str] | None = None, cwd:
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
         )
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.1f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return "" if value is None else str(value).replace("|", "\\|")
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A GitHub Markdown table of ``rows`` (columns default to the keys of the first row)."""
-    if not rows:
-        return "_no rows_\n"
-    columns = list(columns or rows[0].keys())
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

@@ -1,0 +1,358 @@
+"""One experiment: every stage from raw data to a served cache, with one config file.
+
+An experiment config is a YAML/JSON mapping whose sections are the stages' own configs
+(unknown keys are errors, as everywhere)::
+
+    name: ml100k-demo
+    out: runs/ml100k-demo          # the run folder
+    data: {dataset: ml-100k}       # alignrec prepare
+    behaviour: {model: dccf, epochs: 60}   # collab model whose item embeddings feed the tokenizer
+    baselines: [{model: sasrec}, {model: pop}]  # evaluated on the same split, shown beside
+    tokenizer: {method: alignment, levels: 4, codebook_size: 256}
+    tasks: {max_samples_per_task: 2000}
+    finetune: {max_steps: 200}
+    evaluate: {users: 200}
+    precache: {max_users: 200}     # null = no pre-cache
+    threads: 2
+
+Layout ``run``: each stage writes the folder the architecture document names (RUN/dataset,
+RUN/collab/<model>, RUN/tokenizer, RUN/tasks, RUN/finetune, RUN/eval, RUN/cache, RUN/report).
+Layout ``shared`` (sweeps): stages live in ``ROOT/stages/<stage>-<key>`` so experiments that
+agree on a prefix of the pipeline compute it once.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from alignrec.config import ConfigError, from_mapping, load_config_file, to_dict
+from alignrec.pipeline.stages import StageResult, run_stage
+from alignrec.utils.log import get_logger
+
+log = get_logger(__name__)
+
+Layout = Literal["run", "shared"]
+
+
+@dataclass
+class ExperimentConfig:
+    """An experiment: which data, which models, which budgets. Sections are stage configs."""
+
+    name: str = field(default="experiment", metadata={"help": "experiment name (used in reports and result files)"})
+    out: str = field(default="", metadata={"help": "run folder (default runs/<name>)"})
+    data: dict[str, Any] = field(default_factory=lambda: {"dataset": "ml-100k"}, metadata={"help": "prepare settings"})
+    behaviour: dict[str, Any] = field(
+        default_factory=lambda: {"model": "dccf"},
+        metadata={"help": "collab settings (train + model keys) of the behaviour model that feeds the tokenizer"},
+    )
+    baselines: list[dict[str, Any]] = field(
+        default_factory=list, metadata={"help": "collab settings of further baselines scored on the same split"}
+    )
+    tokenizer: dict[str, Any] = field(default_factory=dict, metadata={"help": "tokenize train settings"})
+    tasks: dict[str, Any] = field(default_factory=dict, metadata={"help": "tasks build settings"})
+    finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "finetune settings"})
+    evaluate: dict[str, Any] = field(default_factory=dict, metadata={"help": "evaluate settings"})
+    precache: dict[str, Any] | None = field(default_factory=dict, metadata={"help": "precache settings (null = skip)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads for every stage (0 = torch's default)"})
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name must be a non-empty name without '/', got {self.name!r}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        self.stage_configs()  # validate every section now, not an hour into the run
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    def stage_configs(self) -> StageConfigs:
+        return StageConfigs.from_experiment(self)
+
+
+@dataclass
+class StageConfigs:
+    """The typed config of every stage, built from an experiment's sections."""
+
+    prepare: Any
+    behaviour: tuple[Any, Any]  # (CollabConfig, model config)
+    baselines: list[tuple[Any, Any]]
+    tokenizer: Any
+    tasks: Any
+    finetune: Any
+    evaluate: Any
+    precache: Any | None
+
+    @classmethod
+    def from_experiment(cls, experiment: ExperimentConfig) -> StageConfigs:
+        from alignrec.data.prepare import PrepareConfig
+        from alignrec.infer.evaluate import EvaluateConfig
+        from alignrec.serve.precache import PrecacheConfig
+        from alignrec.tasks.build import TasksConfig
+        from alignrec.tokenizer.config import TokenizerConfig
+        from alignrec.train.config import FinetuneConfig
+
+        where = f"experiment {experiment.name!r}"
+        baselines = [collab_configs(section, f"{where}: baselines[{i}]") for i, section in enumerate(experiment.baselines)]
+        names = [train.model for train, _ in baselines]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: baselines: each model may appear once, got {names}")
+        return cls(
+            prepare=from_mapping(PrepareConfig, experiment.data, source=f"{where}: data"),
+            behaviour=collab_configs(experiment.behaviour, f"{where}: behaviour"),
+            baselines=baselines,
+            tokenizer=from_mapping(TokenizerConfig, experiment.tokenizer, source=f"{where}: tokenizer"),
+            tasks=from_mapping(TasksConfig, experiment.tasks, source=f"{where}: tasks"),
+            finetune=from_mapping(FinetuneConfig, experiment.finetune, source=f"{where}: finetune"),
+            evaluate=from_mapping(EvaluateConfig, experiment.evaluate, source=f"{where}: evaluate"),
+            precache=None
+            if experiment.precache is None
+            else from_mapping(PrecacheConfig, experiment.precache, source=f"{where}: precache"),
+        )
+
+
+def collab_configs(section: dict[str, Any], source: str) -> tuple[Any, Any]:
+    """(CollabConfig, model config) from one flat section; unknown keys are errors."""
+    from alignrec.collab.config import CollabConfig, resolve_configs
+    from alignrec.collab.registry import get_model_spec, model_names
+
+    model = section.get("model")
+    if model not in model_names():
+        raise ConfigError(f"{source}: model: expected one of {model_names()}, got {model!r}")
+    known = {f.name for f in dataclasses.fields(CollabConfig)} | {
+        f.name for f in dataclasses.fields(get_model_spec(model).config_class) if f.init
+    }
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} for model {model!r}; valid keys: {sorted(known)}")
+    try:
+        return resolve_configs(dict(section))
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML: numbers, null, lists)."""
+    data = copy.deepcopy(data)
+    for override in overrides:
+        path, sep, raw = override.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. finetune.max_steps=100")
+        value = yaml.safe_load(raw) if raw else ""
+        node = data
+        parts = path.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {override!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None, data: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read an experiment config file (or mapping) and apply ``--set`` overrides."""
+    raw = dict(data) if data is not None else load_config_file(path) if path else {}
+    raw = apply_overrides(raw, overrides or [])
+    return from_mapping(ExperimentConfig, raw, source=str(path) if path else "experiment")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass
+class ExperimentResult:
+    """Where each stage's outputs are and what the run measured."""
+
+    config: ExperimentConfig
+    root: Path
+    stages: dict[str, StageResult] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def out(self, stage: str) -> Path:
+        return self.stages[stage].out
+
+
+class ExperimentRunner:
+    """Runs the stages of an experiment in order (see the module docstring for layouts)."""
+
+    def __init__(self, config: ExperimentConfig, root: Path | None = None, layout: Layout = "run"):
+        self.config = config
+        self.configs = config.stage_configs()
+        self.root = Path(root) if root is not None else config.run_dir
+        self.layout = layout
+        self.result = ExperimentResult(config, self.root)
+
+    # -- where things go ------------------------------------------------------------------
+    def place(self, stage: str, run_path: str, settings: Any, upstream: list[str]) -> Path:
+        if self.layout == "run":
+            return self.root / run_path
+        from alignrec.pipeline.stages import stage_key
+
+        return self.root / "stages" / f"{stage.replace('/', '-')}-{stage_key(stage, settings, upstream)[:12]}"
+
+    def stage(self, name: str, run_path: str, settings: Any, upstream: list[str], work: Any, always: bool = False) -> StageResult:
+        out = self.place(name, run_path, settings, upstream)
+        result = run_stage(name, out, settings, upstream, work, always=always)
+        self.result.stages[name] = result
+        return result
+
+    def _threads(self) -> None:
+        if self.config.threads:
+            import torch
+
+            torch.set_num_threads(self.config.threads)
+
+    # -- the pipeline ---------------------------------------------------------------------
+    def run(self, until: str | None = None) -> ExperimentResult:
+        """Run every stage (or up to and including ``until``)."""
+        self._started = time.perf_counter()
+        self._threads()
+        order = ["prepare", "behaviour", "baselines", "tokenizer", "tasks", "finetune", "evaluate", "precache", "report"]
+        if until is not None and until not in order:
+            raise ConfigError(f"--until: expected one of {order}, got {until!r}")
+        for step in order:
+            getattr(self, f"_{step}")()
+            if step == until:
+                break
+        self.result.seconds = round(time.perf_counter() - self._started, 1)
+        return self.result
+
+    def _prepare(self) -> None:
+        from alignrec.data.prepare import prepare
+
+        config = self.configs.prepare
+
+        def work(out: Path, resume: bool) -> None:
+            prepare(config, out.parent)  # writes out.parent/dataset atomically
+
+        if self.layout == "run":
+            out_name = "dataset"
+            result = run_stage("prepare", self.root / out_name, to_dict(config), [], work)
+        else:
+            base = self.place("prepare", "", to_dict(config), [])
+            result = run_stage("prepare", base / "dataset", to_dict(config), [], work)
+        self.result.stages["prepare"] = result
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.result.out("prepare")
+
+    def _collab(self, name: str, configs: tuple[Any, Any]) -> None:
+        from alignrec.collab.trainer import train
+
+        train_config, model_config = configs
+        if self.config.threads and not train_config.threads:
+            train_config = dataclasses.replace(train_config, threads=self.config.threads)
+        settings = {"train": to_dict(train_config), "model": to_dict(model_config)}
+        upstream = [self.result.stages["prepare"].key]
+
+        def work(out: Path, resume: bool) -> None:
+            train(train_config, model_config, self.dataset_dir, out, resume=resume)
+
+        self.stage(name, f"collab/{train_config.model}", settings, upstream, work)
+
+    def _behaviour(self) -> None:
+        self._collab("behaviour", self.configs.behaviour)
+
+    def _baselines(self) -> None:
+        behaviour_model = self.configs.behaviour[0].model
+        for configs in self.configs.baselines:
+            if configs[0].model == behaviour_model:
+                continue  # already trained as the behaviour model
+            self._collab(f"baseline/{configs[0].model}", configs)
+
+    def _tokenizer(self) -> None:
+        from alignrec.tokenizer.train import train_tokenizer
+
+        config = self.configs.tokenizer
+        behaviour = self.result.stages["behaviour"]
+        upstream = [self.result.stages["prepare"].key, behaviour.key]
+
+        def work(out: Path, resume: bool) -> None:
+            train_tokenizer(config, self.dataset_dir, embeddings=str(behaviour.out), out_dir=out)
+
+        self.stage("tokenizer", "tokenizer", to_dict(config), upstream, work)
+
+    def _tasks(self) -> None:
+        from alignrec.tasks.build import run_build
+
+        tokenizer = self.result.stages["tokenizer"]
+        config = dataclasses.replace(self.configs.tasks, codes=str(tokenizer.out))
+        upstream = [self.result.stages["prepare"].key, tokenizer.key]
+
+        def work(out: Path, resume: bool) -> None:
+            run_build(config, self.dataset_dir, out)
+
+        self.stage("tasks", "tasks", to_dict(config), upstream, work)
+
+    def _finetune(self) -> None:
+        from alignrec.train.finetune import finetune
+
+        tokenizer, tasks = self.result.stages["tokenizer"], self.result.stages["tasks"]
+        config = self.configs.finetune
+        if self.config.threads and not config.torch_threads:
+            config = dataclasses.replace(config, torch_threads=self.config.threads)
+        config = dataclasses.replace(config, tasks=str(tasks.out), codes=str(tokenizer.out))
+        upstream = [self.result.stages["prepare"].key, tokenizer.key, tasks.key]
+
+        def work(out: Path, resume: bool) -> None:
+            finetune(config, self.dataset_dir, out, resume=resume, overwrite=not resume)
+
+        self.stage("finetune", "finetune", to_dict(config), upstream, work)
+
+    def _evaluate(self) -> None:
+        from alignrec.infer.evaluate import evaluate
+
+        finetune_stage = self.result.stages["finetune"]
+        config = self.configs.evaluate
+        upstream = [self.result.stages["prepare"].key, finetune_stage.key]
+
+        def work(out: Path, resume: bool) -> None:
+            evaluate(config, finetune_stage.out, data=self.dataset_dir, out=out)
+
+        self.stage("evaluate", "eval", to_dict(config), upstream, work)
+
+    def _precache(self) -> None:
+        if self.configs.precache is None or self.layout != "run":
+            return
+        from alignrec.serve.precache import precache
+
+        config = self.configs.precache
+        finetune_stage = self.result.stages["finetune"]
+        upstream = [self.result.stages["prepare"].key, finetune_stage.key]
+        cache_dir = self.root / "cache"
+
+        def work(out: Path, resume: bool) -> None:
+            precache(
+                config, finetune_stage.out, cache=str(out / "cache.sqlite"), data=self.dataset_dir,
+                items_registry=out / "items_registry.json",
+            )
+
+        # Incremental by itself: it recomputes only users whose history or model changed.
+        self.stage("precache", "cache", to_dict(config), upstream, work, always=True)
+        assert self.result.stages["precache"].out == cache_dir
+
+    def _report(self) -> None:
+        if self.layout != "run":
+            return
+        from alignrec.pipeline.report import write_report
+
+        self.result.seconds = round(time.perf_counter() - self._started, 1)
+        write_report(self.result, self.root / "report")
+
+
+def run_experiment(config: ExperimentConfig, until: str | None = None) -> ExperimentResult:
+    return ExperimentRunner(config).run(until)

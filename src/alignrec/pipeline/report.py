@@ -1,0 +1,203 @@
+"""The final report of an experiment: markdown + PNG figures + summary.json.
+
+The LLM is compared with the behaviour model and the baselines on the *same* users: when the
+evaluation scored a sample of test users (CPU budgets), every collab model is re-scored on
+exactly those users (full ranking, no retraining) next to its all-users figures.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alignrec.utils.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from alignrec.utils.log import get_logger
+from alignrec.utils.tables import markdown_table
+
+if TYPE_CHECKING:
+    from alignrec.pipeline.experiment import ExperimentResult
+
+log = get_logger(__name__)
+
+METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
+
+
+def sample_rows(dataset: Any, predictions: Path, split: str = "test") -> np.ndarray:
+    """Rows of ``split`` whose users appear in an evaluate predictions file (in split order)."""
+    users = set()
+    with open(predictions, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                users.add(json.loads(line)["user_id"])
+    data = dataset.split(split)
+    user_ids = dataset.user_ids
+    return np.array([row for row in range(len(data)) if user_ids[int(data.user_index[row])] in users], dtype=np.int64)
+
+
+def collab_metrics_on_rows(collab_dir: Path, dataset_dir: Path, rows: np.ndarray, split: str = "test") -> dict[str, float]:
+    """Full-ranking metrics of a trained collab model on a subset of a split's rows."""
+    from alignrec.collab.export import load_trained_model
+    from alignrec.collab.trainer import rank_split
+    from alignrec.data import Split, load_dataset
+    from alignrec.eval import metrics_from_ranks
+
+    dataset = load_dataset(dataset_dir)
+    data = dataset.split(split)
+    subset = Split(data.user_index[rows], data.histories[rows], data.targets[rows])
+    model = load_trained_model(collab_dir, dataset_dir)
+    ranks = rank_split(model, subset, desc=f"score {collab_dir.name}")
+    return metrics_from_ranks(ranks, (1, 5, 10))
+
+
+def _test_metrics(metrics_file: Path) -> dict[str, float]:
+    record = read_json(metrics_file)
+    test = record.get("test", record)
+    return {m: float(test[m]) for m in METRICS if m in test}
+
+
+def metrics_figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [row["model"] for row in rows]
+    shown = ["hr@5", "hr@10", "ndcg@5", "ndcg@10"]
+    x = np.arange(len(shown))
+    width = 0.8 / max(len(rows), 1)
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for i, row in enumerate(rows):
+        axis.bar(x + i * width, [row.get(m) or 0.0 for m in shown], width, label=names[i])
+    axis.set_xticks(x + width * (len(rows) - 1) / 2, [m.upper() for m in shown])
+    axis.set_ylabel("test metric")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def write_report(result: ExperimentResult, out: Path) -> Path:
+    """Write ``out/report.md``, ``out/summary.json`` and the figures; return the markdown path."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = result.config
+    stages = result.stages
+    dataset_dir = stages["prepare"].out
+    stats = read_json(dataset_dir / "stats.json")
+    eval_report = read_json(stages["evaluate"].out / "metrics.json")
+    from alignrec.data import load_dataset
+
+    dataset = load_dataset(dataset_dir)
+    rows_used = sample_rows(dataset, Path(eval_report["predictions"]), eval_report.get("split", "test"))
+    sampled = len(rows_used) < len(dataset.split(eval_report.get("split", "test")))
+
+    llm_name = f"LLM ({config.tokenizer.get('method', 'alignment')} codes)"
+    comparison = [{"model": llm_name, "users": eval_report["users"], **{m: eval_report["metrics"].get(m) for m in METRICS}}]
+    all_users = []
+    for name, stage in stages.items():
+        if not (name == "behaviour" or name.startswith("baseline/")):
+            continue
+        model = read_json(stage.out / "config.json")["config"]["train"]["model"]
+        label = f"{model} (behaviour model)" if name == "behaviour" else model
+        full = _test_metrics(stage.out / "metrics.json")
+        all_users.append({"model": label, "users": len(dataset.split("test")), **full})
+        same = collab_metrics_on_rows(stage.out, dataset_dir, rows_used) if sampled else full
+        comparison.append({"model": label, "users": len(rows_used), **same})
+
+    tokenizer_report = read_json(stages["tokenizer"].out / "report.json")
+    tasks_stats = read_json(stages["tasks"].out / "stats.json")
+    finetune_metrics = read_json(stages["finetune"].out / "metrics.json")
+    precache_stage = stages.get("precache")
+
+    metrics_figure(comparison, out / "metrics.png", f"{config.name}: test metrics on the same {len(rows_used)} users")
+    copied = {}
+    for label, source in (("loss_curve.png", stages["finetune"].out / "loss_curve.png"),
+                          ("codes.png", stages["tokenizer"].out / "report.png")):
+        if source.is_file():
+            shutil.copyfile(source, out / label)
+            copied[label] = True
+
+    timings = [{"stage": s.name, "seconds": s.seconds, "reused": s.skipped} for s in stages.values()]
+    summary = {
+        "experiment": config.name,
+        "run_dir": str(result.root),
+        "dataset": {k: stats[k] for k in ("users", "items", "interactions", "avg_seq_len")},
+        "comparison_same_users": comparison,
+        "collab_all_test_users": all_users,
+        "evaluation": {k: eval_report.get(k) for k in ("users", "users_in_split", "sampled", "beam_size", "elapsed_s", "users_per_s", "counts")},
+        "tokenizer": {
+            "method": tokenizer_report.get("method"),
+            "levels": tokenizer_report.get("levels"),
+            "codebook_size": tokenizer_report.get("codebook_size"),
+            "collisions": tokenizer_report.get("collisions"),
+            "text": tokenizer_report.get("text", {}).get("summary"),
+            "level_utilisation": [lvl.get("utilisation") for lvl in tokenizer_report.get("levels_raw", [])],
+        },
+        "tasks": tasks_stats.get("counts", tasks_stats),
+        "finetune": {k: finetune_metrics.get(k) for k in ("steps", "train_loss", "eval_loss", "train_seconds", "train_tokens_per_second", "train_examples")},
+        "stages": timings,
+        "total_seconds": result.seconds,
+    }
+    atomic_write_json(out / "summary.json", summary)
+
+    cache = result.root / "cache" / "cache.sqlite"
+    lines = [
+        f"# {config.name}",
+        "",
+        f"Data set: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions "
+        f"(average sequence length {stats['avg_seq_len']:.2f}); leave-one-out, full ranking over all items.",
+        "",
+        "## Recommendation quality (test split)",
+        "",
+        f"Same {len(rows_used):,} test users for every model"
+        + (" (a seeded sample: the CPU budget of this run)" if sampled else " (all test users)") + ".",
+        "",
+        markdown_table(comparison, ["model", "users", *METRICS]),
+    ]
+    if sampled:
+        lines += ["Collab models on all test users:", "", markdown_table(all_users, ["model", "users", *METRICS])]
+    lines += [
+        "![metrics](metrics.png)",
+        "",
+        "## Item codes",
+        "",
+        f"Method `{tokenizer_report.get('method')}`, {tokenizer_report.get('levels')} levels x "
+        f"{tokenizer_report.get('codebook_size')} codes; raw collision rate "
+        f"{tokenizer_report['collisions']['raw']:.4%}, after resolution {tokenizer_report['collisions']['final']:.4%}. "
+        f"{tokenizer_report.get('text', {}).get('summary', '')}",
+        "",
+    ]
+    if copied.get("codes.png"):
+        lines += ["![code utilisation](codes.png)", ""]
+    lines += [
+        "## Fine-tuning",
+        "",
+        f"{finetune_metrics.get('steps')} steps on {finetune_metrics.get('train_examples')} examples, "
+        f"final training loss {finetune_metrics.get('train_loss')}, validation loss {finetune_metrics.get('eval_loss')}, "
+        f"{finetune_metrics.get('train_tokens_per_second')} tokens/s.",
+        "",
+    ]
+    if copied.get("loss_curve.png"):
+        lines += ["![loss curve](loss_curve.png)", ""]
+    lines += ["## Stages", "", markdown_table(timings, ["stage", "seconds", "reused"]), f"Total: {result.seconds:.0f} s.", ""]
+    if precache_stage is not None:
+        lines += [
+            "## Serve it",
+            "",
+            "```bash",
+            f".venv/bin/alignrec serve --run {result.root} --fallback popularity",
+            f"curl 'http://127.0.0.1:8000/v1/users/{dataset.user_ids[0]}/recommendations?k=10'",
+            "```",
+            "",
+            f"(cache: `{cache}`)",
+            "",
+        ]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    log.info("report written to %s", path)
+    return path
