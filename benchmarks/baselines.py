@@ -120,6 +120,7 @@ def train_once(dataset: str, model: str, values: dict[str, Any], out: Path, thre
         "best_epoch": metrics["best_epoch"],
         "stop_reason": metrics["stop_reason"],
         "seconds_per_epoch": metrics["seconds_per_epoch"],
+        "cpu_seconds_per_epoch": metrics.get("cpu_seconds_per_epoch"),
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": measured.wall_s,
         "peak_rss_mb": measured.peak_rss_mb,
@@ -152,6 +153,7 @@ def render_table(record: dict[str, Any]) -> str:
             **{m.upper(): entry["test"][m] for m in METRICS},
             "epochs (best)": f"{entry['epochs_run']} ({entry['best_epoch']})",
             "s/epoch": entry["seconds_per_epoch"],
+            "CPU s/epoch": entry.get("cpu_seconds_per_epoch"),
             "train min": round(entry["train_seconds"] / 60, 1),
             "peak RSS MB": entry["peak_rss_mb"],
             "load start/end": f"{entry['loadavg_start'][0]}/{entry['loadavg_end'][0]}",
@@ -181,8 +183,9 @@ def render_table(record: dict[str, Any]) -> str:
         "validation-NDCG@10 checkpoint. Graph models (DCCF, LightGCN) score the test split with each user's "
         "validation interaction added to the graph (no retraining), the information sequential models read in the "
         "test history. Each model ran as its own process under the shared bench lock; `load` is the 1-minute load "
-        "average of this shared 2-core machine at start/end of the run (other engineers' jobs), so timings are "
-        "upper bounds of an idle machine's. Settings: benchmarks/configs/baselines.yaml; sweeps: "
+        "average of this shared 2-core machine at start/end of the run (other engineers' jobs), so wall timings "
+        "(`s/epoch`, `train min`) are upper bounds of an idle machine's; `CPU s/epoch` is the CPU time the training "
+        "process itself used per epoch (all its threads), which waiting for other jobs does not inflate. Settings: benchmarks/configs/baselines.yaml; sweeps: "
         f"baselines_sweep_{dataset}.md.",
         "",
         f"- machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs, {machine.get('memory_gb')} GB, "
@@ -190,7 +193,7 @@ def render_table(record: dict[str, Any]) -> str:
         f"- per-model command, date and commit: baselines_{dataset}.json",
         "",
         markdown_table(rows, ["model", "source", "HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "epochs (best)",
-                              "s/epoch", "train min", "peak RSS MB", "load start/end"]),
+                              "s/epoch", "CPU s/epoch", "train min", "peak RSS MB", "load start/end"]),
     ]
     lines += [f"- {note}" for note in record.get("notes", [])]
     return "\n".join(lines) + "\n"
@@ -239,7 +242,8 @@ def render_sweep(record: dict[str, Any]) -> str:
             rows.append({"setting": mark + ", ".join(f"{k}={v}" for k, v in run["varied"].items()) + mark,
                          "valid NDCG@10": run["valid"]["ndcg@10"], "valid HR@10": run["valid"]["hr@10"],
                          "test NDCG@10": run["test"]["ndcg@10"], "test HR@10": run["test"]["hr@10"],
-                         "epochs (best)": f"{run['epochs_run']} ({run['best_epoch']})", "s/epoch": run["seconds_per_epoch"]})
+                         "epochs (best)": f"{run['epochs_run']} ({run['best_epoch']})", "s/epoch": run["seconds_per_epoch"],
+                         "CPU s/epoch": run.get("cpu_seconds_per_epoch")})
         base = runs[best]["base"]
         lines += [f"## {model}", "", f"base: `{json.dumps(base)}`", "", markdown_table(rows), ""]
     return "\n".join(lines)

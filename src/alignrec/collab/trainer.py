@@ -220,6 +220,7 @@ def train(
     stop_reason = "max_epochs"
     finished_early = False
     train_seconds = 0.0
+    train_cpu_seconds = 0.0
     best_state = _clone_state(model)
 
     if resume and (checkpoint_dir / "state.json").exists():
@@ -236,6 +237,7 @@ def train(
         bad_evals = int(saved["bad_evals"])
         history = list(saved["log"])
         train_seconds = float(saved["train_seconds"])
+        train_cpu_seconds = float(saved.get("train_cpu_seconds", 0.0))
         finished_early = saved.get("stop_reason") == "early_stopping"
         stop_reason = saved.get("stop_reason") or stop_reason
         log.info("resuming %s from epoch %d (best %s %.4f at epoch %d)", train_config.model, start_epoch,
@@ -256,7 +258,7 @@ def train(
         rng = np.random.default_rng(seed)
         model.train()
         assert optimizer is not None
-        epoch_start = time.time()
+        epoch_start, epoch_cpu_start = time.time(), time.process_time()
         sums: dict[str, float] = {}
         batches = 0
         bar = progress_bar(model.num_batches(), desc=f"{train_config.model} epoch {epoch}", unit="batch")
@@ -278,9 +280,14 @@ def train(
             bar.set_postfix(loss=f"{sums['loss'] / batches:.4f}")
         bar.close()
         epoch_seconds = time.time() - epoch_start
+        epoch_cpu_seconds = time.process_time() - epoch_cpu_start
         train_seconds += epoch_seconds
+        train_cpu_seconds += epoch_cpu_seconds
+        # CPU seconds (all threads of this process) next to wall seconds: on a shared machine the
+        # wall time includes waiting for other jobs, the CPU time does not
         record: dict[str, Any] = {"epoch": epoch, **{k: v / max(batches, 1) for k, v in sums.items()},
-                                  "train_seconds": round(epoch_seconds, 3)}
+                                  "train_seconds": round(epoch_seconds, 3),
+                                  "train_cpu_seconds": round(epoch_cpu_seconds, 3)}
         time_up = budget_seconds is not None and train_seconds >= budget_seconds
         # the last epoch before any stop is always evaluated, so the best model is never stale
         if epoch % train_config.eval_every == 0 or epoch == train_config.epochs or time_up:
@@ -305,7 +312,8 @@ def train(
             save_checkpoint(
                 checkpoint_dir,
                 {"model": train_config.model, "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
-                 "bad_evals": bad_evals, "train_seconds": train_seconds, "stop_reason": stop_reason if stop else None,
+                 "bad_evals": bad_evals, "train_seconds": train_seconds,
+                 "train_cpu_seconds": train_cpu_seconds, "stop_reason": stop_reason if stop else None,
                  "log": history, "config": config_record},
                 model, optimizer, best_state,
             )
@@ -336,6 +344,9 @@ def train(
         "stop_reason": stop_reason if model.trainable else "not_trainable",
         "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / len(trained_epochs), 3) if trained_epochs else 0.0,
+        "train_cpu_seconds": round(train_cpu_seconds, 2),
+        "cpu_seconds_per_epoch": round(train_cpu_seconds / len(trained_epochs), 3) if trained_epochs else 0.0,
+        "torch_threads": torch.get_num_threads(),
         "total_seconds": round(time.time() - started, 2),
         "peak_rss_mb": peak_rss_mb(),
         "users": {"valid": len(valid), "test": len(dataset.split("test"))},
