@@ -167,8 +167,13 @@ def main() -> None:
             try:
                 wait_for(f"http://127.0.0.1:{port}/healthz", server)
                 loadgen(port, args.users, 200, 2, args.connections)  # warm-up
+                import psutil
+
+                server_process = psutil.Process(server.pid)
                 for rate in args.rates:
+                    cpu_before = sum(server_process.cpu_times()[:2])
                     result = loadgen(port, args.users, rate, args.duration, args.connections)
+                    server_cpu = sum(server_process.cpu_times()[:2]) - cpu_before
                     print(f"{store} {rate}/s: {result}", file=sys.stderr)
                     ok = result["statuses"].get("200", 0)
                     run.add_row(
@@ -184,6 +189,9 @@ def main() -> None:
                             "max_ms": result["max_ms"],
                             "ok_responses": ok,
                             "failed": result["completed"] - ok + result["errors"] + result["unfinished"],
+                            # CPU per request (warm-up included in both numerator and count), independent of machine load
+                            "server_cpu_us_per_request": round(1e6 * server_cpu / max(1, result["sent"]), 1),
+                            "client_cpu_us_per_request": round(1e6 * result["client_cpu_s"] / max(1, result["sent"]), 1),
                         }
                     )
                     if result["achieved_rate"] < 0.9 * rate or (result["p99_ms"] or 0) > 1000:
@@ -215,6 +223,7 @@ def main() -> None:
             f"{args.users} cached users x {args.items} items; k=10; uniformly random users; {args.connections} keep-alive connections",
             "server and load generator share the machine's 2 cores (and whatever else runs on it: see the load average)",
             "open loop stops at the first rate the server cannot sustain (achieved < 90% of target or p99 > 1 s)",
+            "server_cpu_us_per_request: CPU time of the server process / requests sent (the load-independent cost of a lookup)",
         ]
     )
     print(md_path.read_text())

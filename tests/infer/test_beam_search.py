@@ -59,20 +59,20 @@ def make_setup(num_items: int, sizes, seed: int, logit_scale: float = 30.0, kv_h
         (30, (8, 8), 6, 6),
     ],
 )
-@pytest.mark.parametrize("share", [True, False], ids=["shared-prompt-cache", "plain-cache"])
-def test_fast_matches_hf_generate(num_items, sizes, beam, top_k, share):
+def test_fast_matches_hf_generate(num_items, sizes, beam, top_k):
     model, tokenizer, codes, _, level_tokens, prompts = make_setup(num_items, sizes, seed=num_items)
     trie = CodeTrie.from_codes(codes, sizes)
-    fast = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id, share_prompt_cache=share)
     reference = reference_beam_search(model, prompts, codes, level_tokens, beam, top_k, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    assert fast.items.shape == (len(prompts), top_k)
-    assert torch.equal(fast.items, reference.items)
-    torch.testing.assert_close(fast.scores, reference.scores, rtol=0, atol=1e-4)
-    # the users do not all get the same list (the test would be weak otherwise)
-    assert len({tuple(row) for row in fast.items.tolist()}) > 1
-    check_recommendations(fast.items, num_items)
-    assert (fast.items >= 0).all() and torch.isfinite(fast.scores).all()
-    assert (fast.scores[:, 1:] <= fast.scores[:, :-1]).all()  # best first
+    for share in (True, False):  # shared prompt cache, plain per-beam HF cache
+        fast = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id, share_prompt_cache=share)
+        assert fast.items.shape == (len(prompts), top_k)
+        assert torch.equal(fast.items, reference.items), share
+        torch.testing.assert_close(fast.scores, reference.scores, rtol=0, atol=1e-4)
+        # the users do not all get the same list (the test would be weak otherwise)
+        assert len({tuple(row) for row in fast.items.tolist()}) > 1
+        check_recommendations(fast.items, num_items)
+        assert (fast.items >= 0).all() and torch.isfinite(fast.scores).all()
+        assert (fast.scores[:, 1:] <= fast.scores[:, :-1]).all()  # best first
 
 
 @pytest.mark.parametrize("kv_heads", [2, 1])

@@ -325,3 +325,19 @@ def test_fast_path_answers_like_the_fastapi_route(filled, user, fallback):
         metrics = c.get("/metrics").text
         # both paths are counted under the route template
         assert 'route="/v1/users/{user_id}/recommendations",status=' in metrics
+
+
+def test_worker_processes_build_the_app_from_the_environment(filled, monkeypatch):
+    """`alignrec serve --workers N` hands its config to uvicorn's worker processes as JSON."""
+    from alignrec.config import to_dict
+    from alignrec.errors import InputError
+    from alignrec.serve.app import CONFIG_ENVIRONMENT, app_from_environment
+
+    monkeypatch.delenv(CONFIG_ENVIRONMENT, raising=False)
+    with pytest.raises(InputError, match=CONFIG_ENVIRONMENT):
+        app_from_environment()
+    monkeypatch.setenv(CONFIG_ENVIRONMENT, json.dumps(to_dict(ServeConfig(cache=filled, max_k=5, default_k=3, workers=2))))
+    with TestClient(app_from_environment()) as c:
+        assert len(c.get("/v1/users/u1/recommendations").json()["items"]) == 3
+        assert len(c.get("/v1/users/u1/recommendations?k=5").json()["items"]) == 5
+        assert c.get("/v1/users/u1/recommendations?k=6").status_code == 422

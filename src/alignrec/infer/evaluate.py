@@ -95,11 +95,14 @@ def evaluate(
     from alignrec.data.dataset import load_dataset
     from alignrec.infer.recommender import load_recommender, resolve_finetune
 
+    from alignrec.tokenizer.codes import ItemCodes
+
+    paths = resolve_finetune(model)
+    dataset = load_dataset(data if data is not None else paths.dataset_dir)
+    # Check the codes against the data set before loading the model (seconds to minutes).
+    check_catalogue(ItemCodes.load(paths.finetune_dir), dataset, str(paths.finetune_dir))
     if recommender is None:
         recommender, paths = load_recommender(model, config.device, config.dtype)
-    else:
-        paths = resolve_finetune(model)
-    dataset = load_dataset(data if data is not None else paths.dataset_dir)
     check_catalogue(recommender.codes, dataset, str(paths.finetune_dir))
     out_dir = Path(out) if out is not None else paths.run_dir / "eval"
 
