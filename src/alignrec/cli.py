@@ -19,6 +19,7 @@ from alignrec.utils.log import get_logger, setup_logging
 COMMAND_MODULES = (
     "alignrec.data.cli",
     "alignrec.collab.cli",
+    "alignrec.tokenizer.cli",
     "alignrec.eval.cli",
     "alignrec.tasks.cli",
     "alignrec.train.cli",
