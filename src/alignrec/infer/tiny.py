@@ -42,11 +42,15 @@ def build_tiny_finetune_run(
     layers: int = 2,
     heads: int = 2,
     kind: str = "cyclic",
+    codes: ItemCodes | None = None,
+    write_dataset: bool = True,
 ) -> Path:
     """Write ``run_dir/{dataset,tokenizer,finetune}`` and return ``run_dir``.
 
     ``tokenizer/`` gets the item codes too (where the tokenizer stage writes them; cold start
-    reads them from there).
+    reads them from there). ``codes`` (e.g. from a trained tokenizer) replace the random ones
+    and are then not written to ``tokenizer/``; ``write_dataset=False`` keeps an existing
+    ``run_dir/dataset``.
     """
     import torch
 
@@ -55,10 +59,12 @@ def build_tiny_finetune_run(
     from alignrec.llm.tiny import build_tiny_backbone
 
     run_dir = Path(run_dir)
-    write_synthetic(run_dir, num_users=num_users, num_items=num_items, kind=kind, seed=seed)  # type: ignore[arg-type]
+    if write_dataset:
+        write_synthetic(run_dir, num_users=num_users, num_items=num_items, kind=kind, seed=seed)  # type: ignore[arg-type]
     dataset = load_dataset(run_dir)
-    codes = ItemCodes(random_unique_codes(num_items, codebook_sizes, seed), list(codebook_sizes), list(dataset.item_ids))
-    codes.save(run_dir / "tokenizer")
+    if codes is None:
+        codes = ItemCodes(random_unique_codes(dataset.num_items, codebook_sizes, seed), list(codebook_sizes), list(dataset.item_ids))
+        codes.save(run_dir / "tokenizer")
     finetune = run_dir / "finetune"
     codes.save(finetune)
     model, tokenizer = build_tiny_backbone(
