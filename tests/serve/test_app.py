@@ -341,3 +341,10 @@ def test_worker_processes_build_the_app_from_the_environment(filled, monkeypatch
         assert len(c.get("/v1/users/u1/recommendations").json()["items"]) == 3
         assert len(c.get("/v1/users/u1/recommendations?k=5").json()["items"]) == 5
         assert c.get("/v1/users/u1/recommendations?k=6").status_code == 422
+
+
+def test_openapi_documents_both_routes(client):
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]) >= {"/v1/users/{user_id}/recommendations", "/v1/items", "/healthz", "/metrics"}
+    body = spec["paths"]["/v1/items"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"item_id", "title"} <= set(body["required"])

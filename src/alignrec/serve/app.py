@@ -321,7 +321,10 @@ def create_app(
         categories: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=50)
         embedding: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(default=None, min_length=1, max_length=8192)
 
-    @app.post("/v1/items", status_code=201)
+    # The body is read by hand (size limit first), so its schema is declared for the docs here.
+    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": NewItemBody.model_json_schema()}}}}
+
+    @app.post("/v1/items", status_code=201, openapi_extra=body_schema)
     async def register_item(request: Request) -> Response:
         if not token:
             return json_response(error_body("forbidden", "item registration is disabled (no admin token configured)"), 403)

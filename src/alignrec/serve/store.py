@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -386,11 +386,6 @@ def open_store(url: str | os.PathLike[str], create: bool = False) -> CacheStore:
     return CACHE_STORES[scheme].from_url(url, create)
 
 
-def chunked(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 __all__ = [
     "CACHE_STORES",
     "CacheEntry",
@@ -399,6 +394,5 @@ __all__ = [
     "CachedItem",
     "RedisStore",
     "SQLiteStore",
-    "chunked",
     "open_store",
 ]
