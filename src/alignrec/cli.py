@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "alignrec.train.cli",
     "alignrec.infer.cli",
     "alignrec.serve.cli",
+    "alignrec.pipeline.cli",
 )
 
 
