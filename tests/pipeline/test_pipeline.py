@@ -114,3 +114,41 @@ def test_overrides_apply_dotted_keys() -> None:
     assert experiment.precache is None
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_experiment(data={"name": "x"}, overrides=["finetune.max_steps"])
+
+
+def test_sweep_shares_stages_and_skips_finished_cells(tmp_path: Path) -> None:
+    base = experiment_config(tmp_path)
+    base["precache"] = None
+    base["baselines"] = []
+    base["finetune"].update(max_steps=4, logging_steps=2)
+    base["evaluate"] = {"beam_size": 5, "top_k": 5, "ks": [1, 5], "batch_size": 16}
+    sweep = {
+        "name": "ratio",
+        "base": base,
+        "out": str(tmp_path / "sweep"),
+        "results": str(tmp_path / "results"),
+        "grid": {"tasks.negative_ratio": [0, 1]},
+        "cells": [{"name": "two levels, K=5", "set": {"tokenizer.codebook_size": 5}}],
+    }
+    tasks = base["tasks"]
+    tasks["tasks"] = ["sequential", "negative"]
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(sweep))
+    assert main(["sweep", str(path)]) == 0
+
+    record = read_json(tmp_path / "results" / "ratio_inter.json")
+    assert record["complete"] is True
+    assert [row["cell"] for row in record["rows"]] == ["negative_ratio=0", "negative_ratio=1", "two levels, K=5"]
+    assert all(0.0 <= row["hr@5"] <= 1.0 for row in record["rows"])
+    assert (tmp_path / "results" / "ratio_inter.md").read_text().startswith("# ratio_inter\n")
+    stages = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "sweep" / "stages").iterdir())
+    # One data set and behaviour model for all; two tokenizers (K=6 and K=5); three task sets.
+    assert stages.count("prepare") == 1 and stages.count("behaviour") == 1
+    assert stages.count("tokenizer") == 2 and stages.count("tasks") == 3 and stages.count("finetune") == 3
+
+    # Finished cells are skipped: nothing is run again, the results are rewritten unchanged.
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "stages").rglob(".alignrec-stage.json")}
+    assert main(["sweep", str(path)]) == 0
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "stages").rglob(".alignrec-stage.json")}
+    assert before == after
+    assert read_json(tmp_path / "results" / "ratio_inter.json")["rows"] == record["rows"]

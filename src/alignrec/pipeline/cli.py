@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("config", help="sweep YAML (see configs/paper/)")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a setting of the base experiment for every cell (e.g. the scale)")
+    sweep.add_argument("--base", help="base experiment config replacing the sweep's own (e.g. configs/games.yaml)")
     sweep.add_argument("--cell", dest="cells", action="append", help="run only this cell (repeatable)")
     sweep.set_defaults(handler=sweep_command)
 
@@ -56,6 +57,6 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     from alignrec.pipeline.sweep import run_sweep
 
-    record = run_sweep(args.config, args.overrides, args.cells)
+    record = run_sweep(args.config, args.overrides, args.cells, base=args.base)
     print(json.dumps({"results": record["name"], "cells": len(record["rows"]), "seconds": record["seconds"]}, indent=2))
     return 0

@@ -98,21 +98,27 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def run_sweep(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None) -> dict[str, Any]:
-    """Run (or finish) a sweep; returns the results record (also written to the results folder)."""
+def run_sweep(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None,
+              base: str | Path | None = None) -> dict[str, Any]:
+    """Run (or finish) a sweep; returns the results record (also written to the results folder).
+
+    ``base`` replaces the sweep's base experiment (e.g. the Games config instead of ml-100k).
+    """
     path = Path(path)
     raw = load_config_file(path)
     config = from_mapping(SweepConfig, raw, source=str(path))
-    if isinstance(config.base, str):
+    if base is not None:
+        base_raw = load_config_file(base)
+    elif isinstance(config.base, str):
         base_raw = load_config_file((path.parent / config.base).resolve())
     elif isinstance(config.base, dict):
         base_raw = dict(config.base)
     else:
         raise ConfigError(f"{path}: base: expected a path or a mapping")
     base_raw = apply_overrides(base_raw, overrides or [])
-    base = load_experiment(data=base_raw)
-    label = config.label or data_label(base)
-    root = Path(config.out) if config.out else Path("runs") / "sweeps" / config.name
+    base_experiment = load_experiment(data=base_raw)  # validates the base before any cell runs
+    label = config.label or data_label(base_experiment)
+    root = Path(config.out) if config.out else Path("runs") / "sweeps" / f"{config.name}_{_safe(label)}"
     cells = expand_cells(config)
     if only:
         unknown = sorted(set(only) - {c.name for c in cells})
