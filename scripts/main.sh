@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: MovieLens-100K through the pipeline.
-# Usage: scripts/main.sh [RUN_DIR]   (default runs/ml-100k)
+# The main job on the embedded default: MovieLens-100K through the whole pipeline
+# (prepare -> DCCF -> Alignment Tokenization -> tasks -> LoRA fine-tune of SmolLM2-135M ->
+# constrained beam search beside SASRec/DCCF/popularity -> pre-cache -> report).
+# Usage: scripts/main.sh [extra `alignrec run` options, e.g. --set finetune.max_steps=500]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-RUN_DIR=${1:-runs/ml-100k}
 start=$(date +%s)
-.venv/bin/alignrec prepare --dataset ml-100k --out "$RUN_DIR"
-echo "done in $(( $(date +%s) - start )) s; outputs in $RUN_DIR" >&2
+.venv/bin/alignrec run configs/ml100k.yaml "$@"
+echo "main job finished in $(( $(date +%s) - start )) s" >&2
+echo "report: runs/ml100k/report/report.md" >&2
+echo "serve it: .venv/bin/alignrec serve --run runs/ml100k --fallback popularity" >&2

@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("config", help="experiment YAML/JSON (see configs/)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set finetune.max_steps=500 (repeatable)")
+    run.add_argument("--publish", metavar="PREFIX",
+                     help="also copy the report to PREFIX.json/.md (+ figures), e.g. benchmarks/results/e2e_ml-100k")
     run.add_argument("--until", help="stop after this stage (prepare, behaviour, baselines, tokenizer, tasks, finetune, evaluate, precache)")
     run.set_defaults(handler=run_command)
 
@@ -43,6 +45,14 @@ def run_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.overrides)
     result = run_experiment(experiment, until=args.until)
     report = result.root / "report" / "report.md"
+    if args.publish and args.until is None:
+        import shlex
+        import sys
+        from pathlib import Path
+
+        from alignrec.pipeline.report import publish_report
+
+        publish_report(result.root, Path(args.publish), shlex.join(["alignrec", *sys.argv[1:]]))
     print(json.dumps({
         "run_dir": str(result.root),
         "report": str(report) if report.exists() and args.until is None else None,

@@ -201,3 +201,37 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
     atomic_write_text(path, "\n".join(lines))
     log.info("report written to %s", path)
     return path
+
+
+def publish_report(run_dir: Path, prefix: Path, command: str) -> tuple[Path, Path]:
+    """Copy a run's report to ``prefix.json`` / ``prefix.md`` (+ figures ``prefix_*.png``) with the
+    command, machine, date and commit — the benchmark-results convention."""
+    import datetime as dt
+
+    from alignrec.config import git_commit, machine_info
+
+    report_dir = run_dir / "report"
+    summary = read_json(report_dir / "summary.json")
+    record = {
+        "name": prefix.name,
+        "command": command,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": machine_info(),
+        "load_average": [round(v, 2) for v in __import__("os").getloadavg()],
+        **summary,
+    }
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    for figure in ("metrics.png", "loss_curve.png", "codes.png"):
+        if (report_dir / figure).is_file():
+            target = prefix.parent / f"{prefix.name}_{figure}"
+            shutil.copyfile(report_dir / figure, target)
+            markdown = markdown.replace(f"({figure})", f"({target.name})")
+    header = (f"Command: `{command}`  \nCommit: `{record['git_commit']}`, {record['date']}, "
+              f"{record['machine'].get('processor')}, {record['machine'].get('cpu_count')} CPUs, "
+              f"load average {record['load_average']}.\n\n")
+    json_path = atomic_write_json(prefix.with_suffix(".json"), record)
+    title, _, rest = markdown.partition("\n")
+    md_path = atomic_write_text(prefix.with_suffix(".md"), f"{title}\n\n{header}{rest}")
+    return json_path, md_path
