@@ -8,6 +8,7 @@ exactly those users (full ranking, no retraining) next to its all-users figures.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,7 +219,7 @@ def publish_report(run_dir: Path, prefix: Path, command: str) -> tuple[Path, Pat
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": machine_info(),
-        "load_average": [round(v, 2) for v in __import__("os").getloadavg()],
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         **summary,
     }
     prefix.parent.mkdir(parents=True, exist_ok=True)
