@@ -90,7 +90,7 @@ def test_mlp_init_errors_name_file_and_keys(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="codebooks.safetensors not found"):
         initialise_new_tokens("mlp", model, tokenizer, inputs)
     write_codebooks(tmp_path / "codebooks.safetensors", centroids=torch.zeros(2, 4))
-    with pytest.raises(InputError, match=r"expected keys codebook_0\.\.codebook_1.*found \['centroids'\]"):
+    with pytest.raises(InputError, match=r"expected keys codebook\.0\.\.codebook\.1.*found \['centroids'\]"):
         initialise_new_tokens("mlp", model, tokenizer, inputs)
     write_codebooks(tmp_path / "codebooks.safetensors", codebook_0=torch.zeros(2, 4), codebook_1=torch.zeros(1, 4))
     with pytest.raises(InputError, match=r"level 1: expected \(2, d\)"):
@@ -109,8 +109,9 @@ def test_read_codebooks_accepts_a_stacked_tensor(tmp_path: Path) -> None:
 @pytest.mark.parametrize("layers", [2, 3])
 def test_mlp_init_sets_rows_on_the_pretrained_scale(tmp_path: Path, layers: int) -> None:
     generator = torch.Generator().manual_seed(0)
-    path = write_codebooks(tmp_path / "codebooks.safetensors", codebook_0=torch.randn(2, 4, generator=generator),
-                           codebook_1=torch.randn(2, 4, generator=generator))
+    tensors = {"codebook.0": torch.randn(2, 4, generator=generator), "codebook.1": torch.randn(2, 4, generator=generator),
+               "input.mean": torch.zeros(4)}  # the tokenizer stage's key names (other tensors are ignored)
+    path = write_codebooks(tmp_path / "codebooks.safetensors", **tensors)
     texts = ["loud red guitar", "red drum", "piano"]
     results = []
     for steps in (1, 100, 100):

@@ -23,8 +23,10 @@ Registry :data:`NEW_TOKEN_INITS` (``alignrec finetune --new-token-init NAME``):
     pretrained embeddings. Only input rows are set (untied output rows keep the default).
 
 ``codebooks.safetensors`` keys read by the MLP init (checked in :func:`read_codebooks`): one
-tensor per level, ``codebook_0``, ``codebook_1``, ... each (K_l, d); or one ``codebooks``
-tensor (L, K, d). A missing file or key is an :class:`~alignrec.errors.InputError`.
+tensor per level, ``codebook.0``, ``codebook.1``, ... each (K_l, d) — what ``alignrec tokenize
+train`` writes (:mod:`alignrec.tokenizer.model`; other tensors in the file are ignored) — or
+``codebook_0``... or one ``codebooks`` tensor (L, K, d). A missing file or key is an
+:class:`~alignrec.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -130,13 +132,15 @@ def read_codebooks(path: str | os.PathLike[str] | None, codebook_sizes: Sequence
 
     tensors = load_file(str(path))
     levels = len(codebook_sizes)
-    if all(f"codebook_{level}" in tensors for level in range(levels)):
+    if all(f"codebook.{level}" in tensors for level in range(levels)):  # what alignrec.tokenizer writes
+        books = [tensors[f"codebook.{level}"] for level in range(levels)]
+    elif all(f"codebook_{level}" in tensors for level in range(levels)):
         books = [tensors[f"codebook_{level}"] for level in range(levels)]
     elif "codebooks" in tensors and tensors["codebooks"].ndim == 3:
         books = list(tensors["codebooks"])
     else:
         raise InputError(
-            f"{path}: expected keys codebook_0..codebook_{levels - 1} (each (K, d)) or one 'codebooks' (L, K, d); "
+            f"{path}: expected keys codebook.0..codebook.{levels - 1} (each (K, d)) or one 'codebooks' (L, K, d); "
             f"found {sorted(tensors)}"
         )
     for level, (book, size) in enumerate(zip(books, codebook_sizes)):
