@@ -14,6 +14,10 @@ from alignrec.data import load_dataset
 # Tiny settings that still leave each model enough steps to learn the rings exactly.
 SEQUENTIAL = {
     "sasrec": ({"embedding_dim": 16, "num_heads": 1, "ffn_dim": 32, "dropout": 0.0, "lr": 0.01, "batch_size": 32}, 30, 5),
+    "sasrec-sampled": ({"embedding_dim": 16, "num_heads": 1, "ffn_dim": 32, "dropout": 0.0, "lr": 0.01, "batch_size": 32,
+                        "loss": "sampled_ce", "num_negatives": 12}, 80, 10),
+    "sasrec-bce": ({"embedding_dim": 16, "num_heads": 1, "ffn_dim": 32, "dropout": 0.0, "lr": 0.01,
+                    "batch_size": 32, "loss": "bce"}, 80, 10),
     "fmlp": ({"embedding_dim": 16, "ffn_dim": 32, "dropout": 0.1, "lr": 0.01, "batch_size": 32}, 30, 5),
     "bert4rec": ({"embedding_dim": 16, "num_heads": 1, "ffn_dim": 32, "dropout": 0.0, "lr": 0.004, "batch_size": 64,
                   "mask_prob": 0.3, "last_mask_prob": 0.3}, 220, 20),
@@ -23,9 +27,10 @@ SEQUENTIAL = {
 @pytest.mark.parametrize("name", sorted(SEQUENTIAL))
 def test_sequential_models_learn_deterministic_next_item(name, cyclic_run, tmp_path):
     settings, epochs, every = SEQUENTIAL[name]
+    model = name.split("-")[0]
     result = train(
-        CollabConfig(model=name, epochs=epochs, eval_every=every, patience=0, seed=1, checkpoint_every=epochs),
-        get_model_spec(name).config_class(**settings),
+        CollabConfig(model=model, epochs=epochs, eval_every=every, patience=0, seed=1, checkpoint_every=epochs),
+        get_model_spec(model).config_class(**settings),
         cyclic_run,
         tmp_path / name,
     )

@@ -176,3 +176,11 @@ def test_graph_test_scoring_adds_validation_items_but_never_test_items(leak_run,
         without = model.score(users, torch.from_numpy(test.histories))
     assert not torch.equal(with_valid, without)
     assert "validation interactions in the graph" in result.metrics["protocol"]
+
+
+def test_cli_lists_models_with_defaults(capsys):
+    assert main(["collab", "models"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert list(listing) == ["dccf", "lightgcn", "sasrec", "bert4rec", "fmlp", "pop"]
+    assert listing["dccf"]["defaults"]["embedding_dim"] == 32
+    assert listing["pop"]["defaults"] == {}
