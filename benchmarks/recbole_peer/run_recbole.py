@@ -37,6 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
+    args.data, args.out = os.path.abspath(args.data), os.path.abspath(args.out)
+    os.chdir(args.out)  # RecBole writes ./log and ./log_tensorboard into the working directory
     config_dict = {
         "data_path": args.data,
         "checkpoint_dir": args.out,

@@ -201,6 +201,8 @@ def train(
     dataset = dataset if dataset is not None else load_dataset(data_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(data_dir, train_config.model)
     out.mkdir(parents=True, exist_ok=True)
+    # metrics.json marks a complete run: a stale one must not vouch for the run now starting
+    (out / "metrics.json").unlink(missing_ok=True)
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     checkpoint_dir = out / CHECKPOINT_DIR
