@@ -168,7 +168,7 @@ def test_finetuning_makes_greedy_constrained_decoding_find_the_next_item(tmp_pat
 def test_resume_continues_and_refuses_changed_settings(tmp_path: Path) -> None:
     run = write_cyclic_run(tmp_path / "run", users=12)
     config = FinetuneConfig(max_steps=4, **{**FAST, "save_steps": 2})
-    FinetuneJob(config, run, backbone=tiny_backbone()).run()
+    FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).run()  # nothing to resume yet: a fresh start
     state = tmp_path / "run" / "finetune" / "trainer_state"
     assert sorted(p.name for p in state.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 

@@ -15,7 +15,8 @@ Recipe (one process, or one per device under ``torchrun`` / ``accelerate launch`
    ``OUT/item_codes.parquet`` + ``codes_meta.json``, ``loss_curve.png``/``.json``,
    ``metrics.json`` and ``config.json`` (resolved config, inputs, seed).
 
-Resuming (``--resume``) continues from the newest checkpoint in ``OUT/trainer_state``. The
+Resuming (``--resume``) continues from the newest checkpoint in ``OUT/trainer_state`` (and
+starts from the beginning when there is none yet). The
 config the run started with is stored there; a resumed run must use the same settings except
 the ones in :data:`alignrec.train.config.RESUMABLE_CHANGES` (how long, how often to log/save).
 """
@@ -341,7 +342,9 @@ class FinetuneJob:
         start_file = self.paths.trainer_dir / START_CONFIG
         if self.resume:
             if checkpoint is None:
-                raise InputError(f"--resume: no checkpoint in {self.paths.trainer_dir} (nothing to resume)")
+                # Nothing saved yet (e.g. stopped before the first checkpoint): a fresh start is the resume.
+                log.warning("--resume: no checkpoint in %s yet; starting from the beginning", self.paths.trainer_dir)
+                return None
             saved = from_mapping(FinetuneConfig, read_json(start_file)["config"], source=str(start_file))
             changed = sorted(k for k, v in to_dict(saved).items()
                              if to_dict(self.config)[k] != v and k not in RESUMABLE_CHANGES)
