@@ -149,7 +149,7 @@ def render_table(record: dict[str, Any]) -> str:
     for name in [m for m in MODEL_ORDER if m in record.get("models", {})]:
         entry = record["models"][name]
         rows.append({
-            "model": name, "source": "alignrec",
+            "model": name, "source": "alignrec" + ("" if entry.get("bench_lock_held") else " (sweep run)"),
             **{m.upper(): entry["test"][m] for m in METRICS},
             "epochs (best)": f"{entry['epochs_run']} ({entry['best_epoch']})",
             "s/epoch": entry["seconds_per_epoch"],
@@ -185,7 +185,9 @@ def render_table(record: dict[str, Any]) -> str:
         "test history. Each model ran as its own process under the shared bench lock; `load` is the 1-minute load "
         "average of this shared 2-core machine at start/end of the run (other engineers' jobs), so wall timings "
         "(`s/epoch`, `train min`) are upper bounds of an idle machine's; `CPU s/epoch` is the CPU time the training "
-        "process itself used per epoch (all its threads), which waiting for other jobs does not inflate. Settings: benchmarks/configs/baselines.yaml; sweeps: "
+        "process itself used per epoch (all its threads), which waiting for other jobs does not inflate. Rows marked "
+        "`(sweep run)` are the chosen (best validation NDCG@10) runs of the sweep, identical command and settings, "
+        "not re-run under the lock. Settings: benchmarks/configs/baselines.yaml; sweeps: "
         f"baselines_sweep_{dataset}.md.",
         "",
         f"- machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs, {machine.get('memory_gb')} GB, "
@@ -207,13 +209,26 @@ def write_table(dataset: str, record: dict[str, Any]) -> None:
     atomic_write_text(RESULTS_DIR / f"baselines_{dataset}.md", render_table(record))
 
 
+def best_sweep_run(dataset: str, model: str) -> dict[str, Any] | None:
+    """The sweep run of ``model`` on ``dataset`` with the best VALIDATION NDCG@10 (None if never swept)."""
+    runs = _read(RESULTS_DIR / f"baselines_sweep_{dataset}.json").get("models", {}).get(model)
+    return max(runs, key=lambda run: run["valid"]["ndcg@10"]) if runs else None
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     settings = load_settings()
     path = RESULTS_DIR / f"baselines_{args.dataset}.json"
     for model in args.models or MODEL_ORDER:
-        values = model_settings(settings, args.dataset, model)
-        print(f"[{args.dataset}] {model}: {values}", file=sys.stderr)
-        row = train_once(args.dataset, model, values, WORK / args.dataset / model, args.threads, lock=not args.no_lock)
+        swept = best_sweep_run(args.dataset, model) if args.from_sweep else None
+        if swept is not None:
+            # the chosen sweep run IS the table run (same command and settings); it was not under the lock
+            row = {k: v for k, v in swept.items() if k not in ("varied", "base")}
+            row["source"] = f"best validation NDCG@10 of baselines_sweep_{args.dataset} ({swept['varied']})"
+        else:
+            values = model_settings(settings, args.dataset, model)
+            print(f"[{args.dataset}] {model}: {values}", file=sys.stderr)
+            row = train_once(args.dataset, model, values, WORK / args.dataset / model, args.threads,
+                             lock=not args.no_lock)
         record = _read(path)  # re-read: another model may have finished meanwhile
         record.setdefault("models", {})[model] = row
         write_table(args.dataset, record)
@@ -321,6 +336,8 @@ def main() -> None:
     table.add_argument("--models", nargs="+", choices=MODEL_ORDER)
     table.add_argument("--threads", type=int, default=2)
     table.add_argument("--no-lock", action="store_true", help="do not take the bench lock (timings then mean little)")
+    table.add_argument("--from-sweep", action="store_true",
+                       help="use each model's best-validation sweep run on this data set instead of training again")
     table.set_defaults(handler=cmd_table)
     sweep = commands.add_parser("sweep", help="train one model over its sweep grid")
     sweep.add_argument("--dataset", required=True, choices=sorted(DATASETS))
