@@ -113,7 +113,7 @@ def test_infonce_llm_loss_matches_a_hand_computation() -> None:
     for cands, target in ((cands1, target1), (cands2, target2)):
         logits = t @ cands.T / tau
         log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        expected += -np.mean(log_softmax[np.arange(3), target])
+        expected += -np.mean(log_softmax[np.arange(3), target]) / 2  # mean over the two levels
     assert float(llm) == pytest.approx(expected, rel=1e-5)
 
 
@@ -144,3 +144,21 @@ def test_model_save_load_round_trip(tmp_path) -> None:
             if a is not None:
                 np.testing.assert_array_equal(a.values, b.values)
     assert (loaded.encoder is not None) and len(loaded.encoder) == 2  # rqvae: 6 -> 16 -> 4
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_numpy_text_projection_matches_the_trained_torch_module(kind: str) -> None:
+    from alignrec.tokenizer.coldstart import TextProjection
+    from alignrec.tokenizer.methods import _build_projection
+
+    vectors, labels = cluster_vectors(clusters=4, per_cluster=4, dim=4, seed=1, noise=0.5)
+    text = np.eye(6, dtype=np.float32)[labels % 4] + 0.1
+    config = small_config(method="alignment", llm_weight=1.0, llm_projection=kind, rounds=1, steps_per_round=2)
+    result = build_tokenizer(config).fit(TrainingInputs(vectors=vectors, text=text, text_rows=np.arange(len(labels))))
+    module = _build_projection(kind, 6, 4)
+    module.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(v) for k, v in result.extra_tensors.items()})
+    extra = {**result.extra_tensors, "llm_text.mean": np.full(6, 0.5, np.float32), "llm_text.scale": np.array([2.0])}
+    projection = TextProjection.from_extra(extra)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(module(torch.from_numpy((text - 0.5) / 2.0)), dim=1).numpy()
+    np.testing.assert_allclose(projection.directions(text), want, atol=1e-5)

@@ -102,6 +102,12 @@ def test_cold_start_codes_are_unique_and_reserved(trained, tiny_embedder) -> Non
     assert [row["item_id"] for row in listed][:2] == ["copy0", "copy1"] and len(listed) == 12
     with pytest.raises(InputError, match="empty title"):
         assigner.assign(texts=["   "])
+    # both text paths exist for an alignment tokenizer trained with text; each stays unique
+    assert assigner.projection is not None and read_json(result.out_dir / "coldstart.json")["text_path"] in {"ridge", "projection"}
+    for path in ("ridge", "projection"):
+        assigner.text_path = path
+        more = assigner.assign(texts=["Violin bow rosin", "Violin bow"])
+        assert ItemCodes(assigner.codes, assigner.codebook_sizes).collision_rate() == 0.0 and more.shape == (2, 3)
 
 
 def test_many_new_items_never_collide(trained) -> None:

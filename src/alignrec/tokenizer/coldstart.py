@@ -31,7 +31,7 @@ import numpy as np
 
 from alignrec.errors import InputError
 from alignrec.tokenizer.codes import ItemCodes
-from alignrec.tokenizer.collisions import CodeIndex, find_free_code
+from alignrec.tokenizer.collisions import CodeIndex, ResidualPath, find_free_path
 from alignrec.tokenizer.model import TokenizerModel
 from alignrec.utils.io import atomic_path, atomic_write_json, read_json
 from alignrec.utils.log import get_logger
@@ -39,6 +39,7 @@ from alignrec.utils.log import get_logger
 log = get_logger(__name__)
 
 TEXT_MAP_FILE = "text_to_behaviour.safetensors"
+COLDSTART_FILE = "coldstart.json"  # which text path new items take (chosen by the held-out evaluation)
 DEFAULT_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
@@ -109,6 +110,78 @@ class TextToBehaviour:
             )
 
 
+@dataclass
+class TextProjection:
+    """The alignment model's learned map P from (standardised) LLM text vectors to code space.
+
+    Trained by the LLM alignment loss to pick an item's code prefixes from its text, so it
+    doubles as a text -> codes path: level by level, the code whose cumulative vector
+    q^l = q^{l-1} + e^l_k is most cosine-similar to P t (the InfoNCE geometry).
+    """
+
+    layers: list[tuple[np.ndarray, np.ndarray]]  # [(W (out, in), b (out,))], GELU between
+    text_mean: np.ndarray
+    text_scale: float
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, np.ndarray]) -> TextProjection | None:
+        """From the ``extra.*`` tensors of codebooks.safetensors (None if absent)."""
+        if "llm_text.mean" not in extra:
+            return None
+        if "llm_projection.weight" in extra:
+            layers = [(extra["llm_projection.weight"], extra["llm_projection.bias"])]
+        else:
+            indices = sorted({int(k.split(".")[1]) for k in extra if k.startswith("llm_projection.") and k.endswith(".weight")})
+            layers = [(extra[f"llm_projection.{i}.weight"], extra[f"llm_projection.{i}.bias"]) for i in indices]
+        return cls(layers, extra["llm_text.mean"], float(extra["llm_text.scale"][0]))
+
+    def directions(self, text: np.ndarray) -> np.ndarray:
+        """Unit vectors P t: (N, D_t) -> (N, e) float64."""
+        from scipy.special import erf
+
+        h = (np.asarray(text, dtype=np.float64) - self.text_mean) / self.text_scale
+        for index, (weight, bias) in enumerate(self.layers):
+            h = h @ weight.T.astype(np.float64) + bias
+            if index < len(self.layers) - 1:
+                h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))  # exact GELU, as torch.nn.GELU()
+        return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class ProjectionPath:
+    """Path costs 1 - cos(P t, q^{l-1} + e^l_k) for :func:`find_free_path`."""
+
+    codebooks: list[np.ndarray]
+    direction: np.ndarray  # (e,) unit
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.codebooks)
+
+    def start(self) -> np.ndarray:
+        return np.zeros(self.codebooks[0].shape[1])
+
+    def costs(self, level: int, state: np.ndarray, prefix: tuple[int, ...]) -> np.ndarray:
+        candidates = state[None, :] + self.codebooks[level].astype(np.float64)  # (K, e)
+        norms = np.maximum(np.linalg.norm(candidates, axis=1), 1e-12)
+        return 1.0 - candidates @ self.direction / norms
+
+    def advance(self, level: int, state: np.ndarray, code: int) -> np.ndarray:
+        return state + self.codebooks[level][code].astype(np.float64)
+
+
+def projection_codes(codebooks: list[np.ndarray], directions: np.ndarray) -> np.ndarray:
+    """Greedy codes along :class:`ProjectionPath` (no uniqueness): (N, e) -> (N, L)."""
+    codes = np.zeros((len(directions), len(codebooks)), dtype=np.int64)
+    for row, direction in enumerate(directions):
+        path = ProjectionPath(codebooks, direction)
+        state = path.start()
+        for level in range(len(codebooks)):
+            codes[row, level] = int(path.costs(level, state, ()).argmin())
+            state = path.advance(level, state, int(codes[row, level]))
+    return codes
+
+
 class ColdStartAssigner:
     """Gives new items unique codes with a trained tokenizer (no retraining).
 
@@ -126,6 +199,8 @@ class ColdStartAssigner:
         input_kind: str = "behaviour",
         embedder: Any = None,
         max_text_tokens: int = 512,
+        projection: TextProjection | None = None,
+        text_path: str = "ridge",
     ):
         self.model = model
         self.codebook_sizes = list(item_codes.codebook_sizes)
@@ -138,6 +213,12 @@ class ColdStartAssigner:
         self.input_kind = input_kind
         self._embedder = embedder
         self.max_text_tokens = max_text_tokens
+        self.projection = projection
+        if text_path not in ("ridge", "projection"):
+            raise ValueError(f"text_path must be 'ridge' or 'projection', got {text_path!r}")
+        if text_path == "projection" and projection is None:
+            raise InputError("text_path 'projection' needs a tokenizer trained with the LLM alignment term")
+        self.text_path = text_path
 
     @classmethod
     def load(cls, tokenizer_dir: str | os.PathLike[str], embedder: Any = None) -> ColdStartAssigner:
@@ -150,6 +231,10 @@ class ColdStartAssigner:
         config = record.get("config", {})
         text_map_path = directory / TEXT_MAP_FILE
         text_map = TextToBehaviour.load(text_map_path) if text_map_path.is_file() else None
+        from alignrec.tokenizer.model import load_extra_tensors
+
+        projection = TextProjection.from_extra(load_extra_tensors(directory))
+        choice = read_json(directory / COLDSTART_FILE) if (directory / COLDSTART_FILE).is_file() else {}
         backbone = record.get("text_vectors", {}).get("backbone") or (None if config.get("llm", "none") == "none" else config.get("llm"))
         return cls(
             model,
@@ -159,6 +244,8 @@ class ColdStartAssigner:
             input_kind=config.get("input", "behaviour"),
             embedder=embedder,
             max_text_tokens=int(config.get("max_text_tokens", 512)),
+            projection=projection,
+            text_path=choice.get("text_path", "ridge") if projection is not None else "ridge",
         )
 
     # -- inputs -------------------------------------------------------------------------------
@@ -204,14 +291,20 @@ class ColdStartAssigner:
         item_ids: list[str] | None = None,
     ) -> np.ndarray:
         """Codes (N, L) for new items, unique w.r.t. existing items and each other; reserved."""
-        inputs = self.model_inputs(texts, behaviour_embeddings)
-        count = len(inputs)
+        paths: list[Any]
+        if behaviour_embeddings is None and texts is not None and self.text_path == "projection" and self.input_kind == "behaviour":
+            assert self.projection is not None
+            directions = self.projection.directions(self._text_vectors(texts))
+            paths = [ProjectionPath(self.model.quantizer.codebooks, d) for d in directions]
+        else:
+            latent = self.model.latent(self.model_inputs(texts, behaviour_embeddings))
+            paths = [ResidualPath(self.model.quantizer, z) for z in latent]
+        count = len(paths)
         if item_ids is not None and len(item_ids) != count:
             raise InputError(f"{len(item_ids)} item ids for {count} new items")
-        latent = self.model.latent(inputs)
         out = np.zeros((count, len(self.codebook_sizes)), dtype=np.int64)
-        for row in range(count):
-            code = find_free_code(self.model.quantizer, latent[row], self.index, extra_size=self.extra_size)
+        for row, path in enumerate(paths):
+            code = find_free_path(path, self.index, extra_size=self.extra_size)
             self.index.add(code)
             out[row] = code
         self.codes = np.concatenate([self.codes, out])
@@ -243,50 +336,52 @@ def evaluate_cold_start(
     model: TokenizerModel,
     behaviour: np.ndarray,
     text: np.ndarray,
-    text_rows: np.ndarray,
+    held: np.ndarray,
+    warm: np.ndarray,
     codes: np.ndarray,
     *,
-    fraction: float = 0.05,
-    seed: int = 0,
+    projection: TextProjection | None = None,
 ) -> dict[str, Any]:
-    """Hold out ``fraction`` of the items with text as "new", fit the text map on the rest,
-    assign the held-out items from text only, and compare their prefixes with the codes the
-    full model gives them from their behaviour embeddings (``codes``, rule output).
+    """Code the ``held`` items from text only and compare their prefixes with the codes the
+    full model gives them from their behaviour embeddings (``codes``, the rule's output).
 
+    ``text`` (N, D) holds every item's text vector; ``held`` / ``warm`` are item rows with
+    text. The ridge map is fitted on the warm rows only; ``projection`` must have been
+    trained without the held rows' text (the training stage withholds them from the LLM loss).
     Baselines for scale: ``random`` (a prefix drawn from the warm items' distribution,
     expected value), ``popular`` (everyone gets the most common warm prefix) and
     ``text_neighbour`` (the codes of the nearest warm item in LLM text space).
     """
-    rng = np.random.default_rng(seed)
-    count = max(1, int(round(fraction * len(text_rows))))
-    if len(text_rows) - count < 3:
-        return {"skipped": f"only {len(text_rows)} items with text"}
-    held = np.sort(rng.choice(len(text_rows), size=count, replace=False))
-    warm = np.setdiff1d(np.arange(len(text_rows)), held)
-    mapping = TextToBehaviour.fit(text[warm], behaviour[text_rows[warm]])
-    predicted_codes = model.encode(mapping.predict(text[held]))
-    truth = codes[text_rows[held]]
-    warm_codes = codes[text_rows[warm]]
-    # nearest warm item in text space
+    mapping = TextToBehaviour.fit(text[warm], behaviour[warm])
+    predictions = {"ridge": model.encode(mapping.predict(text[held]))}
+    if projection is not None:
+        predictions["projection"] = projection_codes(model.quantizer.codebooks, projection.directions(text[held]))
+    truth = codes[held]
+    warm_codes = codes[warm]
     normed = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-    neighbour = (normed[held] @ normed[warm].T).argmax(1)
-    neighbour_codes = warm_codes[neighbour]
+    neighbour_codes = warm_codes[(normed[held] @ normed[warm].T).argmax(1)]
     result: dict[str, Any] = {
-        "held_out_items": int(count),
+        "held_out_items": int(len(held)),
         "warm_items": int(len(warm)),
         "ridge_alpha": mapping.alpha,
         "ridge_loo_relative_error": mapping.loo_error,
-        "protocol": "tokenizer trained on all items; text map fitted on the warm items only; held-out items coded from text",
+        "protocol": "codebooks trained on all items' behaviour; the held-out items' text was kept out of the LLM loss "
+        "and the ridge fit; held-out items coded from text only",
     }
     for depth in range(1, min(codes.shape[1], 2) + 1):
         truth_key = [tuple(r) for r in truth[:, :depth].tolist()]
-        warm_keys = [tuple(r) for r in warm_codes[:, :depth].tolist()]
         frequency: dict[tuple[int, ...], int] = {}
-        for key in warm_keys:
+        for key in (tuple(r) for r in warm_codes[:, :depth].tolist()):
             frequency[key] = frequency.get(key, 0) + 1
         popular = max(frequency.items(), key=lambda kv: (kv[1], [-v for v in kv[0]]))[0]
-        result[f"level{depth}_match"] = float(np.mean((predicted_codes[:, :depth] == truth[:, :depth]).all(1)))
+        for name, predicted in predictions.items():
+            result[f"{name}_level{depth}_match"] = float(np.mean((predicted[:, :depth] == truth[:, :depth]).all(1)))
         result[f"level{depth}_text_neighbour"] = float(np.mean((neighbour_codes[:, :depth] == truth[:, :depth]).all(1)))
-        result[f"level{depth}_random"] = float(np.mean([frequency.get(k, 0) / len(warm_keys) for k in truth_key]))
+        result[f"level{depth}_random"] = float(np.mean([frequency.get(k, 0) / len(warm) for k in truth_key]))
         result[f"level{depth}_popular"] = float(np.mean([k == popular for k in truth_key]))
+    best = max(predictions, key=lambda name: (result[f"{name}_level1_match"], result.get(f"{name}_level2_match", 0.0), name == "ridge"))
+    result["chosen_path"] = best
+    for depth in (1, 2):
+        if f"{best}_level{depth}_match" in result:
+            result[f"level{depth}_match"] = result[f"{best}_level{depth}_match"]
     return result

@@ -25,7 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class CodeIndex:
 
     def add(self, code: tuple[int, ...]) -> None:
         self.taken.add(code)
-        for depth in range(1, len(code)):
+        for depth in range(len(code)):  # every proper prefix, the empty one included
             self.counts[code[:depth]] += 1
 
     def room_below(self, prefix: tuple[int, ...]) -> int:
@@ -82,25 +82,50 @@ class CodeIndex:
         return math.prod(self.sizes[len(prefix) :]) - self.counts[prefix]
 
 
-def find_free_code(
-    quantizer: ResidualQuantizer,
-    latent: np.ndarray,
-    index: CodeIndex,
-    *,
-    extra_size: int = 0,
-    branch: int = 8,
-) -> tuple[int, ...]:
-    """The cheapest free code sequence for one latent vector (e,), by the rule's cost order.
+class PathCost(Protocol):
+    """How a code path is scored level by level (the search follows these costs)."""
+
+    num_levels: int
+
+    def start(self) -> Any: ...
+
+    def costs(self, level: int, state: Any, prefix: tuple[int, ...]) -> np.ndarray: ...
+
+    def advance(self, level: int, state: Any, code: int) -> Any: ...
+
+
+@dataclass
+class ResidualPath:
+    """The quantizer's own rule: residual distance plus the prefix group's prices."""
+
+    quantizer: ResidualQuantizer
+    latent: np.ndarray  # (e,)
+
+    @property
+    def num_levels(self) -> int:
+        return self.quantizer.num_levels
+
+    def start(self) -> np.ndarray:
+        return np.asarray(self.latent, dtype=np.float64)
+
+    def costs(self, level: int, state: np.ndarray, prefix: tuple[int, ...]) -> np.ndarray:
+        return self.quantizer.level_cost(level, state[None, :], np.asarray([prefix], dtype=np.int64).reshape(1, level))[0]
+
+    def advance(self, level: int, state: np.ndarray, code: int) -> np.ndarray:
+        return state - self.quantizer.codebooks[level][code].astype(np.float64)
+
+
+def find_free_path(path: PathCost, index: CodeIndex, *, extra_size: int = 0, branch: int = 8) -> tuple[int, ...]:
+    """The cheapest free code sequence under ``path``'s costs.
 
     Depth-first: at inner levels up to ``branch`` candidate codes with room below them, at
     the last level every code. With ``extra_size`` > 0 the sequence ends with an extra-level
     number: the smallest one not yet used under the real codes.
     """
-    levels = quantizer.num_levels
+    levels = path.num_levels
 
-    def search(level: int, residual: np.ndarray, prefix: tuple[int, ...]) -> tuple[int, ...] | None:
-        cost = quantizer.level_cost(level, residual[None, :], np.asarray([prefix], dtype=np.int64).reshape(1, level))[0]
-        order = np.argsort(cost, kind="stable")
+    def search(level: int, state: Any, prefix: tuple[int, ...]) -> tuple[int, ...] | None:
+        order = np.argsort(path.costs(level, state, prefix), kind="stable")
         if level == levels - 1:
             for code in order.tolist():
                 candidate = (*prefix, code)
@@ -116,7 +141,7 @@ def find_free_code(
             candidate = (*prefix, code)
             if index.room_below(candidate) <= 0:
                 continue
-            found = search(level + 1, residual - quantizer.codebooks[level][code].astype(np.float64), candidate)
+            found = search(level + 1, path.advance(level, state, code), candidate)
             if found is not None:
                 return found
             tried += 1
@@ -124,10 +149,17 @@ def find_free_code(
                 break
         return None
 
-    found = search(0, np.asarray(latent, dtype=np.float64), ())
+    found = search(0, path.start(), ())
     if found is None:
         raise CollisionError("no free code sequence near this item: the code space is full (use more levels or codes)")
     return found
+
+
+def find_free_code(
+    quantizer: ResidualQuantizer, latent: np.ndarray, index: CodeIndex, *, extra_size: int = 0, branch: int = 8
+) -> tuple[int, ...]:
+    """:func:`find_free_path` under the quantizer's assignment rule for one latent vector (e,)."""
+    return find_free_path(ResidualPath(quantizer, latent), index, extra_size=extra_size, branch=branch)
 
 
 @dataclass

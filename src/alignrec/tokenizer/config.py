@@ -48,8 +48,12 @@ class TokenizerConfig:
 
     # -- alignment training -------------------------------------------------------------------
     rounds: int = field(default=8, metadata={"help": "alignment: assignment/update rounds (E/M)"})
-    steps_per_round: int = field(default=40, metadata={"help": "alignment: gradient steps per round"})
-    batch_size: int = field(default=4096, metadata={"help": "items per gradient step (0 = all)"})
+    steps_per_round: int = field(
+        default=20, metadata={"help": "alignment: gradient steps per round (only when the LLM term is on)"}
+    )
+    batch_size: int = field(
+        default=1024, metadata={"help": "items per gradient step (0 = all); the batch InfoNCE costs O(batch^2)"}
+    )
     learning_rate: float = field(default=5e-3, metadata={"help": "Adam learning rate (alignment)"})
 
     # -- LLM alignment --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ group g (``balance="optimal"``; ``balance="none"``: the nearest code), r^{l+1} =
 *Update (M).* ``steps_per_round`` Adam steps on mini-batches B, codes fixed, minimising
 
     L = sum_l mean_{i in B} D(sg[r^l_i], e^l_{k^l_i})                      (behaviour alignment)
-      + lambda * sum_l L_LLM^l                                              (LLM alignment)
+      + lambda * (1/L) sum_l L_LLM^l                                        (LLM alignment)
 
 with D(r, e) = ||r - e||^2 (``distance="l2"``) or 1 - cos(r, e) (``"cosine"``; then only the
 codes' directions are trained, their norms stay at the k-means initialisation). sg[.] stops
@@ -435,7 +435,9 @@ def _alignment_losses(
         candidates = F.normalize(distinct, dim=1)  # (U, e)
         logits = projected @ candidates.T / temperature  # (B_t, U)
         llm = llm + F.cross_entropy(logits, inverse)
-    return behaviour, llm
+    # mean over levels: the InfoNCE of one level is ~log(batch), so a sum would let lambda's
+    # meaning change with L
+    return behaviour, llm / len(codebooks)
 
 
 # ----------------------------------------------------------------------------- rqkmeans

@@ -78,14 +78,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"{cold['held_out_items']} held-out items coded from text (ridge alpha {cold['ridge_alpha']:.3g}, leave-one-out relative error {cold['ridge_loo_relative_error']:.3f}); {cold['protocol']}.",
             "",
-            "| prefix | text -> codes | nearest text neighbour's codes | random (warm distribution) | most popular |",
-            "|---|---|---|---|---|",
+            f"New items take the `{cold.get('chosen_path')}` path.",
+            "",
+            "| prefix | ridge text -> behaviour -> codes | projection P (LLM alignment) | nearest text neighbour's codes | random (warm distribution) | most popular |",
+            "|---|---|---|---|---|---|",
         ]
         for depth in (1, 2):
             if f"level{depth}_match" in cold:
                 lines.append(
-                    f"| {depth} | {cold[f'level{depth}_match']:.4f} | {cold[f'level{depth}_text_neighbour']:.4f} | "
-                    f"{cold[f'level{depth}_random']:.4f} | {cold[f'level{depth}_popular']:.4f} |"
+                    f"| {depth} | {_fmt(cold.get(f'ridge_level{depth}_match'))} | {_fmt(cold.get(f'projection_level{depth}_match'))} | "
+                    f"{cold[f'level{depth}_text_neighbour']:.4f} | {cold[f'level{depth}_random']:.4f} | {cold[f'level{depth}_popular']:.4f} |"
                 )
     else:
         lines.append(cold.get("skipped", "not evaluated"))

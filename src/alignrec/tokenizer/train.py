@@ -20,7 +20,7 @@ import numpy as np
 from alignrec.config import write_run_record
 from alignrec.errors import InputError
 from alignrec.tokenizer.codes import ItemCodes
-from alignrec.tokenizer.coldstart import TEXT_MAP_FILE, TextToBehaviour, evaluate_cold_start
+from alignrec.tokenizer.coldstart import COLDSTART_FILE, TEXT_MAP_FILE, TextProjection, TextToBehaviour, evaluate_cold_start
 from alignrec.tokenizer.collisions import collision_rate, describe_resolution, resolve_collisions
 from alignrec.tokenizer.config import TokenizerConfig
 from alignrec.tokenizer.embeddings import duplicate_rows, load_behaviour_embeddings
@@ -36,6 +36,7 @@ from alignrec.utils.log import get_logger
 log = get_logger(__name__)
 
 ASSIGNMENT_FILE = "assignment.safetensors"
+TEXT_CACHE_DIR = "tokenizer_cache"  # RUN/tokenizer_cache/: text vectors per (backbone, texts)
 
 
 @dataclass
@@ -102,10 +103,14 @@ def train_tokenizer(
         notes.append("no item text: LLM alignment off, cold start needs a behaviour embedding")
     else:
         tick = time.perf_counter()
-        text_vectors, has_text, cached = item_text_vectors(
-            texts, spec, max_tokens=config.max_text_tokens, cache_paths=[out / TEXT_VECTORS_FILE], embedder=embedder
-        )
         fingerprint = texts_fingerprint(spec, texts, config.max_text_tokens)
+        # cached per (backbone, texts): in the previous output and in RUN/tokenizer_cache/
+        shared_cache = run_dir / TEXT_CACHE_DIR / f"text_vectors-{fingerprint[:20]}.safetensors"
+        text_vectors, has_text, cached = item_text_vectors(
+            texts, spec, max_tokens=config.max_text_tokens, cache_paths=[out / TEXT_VECTORS_FILE, shared_cache], embedder=embedder
+        )
+        if not cached:
+            save_text_vectors(shared_cache, text_vectors, has_text, fingerprint, spec)
         text_info.update(
             {
                 "backbone": spec,
@@ -129,16 +134,29 @@ def train_tokenizer(
     assert raw_inputs is not None
     mean, scale = standardisation(raw_inputs, config.normalize_rows)
     text_rows = np.nonzero(has_text)[0]
+    # Items held out for the cold-start evaluation keep their behaviour (the codebooks see
+    # every item) but their text stays out of the LLM loss and of the ridge fit, so that
+    # coding them from text is a fair test of the text -> code paths.
+    held_rows = np.zeros(0, dtype=np.int64)
+    if text_vectors is not None and config.input == "behaviour" and config.coldstart_holdout > 0:
+        count = int(round(config.coldstart_holdout * len(text_rows)))
+        if count >= 1 and len(text_rows) - count >= 3:
+            held_rows = np.sort(np.random.default_rng(config.seed).choice(text_rows, size=count, replace=False))
+    llm_rows = np.setdiff1d(text_rows, held_rows)
     text_std = None
-    if text_vectors is not None and len(text_rows):
-        t_mean, t_scale = standardisation(text_vectors[text_rows], False)
-        text_std = ((text_vectors[text_rows] - t_mean) / t_scale).astype(np.float32)
+    text_extra: dict[str, np.ndarray] = {}
+    if text_vectors is not None and len(llm_rows):
+        t_mean, t_scale = standardisation(text_vectors[llm_rows], False)
+        text_std = ((text_vectors[llm_rows] - t_mean) / t_scale).astype(np.float32)
+        text_extra = {"llm_text.mean": t_mean, "llm_text.scale": np.asarray([t_scale], dtype=np.float64)}
 
     # -- train ----------------------------------------------------------------------------------
     method = build_tokenizer(config)
     z = standardize_inputs(raw_inputs, mean, scale, config.normalize_rows)
     tick = time.perf_counter()
-    fit = method.fit(TrainingInputs(vectors=z, text=text_std, text_rows=text_rows if text_std is not None else None))
+    fit = method.fit(TrainingInputs(vectors=z, text=text_std, text_rows=llm_rows if text_std is not None else None))
+    if not any(name.startswith("llm_projection.") for name in fit.extra_tensors):
+        text_extra = {}  # no projection was trained: nothing to standardise for
     train_seconds = time.perf_counter() - tick
     model = TokenizerModel(
         method=config.method,
@@ -167,14 +185,15 @@ def train_tokenizer(
     # -- text map and cold start ------------------------------------------------------------------
     text_map = None
     cold_start: dict[str, Any]
+    projection = TextProjection.from_extra(text_extra | fit.extra_tensors) if text_extra else None
     if text_vectors is not None and config.input == "behaviour" and behaviour is not None and len(text_rows) >= 3:
         text_map = TextToBehaviour.fit(text_vectors[text_rows], behaviour[text_rows])
-        if config.coldstart_holdout > 0:
+        if len(held_rows):
             cold_start = evaluate_cold_start(
-                model, behaviour, text_vectors[text_rows], text_rows, raw_codes, fraction=config.coldstart_holdout, seed=config.seed
+                model, behaviour, text_vectors, held_rows, llm_rows, raw_codes, projection=projection
             )
         else:
-            cold_start = {"skipped": "coldstart_holdout = 0"}
+            cold_start = {"skipped": "coldstart_holdout = 0 (or too few items with text)"}
     elif config.input == "text":
         cold_start = {"skipped": "the tokenizer quantises text vectors: new items are coded from their text directly"}
     else:
@@ -212,13 +231,18 @@ def train_tokenizer(
 
     # -- write --------------------------------------------------------------------------------------
     with atomic_directory(out) as tmp:
-        model.save(tmp, extra=fit.extra_tensors)
+        model.save(tmp, extra={**fit.extra_tensors, **text_extra})
         item_codes.save(tmp)
         _save_assignment(tmp / ASSIGNMENT_FILE, raw_codes)
         if text_vectors is not None and fingerprint is not None:
             save_text_vectors(tmp / TEXT_VECTORS_FILE, text_vectors, has_text, fingerprint, spec)
         if text_map is not None:
             text_map.save(tmp / TEXT_MAP_FILE, spec)
+            atomic_write_json(
+                tmp / COLDSTART_FILE,
+                {"text_path": cold_start.get("chosen_path", "projection" if projection is not None else "ridge"),
+                 "chosen_by": "held-out level-1/2 match" if "chosen_path" in cold_start else "default"},
+            )
         atomic_write_json(tmp / "code_descriptions.json", descriptions)
         report["total_seconds"] = round(time.perf_counter() - started, 3)
         write_report(tmp, report, [np.bincount(final_codes[:, level], minlength=size).tolist() for level, size in enumerate(resolution.codebook_sizes)])
