@@ -238,7 +238,10 @@ def cmd_table(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- sweeps
 
 
-def grid(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+def grid(values: dict[str, list[Any]] | list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every combination of a grid's values; a list of grids gives the union, in order."""
+    if isinstance(values, list):
+        return [combo for part in values for combo in grid(part)]
     keys = sorted(values)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(values[k] for k in keys))]
 

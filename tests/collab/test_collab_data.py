@@ -30,16 +30,31 @@ def test_sequence_windows_cover_every_transition_once(tmp_path, write_raw):
     idx = dataset.item_index_of
     a = [idx[str(i)] for i in range(7)]  # training part of user a: 7 items
     b = [idx[str(i)] for i in (9, 8)]
-    windows = data.sequence_windows(4)  # 3 transitions per window
+    windows, first_target = data.sequence_windows(4)  # 3 transitions per window
     expected = [
         [a[3], a[4], a[5], a[6]],
         [a[0], a[1], a[2], a[3]],
         [-1, -1, b[0], b[1]],
     ]
     assert windows.tolist() == expected
+    assert first_target.tolist() == [1, 1, 1]
     # every transition (x -> y) of the training sequences appears exactly once
     transitions = [(w[t - 1], w[t]) for w in windows.tolist() for t in range(1, 4) if w[t - 1] >= 0]
     assert sorted(transitions) == sorted([(a[t], a[t + 1]) for t in range(6)] + [(b[0], b[1])])
+
+
+def test_overlapping_windows_count_each_target_once_with_long_context(tmp_path, write_raw):
+    dataset = load_dataset(write_raw(tmp_path / "run", {"a": list(range(9))}))
+    data = TrainingData.from_dataset(dataset)
+    a = [dataset.item_index_of[str(i)] for i in range(7)]  # training part: 7 items
+    windows, first_target = data.sequence_windows(4, stride=1)
+    # windows end at 7, 6, 5, 4 (the last one reaches the start); all but the last count one target
+    assert windows.tolist() == [a[3:7], a[2:6], a[1:5], a[0:4]]
+    assert first_target.tolist() == [3, 3, 3, 1]
+    counted = [(w[p - 1], w[p]) for w, f in zip(windows.tolist(), first_target.tolist()) for p in range(f, 4)]
+    assert sorted(counted) == sorted((a[t], a[t + 1]) for t in range(6))
+    with pytest.raises(ValueError, match="stride must be in 1..3"):
+        data.sequence_windows(4, stride=4)
 
 
 def test_prefix_windows_are_train_samples(tmp_path, write_raw):

@@ -73,7 +73,7 @@ class BERT4Rec(SequentialModel):
         with torch.no_grad():
             self.item_embedding.weight[PAD].zero_()
 
-    def build_windows(self) -> np.ndarray:
+    def build_windows(self) -> tuple[np.ndarray, np.ndarray]:
         return self.data.sequence_windows(self.config.max_len + 1)
 
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
@@ -103,10 +103,11 @@ class BERT4Rec(SequentialModel):
         chosen &= real
         return torch.where(chosen, torch.full_like(ids, self.mask_id), ids), chosen
 
-    def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs, chosen = self.mask_batch(batch)
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        ids, _ = batch  # windows share at most one item, so every item is a Cloze candidate
+        inputs, chosen = self.mask_batch(ids)
         hidden = self.encode(inputs)  # (B, W, d)
-        value = F.cross_entropy(self.logits(hidden[chosen]), batch[chosen] - 1)
+        value = F.cross_entropy(self.logits(hidden[chosen]), ids[chosen] - 1)
         return value, {"ce": float(value.detach())}
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:

@@ -36,10 +36,17 @@ class SASRecConfig(SequentialConfig):
     train_positions: Literal["all", "last"] = field(
         default="all", metadata={"help": "all = predict at every window position; last = only the newest item"}
     )
+    train_stride: int = field(
+        default=0,
+        metadata={"help": "train_positions=all: windows start every N items, each target keeping >= max_len - N + 1 "
+                  "items of context (0 = max_len: windows share one item)"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive(self, "num_heads", "ffn_dim", "num_negatives")
+        if not 0 <= self.train_stride <= self.max_len:
+            raise ValueError(f"train_stride: must be in 0..max_len ({self.max_len}), got {self.train_stride}")
         if self.embedding_dim % self.num_heads:
             raise ValueError(f"embedding_dim {self.embedding_dim} must be divisible by num_heads {self.num_heads}")
 
@@ -63,6 +70,9 @@ class SASRec(SequentialModel):
 
     def train_positions(self):  # type: ignore[override]
         return self.config.train_positions
+
+    def train_stride(self) -> int | None:
+        return self.config.train_stride or None
 
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
         t = ids.shape[1]

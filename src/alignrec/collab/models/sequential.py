@@ -112,32 +112,47 @@ class SequentialModel(CollabModel):
         self.item_embedding = nn.Embedding(self.num_items + 1 + self.extra_tokens, config.embedding_dim, padding_idx=PAD)
         self.position_embedding = nn.Embedding(positions, config.embedding_dim)
         self._windows: np.ndarray | None = None
+        self._first_target: np.ndarray | None = None
 
     # -- training data --------------------------------------------------------------------
     def train_positions(self) -> Literal["all", "last"]:
         return "last"
 
-    def build_windows(self) -> np.ndarray:
-        """Training windows (N, max_len + 1) of dataset item indices, -1 = padding."""
+    def train_stride(self) -> int | None:
+        """Window stride for all-position training (None = windows share one item)."""
+        return None
+
+    def build_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Training windows (N, max_len + 1) of dataset item indices (-1 = padding) and, per
+        window, the first window position whose item is a target (N,)."""
+        length = self.config.max_len + 1
         if self.train_positions() == "all":
-            return self.data.sequence_windows(self.config.max_len + 1)
-        return self.data.prefix_windows(self.config.max_len)
+            return self.data.sequence_windows(length, self.train_stride())
+        windows = self.data.prefix_windows(self.config.max_len)
+        return windows, np.full(windows.shape[0], length - 1, dtype=np.int64)
 
     @property
     def windows(self) -> np.ndarray:
         if self._windows is None:
-            self._windows = self.build_windows()
+            self._windows, self._first_target = self.build_windows()
         return self._windows
+
+    @property
+    def first_target(self) -> np.ndarray:
+        _ = self.windows  # builds both arrays
+        assert self._first_target is not None
+        return self._first_target
 
     def num_batches(self) -> int:
         return -(-self.windows.shape[0] // self.config.batch_size)
 
-    def batches(self, rng: np.random.Generator) -> Iterator[torch.Tensor]:
-        windows = self.windows
+    def batches(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        windows, first_target = self.windows, self.first_target
         order = rng.permutation(windows.shape[0])
         size = self.config.batch_size
         for start in range(0, order.shape[0], size):
-            yield shift_items(torch.from_numpy(windows[order[start : start + size]]))  # (B, W)
+            rows = order[start : start + size]
+            yield shift_items(torch.from_numpy(windows[rows])), torch.from_numpy(first_target[rows])  # (B, W), (B,)
 
     # -- model ----------------------------------------------------------------------------
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
@@ -173,14 +188,12 @@ class SequentialModel(CollabModel):
         negative_logits = (hidden * items[negatives]).sum(1)
         return -(F.logsigmoid(positive_logits) + F.logsigmoid(-negative_logits)).mean()
 
-    def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        ids, first_target = batch  # (B, T + 1), (B,)
+        inputs, targets = ids[:, :-1], ids[:, 1:]  # (B, T) each; targets[:, j] sits at window position j + 1
         hidden = self.encode(inputs)  # (B, T, d)
-        if self.train_positions() == "all":
-            keep = (targets != PAD) & (inputs != PAD)
-        else:
-            keep = torch.zeros_like(targets, dtype=torch.bool)
-            keep[:, -1] = targets[:, -1] != PAD
+        positions = torch.arange(1, ids.shape[1])[None, :]  # (1, T)
+        keep = (targets != PAD) & (inputs != PAD) & (positions >= first_target[:, None])
         value = self.next_item_loss(hidden[keep], targets[keep], self.config.loss)
         return value, {self.config.loss: float(value.detach())}
 
