@@ -115,6 +115,7 @@ def train_once(dataset: str, model: str, values: dict[str, Any], out: Path, thre
         "model": model,
         "settings": values,
         "test": metrics["test"],
+        "test_seen_excluded": metrics.get("test_seen_excluded"),
         "valid": metrics["valid"],
         "epochs_run": metrics["epochs_run"],
         "best_epoch": metrics["best_epoch"],
@@ -197,6 +198,14 @@ def render_table(record: dict[str, Any]) -> str:
         markdown_table(rows, ["model", "source", "HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "epochs (best)",
                               "s/epoch", "CPU s/epoch", "train min", "peak RSS MB", "load start/end"]),
     ]
+    seen_rows = [{"model": name, **{m.upper(): record["models"][name]["test_seen_excluded"][m] for m in METRICS}}
+                 for name in MODEL_ORDER if (record.get("models", {}).get(name) or {}).get("test_seen_excluded")]
+    if seen_rows:
+        lines += ["## Secondary: test with the user's seen items excluded", "",
+                  "The same trained models, ranking the test item with every item the user interacted with before "
+                  "(training items and the validation item) kept out of the list — how the NGCF/LightGCN/DCCF code "
+                  "family evaluates. Not the main protocol; shown because graph models otherwise rank the user's own "
+                  "items first.", "", markdown_table(seen_rows)]
     lines += [f"- {note}" for note in record.get("notes", [])]
     return "\n".join(lines) + "\n"
 

@@ -82,3 +82,13 @@ def test_sequence_windows_reject_short_length(cyclic_run):
     data = TrainingData.from_dataset(load_dataset(cyclic_run))
     with pytest.raises(ValueError, match="window length"):
         data.sequence_windows(1)
+
+
+def test_user_items_by_hand(tmp_path, write_raw):
+    dataset = load_dataset(write_raw(tmp_path / "run", {"a": [0, 1, 2, 3, 4], "b": [5, 6, 7], "c": [8, 9, 5, 6]}))
+    data = TrainingData.from_dataset(dataset)
+    idx = dataset.item_index_of
+    users = np.array([dataset.user_index_of["c"], dataset.user_index_of["a"]])
+    rows, items = data.user_items(users)
+    assert rows.tolist() == [0, 0, 1, 1, 1]
+    assert items.tolist() == [idx["8"], idx["9"], idx["0"], idx["1"], idx["2"]]

@@ -81,3 +81,8 @@ def test_popularity_scores_by_hand(tmp_path, write_raw):
     expected_ndcg5 = np.mean([1 / np.log2(3 + 2), 1 / np.log2(2 + 2), 1 / np.log2(3 + 2)])
     assert result.metrics["test"]["ndcg@5"] == pytest.approx(expected_ndcg5)
     assert result.metrics["epochs_run"] == 0
+    # seen items excluded (training items + the validation item, never the target):
+    # u1 test d, a b out -> c d: rank 1; u2 test c, a d out -> b c: rank 1; u3 test d, a b c out -> rank 0
+    seen = result.metrics["test_seen_excluded"]
+    assert seen["hr@1"] == pytest.approx(1 / 3)
+    assert seen["ndcg@5"] == pytest.approx(np.mean([1 / np.log2(3), 1 / np.log2(3), 1.0]))

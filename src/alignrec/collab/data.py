@@ -75,6 +75,14 @@ class TrainingData:
         users, items = self.interactions
         return users * self.num_items + items
 
+    def user_items(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The training items of each of ``users`` as (row in ``users``, item) pairs, (P,) each."""
+        users = np.asarray(users, dtype=np.int64)
+        counts = self.sequence_lengths[users]
+        rows = np.repeat(np.arange(users.shape[0], dtype=np.int64), counts)
+        shift = self.seq_offsets[users] - (np.cumsum(counts) - counts)  # start of each block in seq_values
+        return rows, self.seq_values[np.repeat(shift, counts) + np.arange(int(counts.sum()), dtype=np.int64)]
+
     def item_popularity(self) -> np.ndarray:
         """Interactions per item over the training sequences, repeats counted (I,)."""
         return np.bincount(self.seq_values, minlength=self.num_items).astype(np.int64)
