@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def tiny_embedder():
     """A TextEmbedder over a tiny random Llama whose vocabulary covers the synthetic texts."""
     from alignrec.data.synthetic import GROUP_WORDS
@@ -21,8 +21,8 @@ def tiny_embedder():
     return TextEmbedder.from_model(model, tokenizer, spec="tiny")
 
 
-@pytest.fixture
-def cluster_run(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
     """A prepared synthetic data set (32 items in 4 groups, with text) plus a behaviour
     embedding file whose rows cluster by group: ``(run_dir, embeddings_file, groups)``."""
     from safetensors.numpy import save_file
@@ -30,6 +30,7 @@ def cluster_run(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     from alignrec.data import load_dataset
     from alignrec.data.synthetic import write_synthetic
 
+    tmp_path = tmp_path_factory.mktemp("cluster_run")
     run = tmp_path / "run"
     write_synthetic(run, num_users=40, num_items=32, groups=4, length=6, kind="clusters", seed=0)
     dataset = load_dataset(run)

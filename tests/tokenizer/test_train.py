@@ -27,11 +27,13 @@ EXPECTED_FILES = {
 }
 
 
-@pytest.fixture
-def trained(cluster_run, tiny_embedder, tmp_path: Path):
+@pytest.fixture(scope="module")
+def trained(cluster_run, tiny_embedder, tmp_path_factory: pytest.TempPathFactory):
+    """One training run shared by the tests of this module (they only read its folder)."""
     run, embeddings, groups = cluster_run
     config = small_config(levels=3, codebook_size=4, llm="tiny", llm_weight=0.5)
-    result = train_tokenizer(config, run, embeddings=str(embeddings), out_dir=tmp_path / "tok", embedder=tiny_embedder)
+    out = tmp_path_factory.mktemp("trained") / "tok"
+    result = train_tokenizer(config, run, embeddings=str(embeddings), out_dir=out, embedder=tiny_embedder)
     return result, run, embeddings, groups
 
 
