@@ -140,7 +140,11 @@ def main() -> int:
         first = json.loads((Path(args.work) / dataset / f"{args.methods[0]}-L{args.levels[0]}" / "report.json").read_text())
         bench.extra["embeddings"] = embeddings
         bench.extra["text"] = first["text"]["summary"]
+        columns: list[str] = []
+        for row in bench.rows:  # every column any row has (cold-start ones only on L = 4 rows)
+            columns += [key for key in row if key not in columns]
         bench.finish(
+            columns=columns,
             notes=[
                 PAPER,
                 f"text: {first['text']['summary']}",
