@@ -198,6 +198,10 @@ def render_table(record: dict[str, Any]) -> str:
         markdown_table(rows, ["model", "source", "HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "epochs (best)",
                               "s/epoch", "CPU s/epoch", "train min", "peak RSS MB", "load start/end"]),
     ]
+    if dataset == "games" and record.get("models"):
+        lines += ["## Performance targets (issue 3)", "",
+                  markdown_table(target_rows(record["models"]), ["target", "wall s/epoch", "CPU s/epoch", "threads",
+                                                                 "train min (wall)", "peak RSS MB", "met (wall)"]), ""]
     seen_rows = [{"model": name, **{m.upper(): record["models"][name]["test_seen_excluded"][m] for m in METRICS}}
                  for name in MODEL_ORDER if (record.get("models", {}).get(name) or {}).get("test_seen_excluded")]
     if seen_rows:
@@ -208,6 +212,26 @@ def render_table(record: dict[str, Any]) -> str:
                   "items first.", "", markdown_table(seen_rows)]
     lines += [f"- {note}" for note in record.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def target_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's CPU targets, checked against the measured Games rows (wall and CPU time)."""
+    rows = []
+    if "sasrec" in models:
+        entry = models["sasrec"]
+        rows.append({"target": "one SASRec epoch <= 60 s", "wall s/epoch": entry["seconds_per_epoch"],
+                     "CPU s/epoch": entry.get("cpu_seconds_per_epoch"), "threads": entry.get("threads"),
+                     "met (wall)": entry["seconds_per_epoch"] <= 60})
+    for name in ("dccf", "lightgcn"):
+        if name in models:
+            entry = models[name]
+            rows.append({"target": f"{name} full training <= 15 min", "wall s/epoch": entry["seconds_per_epoch"],
+                         "CPU s/epoch": entry.get("cpu_seconds_per_epoch"), "threads": entry.get("threads"),
+                         "train min (wall)": round(entry["train_seconds"] / 60, 1),
+                         "met (wall)": entry["train_seconds"] <= 15 * 60})
+    peak = max(entry["peak_rss_mb"] for entry in models.values())
+    rows.append({"target": "peak RAM <= 6 GB (largest model run)", "peak RSS MB": peak, "met (wall)": peak <= 6 * 1024})
+    return rows
 
 
 def write_table(dataset: str, record: dict[str, Any]) -> None:
