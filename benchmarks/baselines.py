@@ -6,7 +6,7 @@ VALIDATION NDCG@10), and is scored on the test split with full ranking over all 
 Three subcommands:
 
     .venv/bin/python benchmarks/baselines.py sweep --dataset ml-100k --model sasrec
-    .venv/bin/python benchmarks/baselines.py table --dataset games [--models dccf sasrec]
+    .venv/bin/python benchmarks/baselines.py table --dataset games [--models dccf sasrec] [--sweep-settings]
     .venv/bin/python benchmarks/baselines.py peer   # RecBole 1.2.1 SASRec/BERT4Rec on ml-100k
 
 ``table`` takes the shared bench lock (/tmp/alignrec-bench.lock) around each timed model
@@ -202,6 +202,11 @@ def render_table(record: dict[str, Any]) -> str:
         lines += ["## Performance targets (issue 3)", "",
                   markdown_table(target_rows(record["models"]), ["target", "wall s/epoch", "CPU s/epoch", "threads",
                                                                  "train min (wall)", "peak RSS MB", "met (wall)"]), ""]
+    settings_lines = [f"- {name}: `{json.dumps(record['models'][name].get('settings', {}))}`"
+                      + (f" ({record['models'][name]['settings_source']})" if record["models"][name].get("settings_source") else "")
+                      for name in MODEL_ORDER if name in record.get("models", {})]
+    if settings_lines:
+        lines += ["", "## Settings of each row", "", *settings_lines, ""]
     seen_rows = [{"model": name, **{m.upper(): record["models"][name]["test_seen_excluded"][m] for m in METRICS}}
                  for name in MODEL_ORDER if (record.get("models", {}).get(name) or {}).get("test_seen_excluded")]
     if seen_rows:
@@ -259,9 +264,17 @@ def cmd_table(args: argparse.Namespace) -> None:
             row["source"] = f"best validation NDCG@10 of baselines_sweep_{args.dataset} ({swept['varied']})"
         else:
             values = model_settings(settings, args.dataset, model)
+            chosen = best_sweep_run(args.dataset, model) if args.sweep_settings else None
+            if chosen is not None:
+                # the sweep's winning setting, re-trained under the lock with the table's training budget
+                loop_keys = {*(settings.get("train") or {}), *(settings.get("sweep_train") or {})}
+                values.update({k: v for k, v in chosen["base"].items() if k not in loop_keys})
+                values.update(chosen["varied"])
             print(f"[{args.dataset}] {model}: {values}", file=sys.stderr)
             row = train_once(args.dataset, model, values, WORK / args.dataset / model, args.threads,
                              lock=not args.no_lock)
+            if chosen is not None:
+                row["settings_source"] = f"best validation NDCG@10 of baselines_sweep_{args.dataset}: {chosen['varied']}"
         record = _read(path)  # re-read: another model may have finished meanwhile
         record.setdefault("models", {})[model] = row
         write_table(args.dataset, record)
@@ -374,6 +387,8 @@ def main() -> None:
     table.add_argument("--no-lock", action="store_true", help="do not take the bench lock (timings then mean little)")
     table.add_argument("--from-sweep", action="store_true",
                        help="use each model's best-validation sweep run on this data set instead of training again")
+    table.add_argument("--sweep-settings", action="store_true",
+                       help="train each swept model with its best-validation sweep setting (on top of the settings file)")
     table.set_defaults(handler=cmd_table)
     sweep = commands.add_parser("sweep", help="train one model over its sweep grid")
     sweep.add_argument("--dataset", required=True, choices=sorted(DATASETS))

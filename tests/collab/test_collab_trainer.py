@@ -64,6 +64,18 @@ def test_graph_model_save_load_round_trip(cyclic_run, tmp_path):
     np.testing.assert_array_equal(rank_split(loaded, split), rank_split(result.model, split))
 
 
+def test_popularity_reloads_without_a_weights_file(cyclic_run, tmp_path):
+    from alignrec.collab.models.pop import PopConfig
+
+    result = train(CollabConfig(model="pop", seed=5), PopConfig(), cyclic_run, tmp_path / "pop")
+    assert not (tmp_path / "pop" / "model.safetensors").exists()
+    loaded = load_trained_model(tmp_path / "pop")
+    split = load_dataset(cyclic_run).split("test")
+    ranks = rank_split(loaded, split)
+    np.testing.assert_array_equal(ranks, rank_split(result.model, split))
+    assert ranks.min() >= 0 and ranks.max() < 24  # real ranks over the 24 items, not a placeholder
+
+
 def test_item_embeddings_export_round_trip(cyclic_run, tmp_path):
     result = _train(cyclic_run, tmp_path / "out", model="dccf", epochs=1)
     embeddings, item_ids = load_item_embeddings(tmp_path / "out")

@@ -60,6 +60,7 @@ def test_sampled_users_and_reference_method_agree(tiny_run, tiny_recommender, tm
         recommender=tiny_recommender,
     )
     assert fast["sampled"] and fast["users"] == 9 and fast["users_in_split"] == 40
+    assert reference["users"] == 9 and reference["metrics"] == pytest.approx(fast["metrics"])
     fast_lines = read_jsonl(tmp_path / "fast" / "predictions.jsonl")
     reference_lines = read_jsonl(tmp_path / "ref" / "predictions.jsonl")
     assert [r["items"] for r in fast_lines] == [r["items"] for r in reference_lines]

@@ -12,7 +12,7 @@ import torch
 from alignrec.errors import InputError
 from alignrec.llm import load_finetuned
 from alignrec.llm.backbone import SMOLLM2_FILE, resolve_backbone
-from alignrec.llm.tiny import build_tiny_backbone, build_tiny_tokenizer
+from alignrec.llm.tiny import build_tiny_backbone
 from alignrec.llm.vocab import add_code_tokens
 from alignrec.tokenizer.codes import ItemCodes
 

@@ -98,6 +98,13 @@ def test_pipeline_end_to_end_beats_popularity(tmp_path: Path) -> None:
     markers = {p.parent.name: read_json(p) for p in run.rglob(".alignrec-stage.json")}
     assert set(markers) >= {"dataset", "lightgcn", "pop", "tokenizer", "tasks", "finetune", "eval", "cache"}
 
+    # A sampled evaluation (the main job's CPU budget) re-scores every baseline, popularity
+    # included, on the LLM's sampled users.
+    assert main(["run", str(config_path), "--set", "evaluate.users=24"]) == 0
+    summary = read_json(run / "report" / "summary.json")
+    assert [row["users"] for row in summary["comparison_same_users"]] == [24, 24, 24]
+    assert {row["model"].split(" ")[0] for row in summary["comparison_same_users"]} == {"LLM", "lightgcn", "pop"}
+
 
 def test_unknown_section_keys_are_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tokenizer.*unknown key"):

@@ -7,8 +7,9 @@ scored by :mod:`alignrec.eval`. A run folder ``RUN/collab/<model>/`` holds ``met
 :func:`load_item_embeddings`), ``model.safetensors``, ``train_log.json`` and ``config.json``.
 """
 
+from typing import Any
+
 from alignrec.collab.config import CollabConfig, resolve_configs
-from alignrec.collab.export import load_item_embeddings, load_trained_model, save_item_embeddings
 from alignrec.collab.registry import MODELS, build_model, get_model_spec, model_names, register_model
 
 __all__ = [
@@ -33,3 +34,14 @@ def train(*args, **kwargs):  # noqa: D103 - thin lazy wrapper, see alignrec.coll
 
 
 train.__doc__ = "Train a collaborative model; see :func:`alignrec.collab.trainer.train`."
+
+_EXPORT_NAMES = ("load_item_embeddings", "load_trained_model", "save_item_embeddings")
+
+
+def __getattr__(name: str) -> Any:
+    """The export helpers import torch: load them on first use so ``alignrec --help`` stays fast."""
+    if name in _EXPORT_NAMES:
+        from alignrec.collab import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -88,7 +88,8 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def load_trained_model(run_out: str | os.PathLike[str], data: str | os.PathLike[str] | None = None) -> Any:
-    """Rebuild a trained model from its output folder (``config.json`` + ``model.safetensors``).
+    """Rebuild a trained model from its output folder (``config.json`` + ``model.safetensors``;
+    models that do not train, such as popularity, have no weights and are rebuilt from the data).
 
     ``data`` is the run folder it trained on (default: the path recorded in config.json); the
     model is returned in eval mode, ready for :meth:`CollabModel.score`.
@@ -108,6 +109,8 @@ def load_trained_model(run_out: str | os.PathLike[str], data: str | os.PathLike[
         raise InputError(f"{run_out / 'config.json'}: not a collab run record (missing config.train.model)") from None
     config = model_config_from_dict(name, model_values, source=str(run_out / "config.json"))
     model = build_model(name, config, TrainingData.from_dataset(load_dataset(data_path)))
+    if not model.trainable:  # e.g. popularity: rebuilt from the training data alone, no weights file
+        return model.eval()
     state = load_weights(run_out / WEIGHTS_FILE)
     try:
         model.load_state_dict(state, strict=True)

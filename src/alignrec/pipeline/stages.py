@@ -64,7 +64,8 @@ def run_stage(
     marker = read_marker(out)
     if marker is not None and marker.get("key") == key and not always:
         log.info("[%s] up to date, reusing %s", name, out)
-        return StageResult(name, key, out, skipped=True, seconds=0.0)
+        # seconds: what the stage took when it ran (the report shows it beside "reused")
+        return StageResult(name, key, out, skipped=True, seconds=float(marker.get("seconds") or 0.0))
     resume = False
     if marker is not None and marker.get("key") != key:
         log.info("[%s] settings or inputs changed, replacing %s", name, out)

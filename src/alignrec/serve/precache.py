@@ -22,7 +22,6 @@ every user of the shard (do that after adding many items).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,7 @@ if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a comm
     from alignrec.infer.recommender import GenerativeRecommender
     from alignrec.serve.items import ItemRegistry
     from alignrec.tokenizer.codes import ItemCodes
-from alignrec.utils.io import atomic_write_json
+from alignrec.utils.io import atomic_write_json, iter_jsonl
 from alignrec.utils.log import get_logger, progress_bar
 
 log = get_logger(__name__)
@@ -107,29 +106,18 @@ def read_histories_file(path: str | os.PathLike[str], item_index_of: dict[str, i
     """``{"user_id": ..., "items": [item ids, oldest first]}`` per line -> {user id: item indices}."""
     path = Path(path)
     out: dict[str, list[int]] = {}
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{path}: cannot read histories ({error.strerror})") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}: line {number}: invalid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("user_id"), (str, int)) or not isinstance(record.get("items"), list):
-                raise InputError(f'{path}: line {number}: expected {{"user_id": "...", "items": ["item id", ...]}}')
-            indices = []
-            for item in record["items"]:
-                index = item_index_of.get(str(item))
-                if index is None:
-                    raise InputError(f"{path}: line {number}, field items: unknown item id {item!r}")
-                indices.append(index)
-            if not indices:
-                raise InputError(f"{path}: line {number}, field items: a history needs at least one item")
-            out[str(record["user_id"])] = indices
+    for number, record in iter_jsonl(path, missing="histories file not found"):
+        if not isinstance(record, dict) or not isinstance(record.get("user_id"), (str, int)) or not isinstance(record.get("items"), list):
+            raise InputError(f'{path}: line {number}: expected {{"user_id": "...", "items": ["item id", ...]}}')
+        indices = []
+        for item in record["items"]:
+            index = item_index_of.get(str(item))
+            if index is None:
+                raise InputError(f"{path}: line {number}, field items: unknown item id {item!r}")
+            indices.append(index)
+        if not indices:
+            raise InputError(f"{path}: line {number}, field items: a history needs at least one item")
+        out[str(record["user_id"])] = indices
     return out
 
 

@@ -49,7 +49,7 @@ import numpy as np
 from alignrec.config import write_run_record
 from alignrec.errors import InputError
 from alignrec.tasks import prompts
-from alignrec.utils.io import atomic_directory, atomic_write_json, read_json
+from alignrec.utils.io import atomic_directory, atomic_write_json, iter_jsonl, read_json
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -651,22 +651,11 @@ def write_jsonl(path: Path, examples: Sequence[Example]) -> None:
 def read_examples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a tasks ``*.jsonl`` file; malformed lines raise InputError naming file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: not found (run `alignrec tasks build` first)")
     examples = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}: line {number}: invalid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not isinstance(
-                record.get("answer"), str
-            ):
-                raise InputError(f"{path}: line {number}: expected an object with string 'prompt' and 'answer'")
-            examples.append(record)
+    for number, record in iter_jsonl(path, missing="not found (run `alignrec tasks build` first)"):
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not isinstance(record.get("answer"), str):
+            raise InputError(f"{path}: line {number}: expected an object with string 'prompt' and 'answer'")
+        examples.append(record)
     return examples
 
 

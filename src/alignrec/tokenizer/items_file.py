@@ -9,7 +9,6 @@ is title + description, as for training items.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,9 @@ def read_new_items(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     suffix = path.suffix.lower()
     records: list[tuple[str, str]] = []
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{path}: line {number}: invalid JSON ({error.msg})") from None
-                records.append(_record(row, f"{path}: line {number}"))
+        from alignrec.utils.io import iter_jsonl
+
+        records = [_record(row, f"{path}: line {number}") for number, row in iter_jsonl(path)]
     elif suffix == ".json":
         from alignrec.utils.io import read_json
 

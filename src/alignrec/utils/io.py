@@ -200,3 +200,29 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise InputError(f"{path}: byte {error.start}: not UTF-8 text ({error.reason}); expected a JSON file") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def iter_jsonl(path: str | os.PathLike[str], missing: str = "file not found") -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of a JSON Lines file.
+
+    A missing file raises InputError ``"{path}: {missing}"``; a line that is not JSON names the
+    file, line and column. Checking the shape of each value is the caller's job.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {missing}")
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InputError(f"{path}: line {number}, column {error.colno}: invalid JSON ({error.msg})") from None
+        except UnicodeDecodeError as error:
+            raise InputError(f"{path}: not UTF-8 text ({error.reason}); expected JSON Lines") from None

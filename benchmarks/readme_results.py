@@ -1,0 +1,218 @@
+"""Regenerate the README's results section from the files in benchmarks/results/.
+
+    .venv/bin/python benchmarks/readme_results.py           # rewrite README.md in place
+    .venv/bin/python benchmarks/readme_results.py --check   # exit 1 if README.md is out of date
+
+Every figure in the section is read from a results file; each block names its source file,
+command, date and commit. A results file that does not exist yet is listed as missing rather
+than guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/readme_results.py` from anywhere
+
+from alignrec.utils.io import atomic_write_text  # noqa: E402
+from alignrec.utils.tables import markdown_table as _markdown_table  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+README = REPO_ROOT / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
+BASELINE_DATASETS = ("ml-100k", "instruments", "games")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    return _markdown_table(rows).rstrip("\n")
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _metric(value: Any) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _source(name: str, record: dict[str, Any]) -> str:
+    """One line naming where a block's figures come from."""
+    parts = [f"[`{name}.md`](benchmarks/results/{name}.md)"]
+    if record.get("command"):
+        parts.append(f"`{record['command']}`")
+    date = record.get("date") or record.get("updated")
+    if date:
+        parts.append(str(date)[:10])
+    if record.get("git_commit"):
+        parts.append(f"commit `{str(record['git_commit'])[:12]}`")
+    load = record.get("load_average") or record.get("loadavg_start")
+    if load:
+        parts.append(f"load average {load[0]}")
+    return "Source: " + ", ".join(parts) + "."
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def block_main_job() -> list[str]:
+    record = _load("e2e_ml-100k")
+    if record is None:
+        return ["*Not run yet* (`benchmarks/results/e2e_ml-100k.json`)."]
+    rows = [{"model": row["model"], "users": row["users"], **{m.upper(): _metric(row.get(m)) for m in METRICS}}
+            for row in record["comparison_same_users"]]
+    finetune = record.get("finetune") or {}
+    tokenizer = record.get("tokenizer") or {}
+    collisions = tokenizer.get("collisions") or {}
+    ds = record["dataset"]
+    lines = [
+        f"MovieLens-100K ({ds['users']:,} users, {ds['items']:,} items), the CPU budget of `configs/ml100k.yaml`: "
+        f"every model scored on the same {rows[0]['users']} test users (full ranking for the classic models, "
+        "constrained beam search for the LLM).",
+        "",
+        markdown_table(rows),
+        "",
+        f"Total {record['total_seconds'] / 60:.1f} min on {record['machine'].get('cpu_count')} CPU cores; "
+        f"fine-tune {finetune.get('steps')} steps at {finetune.get('train_tokens_per_second') or 0:.0f} tokens/s; "
+        f"codes {tokenizer.get('levels')} x {tokenizer.get('codebook_size')}, raw collision rate "
+        f"{_percent(collisions.get('raw'))}. "
+        "Such a short CPU fine-tune is a smoke run of the method, not its quality: the full-scale configs are sized for a GPU.",
+        "",
+        _source("e2e_ml-100k", record),
+    ]
+    return lines
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def block_baselines() -> list[str]:
+    lines: list[str] = []
+    for dataset in BASELINE_DATASETS:
+        name = f"baselines_{dataset}"
+        record = _load(name)
+        lines += [f"**{dataset}**", ""]
+        if record is None:
+            lines += [f"*Not run yet* (`benchmarks/results/{name}.json`).", ""]
+            continue
+        rows = []
+        for model, row in record.get("models", {}).items():
+            rows.append({"model": model, **{m.upper(): _metric(row["test"].get(m)) for m in METRICS},
+                         "epochs": row.get("epochs_run"), "s/epoch": row.get("seconds_per_epoch"),
+                         "peak RSS MB": row.get("peak_rss_mb")})
+        for model, row in (record.get("peer") or {}).items():
+            if "test" in row:
+                rows.append({"model": f"{model} (RecBole 1.2.1)", **{m.upper(): _metric(row["test"].get(m)) for m in METRICS},
+                             "epochs": row.get("epochs_run"), "s/epoch": row.get("seconds_per_epoch"),
+                             "peak RSS MB": row.get("peak_rss_mb")})
+        for model, values in (record.get("paper") or {}).items():
+            rows.append({"model": f"{model} (paper, Table 1)", **{m.upper(): _metric(values.get(m)) for m in METRICS},
+                         "epochs": "", "s/epoch": "", "peak RSS MB": ""})
+        dates = sorted(str(row.get("date", ""))[:10] for row in record.get("models", {}).values() if row.get("date"))
+        lines += [markdown_table(rows), "",
+                  f"Source: [`{name}.md`](benchmarks/results/{name}.md) (commands, settings, machine and load per row"
+                  + (f"; runs {dates[0]} to {dates[-1]}" if dates else "") + ").", ""]
+    return lines
+
+
+def block_tokenizer() -> list[str]:
+    rows, sources = [], []
+    for dataset in ("games", "instruments", "industrial"):
+        name = f"tokenizer_{dataset}"
+        record = _load(name)
+        if record is None:
+            continue
+        sources.append(f"[`{name}.md`](benchmarks/results/{name}.md)")
+        for row in record["rows"]:
+            if row.get("method") in ("alignment", "rqvae", "rqkmeans") and row.get("L") in (2, 3, 4):
+                rows.append({"data set": dataset, "method": row["method"], "L": row["L"],
+                             "raw collisions %": row.get("raw_collision_%"), "final %": row.get("final_collision_%"),
+                             "utilisation": row.get("utilisation"), "train s": row.get("train_s")})
+    if not rows:
+        return ["*Not run yet* (`benchmarks/results/tokenizer_*.json`)."]
+    return ["Collision rates of 256-code levels on the DCCF behaviour embeddings (raw: before any de-duplication):", "",
+            markdown_table(rows), "", "Sources: " + ", ".join(sources) + " (commands, machine and load inside)."]
+
+
+def block_speed() -> list[str]:
+    lines: list[str] = []
+    beam = _load("beam_search")
+    if beam is not None:
+        rows = [{"model": r["model"], "users/s fast": r["fast_users_per_s"], "users/s HF generate": r["reference_users_per_s"],
+                 "speed-up": r["speedup_wall"], "identical top-K": r["identical_top_k_lists"]} for r in beam["rows"]]
+        lines += ["Constrained beam search (beam 20, 4 x 256 codes, Games items), CPU:", "", markdown_table(rows), "",
+                  _source("beam_search", beam), ""]
+    finetune = _load("finetune_throughput")
+    if finetune is not None:
+        rows = [{"setting": r["setting"], "tokens/s": r["tokens_per_s"], "s/step": r["seconds_per_step"]} for r in finetune["rows"]]
+        lines += [f"LoRA fine-tuning of SmolLM2-135M on the CPU ({finetune.get('precision')}):", "", markdown_table(rows), "",
+                  _source("finetune_throughput", finetune), ""]
+    serve = _load("serve_latency")
+    if serve is not None:
+        rows = [{"store": r["store"], "load": r["load"], "target req/s": r.get("target_rate"), "achieved req/s": r["achieved_rate"],
+                 "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"]} for r in serve["rows"]]
+        lines += ["Serving cached top-K lists (`alignrec serve`, one worker, load generator on the same 2 cores):", "",
+                  markdown_table(rows), "", _source("serve_latency", serve), ""]
+    precache = _load("precache")
+    if precache is not None:
+        rows = [{"store": r["store"], "what": r["what"], "users": r["users"], "seconds": r["seconds"],
+                 "users/s": r["users_per_s"]} for r in precache["rows"]]
+        lines += ["Pre-caching:", "", markdown_table(rows), "", _source("precache", precache), ""]
+    prepare = _load("prepare")
+    if prepare is not None:
+        rows = [{"data set": r["dataset"], "users": r.get("users"), "items": r.get("items"), "avg length": r.get("avg_seq_len"),
+                 "as published": r.get("matches_expected"), "wall s": r["wall_median_s"], "peak RSS MB": r["peak_rss_mb"]}
+                for r in prepare["rows"]]
+        lines += ["`alignrec prepare` (median of 3 fresh processes):", "", markdown_table(rows), "", _source("prepare", prepare), ""]
+    return lines or ["*Not run yet.*"]
+
+
+SECTIONS: tuple[tuple[str, Callable[[], list[str]]], ...] = (
+    ("The main job", block_main_job),
+    ("Classic baselines on the same split", block_baselines),
+    ("Item codes", block_tokenizer),
+    ("Speed", block_speed),
+)
+
+
+def render() -> str:
+    lines: list[str] = []
+    for title, block in SECTIONS:
+        lines += [f"### {title}", "", *block(), ""]
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def updated_readme(text: str) -> str:
+    if START not in text or END not in text:
+        raise SystemExit(f"{README}: the markers {START} and {END} are missing")
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{render()}\n{END}{tail}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the regenerated text")
+    args = parser.parse_args()
+    text = README.read_text(encoding="utf-8")
+    new = updated_readme(text)
+    if args.check:
+        if new != text:
+            sys.exit("README.md results section is out of date: run benchmarks/readme_results.py")
+        return
+    atomic_write_text(README, new)
+    print(f"updated {README}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
