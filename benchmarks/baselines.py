@@ -90,7 +90,9 @@ def model_settings(settings: dict[str, Any], dataset: str, model: str) -> dict[s
     """Training + model settings of ``model`` on ``dataset`` (later entries override earlier ones)."""
     merged = dict(settings.get("train") or {})
     merged.update((settings.get("models") or {}).get(model) or {})
-    merged.update(((settings.get("datasets") or {}).get(dataset) or {}).get(model) or {})
+    per_dataset = (settings.get("datasets") or {}).get(dataset) or {}
+    merged.update(per_dataset.get("train") or {})  # the data set's training-loop budget, every model
+    merged.update(per_dataset.get(model) or {})
     return merged
 
 
@@ -152,7 +154,8 @@ def render_table(record: dict[str, Any]) -> str:
         rows.append({
             "model": name, "source": "alignrec" + ("" if entry.get("bench_lock_held") else " (sweep run)"),
             **{m.upper(): entry["test"][m] for m in METRICS},
-            "epochs (best)": f"{entry['epochs_run']} ({entry['best_epoch']})",
+            "epochs (best)": f"{entry['epochs_run']} ({entry['best_epoch']})"
+                             + (", time budget" if entry.get("stop_reason") == "time_budget" else ""),
             "s/epoch": entry["seconds_per_epoch"],
             "CPU s/epoch": entry.get("cpu_seconds_per_epoch"),
             "train min": round(entry["train_seconds"] / 60, 1),
@@ -227,13 +230,15 @@ def target_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": "one SASRec epoch <= 60 s", "wall s/epoch": entry["seconds_per_epoch"],
                      "CPU s/epoch": entry.get("cpu_seconds_per_epoch"), "threads": entry.get("threads"),
                      "met (wall)": entry["seconds_per_epoch"] <= 60})
+    budget_note = "stopped by the time budget before early stopping: full training not measured"
     for name in ("dccf", "lightgcn"):
         if name in models:
             entry = models[name]
             rows.append({"target": f"{name} full training <= 15 min", "wall s/epoch": entry["seconds_per_epoch"],
                          "CPU s/epoch": entry.get("cpu_seconds_per_epoch"), "threads": entry.get("threads"),
                          "train min (wall)": round(entry["train_seconds"] / 60, 1),
-                         "met (wall)": entry["train_seconds"] <= 15 * 60})
+                         "met (wall)": (budget_note if entry.get("stop_reason") == "time_budget"
+                                        else entry["train_seconds"] <= 15 * 60)})
     peak = max(entry["peak_rss_mb"] for entry in models.values())
     rows.append({"target": "peak RAM <= 6 GB (largest model run)", "peak RSS MB": peak, "met (wall)": peak <= 6 * 1024})
     return rows
