@@ -170,7 +170,8 @@ def render_table(record: dict[str, Any]) -> str:
             rows.append({
                 "model": name, "source": f"RecBole {peer.get('recbole_version', '')}".strip(),
                 **{m.upper(): peer["test"].get(m) for m in METRICS},
-                "epochs (best)": f"{peer.get('epochs_run')} ({peer.get('best_epoch')})",
+                "epochs (best)": f"{peer.get('epochs_run')} ({peer.get('best_epoch')})"
+                                 + (f", capped at {peer['epochs_cap']}" if peer.get("epochs_cap") == peer.get("epochs_run") else ""),
                 "s/epoch": peer.get("seconds_per_epoch"),
                 "train min": round(peer["train_seconds"] / 60, 1) if peer.get("train_seconds") else None,
                 "peak RSS MB": peer.get("peak_rss_mb"),
@@ -373,7 +374,7 @@ def cmd_peer(args: argparse.Namespace) -> None:
                          "stderr_tail": measured.stderr[-3000:]}
             else:
                 entry = json.loads((out / "result.json").read_text())
-            entry.update({"command": shlex.join(command), "wall_seconds": measured.wall_s,
+            entry.update({"epochs_cap": args.epochs, "command": shlex.join(command), "wall_seconds": measured.wall_s,
                           "peak_rss_mb": measured.peak_rss_mb, "loadavg_start": load_start, "loadavg_end": load_end,
                           "bench_lock_held": not args.no_lock, "date": now()})
         record = _read(path)

@@ -82,12 +82,28 @@ def block_main_job() -> list[str]:
         f"Total {record['total_seconds'] / 60:.1f} min on {record['machine'].get('cpu_count')} CPU cores; "
         f"fine-tune {finetune.get('steps')} steps at {finetune.get('train_tokens_per_second') or 0:.0f} tokens/s; "
         f"codes {tokenizer.get('levels')} x {tokenizer.get('codebook_size')}, raw collision rate "
-        f"{_percent(collisions.get('raw'))}. "
-        "Such a short CPU fine-tune is a smoke run of the method, not its quality: the full-scale configs are sized for a GPU.",
+        f"{_percent(collisions.get('raw'))}. " + _verdict(record["comparison_same_users"]),
         "",
         _source("e2e_ml-100k", record),
     ]
     return lines
+
+
+def _verdict(rows: list[dict[str, Any]]) -> str:
+    """Say, from the figures, where the LLM stands against popularity and the best classic model."""
+    llm = next((r for r in rows if r["model"].startswith("LLM")), None)
+    pop = next((r for r in rows if r["model"] == "pop"), None)
+    if llm is None or pop is None:
+        return ""
+    others = [r for r in rows if r is not llm and r is not pop]
+    best = max(others, key=lambda r: r.get("ndcg@10") or 0.0, default=None)
+    beats_pop = (llm.get("ndcg@10") or 0.0) > (pop.get("ndcg@10") or 0.0)
+    text = ("At this budget the fine-tuned LLM beats popularity on NDCG@10" if beats_pop
+            else "At this budget the fine-tuned LLM does not beat popularity on NDCG@10")
+    text += f" ({_metric(llm.get('ndcg@10'))} vs {_metric(pop.get('ndcg@10'))}"
+    if best is not None:
+        text += f"; the best classic model, {best['model']}: {_metric(best.get('ndcg@10'))}"
+    return text + "); such a short CPU fine-tune shows the pipeline working, not the method's quality, which needs the longer fine-tunes a GPU makes affordable."
 
 
 def _percent(value: Any) -> str:

@@ -46,6 +46,7 @@ def test_figures_come_from_the_files(readme_results, tmp_path, monkeypatch):
     assert "fine-tune 120 steps at 210 tokens/s" in block
     assert "raw collision rate 0.12%" in block
     assert "commit `abc123`" in block
+    assert "the fine-tuned LLM beats popularity on NDCG@10" in block
     # a missing file is reported as missing, never filled in
     assert readme_results.block_baselines()[2].startswith("*Not run yet*")
     with pytest.raises(SystemExit):
