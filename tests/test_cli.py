@@ -71,3 +71,10 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().endswith("file not found (--inter: an interactions table (.csv, .tsv or .parquet))")
+
+
+def test_building_the_parser_does_not_import_torch():
+    """`alignrec --help` (and every command's start-up) must not pay for importing torch."""
+    probe = "import sys, alignrec.cli as cli; cli.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -107,3 +107,25 @@ def test_hash_inputs(tmp_path: Path) -> None:
     assert described["file"]["sha256"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     assert described["file"]["bytes"] == 5
     assert described["gone"]["missing"] is True
+
+
+def test_iter_jsonl_numbers_lines_and_names_bad_ones(tmp_path):
+    from alignrec.utils.io import iter_jsonl
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"a": 1}\n\n  \n[2, 3]\n"x"\n', encoding="utf-8")
+    assert list(iter_jsonl(good)) == [(1, {"a": 1}), (4, [2, 3]), (5, "x")]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n{"a": }\n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        list(iter_jsonl(bad))
+    assert str(caught.value) == f"{bad}: line 2, column 7: invalid JSON (Expecting value)"
+
+    with pytest.raises(InputError, match=r"missing\.jsonl: run the build first$"):
+        list(iter_jsonl(tmp_path / "missing.jsonl", missing="run the build first"))
+
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"t": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text"):
+        list(iter_jsonl(latin))

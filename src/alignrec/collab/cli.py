@@ -5,8 +5,31 @@ from __future__ import annotations
 import argparse
 
 
+class _ModelFlagsParser(argparse.ArgumentParser):
+    """``collab train``'s parser: the per-model flags come from the model modules, which import
+    torch, so they are added only when this command is parsed or its help shown — not for every
+    ``alignrec`` invocation."""
+
+    _model_flags_added = False
+
+    def _add_model_flags(self) -> None:
+        if not self._model_flags_added:
+            from alignrec.collab.config import add_model_arguments
+
+            add_model_arguments(self)
+            self._model_flags_added = True
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        self._add_model_flags()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_model_flags()
+        return super().format_help()
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from alignrec.collab.config import CollabConfig, add_model_arguments
+    from alignrec.collab.config import CollabConfig
     from alignrec.config import add_config_arguments
 
     parser = subparsers.add_parser(
@@ -14,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="behaviour models and classic baselines (DCCF, LightGCN, SASRec, BERT4Rec, FMLP-Rec, popularity)",
         description="Train collaborative models on a prepared data set and export their item embeddings.",
     )
-    commands = parser.add_subparsers(dest="collab_command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="collab_command", required=True, metavar="COMMAND",
+                                     parser_class=_ModelFlagsParser)
 
     train = commands.add_parser(
         "train",
@@ -31,7 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
     train.add_argument("--config", help="YAML/JSON file with training and model settings (flags override it)")
     add_config_arguments(train, CollabConfig)
-    add_model_arguments(train)
     train.set_defaults(handler=run_train)
 
     models = commands.add_parser("models", help="list the models and their default settings")
