@@ -106,6 +106,10 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
     return text + "); such a short CPU fine-tune shows the pipeline working, not the method's quality, which needs the longer fine-tunes a GPU makes affordable."
 
 
+def _span(dates: list[str]) -> str:
+    return dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+
+
 def _percent(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -121,8 +125,9 @@ def block_baselines() -> list[str]:
             continue
         rows = []
         for model, row in record.get("models", {}).items():
+            epochs = f"{row.get('epochs_run')}" + (" (time budget)" if row.get("stop_reason") == "time_budget" else "")
             rows.append({"model": model, **{m.upper(): _metric(row["test"].get(m)) for m in METRICS},
-                         "epochs": row.get("epochs_run"), "s/epoch": row.get("seconds_per_epoch"),
+                         "epochs": epochs, "s/epoch": row.get("seconds_per_epoch"),
                          "peak RSS MB": row.get("peak_rss_mb")})
         for model, row in (record.get("peer") or {}).items():
             if "test" in row:
@@ -135,7 +140,7 @@ def block_baselines() -> list[str]:
         dates = sorted(str(row.get("date", ""))[:10] for row in record.get("models", {}).values() if row.get("date"))
         lines += [markdown_table(rows), "",
                   f"Source: [`{name}.md`](benchmarks/results/{name}.md) (commands, settings, machine and load per row"
-                  + (f"; runs {dates[0]} to {dates[-1]}" if dates else "") + ").", ""]
+                  + (f"; run {_span(dates)}" if dates else "") + ").", ""]
     return lines
 
 
