@@ -114,6 +114,15 @@ def _percent(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def _baseline_row(label: str, test: dict[str, Any], run: dict[str, Any], budget_note: bool = False) -> dict[str, Any]:
+    """One README row: test metrics, then what the run cost (blank for figures quoted from a paper)."""
+    epochs = run.get("epochs_run", "")
+    if budget_note and run.get("stop_reason") == "time_budget":
+        epochs = f"{epochs} (time budget)"
+    return {"model": label, **{m.upper(): _metric(test.get(m)) for m in METRICS},
+            "epochs": epochs, "s/epoch": run.get("seconds_per_epoch", ""), "peak RSS MB": run.get("peak_rss_mb", "")}
+
+
 def block_baselines() -> list[str]:
     lines: list[str] = []
     for dataset in BASELINE_DATASETS:
@@ -123,20 +132,10 @@ def block_baselines() -> list[str]:
         if record is None:
             lines += [f"*Not run yet* (`benchmarks/results/{name}.json`).", ""]
             continue
-        rows = []
-        for model, row in record.get("models", {}).items():
-            epochs = f"{row.get('epochs_run')}" + (" (time budget)" if row.get("stop_reason") == "time_budget" else "")
-            rows.append({"model": model, **{m.upper(): _metric(row["test"].get(m)) for m in METRICS},
-                         "epochs": epochs, "s/epoch": row.get("seconds_per_epoch"),
-                         "peak RSS MB": row.get("peak_rss_mb")})
-        for model, row in (record.get("peer") or {}).items():
-            if "test" in row:
-                rows.append({"model": f"{model} (RecBole 1.2.1)", **{m.upper(): _metric(row["test"].get(m)) for m in METRICS},
-                             "epochs": row.get("epochs_run"), "s/epoch": row.get("seconds_per_epoch"),
-                             "peak RSS MB": row.get("peak_rss_mb")})
-        for model, values in (record.get("paper") or {}).items():
-            rows.append({"model": f"{model} (paper, Table 1)", **{m.upper(): _metric(values.get(m)) for m in METRICS},
-                         "epochs": "", "s/epoch": "", "peak RSS MB": ""})
+        rows = [_baseline_row(model, row["test"], row, budget_note=True) for model, row in record.get("models", {}).items()]
+        rows += [_baseline_row(f"{model} (RecBole 1.2.1)", row["test"], row)
+                 for model, row in (record.get("peer") or {}).items() if "test" in row]
+        rows += [_baseline_row(f"{model} (paper, Table 1)", values, {}) for model, values in (record.get("paper") or {}).items()]
         dates = sorted(str(row.get("date", ""))[:10] for row in record.get("models", {}).values() if row.get("date"))
         lines += [markdown_table(rows), "",
                   f"Source: [`{name}.md`](benchmarks/results/{name}.md) (commands, settings, machine and load per row"

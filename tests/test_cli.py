@@ -78,3 +78,10 @@ def test_building_the_parser_does_not_import_torch():
     probe = "import sys, alignrec.cli as cli; cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_model_flags_belong_to_collab_train_only(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["collab", "models", "--dropout", "0.3"])
+    assert caught.value.code == 2
+    assert "unrecognized arguments: --dropout 0.3" in capsys.readouterr().err

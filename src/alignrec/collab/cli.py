@@ -6,18 +6,20 @@ import argparse
 
 
 class _ModelFlagsParser(argparse.ArgumentParser):
-    """``collab train``'s parser: the per-model flags come from the model modules, which import
-    torch, so they are added only when this command is parsed or its help shown — not for every
-    ``alignrec`` invocation."""
+    """A ``collab`` subcommand parser; with ``model_flags=True`` (``collab train``) it gains the
+    per-model flags. Those come from the model modules, which import torch, so they are added only
+    when the command is parsed or its help shown — not for every ``alignrec`` invocation."""
 
-    _model_flags_added = False
+    def __init__(self, *args, model_flags: bool = False, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's
+        super().__init__(*args, **kwargs)
+        self._model_flags_pending = model_flags
 
     def _add_model_flags(self) -> None:
-        if not self._model_flags_added:
+        if self._model_flags_pending:
             from alignrec.collab.config import add_model_arguments
 
             add_model_arguments(self)
-            self._model_flags_added = True
+            self._model_flags_pending = False
 
     def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
         self._add_model_flags()
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = commands.add_parser(
         "train",
+        model_flags=True,
         help="train one model, evaluate it (full ranking) and export its item embeddings",
         description=(
             "Train --model on the training part of a prepared run folder, early-stop on validation NDCG@10, "

@@ -188,7 +188,7 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
         lines += ["![loss curve](loss_curve.png)", ""]
     lines += ["## Stages", "", markdown_table(timings, ["stage", "seconds", "reused"]), "",
               "Reused stages show the seconds they took when they ran. "
-              f"This invocation: {result.seconds:.0f} s; every stage once: {sum(t['seconds'] for t in timings):.0f} s.", ""]
+              f"This invocation: {result.seconds:.0f} s; every stage once: {summary['stage_seconds_sum']:.0f} s.", ""]
     if precache_stage is not None:
         lines += [
             "## Serve it",
