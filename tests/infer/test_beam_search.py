@@ -75,6 +75,48 @@ def test_fast_matches_hf_generate(num_items, sizes, beam, top_k):
         assert (fast.scores[:, 1:] <= fast.scores[:, :-1]).all()  # best first
 
 
+def exhaustive_code_scores(model, prompt, codes: np.ndarray, level_tokens) -> torch.Tensor:
+    """Sum over levels of log-softmax over that level's code tokens only, by teacher forcing: (I,)."""
+    answers = torch.stack([level_tokens[level][torch.as_tensor(codes[:, level])] for level in range(codes.shape[1])], 1)
+    inputs = torch.cat([torch.tensor(prompt).expand(len(codes), -1), answers], dim=1)  # (I, T + L)
+    with torch.no_grad():
+        logits = model(input_ids=inputs).logits.float()  # (I, T + L, V)
+    start = len(prompt) - 1
+    total = torch.zeros(len(codes))
+    for level in range(codes.shape[1]):
+        level_logits = logits[:, start + level][:, level_tokens[level]]  # (I, K_level): the full head, sliced
+        total += level_logits.log_softmax(-1).gather(1, torch.as_tensor(codes[:, level])[:, None])[:, 0]
+    return total
+
+
+@pytest.mark.parametrize(("num_items", "sizes", "beam", "top_k"), [(40, (4, 5, 6), 8, 5), (12, (3, 3, 3), 20, 10)])
+def test_code_normalisation_matches_hf_generate_and_teacher_forcing(num_items, sizes, beam, top_k):
+    """Scores normalised over each level's code tokens: fast (decoder + code rows only) == HF generate
+    with the level renormalisation == exhaustive teacher forcing through the full head; and the
+    ranking differs from the full-vocabulary normalisation (else the test could not fail)."""
+    model, tokenizer, codes, _, level_tokens, prompts = make_setup(num_items, sizes, seed=num_items + 1)
+    with torch.no_grad():  # text tokens get large logits, so that the two normalisations disagree
+        model.lm_head.weight[: min(t.min() for t in level_tokens)].mul_(3.0)
+    trie = CodeTrie.from_codes(codes, sizes)
+    reference = reference_beam_search(model, prompts, codes, level_tokens, beam, top_k, tokenizer.pad_token_id,
+                                      tokenizer.eos_token_id, normalisation="code")
+    full = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id)
+    for share in (True, False):
+        fast = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id,
+                                       share_prompt_cache=share, normalisation="code")
+        assert torch.equal(fast.items, reference.items), share
+        torch.testing.assert_close(fast.scores, reference.scores, rtol=0, atol=1e-4)
+    assert not torch.allclose(fast.scores, full.scores, atol=1e-3)
+    wide = constrained_beam_search(model, prompts, trie, level_tokens, num_items, top_k, tokenizer.pad_token_id,
+                                   normalisation="code")
+    for row, prompt in enumerate(prompts):
+        best = exhaustive_code_scores(model, prompt, codes, level_tokens).topk(top_k)
+        assert wide.items[row].tolist() == best.indices.tolist()
+        torch.testing.assert_close(wide.scores[row], best.values, rtol=0, atol=1e-4)
+    # every level's code log-probabilities sum to one over that level: scores are log-probabilities
+    assert (wide.scores <= 0).all()
+
+
 @pytest.mark.parametrize("kv_heads", [2, 1])
 def test_shared_prompt_cache_with_grouped_query_attention(kv_heads):
     from alignrec.infer.shared_prefix import supports_shared_prefix

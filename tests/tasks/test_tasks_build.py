@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def full(instruction: str) -> str:
 
 
 def build(run: Path, **settings: object):
-    settings = {"llm": "none", "phrasings": 1, **settings}  # default: phrasing 0 only, exact strings
+    # default: phrasing 0 only, exact strings; LC-Rec's one-target prompts (the dense format has its own tests)
+    settings = {"llm": "none", "phrasings": 1, "sequential_format": "lcrec", **settings}
     config = TasksConfig(**settings)  # type: ignore[arg-type]
     return build_tasks(load_dataset(run), handmade_codes(), config, None, run / "tokenizer" / "code_descriptions.json")
 
@@ -130,16 +132,25 @@ def test_bad_code_descriptions_name_the_file(handmade_run: Path) -> None:
 def test_negative_ratio_and_never_from_history(handmade_run: Path) -> None:
     tasks = build(handmade_run, tasks=["sequential", "negative"], negative_ratio=2)
     negatives = [e for e in tasks.train if e.task == "negative"]
-    sequences = {0: {0, 1, 2, 3}, 1: {1, 2, 4, 5, 0}}
-    # alice has 2 non-interacted items (4, 5), bob only 1 (3): 2 + 1 + 1 negatives
-    assert len(negatives) == 4
-    assert tasks.stats["tasks"]["negative"]["notes"]["users_with_too_few_non_interacted_items"] == 2
+    training_items = {0: {0, 1}, 1: {1, 2, 4}}  # without the validation and test items (held-out labels)
+    # alice: 2 negatives from {2, 3, 4, 5}; bob: 2 + 2 from {0, 3, 5}
+    assert len(negatives) == 6
+    assert "notes" not in tasks.stats["tasks"]["negative"]
     for e in negatives:
-        assert e.item not in sequences[e.user]
+        assert e.item not in training_items[e.user]
         assert e.answer == handmade_codes().item_string(e.item)
-    assert {e.item for e in negatives if e.user == 0} == {4, 5}
-    assert {e.item for e in negatives if e.user == 1} == {3}
-    assert negatives[0].prompt == full(
+    assert {e.item for e in negatives if e.user == 0} <= {2, 3, 4, 5}
+    assert {e.item for e in negatives if e.user == 1} <= {0, 3, 5}
+
+
+def test_negatives_do_not_depend_on_the_held_out_labels(handmade_run: Path) -> None:
+    """Validation and test targets are labels: excluding them from the negatives would make the
+    training data depend on them. With enough draws, alice's negatives are every non-training item."""
+    tasks = build(handmade_run, tasks=["sequential", "negative"], negative_ratio=6)
+    alice = {e.item for e in tasks.train if e.task == "negative" and e.user == 0}
+    assert alice == {2, 3, 4, 5}  # 2 = her validation target, 3 = her test target
+    assert tasks.stats["tasks"]["negative"]["notes"]["users_with_too_few_non_interacted_items"] == 3
+    assert next(e for e in tasks.train if e.task == "negative").prompt == full(
         "The user has interacted with items <a_0><b_0>, in chronological order. Can you name an item that the user "
         "is unlikely to interact with next?")
 
@@ -155,13 +166,14 @@ def test_negatives_never_from_history_on_a_larger_set(tmp_path: Path) -> None:
 
     codes = ItemCodes(np.stack([i // 4, i % 4], axis=1), [6, 4])
     for sampler in ("uniform", "popularity"):
-        config = TasksConfig(llm="none", tasks=["sequential", "negative"], negative_ratio=3, negative_sampler=sampler)
+        config = TasksConfig(llm="none", tasks=["sequential", "negative"], negative_ratio=3, negative_sampler=sampler,
+                             sequential_format="lcrec")
         tasks = build_tasks(dataset, codes, config)
         positives = [e for e in tasks.train if e.task == "sequential"]
         negatives = [e for e in tasks.train if e.task == "negative"]
         assert len(negatives) == 3 * len(positives) > 0
         for e in negatives:
-            assert e.item not in set(dataset.sequences[e.user].tolist())
+            assert e.item not in set(dataset.training_sequences()[e.user].tolist())
 
 
 def test_fractional_ratio_is_kept_on_average() -> None:
@@ -217,7 +229,7 @@ def test_length_filter_excludes_and_counts(handmade_run: Path) -> None:
 
     codes = handmade_codes()
     tokenizer = build_tiny_tokenizer(code_tokens=codes.vocabulary())
-    config = TasksConfig(llm="none", phrasings=1, tasks=["sequential"], max_tokens=53)
+    config = TasksConfig(llm="none", phrasings=1, tasks=["sequential"], max_tokens=53, sequential_format="lcrec")
     tasks = build_tasks(load_dataset(handmade_run), codes, config, tokenizer)
     # Word-level tokens: <s> (1) + "Below is an instruction that describes a task ." (9) + "Write a response
     # that completes the request ." (8) + "### Instruction :" (3) + "The user has interacted with items" (6)
@@ -252,7 +264,7 @@ def test_config_validation() -> None:
 
 def test_cli_writes_the_folder(handmade_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tasks", "build", "--data", str(handmade_run), "--llm", "none", "--phrasings", "1",
-                 "--tasks", "sequential", "text", "--negative-ratio", "0"]) == 0
+                 "--tasks", "sequential", "text", "--negative-ratio", "0", "--sequential-format", "lcrec"]) == 0
     out = handmade_run / "tasks"
     train = read_examples(out / "train.jsonl")
     assert len(train) == 3 + 22
@@ -277,5 +289,92 @@ def test_run_build_with_a_given_tokenizer(handmade_run: Path) -> None:
     from alignrec.llm.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(code_tokens=handmade_codes().vocabulary())
-    out = run_build(TasksConfig(tasks=["sequential"], phrasings=1), handmade_run, tokenizer=tokenizer)
+    out = run_build(TasksConfig(tasks=["sequential"], phrasings=1, sequential_format="lcrec"), handmade_run, tokenizer=tokenizer)
     assert json.loads((out / "stats.json").read_text())["tokens"]["max"] == 56
+
+
+# ----------------------------------------------------------------------------- dense format
+
+
+def test_window_bounds_known_answers() -> None:
+    from alignrec.tasks.build import window_bounds
+
+    # 7 items, windows of 4, stride 3: ends 7, 4 -> the second reaches the start
+    assert window_bounds(7, 4, 3) == [(0, 1, 4), (3, 4, 7)]
+    # stride 1: every later target is the last item of a full window (full context)
+    assert window_bounds(6, 3, 1) == [(0, 1, 3), (1, 3, 4), (2, 4, 5), (3, 5, 6)]
+    assert window_bounds(1, 4, 3) == [] and window_bounds(2, 4, 3) == [(0, 1, 2)]
+    with pytest.raises(ValueError, match="stride"):
+        window_bounds(5, 4, 4)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_dense_windows_cover_every_training_target_once_and_never_leak(tmp_path: Path, stride: int) -> None:
+    from alignrec.data.synthetic import write_synthetic
+    from alignrec.tasks.build import TaskContext
+    from alignrec.tokenizer.codes import ItemCodes
+
+    run = tmp_path / "run"
+    write_synthetic(run, num_users=30, num_items=24, groups=4, length=12, kind="clusters", seed=5)
+    dataset = load_dataset(run)
+    i = np.arange(24)
+    codes = ItemCodes(np.stack([i // 4, i % 4], axis=1), [6, 4])
+    config = TasksConfig(llm="none", tasks=["sequential"], sequential_stride=stride)
+    context = TaskContext(dataset, codes, config, None)
+    window = dataset.max_history + 1
+    covered: dict[int, list[tuple[int, ...]]] = {}
+    for w in context.dense_windows:
+        assert 1 <= len(w.context) and len(w.context) + len(w.targets) <= window
+        training = dataset.training_sequences()[w.user].tolist()
+        whole = list(w.context + w.targets)
+        start = next(s for s in range(len(training)) if training[s : s + len(whole)] == whole)  # a contiguous slice
+        for offset in range(len(w.targets)):
+            position = start + len(w.context) + offset
+            covered.setdefault(w.user, []).append((position, len(w.context) + offset))
+    for user, training in enumerate(dataset.training_sequences()):
+        positions = sorted(p for p, _ in covered.get(user, []))
+        assert positions == list(range(1, len(training))), user  # every target after the first, exactly once
+        for position, context_items in covered.get(user, []):
+            full = min(position, dataset.max_history)
+            assert context_items >= min(full, window - stride)
+            if stride == 1:
+                assert context_items == full  # stride 1: every target with its full available context
+    # the validation and test items of a user are never in a training window
+    tasks = build_tasks(dataset, codes, config)
+    assert len(tasks.train) == len(context.dense_windows) > 0
+    for example in tasks.train:
+        decoded = [int(a) * 4 + int(b) for a, b in re.findall(r"<a_(\d+)><b_(\d+)>", example.prompt + example.answer)]
+        training = dataset.training_sequences()[example.user].tolist()
+        assert any(training[s : s + len(decoded)] == decoded for s in range(len(training)))  # inside the training part
+
+
+def test_dense_known_answers(handmade_run: Path) -> None:
+    from alignrec.tasks.prompts import DENSE_INSTRUCTION
+
+    tasks = build(handmade_run, tasks=["sequential", "negative"], sequential_format="dense", negative_ratio=1)
+    dense = [(e.kind, e.prompt, e.answer, e.user, e.item) for e in tasks.train if e.task == "sequential"]
+    # alice's training part is [0, 1], bob's [1, 2, 4]; carol has none
+    assert dense == [
+        ("sequential_dense", DENSE_INSTRUCTION + "<a_0><b_0>", "<a_0><b_1>", 0, 1),
+        ("sequential_dense", DENSE_INSTRUCTION + "<a_0><b_1>", "<a_1><b_0><a_2><b_0>", 1, 4),
+    ]
+    # one negative per training target (three targets), in the negative task's own prompt
+    assert sum(e.task == "negative" for e in tasks.train) == 3
+    assert [(e.kind, e.prompt, e.answer) for e in tasks.valid][:1] == [
+        ("sequential_dense", DENSE_INSTRUCTION + "<a_0><b_0><a_0><b_1>", "<a_1><b_0>")]
+
+
+def test_dense_examples_encode_without_eos_like_inference_prompts() -> None:
+    from alignrec.llm.tiny import build_tiny_tokenizer
+    from alignrec.tasks.prompts import DENSE_INSTRUCTION, dense_prompt_ids, encode_prompt
+    from alignrec.train.data import encode_records
+
+    tokenizer = build_tiny_tokenizer(words=[DENSE_INSTRUCTION], code_tokens=["<a_0>", "<b_1>", "<a_2>"])
+    a0, b1, a2 = tokenizer.convert_tokens_to_ids(["<a_0>", "<b_1>", "<a_2>"])
+    record = {"kind": "sequential_dense", "prompt": DENSE_INSTRUCTION + "<a_0><b_1>", "answer": "<a_2><b_1>"}
+    data = encode_records(tokenizer, [record], max_length=64)
+    instruction = encode_prompt(tokenizer, DENSE_INSTRUCTION)
+    assert data[0]["input_ids"] == instruction + [a0, b1, a2, b1]  # no EOS after the last item
+    assert data[0]["labels"] == [-100] * (len(instruction) + 2) + [a2, b1]
+    # the inference prompt of history [<a_0><b_1>] is exactly the training prefix
+    assert dense_prompt_ids(tokenizer, [a0, b1]) == data[0]["input_ids"][: len(instruction) + 2]

@@ -23,12 +23,14 @@ def cyclic_codes() -> ItemCodes:
     return ItemCodes(np.stack([i // 4, i % 4], axis=1), [6, 4], [str(x) for x in i])
 
 
-def write_cyclic_run(run: Path, users: int = 60, tasks: tuple[str, ...] = ("sequential",), phrasings: int = 1) -> Path:
+def write_cyclic_run(run: Path, users: int = 60, tasks: tuple[str, ...] = ("sequential",), phrasings: int = 1,
+                     sequential_format: str = "lcrec") -> Path:
     write_synthetic(run, num_users=users, num_items=NUM_ITEMS, groups=4, length=8, kind="cyclic", seed=0)
     codes = cyclic_codes()
     codes.item_ids = list(load_dataset(run).item_ids)
     codes.save(run / "tokenizer")
-    run_build(TasksConfig(tasks=list(tasks), llm="none", phrasings=phrasings, negative_ratio=1.0), run)
+    run_build(TasksConfig(tasks=list(tasks), llm="none", phrasings=phrasings, negative_ratio=1.0,
+                          sequential_format=sequential_format), run)  # type: ignore[arg-type]
     return run
 
 

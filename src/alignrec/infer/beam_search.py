@@ -11,10 +11,16 @@ come from :class:`~alignrec.infer.trie.CodeTrie` tables with one ``gather``; the
 of all beams of a user are ranked together with one ``topk``. There is no Python loop over
 users or beams — only over the L levels.
 
-Scores are sums of log-probabilities of the code tokens under the model's full vocabulary
-(log-softmax over every token, then restricted to the allowed ones), which is also what HF's
-``generate(num_beams=..., prefix_allowed_tokens_fn=...)`` reports with ``length_penalty=0``;
-see :mod:`alignrec.infer.reference`.
+Scores are sums of log-probabilities of the code tokens, normalised one of two ways — the way
+the model was trained (``normalisation``):
+
+- ``full``: log-softmax over the model's whole vocabulary, then restricted to the allowed
+  tokens; what HF's ``generate(num_beams=..., prefix_allowed_tokens_fn=...)`` reports with
+  ``length_penalty=0`` (see :mod:`alignrec.infer.reference`);
+- ``code``: log-softmax over the current level's code tokens only (the code-only head of
+  :mod:`alignrec.llm.code_head`), computed from the decoder's hidden state and those rows of the
+  output matrix; the full ``V``-row head is never evaluated. The reference applies the same
+  normalisation by masking every other logit to -inf.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 from alignrec.errors import InputError
 from alignrec.infer.shared_prefix import SharedPrefixCache, shared_prefix_attention_enabled, supports_shared_prefix
 from alignrec.infer.trie import CodeTrie
+from alignrec.llm.code_head import CodeVocabulary, level_log_probs
 from alignrec.tokenizer.codes import code_token
 
 NEG_INF = float("-inf")
@@ -95,6 +102,50 @@ def _last_log_probs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tens
     return logits.gather(1, token_ids) - torch.logsumexp(logits, dim=1, keepdim=True)
 
 
+NORMALISATIONS = ("full", "code")
+
+
+class _Scorer:
+    """One forward step of the search and the log-probabilities of a level's codes after it.
+
+    ``full``: the causal LM's logits at the last position (``logits_to_keep=1``);
+    ``code``: the decoder's last hidden state, scored against the level's code rows only.
+    """
+
+    def __init__(self, model: Any, normalisation: str, level_token_ids: Sequence[torch.Tensor]):
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+        self.model = model
+        self.normalisation = normalisation
+        self.level_token_ids = level_token_ids
+        if normalisation == "code":
+            self.network = model.get_decoder()
+            self.vocabulary = CodeVocabulary(list(level_token_ids), torch.empty(0), torch.empty(0))
+            self.extra: dict[str, Any] = {}
+        else:
+            self.network = model
+            self.extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        self.last: torch.Tensor | None = None  # (N, V) logits or (N, D) hidden states
+
+    def step(self, **inputs: Any) -> Any:
+        output = self.network(**inputs, **self.extra)
+        if self.normalisation == "code":
+            self.last = output.last_hidden_state[:, -1, :]
+        else:
+            self.last = output.logits[:, -1, :]
+        cache = output.past_key_values
+        del output
+        return cache
+
+    def level_scores(self, level: int, codes: torch.Tensor) -> torch.Tensor:
+        """log p of ``codes`` (N, F) level-``level`` code indices (clamped >= 0) -> (N, F)."""
+        assert self.last is not None
+        if self.normalisation == "code":
+            return level_log_probs(self.model, self.vocabulary, self.last, level).gather(1, codes)
+        tokens = self.level_token_ids[level][codes]  # (N, F)
+        return _last_log_probs(self.last, tokens)
+
+
 @torch.inference_mode()
 def constrained_beam_search(
     model: Any,
@@ -105,6 +156,7 @@ def constrained_beam_search(
     top_k: int,
     pad_token_id: int,
     share_prompt_cache: bool | None = None,
+    normalisation: str = "full",
 ) -> BeamSearchOutput:
     """Top-``top_k`` distinct items for each prompt by beam search restricted to the trie.
 
@@ -116,6 +168,7 @@ def constrained_beam_search(
 
     ``share_prompt_cache`` keeps one copy of each prompt's KV cache per user instead of one per
     beam (:mod:`alignrec.infer.shared_prefix`); ``None`` = whenever the model supports it.
+    ``normalisation``: ``full`` or ``code`` (see the module docstring); use the model's training head.
     """
     if beam_size < 1 or not 1 <= top_k <= beam_size:
         raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, beam_size={beam_size}")
@@ -131,13 +184,8 @@ def constrained_beam_search(
     # Positions count real tokens only, so a left-padded prompt is encoded exactly as alone.
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
     prompt_lengths = attention_mask.sum(dim=1)  # (B,)
-    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    output = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **extra
-    )
-    cache = output.past_key_values
-    logits = output.logits[:, -1, :]  # (B, V)
-    del output
+    scorer = _Scorer(model, normalisation, token_tables)
+    cache = scorer.step(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
     if share_prompt_cache is None:
         share_prompt_cache = supports_shared_prefix(model)
     if share_prompt_cache:
@@ -151,8 +199,9 @@ def constrained_beam_search(
     for level in range(trie.num_levels):
         codes, next_ids = trie.children(level, beam_prefix)  # (B, W, F) each
         fanout = codes.shape[-1]
-        tokens = token_tables[level][codes.clamp(min=0)]  # (B, W, F); padding reads code 0, masked below
-        log_probs = _last_log_probs(logits, tokens.view(users * width, fanout)).view(users, width, fanout)
+        safe_codes = codes.clamp(min=0)  # (B, W, F); padding reads code 0, masked below
+        tokens = token_tables[level][safe_codes]  # (B, W, F)
+        log_probs = scorer.level_scores(level, safe_codes.view(users * width, fanout)).view(users, width, fanout)
         alive = (codes >= 0) & torch.isfinite(beam_score)[..., None]  # (B, W, F)
         candidate_scores = (beam_score[..., None] + log_probs).masked_fill(~alive, NEG_INF)
         candidate_scores = candidate_scores.view(users, width * fanout)  # (B, W*F)
@@ -177,7 +226,7 @@ def constrained_beam_search(
         if share_prompt_cache:
             cache.select(source_row, keep)
             with shared_prefix_attention_enabled(model):
-                output = model(
+                cache = scorer.step(
                     input_ids=next_tokens,
                     position_ids=positions,
                     past_key_values=cache,
@@ -187,16 +236,13 @@ def constrained_beam_search(
         else:
             cache.reorder_cache(source_row)
             row_mask = torch.cat([row_mask[source_row], row_mask.new_ones((users * keep, 1))], dim=1)
-            output = model(
+            cache = scorer.step(
                 input_ids=next_tokens,
                 attention_mask=row_mask,
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
             )
-        cache = output.past_key_values
-        logits = output.logits[:, -1, :]  # (B*keep, V)
-        del output
         beam_prefix = chosen_next.clamp(min=0)  # dead beams point at prefix 0; their score stays -inf
         width = keep
     raise AssertionError("unreachable: the loop returns at the last level")

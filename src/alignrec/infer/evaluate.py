@@ -52,6 +52,9 @@ class EvaluateConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "model weights dtype (auto: bfloat16 on a GPU that supports it, else float32)"}
     )
+    llm_layers: int = field(
+        default=0, metadata={"help": "expected decoder depth of the fine-tuned model (0 = as saved; a mismatch is an error)"}
+    )
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -60,6 +63,8 @@ class EvaluateConfig:
             raise ValueError(f"top_k must be between 1 and beam_size ({self.beam_size}), got {self.top_k}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.llm_layers < 0:
+            raise ValueError(f"llm_layers must be >= 0, got {self.llm_layers}")
         if self.users is not None and self.users < 1:
             raise ValueError(f"users must be >= 1, got {self.users}")
         if not self.ks or min(self.ks) < 1:
@@ -102,7 +107,7 @@ def evaluate(
     # Check the codes against the data set before loading the model (seconds to minutes).
     check_catalogue(ItemCodes.load(paths.finetune_dir), dataset, str(paths.finetune_dir))
     if recommender is None:
-        recommender, paths = load_recommender(model, config.device, config.dtype)
+        recommender, paths = load_recommender(model, config.device, config.dtype, llm_layers=config.llm_layers or None)
     check_catalogue(recommender.codes, dataset, str(paths.finetune_dir))
     out_dir = Path(out) if out is not None else paths.run_dir / "eval"
 

@@ -22,7 +22,8 @@ from alignrec.errors import InputError
 from alignrec.infer.beam_search import BeamSearchOutput, code_token_ids, constrained_beam_search
 from alignrec.infer.reference import reference_beam_search
 from alignrec.infer.trie import CodeTrie
-from alignrec.tasks.prompts import encode_prompt, sequential_prompt
+from alignrec.llm.finetuned import ModelSettings
+from alignrec.tasks.prompts import dense_prompt_ids, encode_prompt, sequential_prompt
 from alignrec.tokenizer.codes import ItemCodes
 from alignrec.utils.io import sha256_file
 from alignrec.utils.log import get_logger, progress_bar
@@ -114,7 +115,8 @@ SearchFunction = Callable[["GenerativeRecommender", Sequence[Sequence[int]], int
 
 def _fast(recommender: GenerativeRecommender, prompts: Sequence[Sequence[int]], beam_size: int, top_k: int) -> BeamSearchOutput:
     return constrained_beam_search(
-        recommender.model, prompts, recommender.trie, recommender.level_token_ids, beam_size, top_k, recommender.pad_token_id
+        recommender.model, prompts, recommender.trie, recommender.level_token_ids, beam_size, top_k,
+        recommender.pad_token_id, normalisation=recommender.settings.head,
     )
 
 
@@ -130,6 +132,7 @@ def _reference(
         top_k,
         recommender.pad_token_id,
         recommender.tokenizer.eos_token_id,
+        normalisation=recommender.settings.head,
     )
 
 
@@ -139,8 +142,11 @@ SEARCH_METHODS: dict[str, SearchFunction] = {"fast": _fast, "reference": _refere
 class GenerativeRecommender:
     """A causal LM with code tokens + the item codes it may generate."""
 
-    def __init__(self, model: Any, tokenizer: Any, codes: ItemCodes, version: str = "unversioned"):
+    def __init__(self, model: Any, tokenizer: Any, codes: ItemCodes, version: str = "unversioned",
+                 settings: ModelSettings | None = None):
         self.model = model.eval()
+        # How the model was trained: its prompt format and code normalisation (from its config.json).
+        self.settings = settings if settings is not None else ModelSettings.of(model)
         self.tokenizer = tokenizer
         self.codes = codes
         self.version = version
@@ -152,13 +158,22 @@ class GenerativeRecommender:
             raise InputError("the tokenizer has neither a pad nor an end-of-sequence token; one is needed for batching")
         self.pad_token_id = int(pad)
         self._item_strings = [codes.item_string(i) for i in range(codes.num_items)]
+        self._token_table = [t.cpu().tolist() for t in self.level_token_ids]  # [level][code] -> token id
+        self._dense_instruction: list[int] | None = None
 
     @property
     def num_items(self) -> int:
         return self.codes.num_items
 
     def prompt_ids(self, history: Sequence[int]) -> list[int]:
-        """Token ids of the sequential prompt for ``history`` (item indices, oldest first)."""
+        """Token ids of the sequential prompt for ``history`` (item indices, oldest first), in the
+        format the model was trained on."""
+        if self.settings.sequential_format == "dense":
+            if self._dense_instruction is None:
+                self._dense_instruction = dense_prompt_ids(self.tokenizer, [])
+            codes = self.codes.codes
+            tokens = [int(self._token_table[level][code]) for i in history for level, code in enumerate(codes[int(i)])]
+            return self._dense_instruction + tokens
         return encode_prompt(self.tokenizer, sequential_prompt([self._item_strings[int(i)] for i in history]))
 
     def recommend(
@@ -214,7 +229,8 @@ def check_recommendations(items: torch.Tensor, num_items: int) -> None:
 
 
 def load_recommender(
-    path: str | os.PathLike[str], device: str = "auto", dtype: str = "auto", codes: ItemCodes | None = None
+    path: str | os.PathLike[str], device: str = "auto", dtype: str = "auto", codes: ItemCodes | None = None,
+    llm_layers: int | None = None,
 ) -> tuple[GenerativeRecommender, FinetunePaths]:
     """Load ``RUN`` or ``RUN/finetune`` with the LLM stage's loader (:func:`alignrec.llm.finetuned.load_finetuned`:
     merged model, tokenizer with the code tokens, item codes, checked against each other).
@@ -227,7 +243,8 @@ def load_recommender(
     paths = resolve_finetune(path)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    model, tokenizer, item_codes = load_finetuned(paths.finetune_dir, dtype=torch_dtype, device=str(torch_device))
+    model, tokenizer, item_codes = load_finetuned(paths.finetune_dir, dtype=torch_dtype, device=str(torch_device),
+                                                  llm_layers=llm_layers)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if codes is not None:

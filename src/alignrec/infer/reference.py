@@ -6,6 +6,10 @@ It is slow (the prompt is encoded once per beam; the callback runs B x beams tim
 but independent of :mod:`alignrec.infer.beam_search` — a different trie, HF's own beam
 bookkeeping — so agreement between the two is a real check (tests/infer) and the speed ratio
 is a fair measure (benchmarks/beam_search.py).
+
+With the ``code`` normalisation (models trained with the code-only head) a logits processor
+replaces HF's full-vocabulary log-probabilities by the log-softmax over the current level's code
+tokens, and only then masks the codes the trie does not allow; the search is otherwise HF's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,34 @@ class PlainTrie:
             allowed.sort()
 
 
+class _LevelCodesOnly:
+    """HF logits processor: log-softmax over the current level's code tokens, then the trie's mask.
+
+    ``scores`` arrive as HF's full-vocabulary log-probabilities (B * beams, V); renormalising a
+    subset of log-probabilities is the log-softmax of those logits alone.
+    """
+
+    def __init__(self, prompt_length: int, level_token_ids: Sequence[torch.Tensor], allowed: Any, beams: int):
+        self.prompt_length = prompt_length
+        self.tables = [t.cpu() for t in level_token_ids]
+        self.allowed = allowed
+        self.beams = beams
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        level = input_ids.shape[1] - self.prompt_length
+        out = torch.full_like(scores, float("-inf"))
+        if level >= len(self.tables):
+            return out
+        ids = self.tables[level].to(scores.device)
+        level_scores = scores[:, ids]
+        renormalised = level_scores - torch.logsumexp(level_scores, dim=1, keepdim=True)
+        for row in range(scores.shape[0]):
+            allowed = torch.tensor(self.allowed(row // self.beams, input_ids[row]), dtype=torch.long, device=scores.device)
+            out[row, allowed] = scores[row, allowed]  # fillers of dead beams keep HF's score (-inf beams stay -inf)
+        out[:, ids] = torch.where(torch.isfinite(out[:, ids]), renormalised, out[:, ids])
+        return out
+
+
 @torch.inference_mode()
 def reference_beam_search(
     model: Any,
@@ -46,6 +78,7 @@ def reference_beam_search(
     top_k: int,
     pad_token_id: int,
     eos_token_id: int | None = None,
+    normalisation: str = "full",
 ) -> BeamSearchOutput:
     """Top-``top_k`` items per prompt with HF beam search constrained by a callback.
 
@@ -53,7 +86,7 @@ def reference_beam_search(
     sequence score the plain sum of token log-probabilities, comparable with the fast path.
     All prompts are generated in one left-padded batch (as LC-Rec does).
     """
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessorList
 
     trie = PlainTrie(codes)
     levels = trie.num_levels
@@ -90,11 +123,18 @@ def reference_beam_search(
         return_dict_in_generate=True,
         output_scores=True,
     )
+    if normalisation == "code":
+        constraint: dict[str, Any] = {"logits_processor": LogitsProcessorList(
+            [_LevelCodesOnly(prompt_length, level_token_ids, allowed_tokens, beam_size)])}
+    elif normalisation == "full":
+        constraint = {"prefix_allowed_tokens_fn": allowed_tokens}
+    else:
+        raise ValueError(f"normalisation must be full or code, got {normalisation!r}")
     result = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
         generation_config=config,
-        prefix_allowed_tokens_fn=allowed_tokens,
+        **constraint,
     )
     sequences = result.sequences[:, prompt_length:].cpu().view(len(prompts), beam_size, -1)
     scores = result.sequences_scores.float().cpu().view(len(prompts), beam_size)

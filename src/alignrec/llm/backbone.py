@@ -111,3 +111,35 @@ def load_backbone(spec: str | None = None, dtype: Any = None) -> tuple[Any, Any,
     source = resolve_backbone(spec)
     log.info("loading backbone %s", source)
     return load_causal_lm(source, dtype), load_tokenizer(source), source
+
+
+def decoder_layers(model: Any) -> Any:
+    """The ``nn.ModuleList`` of decoder blocks of a causal LM (``layers`` or GPT-2's ``h``)."""
+    decoder = model.get_decoder()
+    for name in ("layers", "h", "blocks"):
+        blocks = getattr(decoder, name, None)
+        if blocks is not None and hasattr(blocks, "__len__"):
+            return decoder, name, blocks
+    raise InputError(f"{type(model).__name__}: cannot find its decoder layers (looked for layers, h, blocks)")
+
+
+def keep_first_layers(model: Any, layers: int) -> int:
+    """Keep the first ``layers`` decoder layers of ``model`` (plus its final norm and output head), in place.
+
+    The model's config says the new depth, so a model saved afterwards reloads at that depth.
+    Returns the depth the model had. ``layers`` = its full depth changes nothing.
+    """
+    import torch
+
+    decoder, name, blocks = decoder_layers(model)
+    depth = len(blocks)
+    if not 1 <= layers <= depth:
+        raise InputError(f"llm_layers={layers}: the backbone has {depth} decoder layers; give 1..{depth} (0 = all)")
+    if layers == depth:
+        return depth
+    setattr(decoder, name, torch.nn.ModuleList(list(blocks)[:layers]))
+    config = model.config
+    config.num_hidden_layers = layers
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (Qwen2, Gemma, ...)
+        config.layer_types = config.layer_types[:layers]
+    return depth

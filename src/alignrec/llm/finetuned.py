@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from alignrec.errors import InputError
+
+
+# The key of the fine-tuned model's config.json that tells inference how the model was trained.
+SETTINGS_KEY = "alignrec"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How a fine-tuned model was trained, which inference must repeat (stored in its config.json).
+
+    ``head``: how code positions were normalised (``code``: level code tokens only, ``full``:
+    the whole vocabulary); ``sequential_format``: the prompt of the sequential task (``dense`` or
+    ``lcrec``); ``llm_layers``: decoder layers kept from the backbone (its full depth when not
+    truncated). Models written before these settings existed read as ``full`` / ``lcrec``.
+    """
+
+    head: str = "full"
+    sequential_format: str = "lcrec"
+    llm_layers: int | None = None
+
+    @classmethod
+    def of(cls, model: Any) -> ModelSettings:
+        stored = getattr(model.config, SETTINGS_KEY, None) or {}
+        known = {k: v for k, v in dict(stored).items() if k in {"head", "sequential_format", "llm_layers"}}
+        return cls(**known)
+
+    def store(self, model: Any) -> None:
+        setattr(model.config, SETTINGS_KEY, dataclasses.asdict(self))
+
+
+def check_depth(model: Any, where: str, expected: int | None = None) -> None:
+    """The loaded model must have the depth it was trained at (and the one the caller asks for)."""
+    depth = int(model.config.num_hidden_layers)
+    trained = ModelSettings.of(model).llm_layers
+    if trained is not None and trained != depth:
+        raise InputError(f"{where}: the model was fine-tuned with llm_layers={trained} but its config.json "
+                         f"has num_hidden_layers={depth}; the folder was changed after fine-tuning")
+    if expected and expected != depth:
+        raise InputError(f"{where}: llm_layers={expected} was asked for, but this fine-tuned model has {depth} "
+                         "decoder layers (a saved model is used at the depth it was trained at)")
 
 
 class Finetuned(NamedTuple):
@@ -29,11 +71,13 @@ def finetune_dir(path: str | os.PathLike[str]) -> Path:
     )
 
 
-def load_finetuned(path: str | os.PathLike[str], dtype: Any = None, device: str | None = None) -> Finetuned:
+def load_finetuned(path: str | os.PathLike[str], dtype: Any = None, device: str | None = None,
+                   llm_layers: int | None = None) -> Finetuned:
     """Load the merged model, its tokenizer (with the code tokens) and the item codes it was trained with.
 
     Checks that every code token of the codes is a single token of the tokenizer and that the
-    model's vocabulary covers them, so a mixed-up folder fails here and not in beam search.
+    model's vocabulary covers them, so a mixed-up folder fails here and not in beam search. The
+    model loads at the depth it was fine-tuned at; ``llm_layers`` (if given) must equal it.
     """
     from alignrec.llm.backbone import load_causal_lm, load_tokenizer, resolve_backbone
     from alignrec.tokenizer.codes import ItemCodes
@@ -45,6 +89,7 @@ def load_finetuned(path: str | os.PathLike[str], dtype: Any = None, device: str 
     if device:
         model = model.to(device)
     model.eval()
+    check_depth(model, str(folder / "model"), llm_layers)
     codes = ItemCodes.load(folder)
     tokens = codes.vocabulary()
     ids = tokenizer.convert_tokens_to_ids(tokens)

@@ -12,10 +12,23 @@ reason) and ``config.json`` (the resolved config, input hashes).
 Task families (each switchable with ``--tasks``), with their kinds and phrasings in
 :data:`alignrec.tasks.prompts.PHRASINGS`:
 
-- ``sequential``: history codes -> next item codes, on every training prefix of the
-  leave-one-out split (valid/test targets are never used for training);
-- ``negative``: the paper's negative behaviour task: for each sequential example, ``ratio``
-  items the user never interacted with (in any split) as answers to "unlikely" questions;
+- ``sequential``: next-item prediction from item codes, in one of two formats
+  (``sequential_format``):
+
+  - ``dense`` (default): the short instruction :data:`~alignrec.tasks.prompts.DENSE_INSTRUCTION`
+    followed by a window of a user's training items as code tokens (at most
+    ``max_history + 1`` items). Windows end at ``m, m - stride, m - 2 stride, ...`` of a
+    training sequence of ``m`` items until one reaches its start; the answer is the window's
+    last ``stride`` items (all but the first in the window that reaches the start), so every
+    training interaction after a user's first is a target exactly once, with at least
+    ``max_history + 1 - stride`` items of context (``stride`` 1: its full available context);
+  - ``lcrec``: LC-Rec's one-target prompt, one example per training prefix of the leave-one-out
+    split.
+
+  Validation and test items never appear in a training example of either format;
+- ``negative``: the paper's negative behaviour task: for each training target, ``ratio``
+  items the user did not interact with in the training part (validation and test targets are
+  held-out labels, so they are not excluded) as answers to "unlikely" questions;
 - ``text``: codes <-> title, codes <-> description (needs item text);
 - ``query``: review/query text (optionally with the history) -> item (needs reviews; a review
   of the user's valid or test item is never used);
@@ -78,6 +91,16 @@ class TasksConfig:
         default=DEFAULT_MAX_TOKENS,
         metadata={"help": "examples (prompt + answer + EOS) longer than this many tokens are excluded and counted"},
     )
+    sequential_format: Literal["dense", "lcrec"] = field(
+        default="dense",
+        metadata={"help": "sequential task: dense (instruction + a window of item codes, loss on every target item) "
+                  "or lcrec (LC-Rec's one-target prompt, the papers' setting)"},
+    )
+    sequential_stride: int = field(
+        default=0,
+        metadata={"help": "dense windows: items between consecutive window ends (1 = every target with its full "
+                  "context; 0 = max_history, consecutive windows share one item)"},
+    )
     phrasings: int = field(
         default=0, metadata={"help": "phrasings per task kind: 0 = all, n = the first n (1 = only the canonical one)"}
     )
@@ -128,6 +151,8 @@ class TasksConfig:
                             **{f"task_limits.{k}": v for k, v in self.task_limits.items()}}.items():
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.sequential_stride < 0:
+            raise ValueError(f"sequential_stride must be >= 0, got {self.sequential_stride}")
         if self.max_tokens < 8:
             raise ValueError(f"max_tokens must be >= 8, got {self.max_tokens}")
         if self.negative_ratio < 0:
@@ -249,6 +274,40 @@ class TrainingRow:
     target: int
 
 
+@dataclass(frozen=True)
+class DenseWindow:
+    """One dense sequential example: ``context`` items (prompt only) then ``targets`` (the answer)."""
+
+    user: int
+    context: tuple[int, ...]
+    targets: tuple[int, ...]
+
+
+def window_bounds(length: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """Dense windows over a training sequence of ``length`` items: ``(start, first_target, end)``.
+
+    Windows hold at most ``window`` items and end at ``length, length - stride, ...`` until one
+    reaches the sequence start; a window's targets are ``[first_target, end)``: its last
+    ``stride`` items, or every item but the sequence's first in the window that reaches the
+    start. So each item after the first is a target exactly once, with at least
+    ``window - stride`` items of context. Oldest window first. (The same windows as
+    :meth:`alignrec.collab.data.TrainingData.sequence_windows`, for one sequence.)
+    """
+    if window < 2:
+        raise ValueError(f"window must hold >= 2 items, got {window}")
+    if not 1 <= stride <= window - 1:
+        raise ValueError(f"stride must be in 1..{window - 1}, got {stride}")
+    bounds = []
+    end = length
+    while length >= 2:
+        if end <= window:
+            bounds.append((0, 1, end))
+            break
+        bounds.append((end - window, end - stride, end))
+        end -= stride
+    return bounds[::-1]
+
+
 class TaskContext:
     """Everything the task builders read, computed once and shared."""
 
@@ -296,8 +355,12 @@ class TaskContext:
 
     @cached_property
     def user_items(self) -> list[set[int]]:
-        """Every item each user interacted with, in any split (never a negative for that user)."""
-        return [set(seq.tolist()) for seq in self.dataset.sequences]
+        """The items each user interacted with in the training part (never a negative for that user).
+
+        The validation and test items are not excluded: they are the held-out labels, and
+        training data must not depend on them.
+        """
+        return [set(seq.tolist()) for seq in self.dataset.training_sequences()]
 
     def split_rows(self, name: str) -> list[TrainingRow]:
         split = self.dataset.split(name)
@@ -320,8 +383,36 @@ class TaskContext:
 
     @cached_property
     def positive_rows(self) -> list[TrainingRow]:
-        """The sequential examples (after the cap); the negative task pairs its negatives with them."""
+        """The training targets the negative task pairs its negatives with: the lcrec sequential
+        examples (after the cap), or every training row with the dense format (whose examples are
+        windows, each holding several targets)."""
+        if self.config.sequential_format == "dense":
+            return self.training_rows
         return self.sample_rows("sequential", self.training_rows, self.config.limit("sequential"))
+
+    @property
+    def window_items(self) -> int:
+        """Items per dense window: the inference history plus one target."""
+        return self.dataset.max_history + 1
+
+    @property
+    def stride(self) -> int:
+        return self.config.sequential_stride or self.window_items - 1
+
+    @cached_property
+    def dense_windows(self) -> list[DenseWindow]:
+        """The dense sequential windows of the selected users (after the cap)."""
+        selected = set(self.users.tolist())
+        windows = [
+            DenseWindow(user, tuple(int(i) for i in sequence[start:first]), tuple(int(i) for i in sequence[first:end]))
+            for user, sequence in enumerate(self.dataset.training_sequences()) if user in selected
+            for start, first, end in window_bounds(len(sequence), self.window_items, self.stride)
+        ]
+        return self.sample_rows("sequential", windows, self.config.limit("sequential"))
+
+    def codes_text(self, items: Sequence[int]) -> str:
+        """Items written as a plain stream of code tokens (the dense format)."""
+        return "".join(self.item_strings[i] for i in items)
 
     def require_text(self) -> None:
         if not any(self.titles):
@@ -334,6 +425,12 @@ Builder = Callable[[TaskContext, np.random.Generator, Counter], Iterator[Example
 
 
 def build_sequential(context: TaskContext, rng: np.random.Generator, notes: Counter) -> Iterator[Example]:
+    if context.config.sequential_format == "dense":
+        for window in context.dense_windows:
+            prompt = prompts.DENSE_INSTRUCTION + context.codes_text(window.context)
+            yield Example("sequential", "sequential_dense", 0, prompt, context.codes_text(window.targets),
+                          window.user, window.targets[-1])
+        return
     for row in context.positive_rows:
         p = context.phrasing(rng, "sequential")
         prompt = prompts.phrase("sequential", p, history=context.history_text(row.history))
@@ -507,8 +604,14 @@ _CAPPED_INSIDE = {"sequential", "history_to_title", "titles_to_item"}
 
 
 def build_valid(context: TaskContext) -> list[Example]:
-    """The sequential task on the validation split, with the inference prompt (phrasing 0)."""
+    """The sequential task on the validation split, with the inference prompt of the format."""
     rows = context.sample_rows("valid", context.split_rows("valid"), context.config.max_valid_samples)
+    if context.config.sequential_format == "dense":
+        return [
+            Example("sequential", "sequential_dense", 0, prompts.DENSE_INSTRUCTION + context.codes_text(row.history),
+                    context.item_strings[row.target], row.user, row.target)
+            for row in rows
+        ]
     return [
         Example("sequential", "sequential", 0, prompts.sequential_prompt([context.item_strings[i] for i in row.history]),
                 context.item_strings[row.target], row.user, row.target)
@@ -530,7 +633,8 @@ class LengthFilter:
         out = np.zeros(len(examples), dtype=np.int64)
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
-            encoded = prompts.encode_examples(self.tokenizer, [e.prompt for e in chunk], [e.answer for e in chunk])
+            encoded = prompts.encode_examples(self.tokenizer, [e.prompt for e in chunk], [e.answer for e in chunk],
+                                              [e.kind not in prompts.DENSE_KINDS for e in chunk])
             out[start : start + len(chunk)] = [len(ids) for ids, _ in encoded]
         return out
 

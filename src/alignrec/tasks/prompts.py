@@ -6,8 +6,16 @@ encoded with the tokenizer's special tokens (BOS for Llama-style models) and the
 without. The loss is on the answer only (labels of prompt tokens are -100).
 
 Every task kind has several phrasings (:data:`PHRASINGS`); phrasing 0 of ``sequential`` is
-LC-Rec's instruction and is the ONLY prompt used at inference (:func:`sequential_prompt`).
-The wording of every other phrasing is ours.
+LC-Rec's instruction and the inference prompt of models trained on the ``lcrec`` sequential
+format (:func:`sequential_prompt`). The wording of every other phrasing is ours.
+
+The ``dense`` sequential format (the default) has one short fixed instruction,
+:data:`DENSE_INSTRUCTION`, followed directly by a user's items as code tokens, oldest first. A
+training example is the instruction + a window of items; the loss is on every code of the
+window's target items, each predicted from the items before it. At inference the prompt is the
+instruction + the last items of the history (:func:`dense_prompt_ids`) and beam search
+continues it. Dense answers carry no end-of-sequence token: every item has exactly L codes, and
+inference never generates one.
 """
 
 from __future__ import annotations
@@ -104,6 +112,13 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The dense sequential format: this line, then the user's items as code tokens (our wording).
+DENSE_INSTRUCTION = "A user's items, oldest first:"
+SEQUENTIAL_FORMATS = ("dense", "lcrec")
+# Task kinds whose answers are a stream of item codes without EOS (see the module docstring).
+DENSE_KINDS = frozenset({"sequential_dense"})
+
+
 def render(instruction: str) -> str:
     """The full prompt text for an instruction."""
     return TEMPLATE.format(instruction=instruction)
@@ -133,30 +148,43 @@ def sequential_prompt(history_items: Sequence[str]) -> str:
     return render(SEQUENTIAL_INSTRUCTION.format(history=format_history(history_items)))
 
 
+def dense_prompt_ids(tokenizer: Any, history_token_ids: Sequence[int]) -> list[int]:
+    """Inference prompt of the dense format: the encoded instruction + the history's code token ids.
+
+    Training encodes the same thing as ``encode_prompt(DENSE_INSTRUCTION)`` followed by the
+    window's code string; code tokens are whole added tokens, so both give these ids (a test
+    checks it).
+    """
+    return encode_prompt(tokenizer, DENSE_INSTRUCTION) + [int(t) for t in history_token_ids]
+
+
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of a prompt (with the tokenizer's BOS if it adds one)."""
     return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
 
-def encode_answer(tokenizer: Any, answer: str) -> list[int]:
-    """Token ids of an answer: no special tokens in front, EOS at the end (if the tokenizer has one)."""
+def encode_answer(tokenizer: Any, answer: str, eos: bool = True) -> list[int]:
+    """Token ids of an answer: no special tokens in front, EOS at the end (if the tokenizer has one
+    and ``eos``)."""
     answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
-    if tokenizer.eos_token_id is not None:
+    if eos and tokenizer.eos_token_id is not None:
         answer_ids.append(int(tokenizer.eos_token_id))
     return answer_ids
 
 
-def encode_example(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one training example: loss on the answer and EOS only."""
+def encode_example(tokenizer: Any, prompt: str, answer: str, eos: bool = True) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one training example: loss on the answer (and EOS) only."""
     prompt_ids = encode_prompt(tokenizer, prompt)
-    answer_ids = encode_answer(tokenizer, answer)
+    answer_ids = encode_answer(tokenizer, answer, eos)
     return prompt_ids + answer_ids, [IGNORE_INDEX] * len(prompt_ids) + answer_ids
 
 
-def encode_examples(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+def encode_examples(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
+                    eos: Sequence[bool] | None = None) -> list[tuple[list[int], list[int]]]:
     """:func:`encode_example` for many examples with one batched tokenizer call per side.
 
     Gives exactly the ids of :func:`encode_example` (a test checks it); only faster.
+    ``eos[i]`` = False leaves example i without EOS (dense answers); default: all with EOS.
     """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts for {len(answers)} answers")
@@ -164,9 +192,10 @@ def encode_examples(tokenizer: Any, prompts: Sequence[str], answers: Sequence[st
         return []
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     answer_ids = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
-    eos = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
+    end = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
+    with_eos = [True] * len(prompts) if eos is None else list(eos)
     examples = []
-    for p, a in zip(prompt_ids, answer_ids):
-        a = list(a) + eos
+    for p, a, e in zip(prompt_ids, answer_ids, with_eos, strict=True):
+        a = list(a) + (end if e else [])
         examples.append((list(p) + a, [IGNORE_INDEX] * len(p) + a))
     return examples

@@ -9,7 +9,7 @@ from typing import Literal
 # everything else must match the checkpoint's config (see alignrec.train.finetune).
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "max_steps", "logging_steps", "save_steps", "save_total_limit", "eval_steps", "dataloader_workers",
-     "torch_threads", "save_adapter"}
+     "torch_threads", "save_adapter", "max_train_minutes"}
 )
 
 
@@ -36,6 +36,15 @@ class FinetuneConfig:
     mlp_hidden: int = field(default=0, metadata={"help": "mlp init: hidden width (0 = the LLM width)"})
     mlp_steps: int = field(default=300, metadata={"help": "mlp init: Adam steps fitting the projection to item text"})
 
+    llm_layers: int = field(
+        default=0,
+        metadata={"help": "keep the first N decoder layers of the backbone (plus its final norm and head); 0 = all"},
+    )
+    head: Literal["code", "full"] = field(
+        default="code",
+        metadata={"help": "loss at code positions: code (softmax over that level's code tokens only; beam search "
+                  "scores the same way) or full (the whole vocabulary, the papers' setting)"},
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
@@ -57,6 +66,10 @@ class FinetuneConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     epochs: float = field(default=1.0, metadata={"help": "passes over train.jsonl (ignored when max_steps > 0)"})
     max_steps: int = field(default=0, metadata={"help": "optimizer steps (0 = decided by epochs)"})
+    max_train_minutes: float = field(
+        default=0.0, metadata={"help": "stop training after this many wall-clock minutes (0 = no limit; runs stopped "
+                               "by time are not bit-reproducible, use max_steps for that)"}
+    )
     batch_size: int = field(default=8, metadata={"help": "examples per device per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     eval_batch_size: int = field(default=0, metadata={"help": "evaluation batch size (0 = batch_size)"})
@@ -81,6 +94,16 @@ class FinetuneConfig:
     save_steps: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     eval_steps: int = field(default=0, metadata={"help": "evaluation loss every N steps (0 = only at the end)"})
+    rank_eval_steps: int = field(
+        default=0,
+        metadata={"help": "every N steps: HR@10/NDCG@10 by constrained beam search on a fixed validation sample; "
+                  "the best checkpoint by NDCG@10 is the one saved (0 = off)"},
+    )
+    rank_eval_users: int = field(default=200, metadata={"help": "validation users of the ranking evaluation (seeded)"})
+    rank_eval_beam: int = field(default=20, metadata={"help": "beam size of the ranking evaluation"})
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "stop after N ranking evaluations without a better NDCG@10 (0 = never)"}
+    )
     dataloader_workers: int = field(default=0, metadata={"help": "data loader worker processes"})
     ddp_backend: str | None = field(
         default=None, metadata={"help": "torch.distributed backend (default: nccl on GPUs, gloo on CPUs)"}
@@ -101,10 +124,16 @@ class FinetuneConfig:
         non_negative = {"max_steps": self.max_steps, "eval_steps": self.eval_steps, "eval_batch_size": self.eval_batch_size,
                         "max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples,
                         "dataloader_workers": self.dataloader_workers, "torch_threads": self.torch_threads,
-                        "mlp_hidden": self.mlp_hidden, "weight_decay": self.weight_decay}
+                        "mlp_hidden": self.mlp_hidden, "weight_decay": self.weight_decay, "max_train_minutes": self.max_train_minutes,
+                        "llm_layers": self.llm_layers,
+                        "rank_eval_steps": self.rank_eval_steps, "early_stopping_patience": self.early_stopping_patience}
         for name, value in non_negative.items():
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.rank_eval_users < 1 or self.rank_eval_beam < 10:
+            raise ValueError("rank_eval_users must be >= 1 and rank_eval_beam >= 10 (HR@10 needs 10 items)")
+        if self.early_stopping_patience and not self.rank_eval_steps:
+            raise ValueError("early_stopping_patience needs rank_eval_steps > 0 (it stops on the ranking metric)")
         if self.mlp_layers not in (2, 3):
             raise ValueError(f"mlp_layers must be 2 or 3 (the paper's ablation), got {self.mlp_layers}")
         if not 0 <= self.lora_dropout < 1:

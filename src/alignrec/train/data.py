@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alignrec.tasks.prompts import IGNORE_INDEX, encode_examples
+from alignrec.tasks.prompts import DENSE_KINDS, IGNORE_INDEX, encode_examples
 
 
 class EncodedExamples:
@@ -43,7 +43,8 @@ def encode_records(tokenizer: Any, records: Sequence[dict[str, Any]], max_length
     dropped = 0
     for start in range(0, len(records), chunk):
         part = records[start : start + chunk]
-        for input_ids, labels in encode_examples(tokenizer, [r["prompt"] for r in part], [r["answer"] for r in part]):
+        eos = [r.get("kind") not in DENSE_KINDS for r in part]
+        for input_ids, labels in encode_examples(tokenizer, [r["prompt"] for r in part], [r["answer"] for r in part], eos):
             if len(input_ids) > max_length:
                 dropped += 1
                 continue
@@ -72,6 +73,19 @@ class PaddingCollator:
     pad_id: int
     multiple_of: int | None = None
     answer_logits_only: bool = False
+    # Ask the model for its final hidden states (the code-only loss scores them itself) and for
+    # the logits of one position only (the full head's output is not used).
+    hidden_states: bool = False
+
+    # Token slots filled by real tokens and by padding over every batch this collator built
+    # (the padding share is reported by fine-tuning and the throughput benchmark).
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+    @property
+    def padding_share(self) -> float | None:
+        total = self.real_tokens + self.padded_tokens
+        return self.padded_tokens / total if total else None
 
     def __call__(self, features: Sequence[dict[str, Sequence[int]]]) -> dict[str, Any]:
         import torch
@@ -80,6 +94,9 @@ class PaddingCollator:
         if self.multiple_of:
             longest = -(-longest // self.multiple_of) * self.multiple_of
         batch = len(features)
+        real = sum(len(f["input_ids"]) for f in features)
+        self.real_tokens += real
+        self.padded_tokens += batch * longest - real
         input_ids = torch.full((batch, longest), self.pad_id, dtype=torch.long)  # (B, T)
         labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)  # (B, T)
         attention_mask = torch.zeros((batch, longest), dtype=torch.long)  # (B, T)
@@ -95,6 +112,9 @@ class PaddingCollator:
             ignored = torch.full((len(features), 1), IGNORE_INDEX, dtype=torch.long)
             batch["labels"] = torch.cat([ignored, labels[:, keep + 1]], dim=1)  # (B, K + 1)
             batch["logits_to_keep"] = keep
+        elif self.hidden_states:
+            batch["output_hidden_states"] = True
+            batch["logits_to_keep"] = 1
         return batch
 
 

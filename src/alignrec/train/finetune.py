@@ -2,18 +2,26 @@
 
 Recipe (one process, or one per device under ``torchrun`` / ``accelerate launch``):
 
-1. load the backbone (:mod:`alignrec.llm.backbone`), add every code token of the item codes to
-   the tokenizer and the embedding/output matrices (:func:`alignrec.llm.vocab.add_code_tokens`),
-   initialise their rows (:mod:`alignrec.llm.init`: default / sa_init / mlp);
+1. load the backbone (:mod:`alignrec.llm.backbone`), keep its first ``llm_layers`` decoder
+   layers (a shallow backbone), add every code token of the item codes to the tokenizer and the
+   embedding/output matrices (:func:`alignrec.llm.vocab.add_code_tokens`), initialise their
+   rows (:mod:`alignrec.llm.init`: default / sa_init / mlp);
 2. wrap it with peft LoRA on the attention and MLP projections; the code-token rows are trained
    through peft's trainable tokens (only those rows, not the whole matrices; with tied input and
    output embeddings — SmolLM2 — one set of rows serves both, peft keeps the tie);
 3. train with the Hugging Face Trainer (gradient accumulation, gradient checkpointing, bf16 on
-   GPUs, DDP/DeepSpeed through the launcher, resumable checkpoints in ``OUT/trainer_state``);
+   GPUs, DDP/DeepSpeed through the launcher, resumable checkpoints in ``OUT/trainer_state``).
+   With ``head: code`` (the default) the loss at a code position is the softmax over that
+   level's code tokens only (:mod:`alignrec.llm.code_head`); text positions keep the full head.
+   With ``rank_eval_steps`` the Trainer's evaluation also runs constrained beam search on a
+   fixed validation sample (HR@10, NDCG@10), keeps the best checkpoint by NDCG@10 and can stop
+   early;
 4. on the main process: merge LoRA into the weights and write ``OUT/model`` (a plain Hugging
    Face folder with the code tokens in its tokenizer), ``OUT/adapter`` (unmerged adapter),
    ``OUT/item_codes.parquet`` + ``codes_meta.json``, ``loss_curve.png``/``.json``,
-   ``metrics.json`` and ``config.json`` (resolved config, inputs, seed).
+   ``metrics.json`` and ``config.json`` (resolved config, inputs, seed). The model's
+   config.json records how it was trained (head, prompt format, depth:
+   :class:`alignrec.llm.finetuned.ModelSettings`), which evaluation and serving repeat.
 
 Resuming (``--resume``) continues from the newest checkpoint in ``OUT/trainer_state`` (and
 starts from the beginning when there is none yet). The
@@ -34,6 +42,7 @@ from typing import Any
 
 from alignrec.config import from_mapping, to_dict, write_run_record
 from alignrec.errors import InputError
+from alignrec.llm.finetuned import ModelSettings
 from alignrec.train.config import RESUMABLE_CHANGES, FinetuneConfig
 from alignrec.utils.io import atomic_directory, atomic_path, atomic_write_json, read_json
 from alignrec.utils.log import get_logger, progress_enabled
@@ -148,7 +157,7 @@ def prepare_model(config: FinetuneConfig, codes: Any, paths: FinetunePaths | Non
     """
     import torch
 
-    from alignrec.llm.backbone import load_backbone
+    from alignrec.llm.backbone import keep_first_layers, load_backbone
     from alignrec.llm.init import InitInputs, initialise_new_tokens, output_matrix_is_tied
     from alignrec.llm.vocab import add_code_tokens
 
@@ -159,6 +168,8 @@ def prepare_model(config: FinetuneConfig, codes: Any, paths: FinetunePaths | Non
     else:
         model, tokenizer = backbone
         name = "<in-memory model>"
+    if config.llm_layers:
+        keep_first_layers(model, config.llm_layers)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokens = codes.vocabulary()
@@ -246,6 +257,10 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool)
         kwargs[f"{name}_kwargs"] = {"use_reentrant": False}
     if config.eval_steps and has_eval:
         kwargs["eval_steps"] = config.eval_steps
+    if config.rank_eval_steps and has_eval:
+        # The ranking evaluation rides on the Trainer's evaluation; the best checkpoint by it is kept.
+        kwargs.update(eval_strategy="steps", eval_steps=config.rank_eval_steps, save_steps=config.rank_eval_steps,
+                      load_best_model_at_end=True, metric_for_best_model="eval_ndcg@10", greater_is_better=True)
     # transformers 5 takes the warm-up ratio as a float warmup_steps; 4.x has warmup_ratio.
     if "warmup_ratio" in known:
         kwargs["warmup_ratio"] = config.warmup_ratio
@@ -272,7 +287,9 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str = 
 
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     evaluation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
-    figure, axis = plt.subplots(figsize=(7, 4))
+    ranking = [(e["step"], e["eval_ndcg@10"], e["eval_hr@10"]) for e in log_history if "eval_ndcg@10" in e and "step" in e]
+    figure, axes = plt.subplots(1, 2 if ranking else 1, figsize=(12 if ranking else 7, 4), squeeze=False)
+    axis = axes[0][0]
     if train:
         axis.plot(*zip(*train), label="train loss", color="tab:blue")
     if evaluation:
@@ -283,6 +300,15 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str = 
     axis.grid(alpha=0.3)
     if train or evaluation:
         axis.legend()
+    if ranking:
+        metric_axis = axes[0][1]
+        steps, ndcg, hr = zip(*ranking)
+        metric_axis.plot(steps, ndcg, "o-", label="valid NDCG@10", color="tab:green")
+        metric_axis.plot(steps, hr, "s--", label="valid HR@10", color="tab:purple")
+        metric_axis.set_xlabel("optimizer step")
+        metric_axis.set_title("validation ranking (constrained beam search)")
+        metric_axis.grid(alpha=0.3)
+        metric_axis.legend()
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
@@ -304,6 +330,107 @@ def _loss_callback(out_dir: Path) -> Any:
                 plot_loss_curve(state.log_history, out_dir / "loss_curve.png")
 
     return LossCurveCallback()
+
+
+def _time_budget_callback(minutes: float) -> Any:
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stops training after ``minutes`` of wall-clock time (checked after every step)."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if time.perf_counter() - self.started >= minutes * 60:
+                control.should_training_stop = True
+                control.should_save = True
+                control.should_evaluate = bool(args.load_best_model_at_end)
+
+    return TimeBudget()
+
+
+class CodeOnlyLoss:
+    """``compute_loss_func`` of the Trainer for ``head: code`` (see :mod:`alignrec.llm.code_head`).
+
+    The batch asks the model for its final hidden states (the collator adds
+    ``output_hidden_states``); the loss is summed over the supervised positions and divided by
+    the Trainer's token count of the whole accumulated batch, like the models' own loss.
+    """
+
+    def __init__(self, model: Any, vocabulary: Any):
+        self.model = model  # the unwrapped (peft) model: its output rows are read directly
+        self.vocabulary = vocabulary
+
+    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        from alignrec.llm.code_head import code_only_loss
+
+        hidden = outputs["hidden_states"][-1] if isinstance(outputs, dict) else outputs.hidden_states[-1]  # (B, T, D)
+        parts = code_only_loss(self.model, self.vocabulary, hidden, labels.to(hidden.device))
+        if num_items_in_batch is None:
+            return parts.total / max(parts.count, 1)
+        if hasattr(num_items_in_batch, "to"):
+            num_items_in_batch = num_items_in_batch.to(parts.total.device)
+        return parts.total / num_items_in_batch
+
+
+class ValidationRanker:
+    """HR@10 / NDCG@10 of constrained beam search on a fixed, seeded sample of validation users."""
+
+    def __init__(self, config: FinetuneConfig, dataset: Any, codes: Any, tokenizer: Any, settings: Any):
+        import numpy as np
+        import torch
+
+        from alignrec.infer.beam_search import code_token_ids
+        from alignrec.infer.recommender import GenerativeRecommender
+
+        split = dataset.split("valid")
+        rows = np.arange(len(split))
+        if config.rank_eval_users < len(rows):
+            rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.rank_eval_users, replace=False))
+        self.histories = [split.history(int(r)).tolist() for r in rows]
+        self.targets = split.targets[rows]
+        self.num_items = dataset.num_items
+        self.config = config
+        self.codes = codes
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.level_token_ids = code_token_ids(tokenizer, codes.codebook_sizes)
+        self.torch = torch
+        self.recommender_class = GenerativeRecommender
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        from alignrec.eval import evaluate_rankings
+
+        was_training = model.training
+        recommender = self.recommender_class(model, self.tokenizer, self.codes, "training", self.settings)
+        try:
+            output = recommender.recommend(self.histories, 10, self.config.rank_eval_beam,
+                                           batch_size=self.config.eval_batch_size or 32, show_progress=False)
+        finally:
+            model.train(was_training)
+        lists = [[int(i) for i in row if i >= 0] for row in output.items.tolist()]
+        result = evaluate_rankings(lists, self.targets, self.num_items, [10]).to_dict()
+        return {"ndcg@10": float(result["metrics"]["ndcg@10"]), "hr@10": float(result["metrics"]["hr@10"])}
+
+
+def _ranking_trainer_class() -> Any:
+    from transformers import Trainer
+
+    class RankingTrainer(Trainer):
+        """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...)."""
+
+        ranker: ValidationRanker | None = None
+
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            if self.ranker is not None and eval_dataset is None:
+                ranking = {f"{metric_key_prefix}_{k}": v for k, v in self.ranker(self.accelerator.unwrap_model(self.model)).items()}
+                self.log(ranking)
+                metrics.update(ranking)
+            return metrics
+
+    return RankingTrainer
 
 
 # ----------------------------------------------------------------------------- the job
@@ -376,6 +503,7 @@ class FinetuneJob:
         import torch
 
         from alignrec.tasks.build import read_examples
+        from alignrec.tasks.prompts import DENSE_KINDS
         from alignrec.tokenizer.codes import ItemCodes
         from alignrec.train.data import encode_records
 
@@ -399,6 +527,11 @@ class FinetuneJob:
         item_texts = self._item_texts() if self.config.new_token_init == "mlp" else None
         self.prepared = prepare_model(self.config, codes, self.paths, item_texts, self.backbone)
         tokenizer = self.prepared.tokenizer
+        self.settings = ModelSettings(
+            head=self.config.head,
+            sequential_format="dense" if any(r.get("kind") in DENSE_KINDS for r in train_records) else "lcrec",
+            llm_layers=int(self.prepared.model.get_base_model().config.num_hidden_layers),
+        )
         self.train_data = encode_records(tokenizer, train_records, self.config.max_length)
         self.valid_data = encode_records(tokenizer, valid_records, self.config.max_length)
         if len(self.train_data) == 0:
@@ -413,12 +546,19 @@ class FinetuneJob:
             answer_tokens_per_epoch=self.train_data.answer_tokens,
             valid_examples=len(self.valid_data),
             code_tokens=len(self.prepared.code_token_ids),
+            code_label_tokens_per_epoch=self._code_labels(self.train_data),
+            settings=dataclasses.asdict(self.settings),
             tied_embeddings=self.prepared.tied_embeddings,
             new_token_init=self.prepared.init_report,
             parameters=trainable_parameter_counts(self.prepared.model),
         )
         if self._is_main():
             atomic_write_json(self.paths.trainer_dir / START_CONFIG, {"config": to_dict(self.config)})
+
+    def _code_labels(self, data: Any) -> int:
+        """Supervised tokens that are code tokens (what the code-only head learns from)."""
+        codes = set(self.prepared.code_token_ids) if self.prepared else set()
+        return sum(sum(1 for label in f["labels"] if label in codes) for f in data.features)
 
     def _check_codes_cover(self, records: list[dict[str, Any]], codes: Any) -> None:
         """Every code token in the tasks must belong to the codes in use (else they were built from other codes)."""
@@ -444,8 +584,10 @@ class FinetuneJob:
 
     def train(self) -> None:
         """Run the Trainer (resuming when asked)."""
-        from transformers import Trainer
+        from transformers import EarlyStoppingCallback
 
+        from alignrec.infer.beam_search import code_token_ids
+        from alignrec.llm.code_head import CodeVocabulary
         from alignrec.train.data import PaddingCollator, answer_loss
 
         if self.prepared is None:
@@ -453,38 +595,73 @@ class FinetuneJob:
         assert self.prepared is not None
         import torch
 
-        args = training_arguments(self.config, self.paths.trainer_dir, has_eval=len(self.valid_data) > 0)
+        config = self.config
+        has_eval = len(self.valid_data) > 0
+        args = training_arguments(config, self.paths.trainer_dir, has_eval=has_eval)
+        code_head = config.head == "code"
         collator = PaddingCollator(int(self.prepared.tokenizer.pad_token_id), 8 if torch.cuda.is_available() else None,
-                                   answer_logits_only=self.config.answer_logits_only)
-        self.trainer = Trainer(
+                                   answer_logits_only=config.answer_logits_only and not code_head,
+                                   hidden_states=code_head)
+        if code_head:
+            vocabulary = CodeVocabulary.build(code_token_ids(self.prepared.tokenizer, self.codes.codebook_sizes),
+                                              len(self.prepared.tokenizer))
+            loss_function: Any = CodeOnlyLoss(self.prepared.model, vocabulary)
+        else:
+            loss_function = answer_loss if config.answer_logits_only else None
+        callbacks: list[Any] = [_loss_callback(self.paths.out_dir)]
+        if config.max_train_minutes:
+            callbacks.append(_time_budget_callback(config.max_train_minutes))
+        if config.early_stopping_patience and has_eval:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        self.trainer = _ranking_trainer_class()(
             model=self.prepared.model,
             args=args,
             data_collator=collator,
             train_dataset=self.train_data,
-            eval_dataset=self.valid_data if len(self.valid_data) else None,
-            callbacks=[_loss_callback(self.paths.out_dir)],
-            compute_loss_func=answer_loss if self.config.answer_logits_only else None,
+            eval_dataset=self.valid_data if has_eval else None,
+            callbacks=callbacks,
+            compute_loss_func=loss_function,
         )
+        if config.rank_eval_steps and has_eval:
+            from alignrec.data import load_dataset
+
+            self.trainer.ranker = ValidationRanker(config, load_dataset(self.paths.run_dir), self.codes,
+                                                   self.prepared.tokenizer, self.settings)
+        elif config.rank_eval_steps:
+            log.warning("rank_eval_steps: no validation examples (tasks/valid.jsonl); the ranking evaluation is off")
         started = time.perf_counter()
         output = self.trainer.train(resume_from_checkpoint=self.resume_from)
         wall = time.perf_counter() - started
         state = self.trainer.state
         tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        this_session = wall > 0 and not self.resume_from  # a resumed run counts from where it resumed
+        epochs = float(state.epoch or 0)
+        code_labels = int(self.metrics.get("code_label_tokens_per_epoch", 0) * epochs)
         self.metrics.update(
             steps=int(state.global_step),
-            epochs=round(float(state.epoch or 0), 4),
+            epochs=round(epochs, 4),
             train_loss=round(float(output.training_loss), 6),
             train_seconds=round(wall, 2),
             world_size=int(args.world_size),
             input_tokens_seen=tokens,
-            # Over this session only (a resumed run counts from where it resumed).
-            train_tokens_per_second=round(tokens / wall, 1) if tokens and wall > 0 and not self.resume_from else None,
+            train_tokens_per_second=round(tokens / wall, 1) if tokens and this_session else None,
+            # Code labels learnt per second (an epoch's code labels x epochs done / wall time).
+            code_tokens_per_second=round(code_labels / wall, 1) if code_labels and this_session else None,
+            padding_share=round(collator.padding_share, 4) if collator.padding_share is not None else None,
         )
+        ranking = [e for e in state.log_history if "eval_ndcg@10" in e]
+        if ranking:
+            best = max(ranking, key=lambda e: (e["eval_ndcg@10"], -e["step"]))
+            self.metrics["validation_ranking"] = {
+                "users": len(self.trainer.ranker.histories) if self.trainer.ranker else None,
+                "best_step": best["step"], "best_ndcg@10": best["eval_ndcg@10"], "best_hr@10": best["eval_hr@10"],
+                "history": [{"step": e["step"], "ndcg@10": e["eval_ndcg@10"], "hr@10": e["eval_hr@10"]} for e in ranking],
+            }
         last_losses = [e["loss"] for e in state.log_history if "loss" in e]
         if last_losses:
             self.metrics["last_logged_loss"] = last_losses[-1]
         if len(self.valid_data):
-            evaluation = self.trainer.evaluate()
+            evaluation = self.trainer.evaluate(self.valid_data)  # the loss only (the ranking ran during training)
             loss = evaluation.get("eval_loss")
             self.metrics["eval_loss"] = round(float(loss), 6) if loss is not None and math.isfinite(loss) else None
 
@@ -505,6 +682,7 @@ class FinetuneJob:
                 peft_model.save_pretrained(tmp, save_embedding_layers=False)
                 tokenizer.save_pretrained(tmp)
         merged = merge(peft_model)
+        self.settings.store(merged)
         with atomic_directory(out / "model") as tmp:
             merged.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

@@ -1,0 +1,145 @@
+"""The code-only output head: at a code position, a softmax over that level's code tokens only.
+
+An item code is L tokens, one per level, and at level ``l`` beam search can only ever choose a
+level-``l`` code token. So wherever the label is a level-``l`` code token, the loss is the
+cross-entropy of the softmax over the ``K_l`` level-``l`` code tokens — exactly full-vocabulary
+cross-entropy with every other logit set to -inf (a test checks it) — computed from the hidden
+state and those ``K_l`` rows of the output matrix, never from the whole ``V``-token head (49k
+rows for SmolLM2 against 32-256 codes a level). Positions whose label is text (the text and
+TS-Align tasks) keep the full head. Beam search scores codes with the same normalisation
+(:mod:`alignrec.infer.beam_search`), so training and inference agree.
+
+The output rows of the code tokens are read from the model as it is: the plain output matrix of
+a merged model, or peft's trainable-token rows while training (only those rows, never the
+merged ``V x D`` copy peft would build for ``.weight``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from alignrec.tasks.prompts import IGNORE_INDEX
+
+HEADS = ("code", "full")  # how code positions are normalised: level code tokens only, or the whole vocabulary
+
+
+def _trainable_rows(module: Any, token_ids: torch.Tensor) -> torch.Tensor | None:
+    """The rows of ``token_ids`` held by peft's trainable-tokens adapter of ``module``, if it holds them all."""
+    adapter = getattr(module, "token_adapter", None)
+    if adapter is None or getattr(adapter, "merged", False) or not adapter.active_adapters:
+        return None
+    name = adapter.active_adapters[0]
+    indices = adapter.token_indices.get(name)
+    if indices is None:
+        return None
+    position = {int(t): i for i, t in enumerate(indices)}
+    try:
+        rows = torch.tensor([position[int(t)] for t in token_ids.tolist()], dtype=torch.long)
+    except KeyError:
+        return None
+    delta = adapter.trainable_tokens_delta[name]
+    return delta[rows.to(delta.device)]
+
+
+def output_rows(model: Any, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Output-matrix rows ``(N, D)`` (and bias ``(N,)`` or None) of ``token_ids`` (N,) in ``model``."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError("the model has no output layer (get_output_embeddings() is None)")
+    rows = _trainable_rows(head, token_ids)
+    if rows is None:
+        weight = head.weight  # peft wrappers answer .weight with the merged matrix (rows not trained: fine)
+        rows = weight[token_ids.to(weight.device)]
+    bias = getattr(getattr(head, "base_layer", head), "bias", None)
+    if bias is None and hasattr(head, "token_adapter"):
+        bias = getattr(head.token_adapter.base_layer, "bias", None)
+    return rows, (bias[token_ids.to(bias.device)] if bias is not None else None)
+
+
+@dataclass
+class CodeVocabulary:
+    """Token ids of the codes of every level, and the reverse map token id -> (level, code).
+
+    ``level_token_ids[l]`` (K_l,) is the token id of code ``c`` of level ``l`` at index ``c``;
+    ``level_of[t]`` / ``code_of[t]`` (V,) give a token's level and code (-1 for text tokens).
+    """
+
+    level_token_ids: list[torch.Tensor]
+    level_of: torch.Tensor  # (V,) int64
+    code_of: torch.Tensor  # (V,) int64
+
+    @classmethod
+    def build(cls, level_token_ids: Sequence[torch.Tensor], vocab_size: int) -> CodeVocabulary:
+        tables = [torch.as_tensor(t, dtype=torch.long) for t in level_token_ids]
+        size = max(vocab_size, 1 + max(int(t.max()) for t in tables))
+        level_of = torch.full((size,), -1, dtype=torch.long)
+        code_of = torch.full((size,), -1, dtype=torch.long)
+        for level, table in enumerate(tables):
+            level_of[table] = level
+            code_of[table] = torch.arange(len(table))
+        return cls(tables, level_of, code_of)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_token_ids)
+
+    def to(self, device: Any) -> CodeVocabulary:
+        return CodeVocabulary([t.to(device) for t in self.level_token_ids], self.level_of.to(device), self.code_of.to(device))
+
+
+def level_logits(model: Any, vocabulary: CodeVocabulary, hidden: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits of the level-``level`` codes: hidden (N, D) -> (N, K_level) float32."""
+    rows, bias = output_rows(model, vocabulary.level_token_ids[level])
+    logits = hidden @ rows.to(hidden.dtype).T
+    if bias is not None:
+        logits = logits + bias.to(logits.dtype)
+    return logits.float()
+
+
+def level_log_probs(model: Any, vocabulary: CodeVocabulary, hidden: torch.Tensor, level: int) -> torch.Tensor:
+    """log p(code | level) over the level's codes only: (N, D) -> (N, K_level)."""
+    return torch.log_softmax(level_logits(model, vocabulary, hidden, level), dim=-1)
+
+
+@dataclass
+class LossParts:
+    """Summed cross-entropy over the supervised positions of a batch and their count."""
+
+    total: torch.Tensor  # () float32
+    count: int
+    code_positions: int
+
+
+def code_only_loss(model: Any, vocabulary: CodeVocabulary, hidden: torch.Tensor, labels: torch.Tensor) -> LossParts:
+    """The restricted loss of a causal-LM batch.
+
+    ``hidden`` (B, T, D) are the final (normed) hidden states, ``labels`` (B, T) the token ids
+    to learn (-100 elsewhere; position ``p`` predicts ``labels[:, p + 1]``, the usual shift).
+    Code labels: cross-entropy over their level's code tokens; text labels: over the full
+    vocabulary through the model's output layer (at those positions only).
+    """
+    targets = labels[:, 1:].reshape(-1)  # (N,) N = B * (T - 1)
+    states = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # (N, D)
+    supervised = targets != IGNORE_INDEX
+    safe = targets.clamp(min=0)
+    vocabulary = vocabulary if vocabulary.level_of.device == targets.device else vocabulary.to(targets.device)
+    levels = torch.where(supervised, vocabulary.level_of[safe], torch.full_like(targets, -2))  # -2 = no label
+    total = hidden.new_zeros((), dtype=torch.float32)
+    code_positions = 0
+    for level in range(vocabulary.num_levels):
+        where = (levels == level).nonzero().squeeze(1)
+        if where.numel() == 0:
+            continue
+        logits = level_logits(model, vocabulary, states[where], level)  # (n, K_l)
+        total = total + F.cross_entropy(logits, vocabulary.code_of[targets[where]], reduction="sum")
+        code_positions += int(where.numel())
+    text = (levels == -1).nonzero().squeeze(1)
+    if text.numel():
+        logits = model.get_output_embeddings()(states[text]).float()  # (n, V)
+        total = total + F.cross_entropy(logits, targets[text], reduction="sum")
+    return LossParts(total, int(supervised.sum()), code_positions)
