@@ -9,6 +9,12 @@ separate load-generator process (benchmarks/loadgen.py, open loop) requests
 saturates. p50/p99 are measured from each request's scheduled time. A closed-loop ``wrk`` run
 (when installed) gives the saturation throughput. Redis is a fresh ``redis-server`` on
 loopback.
+
+"Reads during registration": the SQLite server is restarted with ``--run`` (a tiny run whose
+tokenizer was trained with SmolLM2 text vectors, so a text-only item needs the LLM text
+embedder) and, from the moment ``/healthz`` first answers, reads at 1,000 req/s run while a
+thread sends one text-only ``POST /v1/items`` per second; then the same again on the warm
+server. Target: read p99 <= 5 ms.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +44,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0, interval: float = 0.2) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -49,7 +56,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0) -> Non
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(interval)
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
@@ -80,9 +87,9 @@ def fill(url: str, users: int, items: int) -> float:
     return time.perf_counter() - started
 
 
-def loadgen(port: int, users: int, rate: float, duration: float, connections: int) -> dict:
+def loadgen(port: int, users: int, rate: float, duration: float, connections: int, warmup: float = 1.0) -> dict:
     command = [PYTHON, str(REPO_ROOT / "benchmarks" / "loadgen.py"), "--port", str(port), "--users", str(users),
-               "--rate", str(rate), "--duration", str(duration), "--connections", str(connections)]
+               "--rate", str(rate), "--duration", str(duration), "--connections", str(connections), "--warmup", str(warmup)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
@@ -115,12 +122,118 @@ def wrk_saturation(port: int, users: int, duration: int, connections: int, folde
     return parsed
 
 
-def serve(cache_url: str, port: int, workers: int) -> subprocess.Popen:
-    env = {**os.environ, "ALIGNREC_PROGRESS": "0"}
+def serve(cache_url: str, port: int, workers: int, extra: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "ALIGNREC_PROGRESS": "0", **(env or {})}
     return subprocess.Popen(
-        [PYTHON, "-m", "alignrec.cli", "--log-level", "WARNING", "serve", "--cache", cache_url, "--port", str(port), "--workers", str(workers)],
+        [PYTHON, "-m", "alignrec.cli", "--log-level", "WARNING", "serve", "--cache", cache_url, "--port", str(port),
+         "--workers", str(workers), *(extra or [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+
+
+def build_text_run(folder: Path) -> Path:
+    """A tiny fine-tuned run whose tokenizer was trained with SmolLM2 text vectors (a ridge map
+    from text to behaviour), so registering a text-only item needs the LLM text embedder."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from alignrec.data import load_dataset
+    from alignrec.data.synthetic import write_synthetic
+    from alignrec.infer.tiny import build_tiny_finetune_run
+    from alignrec.tokenizer.config import TokenizerConfig
+    from alignrec.tokenizer.train import train_tokenizer
+
+    run = folder / "run"
+    write_synthetic(run, num_users=40, num_items=24, groups=4, length=6, kind="clusters", seed=0)
+    dataset = load_dataset(run)
+    groups = np.array([int(item_id) % 4 for item_id in dataset.item_ids])
+    vectors = (5.0 * np.eye(8)[:4][groups] + 0.3 * np.random.default_rng(1).standard_normal((24, 8))).astype(np.float32)
+    save_file({"item_embeddings": vectors}, str(run / "item_embeddings.safetensors"))
+    config = TokenizerConfig(method="rqkmeans", levels=3, codebook_size=8, llm="smollm2", rounds=3, steps_per_round=5, kmeans_iterations=20)
+    result = train_tokenizer(config, run, embeddings=str(run / "item_embeddings.safetensors"), out_dir=run / "tokenizer")
+    build_tiny_finetune_run(run, codes=result.item_codes, write_dataset=False)
+    return run
+
+
+class PostDriver(threading.Thread):
+    """Sends one text-only POST /v1/items every ``interval`` seconds until stopped."""
+
+    def __init__(self, port: int, token: str, prefix: str, interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.port, self.token, self.prefix, self.interval = port, token, prefix, interval
+        self.stop = threading.Event()
+        self.latencies_ms: list[float] = []
+        self.statuses: dict[int, int] = {}
+
+    def run(self) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token}"}
+        started = time.perf_counter()
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120) as client:
+            n = 0
+            while not self.stop.is_set():
+                body = {"item_id": f"{self.prefix}-{n}", "title": f"Retro racing game {n}", "description": f"Arcade racer, edition {n}, new this week"}
+                sent = time.perf_counter()
+                status = client.post("/v1/items", json=body, headers=headers).status_code
+                self.latencies_ms.append(round(1000 * (time.perf_counter() - sent), 1))
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                n += 1
+                self.stop.wait(max(0.0, started + n * self.interval - time.perf_counter()))
+
+
+def reads_during_registration(cache_url: str, run_dir: Path, folder: Path, args: argparse.Namespace, run: BenchmarkRun) -> None:
+    """Restart the server with --run; reads at --registration-rate with one POST per second,
+    from the first moment /healthz answers (cold), then again (warm)."""
+    import psutil
+
+    token = "benchmark-admin-token"
+    port = free_port()
+    launched = time.perf_counter()
+    server = serve(cache_url, port, args.workers, ["--run", str(run_dir), "--items-registry", str(folder / "registry.json")],
+                   {"ALIGNREC_ADMIN_TOKEN": token})
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz", server, timeout=300, interval=0.05)
+        startup_s = round(time.perf_counter() - launched, 2)
+        server_process = psutil.Process(server.pid)
+        for phase, warmup in (("right after a restart", 0.0), ("warm", 1.0)):
+            cpu_before = sum(server_process.cpu_times()[:2])
+            driver = PostDriver(port, token, prefix=f"bench-{phase.split()[0]}")
+            driver.start()
+            try:
+                result = loadgen(port, args.users, args.registration_rate, args.duration, args.connections, warmup=warmup)
+            finally:
+                driver.stop.set()
+                driver.join(180)
+            server_cpu = sum(server_process.cpu_times()[:2]) - cpu_before
+            print(f"registration {phase} {args.registration_rate}/s: {result}; posts {driver.statuses} {driver.latencies_ms}", file=sys.stderr)
+            ok = result["statuses"].get("200", 0)
+            latencies = sorted(driver.latencies_ms)
+            run.add_row(
+                {
+                    "store": "sqlite",
+                    "load": f"reads during registration (POST /v1/items 1/s), {phase}",
+                    "target_rate": args.registration_rate,
+                    "achieved_rate": result["achieved_rate"],
+                    "p50_ms": result["p50_ms"],
+                    "p90_ms": result["p90_ms"],
+                    "p99_ms": result["p99_ms"],
+                    "p999_ms": result["p999_ms"],
+                    "max_ms": result["max_ms"],
+                    "ok_responses": ok,
+                    "failed": result["completed"] - ok + result["errors"] + result["unfinished"],
+                    "server_cpu_us_per_request": round(1e6 * server_cpu / max(1, result["sent"] + len(latencies)), 1),
+                    "client_cpu_us_per_request": round(1e6 * result["client_cpu_s"] / max(1, result["sent"]), 1),
+                    "posts": f"{driver.statuses.get(201, 0)}/{len(latencies)} created",
+                    "post_p50_ms": latencies[len(latencies) // 2] if latencies else None,
+                    "post_max_ms": latencies[-1] if latencies else None,
+                    "startup_s": startup_s if phase != "warm" else None,
+                    "meets_target_p99_5ms": (result["p99_ms"] or 1e9) <= 5.0,
+                }
+            )
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def main() -> None:
@@ -132,6 +245,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--stores", nargs="+", default=["sqlite", "redis"], choices=["sqlite", "redis"])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--registration-rate", type=float, default=1000.0, help="read rate of the reads-during-registration rows (0: skip them)")
     args = parser.parse_args()
 
     run = BenchmarkRun(
@@ -139,12 +253,23 @@ def main() -> None:
         description=(
             "Cached lookups GET /v1/users/{id}/recommendations?k=10 through `alignrec serve` (uvicorn, "
             f"{args.workers} worker) on loopback; open-loop load from a separate process at fixed rates "
-            "(latency from the scheduled send time); SQLite vs Redis."
+            "(latency from the scheduled send time); SQLite vs Redis; and the same reads while items are "
+            "registered (POST /v1/items at 1/s), right after a restart and warm."
         ),
     )
     folder = Path(tempfile.mkdtemp(prefix="alignrec-serve-bench-"))
     redis_process = None
     fills = {}
+    text_run = None
+    if args.registration_rate > 0 and "sqlite" in args.stores:
+        from alignrec.errors import MissingDependencyError
+
+        started = time.perf_counter()
+        try:
+            text_run = build_text_run(folder)  # before any timing: it trains a tokenizer (SmolLM2 text vectors)
+            print(f"text run built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        except MissingDependencyError as error:
+            print(f"skipping the reads-during-registration rows: {error}", file=sys.stderr)
     try:
         for store in args.stores:
             if store == "sqlite":
@@ -212,18 +337,28 @@ def main() -> None:
             finally:
                 server.terminate()
                 server.wait(30)
+            if store == "sqlite" and text_run is not None:
+                reads_during_registration(cache_url, text_run, folder, args, run)
     finally:
         if redis_process is not None:
             redis_process.terminate()
             redis_process.wait(30)
         shutil.rmtree(folder, ignore_errors=True)
     run.extra.update({"users": args.users, "items_per_entry": args.items, "fill_seconds": fills, "workers": args.workers})
+    columns = [*run.rows[0].keys(), "posts", "post_p50_ms", "post_max_ms", "startup_s"]
     _, md_path = run.finish(
+        columns=columns,
         notes=[
             f"{args.users} cached users x {args.items} items; k=10; uniformly random users; {args.connections} keep-alive connections",
             "server and load generator share the machine's 2 cores (and whatever else runs on it: see the load average)",
             "open loop stops at the first rate the server cannot sustain (achieved < 90% of target or p99 > 1 s)",
             "server_cpu_us_per_request: CPU time of the server process / requests sent (the load-independent cost of a lookup)",
+            "reads during registration: a tiny run (24 items, a 3x8 residual k-means tokenizer trained with SmolLM2 text "
+            "vectors) for the items, the 50,546-user cache for the reads; the POSTs are text-only items (so they need the "
+            "LLM text embedder). 'right after a restart': a fresh server process, reads and POSTs start as soon as "
+            "/healthz first answers, no warm-up; startup_s = launch to first /healthz (includes loading the cold start "
+            "and its text embedder, which the server does before it opens its port); posts = created/sent; "
+            "post_*_ms: POST latency seen by the client; target read p99 <= 5 ms",
         ]
     )
     print(md_path.read_text())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from urllib.parse import quote
 
@@ -22,7 +24,9 @@ from alignrec.serve.store import CacheEntry, CachedItem, CacheError, open_store
 TOKEN = "s3cret-token"
 
 
-def fill(url: str, users: int = 5, items: int = 12) -> None:
+def fill(url: str, users: int = 5, items: int = 12, catalogues: dict[str, str] | None = None, current: str | None = None) -> None:
+    """``users`` cached users; ``catalogues`` {user: catalogue version of the entry},
+    ``current`` the cache's current catalogue version (None: a cache from before versions)."""
     with open_store(url, create=True) as store:
         store.put_many(
             [
@@ -33,6 +37,7 @@ def fill(url: str, users: int = 5, items: int = 12) -> None:
                     "v1:b20:k12",
                     "fp",
                     1234.5,
+                    **({"catalogue": catalogues.get(f"u{u}", "")} if catalogues else {}),
                 )
                 for u in range(users)
             ]
@@ -40,6 +45,8 @@ def fill(url: str, users: int = 5, items: int = 12) -> None:
         store.set_meta(
             {"top_k": items, "model_version": "v1", "popular": [{"id": f"pop{n}", "title": f"Popular {n}", "codes": "<a_0>", "score": None} for n in range(30)]}
         )
+        if current is not None:
+            store.set_meta({"catalogue": current})
 
 
 @pytest.fixture
@@ -64,6 +71,7 @@ def test_cached_lookup_returns_the_top_k(client):
         "fallback": None,
         "model_version": "v1",
         "created": 1234.5,
+        "stale": None,  # the cache records no catalogue version: unknown
     }
     assert len(client.get("/v1/users/u2/recommendations").json()["items"]) == 10  # default k
     assert len(client.get("/v1/users/u2/recommendations?k=12").json()["items"]) == 12  # max k = cached top_k
@@ -157,6 +165,26 @@ def test_register_item_persists_unique_codes(admin, tiny_run):
     assert len(json.loads(registry_path.read_text())["items"]) == 2
 
 
+def test_registering_an_item_makes_cached_lists_stale(tiny_run, tmp_path, fake_cold_start):
+    """Registration publishes the new catalogue version in the cache metadata: this process
+    flags every list computed before at once (other processes within META_TTL_S)."""
+    from alignrec.serve.items import ItemRegistry, catalogue_version
+    from alignrec.tokenizer.codes import ItemCodes
+
+    base = ItemCodes.load(tiny_run / "finetune")
+    url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    fill(url, catalogues={f"u{u}": catalogue_version(base) for u in range(5)}, current=catalogue_version(base))
+    config = ServeConfig(cache=url, run=str(tiny_run), items_registry=str(tmp_path / "registry.json"))
+    with TestClient(create_app(config, assigner=fake_cold_start, admin_token=TOKEN)) as c:
+        assert c.get("/v1/users/u1/recommendations").json()["stale"] is False
+        assert post(c, {"item_id": "new-1", "title": "Fresh guitar"}).status_code == 201
+        assert c.get("/v1/users/u1/recommendations").json()["stale"] is True
+    extended, _ = ItemRegistry(tmp_path / "registry.json", base).extended_codes()
+    with open_store(url) as store:
+        assert store.get_meta("catalogue") == catalogue_version(extended) != catalogue_version(base)
+        assert store.get_meta("catalogue_items") == base.num_items + 1 == 25
+
+
 @pytest.mark.parametrize(
     ("token", "status", "error"),
     [(None, 401, "unauthorized"), ("wrong", 401, "unauthorized"), ("", 401, "unauthorized")],
@@ -226,6 +254,129 @@ def test_cold_start_unavailable_is_a_clear_501(filled, tiny_run, tmp_path):
         assert not (tmp_path / "r.json").exists()
 
 
+def test_a_slow_registration_does_not_hold_up_other_requests(admin, monkeypatch):
+    """Registration (cold start, registry lock and I/O) runs off the event loop: while one is
+    stuck in the cold start, health checks and lookups are answered at once."""
+    client, registry_path, cold_start = admin
+    entered, release = threading.Event(), threading.Event()
+    assign = cold_start.assign
+
+    def slow_assign(items, existing):
+        entered.set()
+        release.wait(5)
+        return assign(items, existing)
+
+    monkeypatch.setattr(cold_start, "assign", slow_assign)
+    answers = {}
+    poster = threading.Thread(target=lambda: answers.update(post=post(client, {"item_id": "slow-1", "title": "Slow guitar"})))
+    poster.start()
+    try:
+        assert entered.wait(10), "the registration never reached the cold start"
+        started = time.perf_counter()
+        answers["health"] = client.get("/healthz")
+        answers["routed"] = client.get("/v1/users/u1/recommendations?k=2&other=1")  # through FastAPI's route
+        answers["fast"] = client.get("/v1/users/u1/recommendations?k=2")
+        waited = time.perf_counter() - started
+        still_registering = poster.is_alive()
+    finally:
+        release.set()
+        poster.join(30)
+    assert waited < 1.0, f"requests waited {waited:.2f} s for the registration"
+    assert still_registering
+    assert answers["health"].status_code == answers["routed"].status_code == answers["fast"].status_code == 200
+    assert answers["post"].status_code == 201 and json.loads(registry_path.read_text())["items"][0]["item_id"] == "slow-1"
+
+
+def test_cold_start_is_loaded_at_start_up_not_by_the_first_post(filled, tiny_run, tmp_path, monkeypatch, fake_cold_start):
+    """The tokenizer's cold start (for a text tokenizer: the LLM's input embeddings, seconds to
+    load) is loaded while the app is built, before it serves; not by the first POST."""
+    from alignrec.serve import items
+
+    loads = []
+
+    def load(tokenizer_dir):
+        loads.append(tokenizer_dir)
+        return fake_cold_start
+
+    monkeypatch.setattr(items, "load_code_assigner", load)
+    config = ServeConfig(cache=filled, run=str(tiny_run), items_registry=str(tmp_path / "r.json"))
+    app = create_app(config, admin_token=TOKEN)
+    assert loads == [tiny_run / "tokenizer"]
+    with TestClient(app) as c:
+        assert post(c, {"item_id": "n1", "title": "t"}).status_code == 201
+        assert post(c, {"item_id": "n2", "title": "u"}).status_code == 201
+    assert len(loads) == 1 and fake_cold_start.calls == [["n1"], ["n2"]]
+    # registration disabled (no token) or a start-up check: nothing to load
+    create_app(config, admin_token="")
+    create_app(config, admin_token=TOKEN, load_cold_start=False)
+    assert len(loads) == 1
+
+
+def test_deeply_nested_json_is_a_400(admin):
+    client, registry_path, _ = admin
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    for body in (b"[" * 1200, b"[" * 1000 + b"]" * 1000, b'{"item_id": "a", "title": "t", "categories": ' + b"[" * 1200):
+        response = client.post("/v1/items", content=body, headers=headers)
+        assert (response.status_code, response.json()) == (400, {"error": "invalid_json", "detail": "the JSON body is nested too deeply"})
+    assert not registry_path.exists()
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, 3.5e38, 1e39])
+def test_embeddings_beyond_float32_are_a_422(admin, value):
+    """The embedding is cast to float32: a value beyond its range would become inf."""
+    client, registry_path, cold_start = admin
+    response = post(client, {"item_id": "big", "title": "t", "embedding": [0.5, value, 1.0]})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request" and body["detail"][0]["loc"] == ["embedding", 1]
+    assert not registry_path.exists() and cold_start.calls == []
+    # the largest float32 is fine
+    assert post(client, {"item_id": "edge", "title": "t", "embedding": [3.4028234663852886e38, -3.4e38]}).status_code == 201
+
+
+def test_no_trailing_slash_redirect(client):
+    """A redirect to the slash-less path would echo the Host header (a redirect to any host)."""
+    for path in ("/healthz/", "/v1/users/u1/recommendations/", "/v1/items/"):
+        response = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert response.status_code == 404 and "location" not in response.headers, (path, response.status_code)
+        assert response.json()["error"] == "not_found"
+        assert "evil.example" not in response.text
+
+
+def test_answers_name_no_files_or_hosts(filled, tmp_path, monkeypatch):
+    """/healthz and every 503 say what failed, not where: the store's path (or Redis host) is
+    in the server log only."""
+    with TestClient(create_app(ServeConfig(cache=filled)), raise_server_exceptions=False) as c:
+        health = c.get("/healthz")
+        assert health.status_code == 200 and health.json()["store"] in ("sqlite", "redis")
+        assert str(tmp_path) not in health.text and "127.0.0.1" not in health.text
+        store = c.app.state.store
+        secret = f"{tmp_path}/private/cache.sqlite"
+
+        def fail(*args):
+            raise CacheError(f"{secret}: cannot read the cache (disk I/O error)")
+
+        monkeypatch.setattr(store, "get_json", fail)
+        monkeypatch.setattr(store, "get_meta", fail)
+        answers = [c.get("/healthz"), c.get("/v1/users/u1/recommendations"), c.get("/v1/users/u1/recommendations?k=2&other=1")]
+    for response in answers:
+        assert response.status_code == 503, response.text
+        assert "private" not in response.text and str(tmp_path) not in response.text
+    assert answers[0].json() == {
+        "status": "unavailable", "store": store.scheme, "detail": "the cache store cannot be reached or read (details in the server log)"
+    }
+    assert answers[1].json() == {"error": "cache_error", "detail": "the cache store cannot be reached or read (details in the server log)"}
+
+
+def test_lookups_say_whether_the_list_is_stale(store_url):
+    """An entry computed against another catalogue version than the cache's current one (items
+    were registered since) is flagged ``stale``; on both the fast path and FastAPI's route."""
+    fill(store_url, catalogues={"u0": "25-new", "u1": "24-old"}, current="25-new")  # u2: from before versions
+    with TestClient(create_app(ServeConfig(cache=store_url))) as c:
+        for query in ("?k=2", "?k=2&other=1"):
+            assert [c.get(f"/v1/users/u{u}/recommendations{query}").json()["stale"] for u in range(3)] == [False, True, True]
+
+
 # ----------------------------------------------------------------------------- health, metrics, errors
 
 
@@ -278,6 +429,56 @@ def test_redis_going_away_is_a_503(fresh_redis):
         assert c.get("/healthz").status_code == 503
 
 
+def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the answer until the server closes: (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_unparseable_requests_get_a_json_400(filled, protocol):
+    """Both of uvicorn's HTTP implementations, with the options `alignrec serve` runs them with."""
+    import uvicorn
+
+    from alignrec.serve import protocol as protocols
+    from alignrec.serve.app import uvicorn_options
+
+    options = uvicorn_options(ServeConfig(cache=filled, port=free_port()))
+    options["http"] = protocols.JSONErrorsH11Protocol if protocol == "h11" else protocols.JSONErrorsHttpToolsProtocol
+    server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(cache=filled)), **options))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        status, headers, body = raw_exchange(options["port"], b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert (status, headers["content-type"]) == (400, "application/json")
+        assert json.loads(body) == {"error": "bad_request", "detail": "Invalid HTTP request received."}
+        good = raw_exchange(options["port"], b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert good[0] == 200 and json.loads(good[2])["status"] == "ok"
+        # no WebSocket upgrades: the request is served as plain HTTP
+        upgrade = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"
+        assert raw_exchange(options["port"], upgrade)[0] == 200
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_serve_command_answers_over_http(tmp_path):
     """`alignrec serve` in its own process, queried over loopback."""
     import socket
@@ -305,6 +506,13 @@ def test_serve_command_answers_over_http(tmp_path):
                 time.sleep(0.1)
         assert response.status_code == 200 and [i["id"] for i in response.json()["items"]] == ["item3-0", "item3-1"]
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
+        # requests uvicorn cannot parse are answered before the app: as JSON too
+        for raw in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", b"\x16\x03\x01 not http\r\n\r\n"):
+            status, headers, body = raw_exchange(port, raw)
+            assert status == 400 and headers["content-type"] == "application/json", (raw, status, headers, body)
+            assert json.loads(body)["error"] == "bad_request"
+        redirect = httpx.get(f"http://127.0.0.1:{port}/healthz/", headers={"Host": "evil.example"})
+        assert redirect.status_code == 404 and "location" not in redirect.headers
     finally:
         process.terminate()
         process.wait(30)

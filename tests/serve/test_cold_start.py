@@ -91,3 +91,18 @@ def test_codes_registered_by_another_process_are_reserved(trained_run, tmp_path)
     with client_for(run, tmp_path) as restarted:
         b = post(restarted, {"item_id": "b", "title": "b", "embedding": centers[1].tolist()}).json()["codes"]
     assert a != b
+
+
+def test_embeddings_that_overflow_float32_are_refused(trained_run):
+    """The adapter casts embeddings to float32; a value that becomes inf is a 422, not codes."""
+    from alignrec.serve.items import NewItem, RegistrationError, load_code_assigner
+    from alignrec.tokenizer.codes import ItemCodes
+
+    run, _, centers = trained_run
+    assigner = load_code_assigner(run / "tokenizer")
+    existing = ItemCodes.load(run / "finetune")
+    with pytest.raises(RegistrationError, match="finite float32") as caught:
+        assigner.assign([NewItem("huge", "t", embedding=[1e300] + [0.0] * 7)], existing)
+    assert caught.value.status == 422
+    codes = assigner.assign([NewItem("fine", "t", embedding=centers[2].tolist())], existing)
+    assert codes.shape == (1, 2) and tuple(codes[0]) not in {tuple(r) for r in existing.codes.tolist()}

@@ -115,6 +115,51 @@ def test_registered_items_join_the_catalogue(tiny_run, tiny_recommender, fake_co
     assert shown[0].title == "Brand new guitar" and shown[0].codes == "".join(f"<{'abc'[l]}_{c}>" for l, c in enumerate(new.codes))
 
 
+def test_registered_items_make_lists_stale_until_precache_recomputes_them(tiny_run, tiny_recommender, fake_cold_start, tmp_path):
+    """Every list records the catalogue version it was computed against. A registration
+    (through the API) makes every earlier list stale — flagged by the API — and the next
+    pre-cache runs recompute exactly the stale lists, resumably (here: 10 users, then the rest)."""
+    from fastapi.testclient import TestClient
+
+    from alignrec.infer.recommender import GenerativeRecommender
+    from alignrec.serve.app import ServeConfig, create_app
+    from alignrec.serve.items import catalogue_version
+
+    url = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    registry_path = tmp_path / "registry.json"
+    config = PrecacheConfig(top_k=5, beam_size=5)
+    base = ItemCodes.load(tiny_run / "finetune")
+    first = precache(config, tiny_run, url, items_registry=registry_path, recommender=tiny_recommender)
+    assert (first["computed"], first["stale"], first["catalogue"]) == (40, 0, catalogue_version(base))
+    users = load_dataset(tiny_run).user_ids
+    assert {e.catalogue for e in all_entries(url, users).values()} == {catalogue_version(base)}
+
+    serve = ServeConfig(cache=url, run=str(tiny_run), items_registry=str(registry_path))
+    with TestClient(create_app(serve, assigner=fake_cold_start, admin_token="token")) as client:
+        assert client.get("/v1/users/u1/recommendations").json()["stale"] is False
+        created = client.post("/v1/items", json={"item_id": "fresh-1", "title": "Brand new guitar"}, headers={"Authorization": "Bearer token"})
+        assert created.status_code == 201, created.text
+        assert client.get("/v1/users/u1/recommendations").json()["stale"] is True
+    extended, _ = ItemRegistry(registry_path, base).extended_codes()
+    recommender = GenerativeRecommender(tiny_recommender.model, tiny_recommender.tokenizer, extended, tiny_recommender.version)
+
+    partial = precache(PrecacheConfig(top_k=5, beam_size=5, max_users=10), tiny_run, url, items_registry=registry_path, recommender=recommender)
+    assert (partial["computed"], partial["stale"], partial["unchanged"]) == (10, 10, 0)
+    rest = precache(config, tiny_run, url, items_registry=registry_path, recommender=recommender)
+    assert (rest["computed"], rest["stale"], rest["unchanged"], rest["catalogue_items"]) == (30, 30, 10, 25)
+    assert precache(config, tiny_run, url, items_registry=registry_path, recommender=recommender)["computed"] == 0
+    entries = all_entries(url, users)
+    assert {e.catalogue for e in entries.values()} == {catalogue_version(extended)}
+    # the recomputed lists are the beam search over the grown catalogue
+    dataset = load_dataset(tiny_run)
+    histories = [seq[-dataset.max_history :].tolist() for seq in dataset.sequences]
+    expected = recommender.recommend(histories, 5, 5, show_progress=False)
+    ids = [*dataset.item_ids, "fresh-1"]
+    assert all([i.id for i in entries[u].items] == [ids[i] for i in expected.items[row].tolist()] for row, u in enumerate(users))
+    with TestClient(create_app(ServeConfig(cache=url))) as client:
+        assert {client.get(f"/v1/users/{u}/recommendations").json()["stale"] for u in users} == {False}
+
+
 def test_bad_histories_file_is_a_clear_error(tiny_run, tiny_recommender, tmp_path, capsys):
     histories = tmp_path / "h.jsonl"
     histories.write_text('{"user_id": "u1", "items": ["1"]}\n{"user_id": "u2", "items": ["no-such-item"]}\n')

@@ -44,6 +44,19 @@ def test_round_trip_replace_fingerprints_and_meta(store_url):
         assert store.count() == 2 and store.get("u1").model_version == "v1"
 
 
+def test_catalogue_versions(store_url):
+    """The catalogue version each entry was computed against ("" for entries from before versions)."""
+    with open_store(store_url, create=True) as store:
+        store.put_many([entry("u1", 1), entry("u2", 1)])  # no version recorded
+        assert store.catalogue_versions() == {"u1": "", "u2": ""}
+        newer = entry("u2", 2)
+        newer.catalogue = "25-abc"
+        store.put_many([newer, CacheEntry("u3", [], "v", "k", "f", 1.0, catalogue="24-def")])
+        assert store.catalogue_versions() == {"u1": "", "u2": "25-abc", "u3": "24-def"}
+        assert store.get("u2").catalogue == "25-abc" and store.get("u1").catalogue == ""
+        assert store.fingerprints()["u2"] == ("fp-u2", "v2:b20:k20")  # unchanged by versions
+
+
 def test_unicode_ids_and_titles_survive(store_url):
     with open_store(store_url, create=True) as store:
         item = CachedItem(id="é-1", title="Ünïcödé ☃ \"quoted\"", codes="<a_1>", score=None)

@@ -3,26 +3,34 @@
 Routes (all answers are JSON; errors are ``{"error": code, "detail": ...}``):
 
 - ``GET /v1/users/{user_id}/recommendations?k=10`` -> the user's cached top-k items (id, title,
-  codes, score). An unknown user is a 404 ``unknown_user`` — or, with ``fallback=popularity``,
-  the most popular items flagged ``"fallback": "popularity"`` (scores null).
+  codes, score), and ``stale``: whether items were registered after the list was computed. An
+  unknown user is a 404 ``unknown_user`` — or, with ``fallback=popularity``, the most popular
+  items flagged ``"fallback": "popularity"`` (scores null).
 - ``POST /v1/items`` (``Authorization: Bearer <admin token>``) registers a new item from its
   text: codes from the tokenizer's cold-start path, persisted in the items registry (and so in
   the trie of the next ``alignrec precache``). 201 with the codes.
 - ``GET /healthz`` -> store reachable, model version, last update. ``GET /metrics`` -> Prometheus.
 
 Every parameter is validated (id patterns, k bounds, body size and schema): malformed requests
-get a 4xx answer, never a 5xx. The read path is one key lookup and a slice, in the event loop
-(both stores answer in tens of microseconds), without response-model validation.
+get a 4xx JSON answer, never a 5xx; error details never name files or hosts (the server log
+has them). The plain read path is one key lookup and a slice, in the event loop (both stores
+answer in tens of microseconds; a hop to a thread would cost more than the read), without
+response-model validation. Everything else that can block — registration (file lock, registry
+I/O, the cold start), health checks, routed lookups — runs in worker threads, and the cold start
+(with its text embedder) is loaded before the server accepts connections.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime
 # and must resolve names imported inside create_app.
+import asyncio
+import contextlib
 import hmac
 import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -60,7 +68,11 @@ except ImportError:  # pragma: no cover - orjson is a dependency, kept optional
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 CONFIG_ENVIRONMENT = "ALIGNREC_SERVE_CONFIG"  # JSON ServeConfig for worker processes
-META_TTL_S = 30.0  # how long cache metadata (model version, popular list) is reused before re-reading
+META_TTL_S = 30.0  # how long cache metadata (model version, catalogue, popular list) is reused before re-reading
+META_KEYS = ("model_version", "top_k", "updated", "popular", "catalogue")
+FLOAT32_MAX = 3.4028234663852886e38  # embeddings are cast to float32: larger values would become inf
+# Error details the clients see; the full error, which names files and hosts, goes to the log.
+STORE_UNAVAILABLE = "the cache store cannot be reached or read (details in the server log)"
 
 
 @dataclass
@@ -198,7 +210,8 @@ def error_body(code: str, detail: Any) -> dict[str, Any]:
 
 
 class _CacheView:
-    """Cache metadata, re-read at most every ``META_TTL_S`` seconds (pre-cache runs update it)."""
+    """Cache metadata, re-read at most every ``META_TTL_S`` seconds (pre-cache runs and other
+    server processes update it)."""
 
     def __init__(self, store: CacheStore):
         self.store = store
@@ -208,9 +221,13 @@ class _CacheView:
     def meta(self) -> dict[str, Any]:
         now = time.monotonic()
         if now - self._read_at > META_TTL_S:
-            self.values = {key: self.store.get_meta(key) for key in ("model_version", "top_k", "updated", "popular")}
+            self.values = {key: self.store.get_meta(key) for key in META_KEYS}
             self._read_at = now
         return self.values
+
+    def update(self, values: dict[str, Any]) -> None:
+        """What this process just wrote (a registration): seen at once, not after the TTL."""
+        self.values = {**self.values, **values}
 
 
 def create_app(
@@ -218,9 +235,15 @@ def create_app(
     store: CacheStore | None = None,
     assigner: "CodeAssigner | None" = None,
     admin_token: str | None = None,
+    load_cold_start: bool = True,
 ) -> Any:
     """Build the FastAPI app. ``store`` / ``assigner`` / ``admin_token`` default to what
-    ``config`` names (cache URL, the tokenizer's cold start, the token environment variable)."""
+    ``config`` names (cache URL, the tokenizer's cold start, the token environment variable).
+
+    When registration is enabled (``config.run`` and an admin token) and no ``assigner`` is
+    given, the tokenizer's cold start is loaded here, before the server accepts connections —
+    not by the first ``POST /v1/items`` (``load_cold_start=False`` skips it: a start-up check).
+    """
     from fastapi import FastAPI, Path as PathParam, Query, Request
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
@@ -229,7 +252,8 @@ def create_app(
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.exceptions import HTTPException
 
-    from alignrec.serve.items import ItemRegistry, NewItem, RegistrationError, load_code_assigner
+    from alignrec.serve import items as items_module
+    from alignrec.serve.items import ItemRegistry, NewItem, RegistrationError, catalogue_version
 
     store = store if store is not None else open_store(config.cache_url, create=False)
     view = _CacheView(store)
@@ -242,6 +266,8 @@ def create_app(
     metrics = Metrics()
 
     registry: "ItemRegistry | None" = None
+    # The cold start: given, loaded below, or the reason it could not be (answered as 501).
+    state: dict[str, Any] = {"assigner": assigner, "load_error": None}
     if config.run:
         from alignrec.infer.recommender import resolve_finetune
         from alignrec.tokenizer.codes import ItemCodes
@@ -249,10 +275,26 @@ def create_app(
         paths = resolve_finetune(config.run)
         registry = ItemRegistry(config.registry_path, ItemCodes.load(paths.finetune_dir))
         registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
-        tokenizer_dir = paths.run_dir / "tokenizer"
-    state: dict[str, Any] = {"assigner": assigner}
+        if assigner is None and token and load_cold_start:
+            started = time.perf_counter()
+            try:
+                state["assigner"] = items_module.load_code_assigner(paths.run_dir / "tokenizer")
+                log.info("cold start loaded in %.1f s", time.perf_counter() - started)
+            except Exception as error:  # noqa: BLE001 - a tokenizer problem must not stop the reads
+                log.warning("item registration will answer 501: %s", error)
+                state["load_error"] = error
 
-    app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None)
+    # One thread for registrations: the cold start is stateful (it reserves the codes it hands
+    # out), and the registry file lock orders registrations between processes anyway.
+    registration_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignrec-register")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        registration_thread.shutdown(wait=False, cancel_futures=True)
+
+    # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
+    app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
 
     def json_response(payload: Any, status: int = 200) -> Response:
         return Response(_dumps(payload), status_code=status, media_type="application/json")
@@ -270,7 +312,7 @@ def create_app(
     @app.exception_handler(CacheError)
     async def cache_error(request: Request, error: CacheError) -> JSONResponse:
         log.error("cache error: %s", error)
-        return JSONResponse(error_body("cache_error", str(error)), status_code=503)
+        return JSONResponse(error_body("cache_error", STORE_UNAVAILABLE), status_code=503)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
@@ -285,26 +327,37 @@ def create_app(
             meta = view.meta()
         except CacheError as error:
             log.error("cache error: %s", error)
-            return 503, _dumps(error_body("cache_error", str(error)))
+            return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
         if raw is None:
             if config.fallback == "popularity" and meta.get("popular"):
                 metrics.lookups.labels("fallback").inc()
-                payload = {"user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity", "model_version": meta.get("model_version")}
+                payload = {
+                    "user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity",
+                    "model_version": meta.get("model_version"), "stale": None,
+                }
                 return 200, _dumps(payload)
             metrics.lookups.labels("miss").inc()
             return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"))
         metrics.lookups.labels("hit").inc()
         try:
             entry = _loads(raw)
-            payload = {"user_id": user_id, "items": entry["items"][:k], "fallback": None, "model_version": entry["model_version"], "created": entry["created"]}
-        except (ValueError, KeyError, TypeError):
-            detail = f"{store.describe()}: corrupt cache entry for user {user_id!r}"
-            log.error("cache error: %s", detail)
-            return 503, _dumps(error_body("cache_error", detail))
+            current = meta.get("catalogue")
+            # Stale: computed against another catalogue than the current one (items registered
+            # since); unknown (null) for a cache written before catalogue versions existed.
+            stale = None if current is None else entry.get("catalogue") != current
+            payload = {
+                "user_id": user_id, "items": entry["items"][:k], "fallback": None,
+                "model_version": entry["model_version"], "created": entry["created"], "stale": stale,
+            }
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.error("cache error: %s: corrupt cache entry for user %r", store.describe(), user_id)
+            return 503, _dumps(error_body("cache_error", f"corrupt cache entry for user {user_id!r}"))
         return 200, _dumps(payload)
 
+    # A plain `def`: FastAPI runs it in a worker thread (the store read may block); plain
+    # requests never get here, the fast path in FastLookupMiddleware answers them.
     @app.get(RECOMMENDATIONS_ROUTE)
-    async def recommendations(
+    def recommendations(
         user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)],
         k: Annotated[int, Query(ge=1, le=max_k)] = default_k,
     ) -> Response:
@@ -319,10 +372,55 @@ def create_app(
         description: str = Field(default="", max_length=20000)
         brand: str = Field(default="", max_length=200)
         categories: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=50)
-        embedding: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(default=None, min_length=1, max_length=8192)
+        embedding: list[Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]] | None = Field(
+            default=None, min_length=1, max_length=8192
+        )
 
     # The body is read by hand (size limit first), so its schema is declared for the docs here.
     body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": NewItemBody.model_json_schema()}}}}
+
+    def register(body: bytes) -> tuple[int, Any]:
+        """Parse, validate and register one item: (status, JSON payload). Runs in the
+        registration thread — JSON parsing, the registry's file lock and I/O and the cold start
+        all may take a while, and none of it may hold up the event loop."""
+        try:
+            parsed = json.loads(body)
+        except RecursionError:
+            return 400, error_body("invalid_json", "the JSON body is nested too deeply")
+        except (ValueError, UnicodeDecodeError) as error:
+            return 400, error_body("invalid_json", str(error))
+        try:
+            item = NewItemBody.model_validate(parsed)
+        except ValidationError as error:
+            details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
+            return 422, jsonable_encoder(error_body("invalid_request", details))
+        if state["assigner"] is None:
+            log.warning("item registration refused: %s", state["load_error"])
+            detail = "item registration is not available: the run's tokenizer has no usable cold start (details in the server log)"
+            return 501, error_body("not_implemented", detail)
+        assert registry is not None
+        published: dict[str, Any] = {}
+
+        def publish(catalogue: Any) -> None:  # under the registry lock, before the registry is replaced
+            published.update(catalogue=catalogue_version(catalogue), catalogue_items=catalogue.num_items)
+            store.set_meta(published)
+
+        try:
+            record = registry.register(NewItem(**item.model_dump()), state["assigner"], before_commit=publish)
+        except RegistrationError as error:
+            code = {409: "conflict", 422: "invalid_item", 501: "not_implemented"}.get(error.status, "registration_failed")
+            return error.status, error_body(code, str(error))
+        except CacheError as error:
+            log.error("item registration: cache error: %s", error)
+            return 503, error_body("cache_error", STORE_UNAVAILABLE)
+        except InputError as error:
+            log.error("items registry: %s", error)
+            return 500, error_body("registry_error", "the items registry cannot be read or written (details in the server log)")
+        view.update({"catalogue": published["catalogue"]})
+        metrics.items_registered.inc()
+        code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
+        item_index = published["catalogue_items"] - 1
+        return 201, {"id": record.item_id, "item_index": item_index, "codes": record.codes, "code_string": code_string}
 
     @app.post("/v1/items", status_code=201, openapi_extra=body_schema)
     async def register_item(request: Request) -> Response:
@@ -345,40 +443,18 @@ def create_app(
             body.extend(chunk)
             if len(body) > config.max_body_bytes:
                 return json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            return json_response(error_body("invalid_json", str(error)), 400)
-        try:
-            item = NewItemBody.model_validate(parsed)
-        except ValidationError as error:
-            details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
-            return json_response(jsonable_encoder(error_body("invalid_request", details)), 422)
-        try:
-            if state["assigner"] is None:
-                state["assigner"] = load_code_assigner(tokenizer_dir)
-            record = registry.register(NewItem(**item.model_dump()), state["assigner"])
-        except RegistrationError as error:
-            code = {409: "conflict", 422: "invalid_item", 501: "not_implemented"}.get(error.status, "registration_failed")
-            return json_response(error_body(code, str(error)), error.status)
-        except InputError as error:
-            log.error("items registry: %s", error)
-            return json_response(error_body("registry_error", str(error)), 500)
-        metrics.items_registered.inc()
-        code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
-        position = len(registry.items()) - 1
-        return json_response(
-            {"id": record.item_id, "item_index": registry.base.num_items + position, "codes": record.codes, "code_string": code_string},
-            201,
-        )
+        status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, register, bytes(body))
+        return json_response(payload, status)
 
+    # Plain `def`: in a worker thread, so a slow or unreachable store never holds up the loop.
     @app.get("/healthz")
-    async def healthz() -> Response:
+    def healthz() -> Response:
         try:
             meta = {key: store.get_meta(key) for key in ("model_version", "updated", "top_k")}
         except CacheError as error:
-            return json_response({"status": "unavailable", "store": store.describe(), "detail": str(error)}, 503)
-        return json_response({"status": "ok", "store": store.describe(), **meta})
+            log.error("health check: cache error: %s", error)
+            return json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
+        return json_response({"status": "ok", "store": store.scheme, **meta})
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -402,6 +478,14 @@ def app_from_environment() -> Any:
     return create_app(from_mapping(ServeConfig, json.loads(raw), source=CONFIG_ENVIRONMENT))
 
 
+def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
+    """How ``alignrec serve`` runs uvicorn: unparseable requests get a JSON 400, and no
+    WebSocket upgrades (the API has none; an upgrade request is served as plain HTTP)."""
+    from alignrec.serve.protocol import http_protocol
+
+    return {"host": config.host, "port": config.port, "log_level": "warning", "access_log": False, "http": http_protocol(), "ws": "none"}
+
+
 def run_server(config: ServeConfig) -> None:
     """Serve until interrupted (uvicorn; several worker processes with ``workers > 1``)."""
     import uvicorn
@@ -409,17 +493,10 @@ def run_server(config: ServeConfig) -> None:
     from alignrec.config import to_dict
 
     if config.workers == 1:
-        app = create_app(config)
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+        app = create_app(config)  # the cold start loads here, before the port is opened
+        uvicorn.run(app, **uvicorn_options(config))
         return
-    create_app(config).state.store.close()  # fail here, once, on a missing or corrupt cache
+    # Fail here, once, on a missing or corrupt cache; each worker loads its own cold start.
+    create_app(config, load_cold_start=False).state.store.close()
     os.environ[CONFIG_ENVIRONMENT] = json.dumps(to_dict(config))
-    uvicorn.run(
-        "alignrec.serve.app:app_from_environment",
-        factory=True,
-        host=config.host,
-        port=config.port,
-        workers=config.workers,
-        log_level="warning",
-        access_log=False,
-    )
+    uvicorn.run("alignrec.serve.app:app_from_environment", factory=True, workers=config.workers, **uvicorn_options(config))

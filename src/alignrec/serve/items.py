@@ -14,6 +14,11 @@ and replace the file atomically. ``alignrec precache`` reads the registry and ex
 codes (item index = catalogue size + position in the registry), so new items enter users'
 lists from the next pre-cache run.
 
+Every state of the catalogue has a version (:func:`catalogue_version`). Cached lists record
+the version they were computed against; the server publishes the current one in the cache
+metadata when it registers an item, so it can flag lists computed before, and
+``alignrec precache`` recomputes them.
+
 Codes come from a :class:`CodeAssigner`: by default the tokenizer's cold-start path
 (:func:`load_code_assigner`), in tests any object with the same ``assign`` method.
 """
@@ -22,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,6 +86,20 @@ class RegisteredItem:
     created: float
 
 
+def catalogue_version(codes: ItemCodes) -> str:
+    """Identifies a catalogue — item ids and codes in item index order — as ``"<items>-<digest>"``.
+
+    Registering an item changes it; cache entries carry the version they were computed
+    against, so a list that predates an item can be told from one that does not.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(json.dumps(list(codes.codebook_sizes)).encode())
+    digest.update("\x1f".join(codes.item_ids or []).encode("utf-8"))
+    digest.update(b"\x00")
+    digest.update(np.ascontiguousarray(codes.codes, dtype="<i8").tobytes())
+    return f"{codes.num_items}-{digest.hexdigest()}"
+
+
 class CodeAssigner(Protocol):
     """Assigns codes to new items: ``(N, L)`` ints, unique among themselves and not used by any
     item of ``existing`` (the fine-tuned catalogue plus the items registered so far)."""
@@ -86,9 +107,15 @@ class CodeAssigner(Protocol):
     def assign(self, items: Sequence[NewItem], existing: ItemCodes) -> np.ndarray: ...
 
 
-def load_code_assigner(tokenizer_dir: str | os.PathLike[str]) -> CodeAssigner:
+def load_code_assigner(tokenizer_dir: str | os.PathLike[str], load_text_embedder: bool = True) -> CodeAssigner:
     """The tokenizer stage's cold-start assigner (:class:`alignrec.tokenizer.coldstart.ColdStartAssigner`)
-    for the trained tokenizer in ``tokenizer_dir`` (``RUN/tokenizer``)."""
+    for the trained tokenizer in ``tokenizer_dir`` (``RUN/tokenizer``).
+
+    With ``load_text_embedder`` the LLM text embedder of a tokenizer trained with text (its
+    input embeddings: seconds to load) is loaded now rather than by the first text-only item.
+    If it cannot be loaded, items that come with a behaviour embedding can still be registered,
+    so that is a warning here (a text-only item then gets the error).
+    """
     try:
         from alignrec.tokenizer.coldstart import ColdStartAssigner
     except ImportError:
@@ -97,9 +124,21 @@ def load_code_assigner(tokenizer_dir: str | os.PathLike[str]) -> CodeAssigner:
             status=501,
         ) from None
     try:
-        return TokenizerColdStart(ColdStartAssigner.load(tokenizer_dir))
+        assigner = ColdStartAssigner.load(tokenizer_dir)
     except InputError as error:
         raise RegistrationError(f"cannot load the tokenizer's cold start from {tokenizer_dir}: {error}", status=501) from None
+    if load_text_embedder and assigner.backbone:
+        from alignrec.tokenizer.text import load_text_embedder as load_embedder
+
+        started = time.perf_counter()
+        try:
+            embedder = load_embedder(assigner.backbone, assigner.max_text_tokens)
+        except (AlignrecError, OSError) as error:
+            log.warning("cold start: cannot load the text embedder %s (%s); text-only items will fail", assigner.backbone, error)
+        else:
+            assigner = ColdStartAssigner.load(tokenizer_dir, embedder=embedder)
+            log.info("cold start: text embedder %s loaded in %.1f s", assigner.backbone, time.perf_counter() - started)
+    return TokenizerColdStart(assigner)
 
 
 class TokenizerColdStart:
@@ -107,20 +146,28 @@ class TokenizerColdStart:
 
     The assigner knows the tokenizer's items and what it handed out itself; items registered
     earlier (by this or another server process, or before a restart) are reserved from
-    ``existing`` first, so their codes are never given out again.
+    ``existing`` first, so their codes are never given out again. ``existing`` only grows at
+    its end (the catalogue, then the registry in order), so rows reserved by an earlier call
+    are not scanned again.
     """
 
     def __init__(self, assigner: Any):
         self.assigner = assigner
+        self._reserved_rows = 0  # rows of `existing` already reserved by earlier calls
 
     def assign(self, items: Sequence[NewItem], existing: ItemCodes) -> np.ndarray:
         taken = self.assigner.index.taken
-        for row in existing.codes.tolist():
+        start = self._reserved_rows if self._reserved_rows <= existing.num_items else 0
+        for row in existing.codes[start:].tolist():
             if tuple(row) not in taken:
                 self.assigner.index.add(tuple(row))
+        self._reserved_rows = existing.num_items
         embeddings = None
         if all(item.embedding is not None for item in items):
-            embeddings = np.asarray([item.embedding for item in items], dtype=np.float32)
+            with np.errstate(over="ignore"):  # checked right below
+                embeddings = np.asarray([item.embedding for item in items], dtype=np.float32)
+            if not np.isfinite(embeddings).all():
+                raise RegistrationError("embedding values must be finite float32 numbers (|x| <= 3.4e38)", status=422)
         try:
             return np.asarray(
                 self.assigner.assign(
@@ -153,6 +200,12 @@ class ItemRegistry:
         self._base_ids = set(base.item_ids)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry's exclusive lock (no item is registered meanwhile, by any process)."""
+        with _file_lock(self._lock_path):
+            yield
+
     def items(self) -> list[RegisteredItem]:
         """The registered items, in registration order (an absent file = none)."""
         if not self.path.exists():
@@ -182,9 +235,16 @@ class ItemRegistry:
         ids = list(self.base.item_ids or []) + [i.item_id for i in items]
         return ItemCodes(codes, list(self.base.codebook_sizes), ids), items
 
-    def register(self, item: NewItem, assigner: CodeAssigner) -> RegisteredItem:
-        """Assign codes to ``item`` and add it to the registry file (atomically, under a lock)."""
-        with _file_lock(self._lock_path):
+    def register(
+        self, item: NewItem, assigner: CodeAssigner, before_commit: Callable[[ItemCodes], None] | None = None
+    ) -> RegisteredItem:
+        """Assign codes to ``item`` and add it to the registry file (atomically, under a lock).
+
+        ``before_commit`` is called under the lock with the catalogue including the new item
+        (its index is the last), before the registry file is replaced; if it raises, nothing
+        is registered.
+        """
+        with self.locked():
             existing, registered = self.extended_codes()
             if item.item_id in self._base_ids or any(r.item_id == item.item_id for r in registered):
                 raise RegistrationError(f"item {item.item_id!r} already exists", status=409)
@@ -207,6 +267,9 @@ class ItemRegistry:
                 codes=[int(c) for c in row],
                 created=time.time(),
             )
+            if before_commit is not None:
+                ids = list(existing.item_ids or []) + [record.item_id]
+                before_commit(ItemCodes(np.concatenate([existing.codes, row[None, :]]), list(self.base.codebook_sizes), ids))
             atomic_write_json(
                 self.path,
                 {

@@ -15,8 +15,11 @@ current one (or who have no entry), and commits them to the store in transaction
   move when users are added; n processes (GPUs, machines) can fill one store together.
 
 Items registered through ``POST /v1/items`` (the registry file) are part of the catalogue the
-beam search may return. Adding items does not invalidate existing entries; ``--full`` recomputes
-every user of the shard (do that after adding many items).
+beam search may return. Each entry also records the version of the catalogue it was computed
+against (:func:`alignrec.serve.items.catalogue_version`): after a registration every list
+computed before is *stale* (beam search over the grown trie may now return the new item, or
+keep other beams), the API flags it, and the next run recomputes it — resumably, like any other
+change. ``--full`` recomputes every user of the shard.
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def precache(
     from alignrec.data.dataset import load_dataset
     from alignrec.infer.evaluate import check_catalogue
     from alignrec.infer.recommender import load_recommender, resolve_finetune
-    from alignrec.serve.items import ItemRegistry
+    from alignrec.serve.items import ItemRegistry, catalogue_version
     from alignrec.tokenizer.codes import ItemCodes
 
     started = time.perf_counter()
@@ -174,6 +177,7 @@ def precache(
     check_catalogue(base_codes, dataset, str(paths.finetune_dir))
     registry = ItemRegistry(items_registry or cache_dir / "items_registry.json", base_codes)
     catalogue = build_catalogue(dataset, registry)
+    version = catalogue_version(catalogue.codes)
     if recommender is None:
         recommender, _ = load_recommender(model, config.device, config.dtype, codes=catalogue.codes)
     elif recommender.num_items != catalogue.codes.num_items:
@@ -193,8 +197,9 @@ def precache(
     store = open_store(cache_url, create=True)
     try:
         stored = store.fingerprints()
+        stored_catalogues = store.catalogue_versions()
         pending: list[tuple[str, list[int], str]] = []
-        in_shard = skipped = 0
+        in_shard = skipped = stale = 0
         for user_id, history in user_histories.items():
             if shards > 1 and shard_of(user_id, shards) != shard:
                 continue
@@ -204,22 +209,30 @@ def precache(
                 break
             fingerprint = history_fingerprint([catalogue.ids[i] for i in history])
             if not config.full and stored.get(user_id) == (fingerprint, key):
-                skipped += 1
-                continue
+                if stored_catalogues.get(user_id, "") == version:
+                    skipped += 1
+                    continue
+                stale += 1  # same history and model, but items were registered since
             pending.append((user_id, history, fingerprint))
-        store.set_meta(
-            {
-                "model_version": recommender.version,
-                "run_key": key,
-                "top_k": config.top_k,
-                "beam_size": config.beam_size,
-                "catalogue_items": catalogue.codes.num_items,
-                "popular": popular_items(dataset, catalogue),
-            }
-        )
+        # The current catalogue version goes into the metadata under the registry's lock, read
+        # from the registry as it is now: an item registered since this run loaded the catalogue
+        # keeps its newer version there (and this run's lists count as stale, as they are).
+        with registry.locked():
+            current, _ = registry.extended_codes()
+            store.set_meta(
+                {
+                    "model_version": recommender.version,
+                    "run_key": key,
+                    "top_k": config.top_k,
+                    "beam_size": config.beam_size,
+                    "catalogue": catalogue_version(current),
+                    "catalogue_items": current.num_items,
+                    "popular": popular_items(dataset, catalogue),
+                }
+            )
         log.info(
-            "precache shard %d/%d: %d users, %d unchanged, %d to compute into %s",
-            shard, shards, in_shard, skipped, len(pending), store.describe(),
+            "precache shard %d/%d: %d users, %d unchanged, %d to compute (%d of them stale: items registered since) into %s",
+            shard, shards, in_shard, skipped, len(pending), stale, store.describe(),
         )
         bar = progress_bar(len(pending), "precache", unit="user")
         search_seconds = 0.0
@@ -238,7 +251,7 @@ def precache(
                     for i, s in zip(output.items[row].tolist(), output.scores[row].tolist(), strict=True)
                     if i >= 0
                 ]
-                entries.append(CacheEntry(user_id, items, recommender.version, key, fingerprint, now))
+                entries.append(CacheEntry(user_id, items, recommender.version, key, fingerprint, now, catalogue=version))
             store.put_many(entries)
             bar.update(len(chunk))
         bar.close()
@@ -254,10 +267,12 @@ def precache(
         "users_in_shard": in_shard,
         "computed": len(pending),
         "unchanged": skipped,
+        "stale": stale,
         "entries_in_store": total_entries,
         "model_version": recommender.version,
         "run_key": key,
         "catalogue_items": catalogue.codes.num_items,
+        "catalogue": version,
         "registered_items": catalogue.codes.num_items - base_codes.num_items,
         "search_s": round(search_seconds, 3),
         "elapsed_s": round(elapsed, 3),

@@ -52,9 +52,11 @@ class CachedItem:
 class CacheEntry:
     """A user's pre-computed recommendations and where they came from.
 
-    ``fingerprint`` identifies the history the list was computed from and ``run_key`` the
-    model version and search settings, so an incremental run recomputes exactly the users for
-    which either changed. ``created`` is a Unix time (seconds).
+    ``fingerprint`` identifies the history the list was computed from, ``run_key`` the model
+    version and search settings and ``catalogue`` the catalogue version (items registered since
+    fine-tuning included; :func:`alignrec.serve.items.catalogue_version`), so an incremental run
+    recomputes exactly the users for which one of them changed. ``created`` is a Unix time
+    (seconds). Entries written before catalogue versions were recorded have ``catalogue == ""``.
     """
 
     user_id: str
@@ -63,6 +65,7 @@ class CacheEntry:
     run_key: str
     fingerprint: str
     created: float = field(default_factory=time.time)
+    catalogue: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -110,6 +113,10 @@ class CacheStore(ABC):
     @abstractmethod
     def fingerprints(self) -> dict[str, tuple[str, str]]:
         """``{user_id: (history fingerprint, run key)}`` of every stored entry."""
+
+    @abstractmethod
+    def catalogue_versions(self) -> dict[str, str]:
+        """``{user_id: catalogue version}`` of every stored entry (``""`` where none was recorded)."""
 
     @abstractmethod
     def count(self) -> int:
@@ -221,7 +228,7 @@ class SQLiteStore(CacheStore):
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", rows)
+                connection.executemany("INSERT OR REPLACE INTO entries (user_id, value, fingerprint, run_key) VALUES (?, ?, ?, ?)", rows)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -231,6 +238,12 @@ class SQLiteStore(CacheStore):
 
     def fingerprints(self) -> dict[str, tuple[str, str]]:
         return {user: (fp, key) for user, fp, key in self._query("SELECT user_id, fingerprint, run_key FROM entries")}
+
+    def catalogue_versions(self) -> dict[str, str]:
+        # Read from the JSON value (no extra column: caches written before versions existed
+        # need no migration, and only `alignrec precache` asks, once per run).
+        rows = self._query("SELECT user_id, coalesce(json_extract(value, '$.catalogue'), '') FROM entries")
+        return {user: str(version) for user, version in rows}
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM entries")[0][0])
@@ -273,8 +286,8 @@ class SQLiteStore(CacheStore):
 
 
 class RedisStore(CacheStore):
-    """Entries in a Redis server: ``NS:user:<id>`` JSON strings, ``NS:fingerprints`` and
-    ``NS:meta`` hashes. Needs the ``redis`` client (``pip install 'alignrec[redis]'``)."""
+    """Entries in a Redis server: ``NS:user:<id>`` JSON strings, ``NS:fingerprints``,
+    ``NS:catalogues`` and ``NS:meta`` hashes. Needs the ``redis`` client (``pip install 'alignrec[redis]'``)."""
 
     scheme = "redis"
 
@@ -289,6 +302,7 @@ class RedisStore(CacheStore):
         self.namespace = namespace
         self.client = client or redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._fingerprints_key = f"{namespace}:fingerprints"
+        self._catalogues_key = f"{namespace}:catalogues"
         self._meta_key = f"{namespace}:meta"
         try:
             self.client.ping()
@@ -332,6 +346,7 @@ class RedisStore(CacheStore):
             pipe = self.client.pipeline(transaction=True)  # MULTI ... EXEC: all or nothing
             pipe.mset({self._user_key(e.user_id): e.to_json() for e in entries})
             pipe.hset(self._fingerprints_key, mapping={e.user_id: f"{e.fingerprint}|{e.run_key}" for e in entries})
+            pipe.hset(self._catalogues_key, mapping={e.user_id: e.catalogue for e in entries})
             pipe.execute()
 
         self._call("write the cache", write)
@@ -343,6 +358,12 @@ class RedisStore(CacheStore):
             fingerprint, _, run_key = value.decode("utf-8").partition("|")
             out[user.decode("utf-8")] = (fingerprint, run_key)
         return out
+
+    def catalogue_versions(self) -> dict[str, str]:
+        raw = self._call("read catalogue versions", self.client.hgetall, self._catalogues_key)
+        versions = {user.decode("utf-8"): value.decode("utf-8") for user, value in raw.items()}
+        # Entries written before catalogue versions were recorded have a fingerprint but no version.
+        return {user: versions.get(user, "") for user in self.fingerprints()}
 
     def count(self) -> int:
         return int(self._call("count entries", self.client.hlen, self._fingerprints_key))
