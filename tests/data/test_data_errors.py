@@ -168,6 +168,10 @@ def test_minionerec_bad_history(tmp_path: Path) -> None:
     (tmp_path / "valid.csv").write_text("user_id,item_id\nA,2\n", encoding="utf-8")
     assert "line 1 (header): expected columns ['user_id', 'history_item_id', 'item_id']" in error_text(
         tmp_path, format="minionerec", dir=str(tmp_path))
+    # the header as read is shown, invisible characters included
+    (tmp_path / "valid.csv").write_text("user_id,\u200bhistory_item_id,item_id\nA,[1],2\n", encoding="utf-8")
+    assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)).endswith(
+        "missing ['history_item_id'], got ['user_id', '\\u200bhistory_item_id', 'item_id']")
 
 
 # ----------------------------------------------------------------------------- option checks
@@ -188,3 +192,195 @@ def test_options_that_a_format_does_not_read_are_errors() -> None:
 
 def test_dataset_format_error_is_an_input_error() -> None:
     assert issubclass(DatasetFormatError, InputError)
+
+
+# ----------------------------------------------------------------------------- issue 13: fail loudly
+
+
+def write_minionerec(folder: Path, valid_csv: bytes) -> None:
+    (folder / "item.json").write_text(json.dumps({str(i): {"title": f"t{i}"} for i in range(1, 6)}), encoding="utf-8")
+    (folder / "valid.csv").write_bytes(valid_csv)
+
+
+@pytest.mark.parametrize("source", ["csv", "recbole", "minionerec", "amazon18", "amazon18-gz"])
+def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path: Path, source: str) -> None:
+    # `u\xff1` used to be read, without a word, as a second user 'u\ufffd1' (errors="replace")
+    users = [b"u1", b"u\xff1"]
+    if source == "csv":
+        path = tmp_path / "events.csv"
+        path.write_bytes(b"user_id,item_id\n" + b"".join(b"%s,%d\n" % (u, i) for u in users for i in (1, 2, 3)))
+        settings: dict[str, object] = {"format": "csv", "inter": str(path)}
+        where = "line 5, byte 2"
+    elif source == "recbole":
+        path = tmp_path / "x.inter"
+        path.write_bytes(b"user_id:token\titem_id:token\n" + b"".join(b"%s\t%d\n" % (u, i) for u in users for i in (1, 2, 3)))
+        settings = {"format": "recbole", "inter": str(path)}
+        where = "line 5, byte 2"
+    elif source == "minionerec":
+        path = tmp_path / "valid.csv"
+        write_minionerec(tmp_path, b"user_id,history_item_id,item_id\n" + b"".join(b'%s,"[1, 2]",3\n' % u for u in users))
+        settings = {"format": "minionerec", "dir": str(tmp_path)}
+        where = "line 3, byte 2"
+    else:
+        path = tmp_path / ("reviews_Toys_5.json.gz" if source == "amazon18-gz" else "reviews_Toys_5.json")
+        text = b"".join(b'{"reviewerID": "%s", "asin": "%d", "unixReviewTime": %d}\n' % (u, i, i) for u in users for i in (1, 2, 3))
+        path.write_bytes(gzip.compress(text) if source == "amazon18-gz" else text)
+        settings = {"format": "amazon18", "inter": str(path), "kcore": 0}
+        where = "line 4, byte 18"
+    message = error_text(tmp_path, **settings)
+    assert message.startswith(f"{path}: {where}: not UTF-8 text (invalid start byte: 0xff); expected "), message
+
+
+def test_item_table_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    inter = tmp_path / "events.csv"
+    inter.write_text("user_id,item_id\nu,1\nu,2\nu,3\n", encoding="utf-8")
+    items = tmp_path / "items.csv"
+    items.write_bytes(b"item_id,title\n1,ok\n2,caf\xe9\n3,ok\n")  # latin-1
+    assert error_text(tmp_path, format="csv", inter=str(inter), items=str(items)) == (
+        f"{items}: line 3, byte 6: not UTF-8 text (invalid continuation byte: 0xe9); expected a CSV/TSV file in UTF-8")
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("source", ["csv", "tsv", "recbole", "minionerec", "lcrec", "amazon18"])
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path, source: str) -> None:
+    # a BOM used to become part of the first column name: "missing column(s) ['user_id']"
+    if source in {"csv", "tsv"}:
+        separator = "," if source == "csv" else "\t"
+        path = tmp_path / f"events.{source}"
+        path.write_bytes(BOM + "".join(f"{u}{separator}{i}\n" for u, i in [("user_id", "item_id"), ("u", 1), ("u", 2), ("u", 3)]).encode())
+        settings: dict[str, object] = {"format": "csv", "inter": str(path)}
+    elif source == "recbole":
+        path = tmp_path / "x.inter"
+        path.write_bytes(BOM + b"user_id:token\titem_id:token\nu\t1\nu\t2\nu\t3\n")
+        settings = {"format": "recbole", "inter": str(path)}
+    elif source == "minionerec":
+        write_minionerec(tmp_path, BOM + b'user_id,history_item_id,item_id\nu,"[1, 2]",3\n')
+        settings = {"format": "minionerec", "dir": str(tmp_path)}
+    elif source == "lcrec":
+        path = tmp_path / "x.inter.json"
+        path.write_bytes(BOM + b'{"u": [1, 2, 3]}')
+        settings = {"format": "lcrec", "inter": str(path)}
+    else:
+        path = tmp_path / "reviews_Toys_5.json"
+        path.write_bytes(BOM + b"".join(
+            json.dumps({"reviewerID": "u", "asin": str(i), "unixReviewTime": i}).encode() + b"\n" for i in (1, 2, 3)))
+        settings = {"format": "amazon18", "inter": str(path), "kcore": 0}
+    run_prepare(tmp_path, **settings)
+    users = json.loads((tmp_path / "run" / "dataset" / "stats.json").read_text())
+    assert (users["users"], users["items"], users["interactions"]) == (1, 3, 3)
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_csv_timestamps_must_be_finite(tmp_path: Path, value: str) -> None:
+    # NaN used to be accepted and broke the sort: the test target became the wrong item
+    inter = tmp_path / "events.csv"
+    inter.write_text(f"user_id,item_id,timestamp\nu,a,3\nu,b,{value}\nu,c,1\nu,d,2\n", encoding="utf-8")
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: line 3, field timestamp: expected a number or an ISO-8601 date/time, a finite number, got {value!r}")
+
+
+def test_parquet_and_recbole_and_amazon_timestamps_must_be_finite(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inter = tmp_path / "events.parquet"
+    pq.write_table(pa.table({"user_id": ["u", "u", "u"], "item_id": ["a", "b", "c"], "timestamp": [1.0, float("nan"), 2.0]}), inter)
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: row 2, field timestamp: expected a number or an ISO-8601 date/time, a finite number, got nan")
+
+    atomic = tmp_path / "x.inter"
+    atomic.write_text("user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\nu\tb\tnan\n", encoding="utf-8")
+    assert error_text(tmp_path, format="recbole", inter=str(atomic)) == (
+        f"{atomic}: line 3, field timestamp: expected a number, a finite number, got 'nan'")
+
+    reviews = tmp_path / "reviews_Toys_5.json"
+    for raw in ("NaN", "1e400", "Infinity", "1" + "0" * 400):
+        reviews.write_text(f'{{"reviewerID": "u", "asin": "a", "unixReviewTime": 1}}\n'
+                           f'{{"reviewerID": "u", "asin": "b", "unixReviewTime": {raw}}}\n', encoding="utf-8")
+        message = error_text(tmp_path, format="amazon18", inter=str(reviews))
+        assert message.startswith(f"{reviews}: line 2, field unixReviewTime: expected a Unix timestamp (seconds), a finite number, got "), message
+
+
+def test_lcrec_duplicate_user_keys_are_an_error(tmp_path: Path) -> None:
+    # json keeps the last value: user 5's first list (3 interactions) used to vanish silently
+    inter = tmp_path / "x.inter.json"
+    inter.write_text('{\n  "5": [1, 2, 3],\n  "6": [1, 2, 3],\n  "5": [4, 5, 6]\n}\n', encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(inter)) == (
+        f"{inter}: line 4, column 3: key '5' appears a second time in the same object; expected every key once "
+        "(a JSON reader keeps only the last value, which would silently lose the others)")
+    inter.write_text('{"5": [1, 2, 3], "6": [1, 2, 3]}', encoding="utf-8")
+    items = tmp_path / "x.item.json"
+    items.write_text('{"1": {"title": "a"}, "2": {"title": "b", "title": "c"}}', encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(inter), items=str(items)).startswith(
+        f"{items}: line 1, column 43: key 'title' appears a second time in the same object")
+
+
+def test_ids_that_are_not_integers_or_strings_are_errors(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # MiniOneRec: int(1.7) used to truncate the item to 1
+    write_minionerec(tmp_path, b'user_id,history_item_id,item_id\nA,"[1.7, 2]",3\n')
+    assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)) == (
+        f"{tmp_path / 'valid.csv'}: line 2, field history_item_id: expected a list of integer item ids, got '[1.7, 2]'")
+    write_minionerec(tmp_path, b'user_id,history_item_id,item_id\nA,"[1, 2]",' + b"9" * 5000 + b"\n")
+    assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)).startswith(
+        f"{tmp_path / 'valid.csv'}: line 2, field item_id: expected an integer item id, got '999")
+
+    # Parquet: a float id that is not integral, a NaN id, and list<int> ids (used to become the string "[10]")
+    inter = tmp_path / "events.parquet"
+    pq.write_table(pa.table({"user_id": ["u", "u"], "item_id": [1.0, 1.7]}), inter)
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: row 2, field item_id: expected a item id (a string or an integer), got 1.7")
+    pq.write_table(pa.table({"user_id": [1.0, float("nan")], "item_id": ["a", "b"]}), inter)
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: row 2, field user_id: expected a user id (a string or an integer), got nan")
+    pq.write_table(pa.table({"user_id": ["u", "u"], "item_id": pa.array([[10], [11]], pa.list_(pa.int64()))}), inter)
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: row 1, field item_id: expected a item id (a string or an integer), not list, got [10]")
+
+
+def test_ids_of_thousands_of_digits_are_errors_not_tracebacks(tmp_path: Path) -> None:
+    # 4,300+ digits used to crash int() in prepare._ordered with a ValueError traceback
+    long_id = "1" * 4400
+    inter = tmp_path / "events.csv"
+    inter.write_text("user_id,item_id\n" + "".join(f"{u},{i}\n" for u in ("1", long_id) for i in (1, 2, 3)), encoding="utf-8")
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: line 5, field user_id: expected a user id of at most 1000 characters, got '4400 characters: "
+        f"{'1' * 40}...'")
+    lcrec = tmp_path / "x.inter.json"
+    lcrec.write_text('{"1": [1, 2, 3],\n "2": [1, 2, ' + long_id + "]}", encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(lcrec)) == (
+        f"{lcrec}: line 2, column 14: a number of 4400 digits; expected at most 4300 digits")
+    lcrec.write_text(json.dumps({"1": [1, 2, 3], long_id: [1, 2, 3]}), encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(lcrec)).startswith(
+        f"{lcrec}: user '{'1' * 40}': expected a user id of at most 1000 characters")
+
+
+def test_ordering_of_long_numeric_ids_needs_no_int() -> None:
+    from alignrec.data.prepare import _ordered
+
+    long_id = "9" * 5000
+    assert _ordered([long_id, "10", "9", "0010", "2"]) == ["2", "9", "10", "0010", long_id]
+    assert _ordered(["b", "10", "a"]) == ["10", "a", "b"]
+    assert _ordered(["\u00b2", "1"]) == ["1", "\u00b2"]  # a superscript is a digit to isdigit() but not to int()
+
+
+def test_deeply_nested_json_is_an_input_error_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alignrec.cli import main
+
+    inter = tmp_path / "x.inter.json"
+    inter.write_text('{"1": [1, 2, 3],\n "2": ' + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    message = error_text(tmp_path, format="lcrec", inter=str(inter))
+    # the outer object is level 1; the deepest bracket is the 100000th '[' of line 2
+    assert re.fullmatch(re.escape(f"{inter}: line 2, column 100006: JSON nested 100001 levels deep; expected fewer levels "
+                                  "than the parser's limit (about ") + r"\d+\)", message), message
+    assert main(["prepare", "--format", "lcrec", "--inter", str(inter), "--out", str(tmp_path / "cli")]) == 2
+    assert "JSON nested 100001 levels deep" in capsys.readouterr().err
+
+    reviews = tmp_path / "reviews_Toys_5.json"
+    reviews.write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews)) == (
+        f"{reviews}: line 1: expected one JSON object per line, nested a few levels (it is nested too deeply to parse)")

@@ -154,3 +154,87 @@ def test_vectorised_split_matches_the_reference(lengths: list[int], max_history:
         assert split.user_index.tolist() == users
         assert split.targets.tolist() == targets
         assert [split.values[a:b].tolist() for a, b in zip(split.offsets[:-1], split.offsets[1:], strict=True)] == histories
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 9), min_size=1, max_size=8),
+    max_history=st.integers(1, 5),
+    rows=st.integers(1, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_splits_built_in_pieces_match_the_whole(lengths: list[int], max_history: int, rows: int, seed: int) -> None:
+    import pyarrow as pa
+
+    from alignrec.data.prepare import iter_split_tables
+
+    flat = np.random.default_rng(seed).integers(0, 30, size=sum(lengths))
+    whole = leave_one_out_arrays(flat, np.array(lengths), max_history)
+    for name, split in whole.items():
+        pieces = list(iter_split_tables(flat, np.array(lengths), max_history, name, rows=rows))
+        assert all(piece.num_rows == rows for piece in pieces[:-1]) and 0 < pieces[-1].num_rows <= rows or (
+            len(pieces) == 1 and pieces[0].num_rows == 0)
+        assert pa.concat_tables(pieces).equals(split.to_table())
+
+
+def test_split_file_written_in_row_groups_is_byte_identical(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from alignrec.data.prepare import _write_table, iter_split_tables
+
+    lengths = np.full(700, 9)
+    flat = np.random.default_rng(0).integers(0, 100, size=int(lengths.sum()))
+    whole = leave_one_out_arrays(flat, lengths, 20)["train"].to_table()  # 4200 rows
+    pq.write_table(whole, tmp_path / "whole.parquet", row_group_size=1000)
+    # what _write_table does with pieces, at a row-group size small enough for a test
+    with pq.ParquetWriter(tmp_path / "pieces.parquet", whole.schema) as writer:
+        for piece in iter_split_tables(flat, lengths, 20, "train", rows=1000):
+            writer.write_table(piece)
+    assert (tmp_path / "pieces.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    _write_table(iter_split_tables(flat, lengths, 20, "train"), tmp_path / "default.parquet")
+    pq.write_table(whole, tmp_path / "default_whole.parquet")
+    assert (tmp_path / "default.parquet").read_bytes() == (tmp_path / "default_whole.parquet").read_bytes()
+    assert pq.read_table(tmp_path / "default.parquet").equals(whole)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sequences=st.dictionaries(st.sampled_from([f"u{u}" for u in range(8)]),
+                              st.lists(st.sampled_from("abcdefg"), max_size=8), max_size=8),
+    k=st.integers(1, 4),
+)
+def test_kcore_on_arrays_matches_the_reference(sequences: dict[str, list[str]], k: int) -> None:
+    from alignrec.data.dataset import InteractionLog
+    from alignrec.data.prepare import kcore_arrays
+
+    events = {user: [(item, None) for item in items] for user, items in sequences.items()}
+    kept, dropped = kcore_filter(events, k)
+    log = InteractionLog.from_sequences(events)
+    alive, present, dropped_arrays = kcore_arrays(
+        log.users, log.items, np.ones(len(log), dtype=bool), np.ones(len(log.user_ids), dtype=bool), len(log.item_ids), k)
+    assert dropped_arrays == dropped
+    assert [log.user_ids[u] for u in np.flatnonzero(present)] == list(kept)
+    assert [(log.user_ids[u], log.item_ids[i]) for u, i in zip(log.users[alive], log.items[alive], strict=True)] == [
+        (user, item) for user, user_events in kept.items() for item, _ in user_events]
+
+
+def test_sequences_and_interaction_log_give_the_same_data_set(tmp_path: Path) -> None:
+    from alignrec.data.dataset import InteractionLog
+
+    sequences = {"3": [("b", 2.0), ("a", None), ("c", 1.0), ("d", 1.0)], "1": [("a", None), ("b", None), ("c", None)],
+                 "2": [], "10": [("x", 5.0), ("y", 4.0), ("z", 3.0), ("a", 2.0)]}
+    by_dict = write_dataset(RawDataset(sequences=sequences), tmp_path / "a", PrepareConfig(format="csv"))
+    by_log = write_dataset(RawDataset(interactions=InteractionLog.from_sequences(sequences)), tmp_path / "b",
+                           PrepareConfig(format="csv"))
+    for name in ("users.parquet", "items.parquet", "splits/train.parquet", "splits/valid.parquet", "splits/test.parquet"):
+        assert (by_dict / name).read_bytes() == (by_log / name).read_bytes()
+    data = load_dataset(by_log)
+    assert data.user_ids == ["1", "3", "10"]
+    # ties keep source order, events without a time go last; a user with any untimed event has null timestamps
+    assert [[data.item_ids[i] for i in seq] for seq in data.sequences] == [["a", "b", "c"], ["c", "d", "b", "a"],
+                                                                             ["a", "z", "y", "x"]]
+    assert data.users_table.column("timestamps").to_pylist() == [None, None, [2.0, 3.0, 4.0, 5.0]]
+    assert data.stats["dropped"] == {"interactions_of_short_users": 0, "users_too_short": 1}  # user "2", no events
+    with pytest.raises(DatasetFormatError, match=r"user '3', position 1: expected a finite timestamp, got nan"):
+        write_dataset(RawDataset(sequences={"3": [("a", 1.0), ("b", float("nan")), ("c", 2.0)]}), tmp_path / "c",
+                      PrepareConfig(format="csv"))

@@ -20,7 +20,9 @@ is (s[:n-1], s[n-1]), the validation sample (s[:n-2], s[n-2]) and the training s
 
 from __future__ import annotations
 
+import math
 import os
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -57,21 +59,120 @@ class ItemRecord:
 
 
 @dataclass
+class InteractionLog:
+    """Interactions in source order as parallel columns: what the readers build.
+
+    About 16 bytes an event (a list of ``(item, time)`` tuples per user takes ~150), so a file
+    of tens of millions of interactions fits in memory. ``user_ids[c]`` / ``item_ids[c]`` are
+    the source ids of user / item code ``c`` (first-seen order); ``users`` and ``items`` (N,)
+    hold the codes of each event; ``timestamps`` (N,) float64 its time, NaN for an event without
+    one, or is None when no event has a time. A user may have no events (a key with an empty
+    list in LC-Rec json): it is a user all the same, and is dropped as too short later.
+    """
+
+    user_ids: list[str]
+    item_ids: list[str]
+    users: np.ndarray  # (N,) int32 user codes
+    items: np.ndarray  # (N,) int32 item codes
+    timestamps: np.ndarray | None  # (N,) float64, NaN = no time; None = no event has one
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def select(self, keep: np.ndarray) -> InteractionLog:
+        """The events where ``keep`` (N,) is true, in order; the id lists are unchanged."""
+        return InteractionLog(
+            self.user_ids, self.item_ids, self.users[keep], self.items[keep],
+            None if self.timestamps is None else self.timestamps[keep],
+        )
+
+    @classmethod
+    def from_sequences(cls, sequences: dict[str, list[tuple[str, float | None]]]) -> InteractionLog:
+        """The columns of ``{user: [(item, time or None), ...]}`` (user order = dict order)."""
+        builder = InteractionLogBuilder()
+        for user, events in sequences.items():
+            builder.user(user)
+            for position, (item, when) in enumerate(events):
+                if when is not None and not math.isfinite(when):
+                    raise DatasetFormatError(f"user {user!r}, position {position}: expected a finite timestamp, got {when!r}")
+                builder.add(user, item, when)
+        return builder.build()
+
+
+class InteractionLogBuilder:
+    """Collects events one at a time into the compact columns of an :class:`InteractionLog`."""
+
+    def __init__(self) -> None:
+        self._user_codes: dict[str, int] = {}
+        self._item_codes: dict[str, int] = {}
+        self._users = array("i")
+        self._items = array("i")
+        self._times: array[float] | None = None  # created at the first event with a time
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def user(self, user: str) -> int:
+        """The code of ``user``, registering it (with no events yet) when new."""
+        code = self._user_codes.get(user)
+        if code is None:
+            code = self._user_codes[user] = len(self._user_codes)
+        return code
+
+    def add(self, user: str, item: str, when: float | None = None) -> None:
+        """Append one event; ``when`` is seconds (finite, checked by the reader) or None."""
+        user_code = self._user_codes.get(user)
+        if user_code is None:
+            user_code = self._user_codes[user] = len(self._user_codes)
+        item_code = self._item_codes.get(item)
+        if item_code is None:
+            item_code = self._item_codes[item] = len(self._item_codes)
+        if when is not None and self._times is None:
+            self._times = array("d", [math.nan]) * len(self._users)  # earlier events had no time
+        self._users.append(user_code)
+        self._items.append(item_code)
+        if self._times is not None:
+            self._times.append(math.nan if when is None else when)
+
+    def build(self) -> InteractionLog:
+        return InteractionLog(
+            user_ids=list(self._user_codes),
+            item_ids=list(self._item_codes),
+            users=np.frombuffer(self._users, dtype=np.intc) if len(self._users) else np.zeros(0, np.intc),
+            items=np.frombuffer(self._items, dtype=np.intc) if len(self._items) else np.zeros(0, np.intc),
+            timestamps=None if self._times is None else np.frombuffer(self._times, dtype=np.float64),
+        )
+
+
+@dataclass
 class RawDataset:
     """What a source reader produces, before indexing, filtering and splitting.
 
-    ``sequences`` maps user id -> chronological list of (item id, timestamp or None).
-    ``items`` maps item id -> text; ``None`` means the source has no item table, so every
-    item seen in the interactions is valid. ``reviews`` holds (user id, item id, text).
-    ``dropped`` counts records the reader skipped, keyed by reason.
+    The interactions come either as ``interactions`` (an :class:`InteractionLog`, what the
+    readers build) or as ``sequences``, user id -> chronological list of (item id, timestamp or
+    None) (handy for small data built in code). ``items`` maps item id -> text; ``None`` means
+    the source has no item table, so every item seen in the interactions is valid. ``reviews``
+    holds (user id, item id, text). ``dropped`` counts records the reader skipped, keyed by reason.
     """
 
-    sequences: dict[str, list[tuple[str, float | None]]]
+    sequences: dict[str, list[tuple[str, float | None]]] | None = None
     items: dict[str, ItemRecord] | None = None
     reviews: list[tuple[str, str, str]] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
     dropped: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    interactions: InteractionLog | None = None
+
+    def __post_init__(self) -> None:
+        if (self.sequences is None) == (self.interactions is None):
+            raise ValueError("RawDataset needs exactly one of sequences or interactions")
+
+    def interaction_log(self) -> InteractionLog:
+        """The interactions as columns (built from ``sequences`` when given that way)."""
+        if self.interactions is not None:
+            return self.interactions
+        assert self.sequences is not None
+        return InteractionLog.from_sequences(self.sequences)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,18 @@ and the log: interactions with items missing from the item table, k-core filteri
 whose sequence is too short for the leave-one-out split. A filter that ran always reports
 its counters, zeros included (0 = checked, nothing removed); a filter that did not apply
 (no item table, k-core off) is absent. An empty result is an error.
+
+Everything runs on the compact columns of an :class:`~alignrec.data.dataset.InteractionLog`
+(numpy arrays, no Python object per event), and the splits are written one Parquet row group
+at a time, so memory grows by tens of bytes per interaction (about 1.5 GB for 10M).
 """
 
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alignrec.config import write_run_record
-from alignrec.data.dataset import FORMAT_VERSION, DatasetFormatError, ItemRecord, RawDataset
+from alignrec.data.dataset import FORMAT_VERSION, DatasetFormatError, InteractionLog, ItemRecord, RawDataset
 from alignrec.utils.io import atomic_directory, atomic_write_json
 from alignrec.utils.log import get_logger
 
@@ -29,6 +35,10 @@ log = get_logger(__name__)
 SourceFormat = Literal["lcrec", "minionerec", "amazon18", "recbole", "csv"]
 Events = list[tuple[str, float | None]]
 _EMPTY_ITEM = ItemRecord()
+# Rows of a Parquet row group: pyarrow's default, which the split files are written in pieces of
+# so that they come out byte for byte as one `pq.write_table` of the whole split would.
+ROW_GROUP_ROWS = 1024 * 1024
+_GATHER_BLOCK = 65536  # samples whose history indices are computed at once
 
 
 @dataclass
@@ -108,12 +118,27 @@ class PrepareConfig:
         return 5 if self.format == "amazon18" else 0
 
 
+def _numeric_key(text: str) -> tuple[int, str]:
+    """Sort key of a decimal id that orders like ``int(text)`` without converting it (``int``
+    refuses more than 4300 digits): fewer significant digits first, then digit by digit."""
+    if not text.isascii():
+        text = "".join(str(unicodedata.decimal(character)) for character in text)
+    digits = text.lstrip("0")
+    return len(digits), digits
+
+
+def id_order(ids: Sequence[str]) -> list[int]:
+    """Positions of ``ids`` in sorted order: numeric when every id is a decimal integer string
+    (keeps LC-Rec indices), else lexical. Equal numbers ("7", "07") keep their given order."""
+    if all(i.isdecimal() for i in ids):
+        return sorted(range(len(ids)), key=lambda position: _numeric_key(ids[position]))
+    return sorted(range(len(ids)), key=ids.__getitem__)
+
+
 def _ordered(ids: set[str] | list[str]) -> list[str]:
-    """Numeric order when every id is an integer string (keeps LC-Rec indices), else lexical."""
+    """``ids`` sorted as :func:`id_order` sorts them."""
     ids = list(ids)
-    if all(i.isdigit() for i in ids):
-        return sorted(ids, key=int)
-    return sorted(ids)
+    return [ids[position] for position in id_order(ids)]
 
 
 def kcore_filter(sequences: dict[str, Events], k: int) -> tuple[dict[str, Events], Counter[str]]:
@@ -152,9 +177,40 @@ def kcore_filter(sequences: dict[str, Events], k: int) -> tuple[dict[str, Events
     return current, dropped
 
 
+def kcore_arrays(
+    users: np.ndarray, items: np.ndarray, alive: np.ndarray, present: np.ndarray, num_items: int, k: int
+) -> tuple[np.ndarray, np.ndarray, Counter[str]]:
+    """:func:`kcore_filter` (its plain reference) on event columns.
+
+    ``users``, ``items`` (N,) codes; ``alive`` (N,) the events still in; ``present`` (U,) the
+    users still in (a user with no events is in until a filter drops it). Returns the new
+    ``alive`` and ``present`` masks and the same counters as :func:`kcore_filter`.
+    """
+    alive, present = alive.copy(), present.copy()
+    users_before, interactions_before = int(present.sum()), int(alive.sum())
+    items_before = int(np.count_nonzero(np.bincount(items[alive], minlength=num_items)))
+    while True:
+        rare = np.bincount(items[alive], minlength=num_items) < k  # (I,)
+        removed = alive & rare[items]
+        alive &= ~removed
+        short = present & (np.bincount(users[alive], minlength=len(present)) < k)  # (U,)
+        present &= ~short
+        alive &= ~short[users]
+        if not removed.any() and not short.any():
+            break
+    dropped: Counter[str] = Counter(
+        {
+            "kcore_users": users_before - int(present.sum()),
+            "kcore_items": items_before - int(np.count_nonzero(np.bincount(items[alive], minlength=num_items))),
+            "kcore_interactions": interactions_before - int(alive.sum()),
+        }
+    )
+    return alive, present, dropped
+
+
 def leave_one_out(sequences: list[np.ndarray], max_history: int) -> dict[str, tuple[list[int], list[list[int]], list[int]]]:
     """The papers' split of each sequence ``s`` of length ``n`` (``n >= 3``) — the plain
-    reference of :func:`leave_one_out_arrays`, which ``write_dataset`` uses:
+    reference of :func:`leave_one_out_arrays` and :func:`split_arrays`, which ``write_dataset`` uses:
 
     test ``(s[:n-1], s[n-1])``, validation ``(s[:n-2], s[n-2])``, training ``(s[:t], s[t])`` for
     ``t = 1 .. n-3``; every history keeps only its last ``max_history`` items. Returns, per
@@ -192,40 +248,77 @@ class SplitArrays:
         )
 
 
-def leave_one_out_arrays(flat: np.ndarray, lengths: np.ndarray, max_history: int) -> dict[str, SplitArrays]:
-    """Vectorised :func:`leave_one_out` (same samples, same order) over concatenated sequences.
+def split_sample_counts(lengths: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per split, ``(samples of each user, position t of each user's first sample)``, both (U,).
 
-    ``flat`` holds every user's items back to back, ``lengths`` (U,) the sequence lengths. Each
-    sample is a position ``t >= 1`` of a user's sequence; its history is the (at most
-    ``max_history``) items before it. No Python loop over samples: on Games this is ~20x faster
-    than building lists.
+    A user with ``n`` items has training samples at ``t = 1 .. n-3``, the validation sample at
+    ``t = n-2`` (when ``n >= 3``) and the test sample at ``t = n-1`` (when ``n >= 2``).
     """
-    flat = np.asarray(flat, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
-    starts = np.cumsum(lengths) - lengths  # (U,)
-    samples_per_user = np.maximum(lengths - 1, 0)
-    user = np.repeat(np.arange(len(lengths)), samples_per_user)  # (N,)
-    first_sample = np.cumsum(samples_per_user) - samples_per_user
-    t = np.arange(len(user)) - np.repeat(first_sample, samples_per_user) + 1  # position in the sequence, 1..n-1
-    n = lengths[user]
-    kind = np.where(t == n - 1, 2, np.where(t == n - 2, 1, 0))  # 0 train, 1 valid, 2 test
-    position = starts[user] + t  # index of the target in flat
-    out: dict[str, SplitArrays] = {}
-    for code, name in enumerate(("train", "valid", "test")):
-        mask = kind == code
-        target_position = position[mask]
-        history_length = np.minimum(t[mask], max_history)
-        offsets = np.zeros(len(target_position) + 1, dtype=np.int64)
-        np.cumsum(history_length, out=offsets[1:])
-        # history s covers flat[target_position[s] - history_length[s] : target_position[s]]
-        gather = np.repeat(target_position - history_length - offsets[:-1], history_length) + np.arange(offsets[-1])
-        out[name] = SplitArrays(
-            user_index=user[mask].astype(np.int32),
-            offsets=offsets.astype(np.int32),
-            values=flat[gather].astype(np.int32),
-            targets=flat[target_position].astype(np.int32),
-        )
-    return out
+    return {
+        "train": (np.maximum(lengths - 3, 0), np.ones_like(lengths)),
+        "valid": ((lengths >= 3).astype(np.int64), lengths - 2),
+        "test": ((lengths >= 2).astype(np.int64), lengths - 1),
+    }
+
+
+def split_arrays(
+    flat: np.ndarray, lengths: np.ndarray, max_history: int, name: str, start: int = 0, stop: int | None = None
+) -> SplitArrays:
+    """Samples ``start .. stop-1`` of split ``name`` (the order of :func:`leave_one_out`: by user,
+    then position) over concatenated sequences: ``flat`` holds every user's items back to back,
+    ``lengths`` (U,) the sequence lengths. No Python loop over samples, and memory in proportion
+    to ``stop - start``, so a split is built (and written) in pieces.
+    """
+    flat = np.asarray(flat)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    counts, first_t = split_sample_counts(lengths)[name]
+    ends = np.cumsum(counts)  # (U,) one past each user's last sample
+    total = int(ends[-1]) if len(ends) else 0
+    stop = total if stop is None else min(stop, total)
+    sample = np.arange(start, max(stop, start), dtype=np.int64)  # (S,)
+    user = np.searchsorted(ends, sample, side="right")  # (S,)
+    t = first_t[user] + sample - (ends[user] - counts[user])  # position of the target in its sequence
+    target_position = np.cumsum(lengths)[user] - lengths[user] + t  # index of the target in flat
+    history_length = np.minimum(t, max_history)
+    offsets = np.zeros(len(sample) + 1, dtype=np.int64)
+    np.cumsum(history_length, out=offsets[1:])
+    # history s covers flat[target_position[s] - history_length[s] : target_position[s]]; gathered
+    # a block of samples at a time so that the int64 indices never exist for the whole piece
+    values = np.empty(int(offsets[-1]), dtype=np.int32)
+    shift = target_position - history_length - offsets[:-1]  # flat index of value v = shift[s] + v
+    for block in range(0, len(sample), _GATHER_BLOCK):
+        first, last = block, min(block + _GATHER_BLOCK, len(sample))
+        lo, hi = int(offsets[first]), int(offsets[last])
+        gather = np.repeat(shift[first:last], history_length[first:last]) + np.arange(lo, hi)
+        values[lo:hi] = flat[gather]
+    return SplitArrays(
+        user_index=user.astype(np.int32),
+        offsets=offsets.astype(np.int32),
+        values=values,
+        targets=flat[target_position].astype(np.int32, copy=False),
+    )
+
+
+def leave_one_out_arrays(flat: np.ndarray, lengths: np.ndarray, max_history: int) -> dict[str, SplitArrays]:
+    """Vectorised :func:`leave_one_out` (same samples, same order) over concatenated sequences,
+    every split whole (``write_dataset`` builds them in pieces with :func:`split_arrays`).
+
+    ``flat`` holds every user's items back to back, ``lengths`` (U,) the sequence lengths. On
+    Games this is ~20x faster than building lists.
+    """
+    return {name: split_arrays(flat, lengths, max_history, name) for name in ("train", "valid", "test")}
+
+
+def iter_split_tables(
+    flat: np.ndarray, lengths: np.ndarray, max_history: int, name: str, rows: int = ROW_GROUP_ROWS
+) -> Iterator[pa.Table]:
+    """Split ``name`` as tables of ``rows`` samples (the last one shorter; one empty table when
+    the split is empty), for :func:`_write_table` to write one row group each."""
+    counts, _ = split_sample_counts(lengths)[name]
+    total = int(counts.sum())
+    for start in range(0, max(total, 1), rows):
+        yield split_arrays(flat, lengths, max_history, name, start, start + rows).to_table()
 
 
 def write_dataset(
@@ -242,52 +335,72 @@ def write_dataset(
     started = time.perf_counter()
     dropped: Counter[str] = Counter(raw.dropped)
     source_name = raw.source.get("inter") or raw.source.get("dir") or raw.source.get("format") or "the input"
-    if not raw.sequences or not any(raw.sequences.values()):
+    events = raw.interaction_log()
+    if len(events) == 0:
         raise DatasetFormatError(f"{source_name}: no interactions found (is the file empty or the wrong one?)")
+    users, items = events.users, events.items  # (N,) codes, source order
+    num_users, num_items = len(events.user_ids), len(events.item_ids)
+    alive = np.ones(len(events), dtype=bool)  # (N,) events still in
+    present = np.ones(num_users, dtype=bool)  # (U,) users still in
 
-    # 1. Chronological order (stable: ties keep source order), unknown items out.
-    events_of: dict[str, Events] = {}
+    # 1. Unknown items out.
     if raw.items is not None:
-        dropped["unknown_item_interactions"] += 0  # the check runs: report it even when nothing is dropped
-    for user, events in raw.sequences.items():
-        if any(ts is not None for _, ts in events):
-            events = sorted(events, key=lambda e: (e[1] is None, e[1] if e[1] is not None else 0.0))
-        if raw.items is not None:
-            known = [e for e in events if e[0] in raw.items]
-            dropped["unknown_item_interactions"] += len(events) - len(known)
-            events = known
-        events_of[user] = events
+        catalogue = raw.items
+        known = np.fromiter((item in catalogue for item in events.item_ids), dtype=bool, count=num_items)
+        alive &= known[items]
+        dropped["unknown_item_interactions"] += len(events) - int(alive.sum())  # zero included: the check ran
 
     # 2. Optional k-core.
     kcore = config.effective_kcore
     if kcore > 0:
-        events_of, kcore_dropped = kcore_filter(events_of, kcore)
+        alive, present, kcore_dropped = kcore_arrays(users, items, alive, present, num_items, kcore)
         dropped.update(kcore_dropped)
 
     # 3. Users too short for the split.
-    short = [u for u, e in events_of.items() if len(e) < config.min_sequence_length]
-    dropped["users_too_short"] += len(short)
-    dropped["interactions_of_short_users"] += sum(len(events_of.pop(user)) for user in short)
-    if not events_of:
+    length_of_user = np.bincount(users[alive], minlength=num_users)  # (U,)
+    short = present & (length_of_user < config.min_sequence_length)
+    dropped["users_too_short"] += int(short.sum())
+    dropped["interactions_of_short_users"] += int(length_of_user[short].sum())
+    present &= ~short
+    alive &= present[users]
+    if not present.any():
         raise DatasetFormatError(
             f"{source_name}: no users left after filtering (dropped: {dict(sorted(dropped.items()))}); check the "
             f"input files and --min-sequence-length={config.min_sequence_length}, --kcore={kcore}"
         )
-    sequences = {user: [item for item, _ in events] for user, events in events_of.items()}
 
-    # 4. Dense indices.
-    item_order = _ordered({item for seq in sequences.values() for item in seq})
-    item_index = {item: i for i, item in enumerate(item_order)}
-    user_order = _ordered(list(sequences))
+    # 4. Dense indices: ids in numeric (or lexical) order.
+    user_codes = np.flatnonzero(present)
+    user_codes = user_codes[id_order([events.user_ids[c] for c in user_codes])]
+    item_codes = np.flatnonzero(np.bincount(items[alive], minlength=num_items))
+    item_codes = item_codes[id_order([events.item_ids[c] for c in item_codes])]
+    user_order = [events.user_ids[c] for c in user_codes]
+    item_order = [events.item_ids[c] for c in item_codes]
+    user_rank = np.full(num_users, -1, dtype=np.int64)
+    user_rank[user_codes] = np.arange(len(user_codes))
+    item_rank = np.full(num_items, -1, dtype=np.int32)
+    item_rank[item_codes] = np.arange(len(item_codes), dtype=np.int32)
     if raw.items is not None:
-        dropped["catalogue_items_without_interactions"] += len(set(raw.items) - set(item_index))
-    lengths = np.fromiter((len(sequences[u]) for u in user_order), dtype=np.int64, count=len(user_order))
-    flat = np.fromiter((item_index[i] for u in user_order for i in sequences[u]), dtype=np.int64, count=int(lengths.sum()))
+        dropped["catalogue_items_without_interactions"] += len(raw.items) - len(item_order)
+
+    # 5. Each user's events in chronological order (stable: ties keep source order; events
+    #    without a time after those with one), users in index order.
+    kept = events.select(alive)
+    owner = user_rank[kept.users]  # (N',) user index of each kept event
+    if kept.timestamps is not None:
+        untimed = np.isnan(kept.timestamps)
+        order = np.argsort(np.where(untimed, 0.0, kept.timestamps), kind="stable")
+        order = order[np.argsort(untimed[order], kind="stable")]
+        order = order[np.argsort(owner[order], kind="stable")]
+    else:
+        order = np.argsort(owner, kind="stable")
+    flat = item_rank[kept.items[order]]  # (N',) int32 item indices, user by user
+    lengths = np.bincount(owner, minlength=len(user_order)).astype(np.int64)  # (U',)
     user_offsets = np.zeros(len(user_order) + 1, dtype=np.int64)
     np.cumsum(lengths, out=user_offsets[1:])
-    splits = leave_one_out_arrays(flat, lengths, config.max_history)
+    sample_counts = {name: int(counts.sum()) for name, (counts, _) in split_sample_counts(lengths).items()}
 
-    # 5. Tables.
+    # 6. Tables.
     def record(item: str) -> ItemRecord:
         found = raw.items.get(item) if raw.items is not None else None
         return found if found is not None else _EMPTY_ITEM
@@ -303,24 +416,21 @@ def write_dataset(
             "categories": pa.array([list(r.categories) for r in records], pa.list_(pa.string())),
         }
     )
-
-    def user_timestamps(user: str) -> list[float] | None:
-        values = [ts for _, ts in events_of[user]]
-        return None if any(v is None for v in values) else [float(v) for v in values]  # type: ignore[arg-type]
-
     users_table = pa.table(
         {
             "user_index": pa.array(range(len(user_order)), pa.int32()),
             "user_id": pa.array(user_order, pa.string()),
             "sequence": pa.ListArray.from_arrays(pa.array(user_offsets, pa.int32()), pa.array(flat, pa.int32())),
-            "timestamps": pa.array([user_timestamps(u) for u in user_order], pa.list_(pa.float64())),
+            "timestamps": _timestamps_column(kept.timestamps, order, owner, lengths),
         }
     )
+    del kept, owner, order
 
     review_rows = []
     if config.keep_reviews and raw.reviews:
         dropped["reviews_of_dropped_users_or_items"] += 0
         user_index = {u: i for i, u in enumerate(user_order)}
+        item_index = {item: i for i, item in enumerate(item_order)}
         for user, item, review in raw.reviews:
             if user in user_index and item in item_index and review.strip():
                 review_rows.append((user_index[user], item_index[item], review.strip()))
@@ -337,9 +447,9 @@ def write_dataset(
         "max_seq_len": int(lengths.max()),
         "median_seq_len": float(np.median(lengths)),
         "density": round(float(lengths.sum()) / (len(user_order) * len(item_order)), 8),
-        "train_samples": len(splits["train"].targets),
-        "valid_samples": len(splits["valid"].targets),
-        "test_samples": len(splits["test"].targets),
+        "train_samples": sample_counts["train"],
+        "valid_samples": sample_counts["valid"],
+        "test_samples": sample_counts["test"],
         "max_history": config.max_history,
         "min_sequence_length": config.min_sequence_length,
         "kcore": kcore,
@@ -362,8 +472,8 @@ def write_dataset(
         _write_table(items_table, tmp / "items.parquet")
         _write_table(users_table, tmp / "users.parquet")
         (tmp / "splits").mkdir()
-        for name, split in splits.items():
-            _write_table(split.to_table(), tmp / "splits" / f"{name}.parquet")
+        for name in ("train", "valid", "test"):
+            _write_table(iter_split_tables(flat, lengths, config.max_history, name), tmp / "splits" / f"{name}.parquet")
         if review_rows:
             _write_table(
                 pa.table(
@@ -393,9 +503,42 @@ def write_dataset(
     return target
 
 
-def _write_table(table: pa.Table, path: Path) -> None:
-    """One place for Parquet writes (a test hooks it to simulate a crash midway)."""
-    pq.write_table(table, path)
+def _timestamps_column(
+    timestamps: np.ndarray | None, order: np.ndarray, owner: np.ndarray, lengths: np.ndarray
+) -> pa.Array:
+    """``users.parquet``'s timestamps: each user's times in sequence order, or null for a user
+    with any event without a time (every user when the source has none)."""
+    if timestamps is None:
+        return pa.array([None] * len(lengths), pa.list_(pa.float64()))
+    untimed_user = np.bincount(owner[np.isnan(timestamps)], minlength=len(lengths)) > 0  # (U',)
+    times = timestamps[order]  # (N',) user by user, like the sequences
+    times = times[~untimed_user[owner[order]]]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.where(untimed_user, 0, lengths), out=offsets[1:])
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(times, pa.float64()), mask=pa.array(untimed_user, pa.bool_())
+    )
+
+
+def _write_table(table: pa.Table | Iterable[pa.Table], path: Path) -> None:
+    """One place for Parquet writes (a test hooks it to simulate a crash midway).
+
+    Given tables one after another (all but the last of ROW_GROUP_ROWS rows), it writes them as
+    one file, a row group each: the bytes ``pq.write_table`` writes for their concatenation,
+    without ever holding it in memory.
+    """
+    if isinstance(table, pa.Table):
+        pq.write_table(table, path)
+        return
+    writer: pq.ParquetWriter | None = None
+    try:
+        for piece in table:
+            if writer is None:
+                writer = pq.ParquetWriter(path, piece.schema)
+            writer.write_table(piece)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def prepare(config: PrepareConfig, run_dir: str | Path) -> Path:

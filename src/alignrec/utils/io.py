@@ -4,15 +4,26 @@ Every stage writes its outputs through these functions so that a run killed midw
 leaves a half-written file or folder that a later stage would accept: files are written to a
 temporary name in the same folder and renamed into place (``os.replace`` is atomic on POSIX),
 and stage folders are built under a temporary name and renamed when complete.
+
+Temporary names carry their owner: ``.<name>.<pid>-<start>-<host>.<random>.tmp`` (process id,
+its start time in clock ticks since boot, host name). A run killed with SIGKILL cannot remove
+its temporary, so every write to a target first removes the temporaries of that same target
+whose owner is gone (:func:`remove_stale_temporaries`); a live owner's temporary (another run
+writing the same target right now, on this machine or another) is never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from alignrec.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -58,11 +71,112 @@ def _fsync_directory(path: Path) -> None:
             os.close(fd)
 
 
+# ----------------------------------------------------------------------------- temporaries
+
+_HOST = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()).strip("-")[:40] or "host"
+# .<name>.<pid>-<start>-<host>.<random from tempfile>.<tmp|old>, after the ".<name>." prefix
+_OWNED = re.compile(r"(\d+)-(\d+)-([A-Za-z0-9-]+)\.[a-z0-9_]+\.(tmp|old)")
+# what tempfile made before owners were recorded: .<name>.<8 random characters>.<tmp|old>
+_UNOWNED = re.compile(r"[a-z0-9_]{8}\.(tmp|old)")
+_START_TIMES: dict[int, int] = {}
+
+
+def _process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot (/proc/PID/stat field 22); None
+    where /proc is not available. With the pid it identifies a process: pids are reused, start
+    times of the same pid are not."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # field 2, the command, may hold spaces and ')'
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _owner_tag() -> str:
+    pid = os.getpid()  # looked up on every call: a forked child is another owner
+    if pid not in _START_TIMES:
+        _START_TIMES[pid] = _process_start(pid) or 0
+    return f"{pid}-{_START_TIMES[pid]}-{_HOST}"
+
+
+def _owner_alive(pid: int, start: int, host: str) -> bool:
+    """Whether the process that made a temporary may still be running (when unsure: yes)."""
+    if host != _HOST:
+        return True  # another machine's process (a shared file system): no way to tell
+    if pid == os.getpid():
+        return start == (_START_TIMES.get(pid) or _process_start(pid) or 0)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user
+        pass
+    if start:
+        now = _process_start(pid)
+        return now is None or now == start
+    return True
+
+
+def temporary_prefix(path: Path) -> str:
+    """The name prefix of a temporary of ``path`` owned by this process (for mkstemp/mkdtemp)."""
+    return f".{path.name}.{_owner_tag()}."
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str], kinds: tuple[str, ...] = ("tmp",)) -> list[Path]:
+    """Remove the temporaries of ``path`` left by processes that no longer run; return them.
+
+    Only names this module makes for the same target are considered (``.<name>.<owner>.*.tmp``,
+    and ``.old`` with ``kinds=("old",)``), and only when the owner recorded in the name is a
+    process of this host that has exited (its pid is gone or now belongs to a process started at
+    another time). Temporaries of an older alignrec, which carry no owner, are reported in the
+    log and left alone: nothing tells whether a run is still writing them.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        rest = entry.name[len(prefix) :]
+        owned = _OWNED.fullmatch(rest)
+        if owned is None:
+            unowned = _UNOWNED.fullmatch(rest)
+            if unowned is not None and unowned.group(1) in kinds:
+                log.warning("%s: left by an older alignrec run; remove it if no run is writing %s", entry.path, path)
+            continue
+        pid, start, host, kind = int(owned.group(1)), int(owned.group(2)), owned.group(3), owned.group(4)
+        if kind not in kinds or _owner_alive(pid, start, host):
+            continue
+        stale = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        log.info("removed %s, left by process %d that no longer runs", stale, pid)
+        removed.append(stale)
+    return removed
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    remove_stale_temporaries(path)
+    return tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path)
     try:
         os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as handle:
@@ -110,7 +224,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path)
     os.fchmod(fd, _file_mode(path))
     os.close(fd)
     tmp_path = Path(tmp)
@@ -129,25 +243,29 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = True) -> It
     """Build a folder under a temporary name and move it to ``path`` only when complete.
 
     A crash inside the block leaves ``path`` as it was (absent or the previous complete
-    version) and removes the temporary folder (a SIGKILL leaves it behind under a hidden
-    ``.<name>.*.tmp`` name that no reader looks at). With ``overwrite`` an existing folder is
-    replaced; otherwise it is an :class:`InputError`.
+    version) and removes the temporary folder. A SIGKILL leaves it behind under a hidden
+    ``.<name>.<owner>.*.tmp`` name that no reader looks at; the next write to ``path`` removes it
+    (:func:`remove_stale_temporaries`: only when its owner process has exited, so two runs
+    writing at the same time never delete each other's work). With ``overwrite`` an existing
+    folder is replaced; otherwise it is an :class:`InputError`.
 
-    Replacing is two renames (old -> ``.<name>.*.old``, new -> ``path``): Linux has no portable
-    atomic swap of non-empty folders, so a crash exactly between them leaves ``path`` absent
-    (never half-written) with the previous version still on disk under the ``.old`` name.
+    Replacing is two renames (old -> ``.<name>.<owner>.*.old``, new -> ``path``): Linux has no
+    portable atomic swap of non-empty folders, so a crash exactly between them leaves ``path``
+    absent (never half-written) with the previous version still on disk under the ``.old`` name
+    (removed by the next write that completes).
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists (remove it or allow overwriting)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp"))
     try:
         # mkdtemp makes 0o700 folders; give the result the mode `mkdir` would have.
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".old"))
             old.rmdir()
             os.replace(path, old)
             os.replace(tmp, path)
@@ -158,6 +276,8 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = True) -> It
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_directory(path.parent)
+    # a previous version that a crash between the two renames left behind is obsolete now
+    remove_stale_temporaries(path, kinds=("old",))
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
@@ -186,33 +306,159 @@ def hash_inputs(paths: dict[str, str | os.PathLike[str]]) -> dict[str, dict[str,
     return described
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; a missing file or a parse error names the file (and line, column)."""
+# ----------------------------------------------------------------------------- reading
+
+def first_invalid_utf8(path: str | os.PathLike[str]) -> tuple[int, int, str] | None:
+    """``(line, byte in the line, reason)`` of the first bytes of ``path`` that are not UTF-8
+    (both 1-based; gzip files are read decompressed), or None when the whole file decodes.
+
+    Lines are split at ``\\n``: no byte of a UTF-8 multi-byte character can be ``\\n``, so
+    checking line by line is exact. Used to turn a decoding error into a message that names
+    the line, since a text stream decodes in blocks and cannot tell.
+    """
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if compressed else open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                shown = " ".join(f"0x{b:02x}" for b in line[error.start : min(error.end, error.start + 4)])
+                return number, error.start + 1, f"{error.reason}: {shown}"
+    return None
+
+
+def not_utf8_error(
+    path: str | os.PathLike[str], expected: str, error_type: type[InputError] = InputError
+) -> InputError:
+    """The error for a file that is not UTF-8 text, naming the line and byte where it stops being so."""
+    try:
+        found = first_invalid_utf8(path)
+    except (OSError, EOFError):
+        found = None
+    where = f"line {found[0]}, byte {found[1]}: " if found else ""
+    reason = f" ({found[2]})" if found else ""
+    return error_type(f"{path}: {where}not UTF-8 text{reason}; expected {expected} in UTF-8")
+
+
+# A JSON token for the error-path scanner: a string, a bracket, ':' or a line break.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[{}\[\]:\n]')
+
+
+class _DuplicateKey(Exception):
+    """Raised inside ``json.loads`` by the object hook of ``read_json(unique_keys=True)``."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+def _scan_json(text: str) -> tuple[tuple[int, int, int], tuple[int, int, str] | None]:
+    """Walk the brackets and keys of (valid or nearly valid) JSON text, for error messages only:
+    ``((line, column, depth) where the nesting is deepest, (line, column, key) of the first key
+    repeated in one object or None)``. Lines and columns are 1-based."""
+    line, line_start = 1, 0
+    deepest = (1, 1, 0)
+    stack: list[set[str] | None] = []  # one entry per open bracket: an object's keys so far, or None
+    duplicate: tuple[int, int, str] | None = None
+    previous: re.Match[str] | None = None
+    for token in _JSON_TOKEN.finditer(text):
+        kind = token.group()
+        if kind == "\n":
+            line, line_start = line + 1, token.end()
+            continue
+        if kind in "{[":
+            stack.append(set() if kind == "{" else None)
+            if len(stack) > deepest[2]:
+                deepest = (line, token.start() - line_start + 1, len(stack))
+        elif kind in "}]":
+            if stack:
+                stack.pop()
+        elif kind == ":" and previous is not None and previous.group().startswith('"') and stack and stack[-1] is not None:
+            try:
+                key = json.loads(previous.group())
+            except ValueError:
+                key = previous.group()[1:-1]
+            if key in stack[-1] and duplicate is None:
+                duplicate = (line, previous.start() - line_start + 1, key)
+            stack[-1].add(key)
+        previous = token
+    return deepest, duplicate
+
+
+def _json_error(path: Path, text: str, error: BaseException, line_offset: int = 0) -> InputError:
+    """A clear InputError for a failure of ``json.loads(text)`` (``text`` is line ``line_offset + 1`` on)."""
+
+    def at(line: int, column: int) -> str:
+        return f"{path}: line {line + line_offset}, column {column}"
+
+    if isinstance(error, json.JSONDecodeError):
+        return InputError(f"{at(error.lineno, error.colno)}: invalid JSON ({error.msg})")
+    if isinstance(error, RecursionError):
+        (line, column, depth), _ = _scan_json(text)
+        return InputError(
+            f"{at(line, column)}: JSON nested {depth} levels deep; expected fewer levels than the parser's limit "
+            f"(about {sys.getrecursionlimit()})"
+        )
+    if isinstance(error, _DuplicateKey):
+        _, duplicate = _scan_json(text)
+        if duplicate is None:
+            return InputError(f"{path}: a key appears twice in one object; expected every key once")
+        line, column, key = duplicate
+        return InputError(
+            f"{at(line, column)}: key {key!r} appears a second time in the same object; expected every key "
+            "once (a JSON reader keeps only the last value, which would silently lose the others)"
+        )
+    # int() refuses integers of more than sys.get_int_max_str_digits() digits
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+    long_number = re.search(rf"(?<![\w.\"])-?\d{{{limit + 1},}}", text)
+    if long_number is not None:
+        line = text.count("\n", 0, long_number.start()) + 1
+        column = long_number.start() - (text.rfind("\n", 0, long_number.start()) + 1) + 1
+        digits = len(long_number.group().lstrip("-"))
+        return InputError(f"{at(line, column)}: a number of {digits} digits; expected at most {limit} digits")
+    return InputError(f"{path}: invalid JSON ({error})")
+
+
+def read_json(path: str | os.PathLike[str], *, unique_keys: bool = False) -> Any:
+    """Read a JSON file; a missing file or a parse error names the file (and line, column).
+
+    A UTF-8 byte-order mark is accepted. With ``unique_keys`` a key repeated within one object
+    is an error (``json`` would keep the last value and drop the others without a word).
+    Nesting too deep for the parser and numbers too long for ``int`` are errors naming the
+    line, not tracebacks.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg})") from None
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: byte {error.start}: not UTF-8 text ({error.reason}); expected a JSON file") from None
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except UnicodeDecodeError:
+        raise not_utf8_error(path, "a JSON file") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object if unique_keys else None)
+    except (ValueError, RecursionError, _DuplicateKey) as error:
+        raise _json_error(path, text, error) from None
 
 
 def iter_jsonl(path: str | os.PathLike[str], missing: str = "file not found") -> Iterator[tuple[int, Any]]:
     """``(line number, parsed value)`` for each non-blank line of a JSON Lines file.
 
-    A missing file raises InputError ``"{path}: {missing}"``; a line that is not JSON names the
-    file, line and column. Checking the shape of each value is the caller's job.
+    A missing file raises InputError ``"{path}: {missing}"``; a line that is not JSON (or not
+    UTF-8, or nested too deeply to parse) names the file, line and column; a UTF-8 byte-order
+    mark is accepted. Checking the shape of each value is the caller's job.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {missing}")
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8-sig")
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error.strerror})") from None
     with handle:
@@ -221,8 +467,9 @@ def iter_jsonl(path: str | os.PathLike[str], missing: str = "file not found") ->
                 if not line.strip():
                     continue
                 try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{path}: line {number}, column {error.colno}: invalid JSON ({error.msg})") from None
-        except UnicodeDecodeError as error:
-            raise InputError(f"{path}: not UTF-8 text ({error.reason}); expected JSON Lines") from None
+                    value = json.loads(line)
+                except (ValueError, RecursionError) as error:
+                    raise _json_error(path, line, error, line_offset=number - 1) from None
+                yield number, value
+        except UnicodeDecodeError:
+            raise not_utf8_error(path, "JSON Lines") from None

@@ -15,19 +15,31 @@ are repeated metadata records (the first is kept). Reviews: exact repeats (same 
 and time) are dropped and counted; the summary and text are kept for the query alignment
 task. ``write_dataset`` then drops interactions with items that have no metadata record and
 applies the k-core filter (default 5: removing items can break the 5-core of a ``_5`` file).
+Files must be UTF-8 (a byte-order mark is fine); ``unixReviewTime`` must be a finite number.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignrec.data.dataset import DatasetFormatError, ItemRecord, RawDataset
-from alignrec.data.sources.common import categories_of, clean_text, fail, iter_text_lines, require_file
+import numpy as np
+
+from alignrec.data.dataset import DatasetFormatError, InteractionLog, InteractionLogBuilder, ItemRecord, RawDataset
+from alignrec.data.sources.common import (
+    categories_of,
+    check_id,
+    clean_text,
+    fail,
+    finite_timestamp,
+    iter_text_lines,
+    require_file,
+)
 
 if TYPE_CHECKING:
     from alignrec.data.prepare import PrepareConfig
@@ -42,13 +54,15 @@ META_PATTERNS = ("meta_{c}.json.gz", "meta_{c}.json")
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, record) from a JSON-lines or Python-literal-lines file (gz or plain)."""
-    for line_number, raw_line in iter_text_lines(path):
+    for line_number, raw_line in iter_text_lines(path, "JSON lines"):
         line = raw_line.strip()
         if not line:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except RecursionError:
+            fail(path, f"line {line_number}", "one JSON object per line, nested a few levels (it is nested too deeply to parse)")
+        except ValueError:  # JSONDecodeError, or a number of more than 4300 digits
             try:
                 record = ast.literal_eval(line)
             except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -68,7 +82,7 @@ def _find(folder: Path, category: str, patterns: tuple[str, ...]) -> Path | None
 
 def _text_id(value: Any, path: Path, where: str, what: str) -> str:
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return check_id(value.strip(), path, where, what.removeprefix("a non-empty "))
     fail(path, where, what, value)
 
 
@@ -102,34 +116,48 @@ def read_meta(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[
     return items
 
 
-def read_reviews(
-    path: Path, dropped: Counter[str]
-) -> tuple[dict[str, list[tuple[str, float | None]]], list[tuple[str, str, str]]]:
-    """Per-user (asin, time) events in file order and (user, asin, review text) triples."""
-    sequences: dict[str, list[tuple[str, float | None]]] = {}
-    reviews: list[tuple[str, str, str]] = []
-    seen: set[tuple[str, str, float]] = set()
-    dropped["duplicate_reviews"] += 0
+def read_reviews(path: Path, dropped: Counter[str]) -> tuple[InteractionLog, list[tuple[str, str, str]]]:
+    """(asin, time) events in file order and (user, asin, review text) triples; a review that
+    repeats an earlier one exactly (same user, item and time) is dropped with its text and counted."""
+    events = InteractionLogBuilder()
+    texts: list[tuple[int, str]] = []  # (event number, review text)
     for line_number, record in iter_records(path):
         user = _text_id(record.get("reviewerID"), path, f"line {line_number}, field reviewerID", "a non-empty user id")
         asin = _text_id(record.get("asin"), path, f"line {line_number}, field asin", "a non-empty product id")
         raw_time = record.get("unixReviewTime")
+        where = f"line {line_number}, field unixReviewTime"
         try:
             if isinstance(raw_time, bool) or not isinstance(raw_time, (int, float, str)):
                 raise ValueError
             when = float(raw_time)
         except ValueError:
-            fail(path, f"line {line_number}, field unixReviewTime", "a Unix timestamp (seconds)", raw_time)
-        key = (user, asin, when)
-        if key in seen:
-            dropped["duplicate_reviews"] += 1
-            continue
-        seen.add(key)
-        sequences.setdefault(user, []).append((asin, when))
+            fail(path, where, "a Unix timestamp (seconds)", raw_time)
+        except OverflowError:  # an integer beyond the float range
+            when = math.inf
+        finite_timestamp(when, raw_time, path, where, "a Unix timestamp (seconds)")
         text = " ".join(t for t in (clean_text(record.get("summary")), clean_text(record.get("reviewText"))) if t)
         if text:
-            reviews.append((user, asin, text))
-    return sequences, reviews
+            texts.append((len(events), text))
+        events.add(user, asin, when)
+    log = events.build()
+    repeat = _repeated_events(log)
+    dropped["duplicate_reviews"] += int(repeat.sum())
+    reviews = [(log.user_ids[log.users[n]], log.item_ids[log.items[n]], text) for n, text in texts if not repeat[n]]
+    return (log.select(~repeat) if repeat.any() else log), reviews
+
+
+def _repeated_events(log: InteractionLog) -> np.ndarray:
+    """(N,) true for each event equal (user, item and time) to an earlier one."""
+    assert log.timestamps is not None
+    number = np.arange(len(log))
+    order = np.lexsort((number, log.timestamps, log.items, log.users))  # equal events together, file order within
+    same = np.zeros(len(log), dtype=bool)
+    if len(log) > 1:
+        users, items, times = log.users[order], log.items[order], log.timestamps[order]
+        same[1:] = (users[1:] == users[:-1]) & (items[1:] == items[:-1]) & (times[1:] == times[:-1])
+    repeat = np.zeros(len(log), dtype=bool)
+    repeat[order] = same
+    return repeat
 
 
 def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
@@ -152,11 +180,12 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
 
     dropped: Counter[str] = Counter()
     items = read_meta(meta_path, config, dropped) if meta_path is not None else None
-    sequences, reviews = read_reviews(review_path, dropped)
+    interactions, reviews = read_reviews(review_path, dropped)
 
     source = {"format": "amazon18", "inter": str(review_path), "items": str(meta_path) if meta_path else None}
     notes = [] if meta_path else ["no metadata file: items have no text (behaviour only)"]
     inputs = {"reviews": str(review_path)}
     if meta_path:
         inputs["meta"] = str(meta_path)
-    return RawDataset(sequences=sequences, items=items, reviews=reviews, source=source, dropped=dropped, notes=notes), inputs
+    raw = RawDataset(interactions=interactions, items=items, reviews=reviews, source=source, dropped=dropped, notes=notes)
+    return raw, inputs

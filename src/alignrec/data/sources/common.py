@@ -1,18 +1,23 @@
-"""Helpers shared by the source readers: clear errors, text cleaning, list-like fields, opening
-plain or gzip-compressed text files."""
+"""Helpers shared by the source readers: clear errors, checked ids and timestamps, text cleaning,
+list-like fields, opening plain or gzip-compressed UTF-8 text files."""
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import csv
 import gzip
 import html
+import math
 import re
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 from alignrec.data.dataset import DatasetFormatError
+from alignrec.utils.io import not_utf8_error
 
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
@@ -20,6 +25,12 @@ _SPACE = re.compile(r"\s+")
 # comma). A comma followed by a space is part of a name ("Arts, Crafts & Sewing").
 _CATEGORY_SEPARATOR = re.compile(r"\||,(?!\s)")
 GZIP_MAGIC = b"\x1f\x8b"
+# Longest id accepted. Real ids are short (ASINs 10 characters, user hashes ~30); a longer
+# field is a broken file (a whole record in one column), and numeric ids of more than 4300
+# digits are beyond what int() converts.
+MAX_ID_LENGTH = 1000
+# Text files are read as UTF-8; "utf-8-sig" also accepts (and drops) a byte-order mark at the start.
+ENCODING = "utf-8-sig"
 
 
 _NOTHING = object()
@@ -47,11 +58,51 @@ def require_file(path: str | Path | None, option: str, what: str) -> Path:
     return path
 
 
-def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
+def check_id(text: str, path: str | Path, where: str, what: str) -> str:
+    """``text`` if it is an acceptable id (non-empty, at most MAX_ID_LENGTH characters), else an error."""
+    if not text:
+        fail(path, where, f"a non-empty {what}", text)
+    if len(text) > MAX_ID_LENGTH:
+        fail(path, where, f"a {what} of at most {MAX_ID_LENGTH} characters", f"{len(text)} characters: {text[:40]}...")
+    return text
+
+
+def finite_timestamp(value: float, raw: Any, path: str | Path, where: str, expected: str) -> float:
+    """``value`` if it is finite; NaN and infinities (also ``1e400``, which overflows) are errors:
+    they cannot be ordered, and one of them would put a user's events in a wrong order."""
+    if not math.isfinite(value):
+        fail(path, where, f"{expected}, a finite number", raw)
+    return value
+
+
+@contextlib.contextmanager
+def utf8_errors(path: Path, expected: str) -> Iterator[None]:
+    """Turn a UnicodeDecodeError raised while reading ``path`` into an error naming its line."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise not_utf8_error(path, expected, DatasetFormatError) from None
+
+
+def open_text(path: Path, newline: str | None = None) -> IO[str]:
+    """``path`` opened as strict UTF-8 text (a byte-order mark is dropped); read it under :func:`utf8_errors`."""
+    try:
+        return open(path, encoding=ENCODING, newline=newline)  # noqa: SIM115 - the caller closes it
+    except OSError as error:
+        raise DatasetFormatError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def allow_long_csv_fields() -> None:
+    """Let the csv module read fields of any length (its default limit is 128 KiB)."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def iter_text_lines(path: Path, expected: str = "a text file") -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line) of a UTF-8 text file, gzip-compressed or not.
 
     Compression is detected from the first bytes, not the name. A broken or truncated gzip
-    stream is a :class:`DatasetFormatError` naming the file and the last line read.
+    stream, or bytes that are not UTF-8, is a :class:`DatasetFormatError` naming the file and
+    the line; a byte-order mark at the start is dropped.
     """
     try:
         with open(path, "rb") as probe:
@@ -61,10 +112,10 @@ def iter_text_lines(path: Path) -> Iterator[tuple[int, str]]:
     line_number = 0
     try:
         if compressed:
-            handle = gzip.open(path, "rt", encoding="utf-8", errors="replace")
+            handle = gzip.open(path, "rt", encoding=ENCODING)
         else:
-            handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
-        with handle:
+            handle = open(path, encoding=ENCODING)  # noqa: SIM115 - closed below
+        with handle, utf8_errors(path, expected):
             for line_number, line in enumerate(handle, start=1):  # noqa: B007 - used in the error
                 yield line_number, line
     except (OSError, EOFError, zlib.error) as error:

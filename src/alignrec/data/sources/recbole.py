@@ -4,7 +4,8 @@ MovieLens-100K that the ``recbole==1.2.1`` wheel ships.
 Atomic files are tab-separated with a typed header (``user_id:token  item_id:token
 timestamp:float``). Item text: a title field (``movie_title``/``title``), a year
 (``release_year``) and genres (``class``/``genre``/``categories``) become title, description
-and categories.
+and categories. Files are read line by line (strict UTF-8, a byte-order mark is fine);
+timestamps must be finite numbers.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import sys
 import tempfile
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alignrec.data.dataset import DatasetFormatError, ItemRecord, RawDataset
-from alignrec.data.sources.common import clean_text, fail, require_file
+from alignrec.data.dataset import DatasetFormatError, InteractionLogBuilder, ItemRecord, RawDataset
+from alignrec.data.sources.common import check_id, clean_text, fail, finite_timestamp, open_text, require_file, utf8_errors
+from alignrec.utils.io import remove_stale_temporaries, temporary_prefix
 from alignrec.utils.log import get_logger
 
 if TYPE_CHECKING:
@@ -46,18 +49,24 @@ def _parse_header(path: Path, line: str) -> list[str]:
     return names
 
 
-def _read_atomic(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    with open(path, encoding="utf-8", errors="replace") as handle:
+def _read_atomic(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """The header of an atomic file and an iterator over its (line number, fields) rows (read as
+    they are consumed, so the file is never held in memory)."""
+    with open_text(path) as handle, utf8_errors(path, "a RecBole atomic file"):
         header = _parse_header(path, handle.readline())
-        rows = []
+    return header, _atomic_rows(path, len(header))
+
+
+def _atomic_rows(path: Path, width: int) -> Iterator[tuple[int, list[str]]]:
+    with open_text(path) as handle, utf8_errors(path, "a RecBole atomic file"):
+        handle.readline()  # the header, parsed by _read_atomic
         for line_number, line in enumerate(handle, start=2):
             if not line.strip():
                 continue
             fields = line.rstrip("\n").split("\t")
-            if len(fields) != len(header):
-                fail(path, f"line {line_number}", f"{len(header)} tab-separated fields", f"{len(fields)} fields")
-            rows.append((line_number, fields))
-    return header, rows
+            if len(fields) != width:
+                fail(path, f"line {line_number}", f"{width} tab-separated fields", f"{len(fields)} fields")
+            yield line_number, fields
 
 
 def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
@@ -67,7 +76,7 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
             fail(inter_path, "line 1 (header)", f"a '{required}:token' field", header)
     user_col, item_col = header.index("user_id"), header.index("item_id")
     time_col = header.index("timestamp") if "timestamp" in header else None
-    sequences: dict[str, list[tuple[str, float | None]]] = {}
+    events = InteractionLogBuilder()
     dropped: Counter[str] = Counter()
     for line_number, fields in rows:
         timestamp = None
@@ -76,10 +85,13 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
                 timestamp = float(fields[time_col])
             except ValueError:
                 fail(inter_path, f"line {line_number}, field timestamp", "a number", fields[time_col])
+            finite_timestamp(timestamp, fields[time_col], inter_path, f"line {line_number}, field timestamp", "a number")
         user, item = fields[user_col].strip(), fields[item_col].strip()
         if not user or not item:
             fail(inter_path, f"line {line_number}, field {'user_id' if not user else 'item_id'}", "a non-empty id", "")
-        sequences.setdefault(user, []).append((item, timestamp))
+        check_id(user, inter_path, f"line {line_number}, field user_id", "user id")
+        check_id(item, inter_path, f"line {line_number}, field item_id", "item id")
+        events.add(user, item, timestamp)
 
     items = None
     if item_path is not None:
@@ -95,7 +107,8 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
         )
         items = {}
         dropped["duplicate_item_rows"] += 0
-        for _, fields in item_rows:
+        for line_number, fields in item_rows:
+            check_id(fields[id_col].strip(), item_path, f"line {line_number}, field item_id", "item id")
             if fields[id_col].strip() in items:
                 dropped["duplicate_item_rows"] += 1
                 continue
@@ -112,7 +125,7 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
                 description=" ".join(description_parts),
                 categories=genres,
             )
-    return RawDataset(sequences=sequences, items=items, dropped=dropped)
+    return RawDataset(interactions=events.build(), items=items, dropped=dropped)
 
 
 def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
@@ -203,7 +216,8 @@ def extract_from_wheel(wheel: Path, name: str, folder: Path) -> None:
     (staged under a temporary name, renamed when every file is there)."""
     wanted = EMBEDDED[name]
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.", suffix=".tmp"))
+    remove_stale_temporaries(folder)  # left by a fetch that was killed
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temporary_prefix(folder), suffix=".tmp"))
     try:
         try:
             with zipfile.ZipFile(wheel) as archive:

@@ -8,20 +8,37 @@ when the file has it; a column named explicitly must exist. An optional review c
 item column and maps ``--title-column``/``--description-column``/``--brand-column``/
 ``--categories-column``; absent text columns are simply empty. Timestamps without a time zone
 are read as UTC so that results do not depend on the machine's zone.
+
+Files are read row by row (Parquet one batch at a time), so only the compact interaction
+columns stay in memory. Text files must be UTF-8 (a byte-order mark is fine); timestamps must
+be finite; ids are strings or integers (an integral float such as ``12.0``, as pandas writes
+an id column with gaps, counts as ``12``), never lists, NaN or ``1.7``.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import sys
+import decimal
+import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alignrec.data.dataset import DatasetFormatError, ItemRecord, RawDataset
-from alignrec.data.sources.common import categories_of, clean_text, fail, require_file
+from alignrec.data.dataset import DatasetFormatError, InteractionLogBuilder, ItemRecord, RawDataset
+from alignrec.data.sources.common import (
+    allow_long_csv_fields,
+    categories_of,
+    MAX_ID_LENGTH,
+    check_id,
+    clean_text,
+    fail,
+    finite_timestamp,
+    open_text,
+    require_file,
+    utf8_errors,
+)
 
 if TYPE_CHECKING:
     from alignrec.data.prepare import PrepareConfig
@@ -38,7 +55,8 @@ def _columns(path: Path) -> list[str]:
             return list(pq.read_schema(path).names)
         except Exception as error:  # pyarrow raises several types for a broken file
             raise DatasetFormatError(f"{path}: not a readable Parquet file ({error})") from None
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    allow_long_csv_fields()
+    with open_text(path, newline="") as handle, utf8_errors(path, "a CSV/TSV file"):
         sample = handle.read(4096)
         handle.seek(0)
         return next(csv.reader(handle, delimiter=_delimiter(path, sample)), [])
@@ -68,18 +86,21 @@ def iter_rows(path: Path, required: list[str]) -> Iterator[tuple[str, dict[str, 
         import pyarrow.parquet as pq
 
         try:
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path)
         except Exception as error:  # pyarrow raises several types for a broken file
             raise DatasetFormatError(f"{path}: not a readable Parquet file ({error})") from None
-        _check_columns(path, table.column_names, required)
+        _check_columns(path, table.schema_arrow.names, required)
         number = 0
-        for batch in table.to_batches(max_chunksize=65536):
-            for row in batch.to_pylist():
-                number += 1
-                yield f"row {number}", row
+        try:
+            for batch in table.iter_batches(batch_size=65536):  # one batch in memory at a time
+                for row in batch.to_pylist():
+                    number += 1
+                    yield f"row {number}", row
+        except OSError as error:  # a damaged page: pyarrow raises OSError (ArrowIOError)
+            raise DatasetFormatError(f"{path}: not a readable Parquet file (after row {number}: {error})") from None
         return
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    allow_long_csv_fields()
+    with open_text(path, newline="") as handle, utf8_errors(path, "a CSV/TSV file"):
         delimiter = _delimiter(path, handle.read(4096))
         handle.seek(0)
         reader = csv.DictReader(handle, delimiter=delimiter)
@@ -97,16 +118,23 @@ def parse_timestamp(value: Any, path: Path, where: str) -> float:
     if isinstance(value, bool):
         fail(path, where, "a number or an ISO-8601 date/time", value)
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        return finite_timestamp(number, value, path, where, "a number or an ISO-8601 date/time")
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).timestamp()
     text = "" if value is None else str(value).strip()
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        # float() takes "nan", "inf" and turns "1e400" into inf: none of them can be ordered
+        return finite_timestamp(number, value, path, where, "a number or an ISO-8601 date/time")
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -116,14 +144,34 @@ def parse_timestamp(value: Any, path: Path, where: str) -> float:
     return parsed.timestamp()
 
 
+def _integral_text(value: float | decimal.Decimal) -> str | None:
+    """``"12"`` for 12.0 or Decimal("12"); None for a value that is not a (reasonably sized) integer."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else None  # is_integer() is False for NaN and inf
+    if not value.is_finite() or value != value.to_integral_value() or value.adjusted() >= MAX_ID_LENGTH:
+        return None
+    return str(int(value))
+
+
 def _id(row: dict[str, Any], column: str, path: Path, where: str, what: str) -> str:
+    """The id in ``row[column]``: a string (stripped), an integer, or an integral float (12.0 -> "12")."""
     value = row[column]
-    text = "" if value is None else str(value).strip()
+    if isinstance(value, str):
+        text = value.strip()
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, (float, decimal.Decimal)):
+        integral = _integral_text(value)
+        if integral is None:  # 1.7, NaN (a gap in a pandas column), inf, 1E+5000: no id
+            fail(path, f"{where}, field {column}", f"a {what} (a string or an integer)", value)
+        text = integral  # a float/decimal column of ids: 12.0 -> "12"
+    elif value is None:
+        text = ""
+    else:  # a list, a struct, bytes, a date...: its str() would silently become an id like "[10]"
+        fail(path, f"{where}, field {column}", f"a {what} (a string or an integer), not {type(value).__name__}", value)
     if not text:
         fail(path, f"{where}, field {column}", f"a non-empty {what}", value)
-    if isinstance(value, float) and value.is_integer():
-        text = str(int(value))  # a Parquet/pandas float column of ids: 12.0 -> "12"
-    return text
+    return check_id(text, path, f"{where}, field {column}", what)
 
 
 def read_items(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[str, ItemRecord]:
@@ -156,13 +204,13 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
     required += [time_column] if time_column else []
     required += [config.review_column] if config.review_column else []
 
-    sequences: dict[str, list[tuple[str, float | None]]] = {}
+    events = InteractionLogBuilder()
     reviews: list[tuple[str, str, str]] = []
     for where, row in iter_rows(inter_path, required):
         user = _id(row, config.user_column, inter_path, where, "user id")
         item = _id(row, config.item_column, inter_path, where, "item id")
         when = parse_timestamp(row[time_column], inter_path, f"{where}, field {time_column}") if time_column else None
-        sequences.setdefault(user, []).append((item, when))
+        events.add(user, item, when)
         if config.review_column and row.get(config.review_column):
             reviews.append((user, item, clean_text(row[config.review_column])))
 
@@ -175,4 +223,5 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
         inputs["items"] = str(item_path)
     source = {"format": "csv", "inter": str(inter_path), "items": config.items, "time_column": time_column}
     notes = [] if time_column else ["no timestamp column: each user's events keep file order"]
-    return RawDataset(sequences=sequences, items=items, reviews=reviews, source=source, dropped=dropped, notes=notes), inputs
+    raw = RawDataset(interactions=events.build(), items=items, reviews=reviews, source=source, dropped=dropped, notes=notes)
+    return raw, inputs
