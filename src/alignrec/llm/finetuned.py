@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from alignrec.errors import InputError
+from alignrec.utils.io import read_json
 
 
 # The key of the fine-tuned model's config.json that tells inference how the model was trained.
@@ -28,15 +33,50 @@ class ModelSettings:
     head: str = "full"
     sequential_format: str = "lcrec"
     llm_layers: int | None = None
+    # Fingerprint of the item codes the model was trained with (codes_fingerprint): the model and
+    # the codes beside it must be a pair, or beam search would write other items' codes.
+    codes_version: str | None = None
+
+    @classmethod
+    def from_mapping(cls, stored: Any) -> ModelSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(stored or {}).items() if k in names})
 
     @classmethod
     def of(cls, model: Any) -> ModelSettings:
-        stored = getattr(model.config, SETTINGS_KEY, None) or {}
-        known = {k: v for k, v in dict(stored).items() if k in {"head", "sequential_format", "llm_layers"}}
-        return cls(**known)
+        return cls.from_mapping(getattr(model.config, SETTINGS_KEY, None))
 
     def store(self, model: Any) -> None:
         setattr(model.config, SETTINGS_KEY, dataclasses.asdict(self))
+
+
+def codes_fingerprint(codes: Any) -> str:
+    """A short content hash of item codes (the codes, the codebook sizes and the item ids)."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(codes.codes, dtype=np.int64).tobytes())
+    digest.update(json.dumps([list(codes.codebook_sizes), list(codes.item_ids or [])]).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_pair(folder: str | os.PathLike[str], codes: Any = None) -> None:
+    """Refuse a fine-tuned folder whose model and item codes are not a pair.
+
+    Reads only ``model/config.json`` and the codes (no weights), so serving can check at start-up.
+    A model written before fingerprints existed passes (nothing to compare).
+    """
+    from alignrec.tokenizer.codes import ItemCodes
+
+    folder = Path(folder)
+    config = read_json(folder / "model" / "config.json")
+    expected = ModelSettings.from_mapping(config.get(SETTINGS_KEY)).codes_version
+    if expected is None:
+        return
+    found = codes_fingerprint(codes if codes is not None else ItemCodes.load(folder))
+    if found != expected:
+        raise InputError(
+            f"{folder}: the model in model/ was fine-tuned with item codes {expected}, but item_codes.parquet beside "
+            f"it holds codes {found}; the folder mixes two runs (an interrupted save?): run `alignrec finetune` again"
+        )
 
 
 def check_depth(model: Any, where: str, expected: int | None = None) -> None:
@@ -91,6 +131,7 @@ def load_finetuned(path: str | os.PathLike[str], dtype: Any = None, device: str 
     model.eval()
     check_depth(model, str(folder / "model"), llm_layers)
     codes = ItemCodes.load(folder)
+    check_pair(folder, codes)
     tokens = codes.vocabulary()
     ids = tokenizer.convert_tokens_to_ids(tokens)
     unknown = tokenizer.unk_token_id

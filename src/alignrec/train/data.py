@@ -74,7 +74,7 @@ class PaddingCollator:
     multiple_of: int | None = None
     answer_logits_only: bool = False
     # Ask the model for its final hidden states (the code-only loss scores them itself) and for
-    # the logits of one position only (the full head's output is not used).
+    # the logits of no position (the full head's output is not used).
     hidden_states: bool = False
 
     # Token slots filled by real tokens and by padding over every batch this collator built
@@ -114,7 +114,7 @@ class PaddingCollator:
             batch["logits_to_keep"] = keep
         elif self.hidden_states:
             batch["output_hidden_states"] = True
-            batch["logits_to_keep"] = 1
+            batch["logits_to_keep"] = torch.zeros(0, dtype=torch.long)  # no position: the full head is not run
         return batch
 
 

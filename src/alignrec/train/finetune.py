@@ -32,6 +32,7 @@ the ones in :data:`alignrec.train.config.RESUMABLE_CHANGES` (how long, how often
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -42,7 +43,7 @@ from typing import Any
 
 from alignrec.config import from_mapping, to_dict, write_run_record
 from alignrec.errors import InputError
-from alignrec.llm.finetuned import ModelSettings
+from alignrec.llm.finetuned import ModelSettings, codes_fingerprint
 from alignrec.train.config import RESUMABLE_CHANGES, FinetuneConfig
 from alignrec.utils.io import atomic_directory, atomic_path, atomic_write_json, read_json
 from alignrec.utils.log import get_logger, progress_enabled
@@ -459,10 +460,26 @@ class FinetuneJob:
 
     # -- checks ---------------------------------------------------------------------------
     def _checkpoint(self) -> str | None:
-        from transformers.trainer_utils import get_last_checkpoint
+        """The newest *complete* checkpoint; newer incomplete ones (a kill during a save) are removed.
 
+        The Trainer writes ``trainer_state.json`` last, after the adapter, optimizer, scheduler and
+        RNG states, so a checkpoint is whole exactly when that file is there and parses.
+        """
         trainer_dir = self.paths.trainer_dir
-        return get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+        if not trainer_dir.is_dir():
+            return None
+        steps = sorted((int(p.name.split("-")[1]), p) for p in trainer_dir.glob("checkpoint-*")
+                       if p.is_dir() and p.name.split("-")[1].isdigit())
+        for _, folder in reversed(steps):
+            try:
+                json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                log.warning("%s is incomplete (interrupted while saving); removing it", folder)
+                if self._is_main():
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            return str(folder)
+        return None
 
     def _check_resume(self) -> str | None:
         checkpoint = self._checkpoint()
@@ -531,6 +548,7 @@ class FinetuneJob:
             head=self.config.head,
             sequential_format="dense" if any(r.get("kind") in DENSE_KINDS for r in train_records) else "lcrec",
             llm_layers=int(self.prepared.model.get_base_model().config.num_hidden_layers),
+            codes_version=codes_fingerprint(codes),
         )
         self.train_data = encode_records(tokenizer, train_records, self.config.max_length)
         self.valid_data = encode_records(tokenizer, valid_records, self.config.max_length)
@@ -682,6 +700,8 @@ class FinetuneJob:
                 peft_model.save_pretrained(tmp, save_embedding_layers=False)
                 tokenizer.save_pretrained(tmp)
         merged = merge(peft_model)
+        # The model records the fingerprint of its codes: readers refuse a model/ beside other codes
+        # (a kill between the two writes below leaves such a pair; the next run rewrites both).
         self.settings.store(merged)
         with atomic_directory(out / "model") as tmp:
             merged.save_pretrained(tmp)
