@@ -20,11 +20,12 @@ DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 MISSING = -1
 
 
-def metrics_from_ranks(ranks: np.ndarray | Sequence[int], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """HR@K and NDCG@K from 0-based target ranks (-1 = target not retrieved).
+def per_user_metrics(ranks: np.ndarray | Sequence[int], ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Per-user HR@K and NDCG@K vectors (U,) from 0-based target ranks (-1 = target not retrieved).
 
-    Returns ``{"hr@1": ..., "ndcg@1": ..., "hr@5": ...}`` in K order. An empty input is an error:
-    a metric over no users is meaningless and usually hides a bug upstream.
+    ``{"hr@1": ..., "ndcg@1": ..., "hr@5": ...}`` in K order; their means are
+    :func:`metrics_from_ranks`, and they are what the bootstrap intervals resample
+    (:mod:`alignrec.eval.bootstrap`).
     """
     ranks = np.asarray(ranks, dtype=np.int64)
     if ranks.ndim != 1 or ranks.size == 0:
@@ -32,16 +33,25 @@ def metrics_from_ranks(ranks: np.ndarray | Sequence[int], ks: Sequence[int] = DE
     if (ranks < MISSING).any():
         raise ValueError(f"ranks must be >= 0 (or {MISSING} = not retrieved), got {int(ranks.min())}")
     found = ranks >= 0
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     for k in ks:
         if k < 1:
             raise ValueError(f"K must be >= 1, got {k}")
         hit = found & (ranks < k)
         gain = np.zeros(ranks.shape, dtype=np.float64)
         gain[hit] = 1.0 / np.log2(ranks[hit] + 2.0)
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(gain.mean())
+        out[f"hr@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = gain
     return out
+
+
+def metrics_from_ranks(ranks: np.ndarray | Sequence[int], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """HR@K and NDCG@K from 0-based target ranks (-1 = target not retrieved).
+
+    Returns ``{"hr@1": ..., "ndcg@1": ..., "hr@5": ...}`` in K order. An empty input is an error:
+    a metric over no users is meaningless and usually hides a bug upstream.
+    """
+    return {name: float(values.mean()) for name, values in per_user_metrics(ranks, ks).items()}
 
 
 def ranks_in_lists(rankings: Sequence[Sequence[int]] | np.ndarray, targets: Sequence[int] | np.ndarray) -> np.ndarray:
