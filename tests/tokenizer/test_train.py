@@ -175,3 +175,25 @@ def test_cli_train_and_assign(cluster_run, tmp_path: Path, capsys) -> None:
     bad.write_text('{"item_id": "n1"}\n{"title": "no id"}\n')
     assert main(["tokenize", "assign", "--tokenizer", str(out), "--items", str(bad), "--out", str(tmp_path / "e2")]) == 2
     assert "line 2: missing field 'item_id'" in capsys.readouterr().err
+
+
+def test_cold_start_evaluation_fits_apart_from_the_production_tokenizer(cluster_run, tiny_embedder, tmp_path: Path) -> None:
+    """Holding text out for the cold-start score must not change the tokenizer later stages use."""
+    run, embeddings, _ = cluster_run
+    runs = {}
+    for holdout in (0.25, 0.0):
+        config = small_config(levels=3, codebook_size=4, llm="tiny", llm_weight=0.5, coldstart_holdout=holdout)
+        runs[holdout] = train_tokenizer(config, run, embeddings=str(embeddings), out_dir=tmp_path / str(holdout),
+                                        embedder=tiny_embedder)
+    evaluated, plain = runs[0.25], runs[0.0]
+    assert np.array_equal(ItemCodes.load(evaluated.out_dir).codes, ItemCodes.load(plain.out_dir).codes)
+    for name in ("codebooks.safetensors", "assignment.safetensors", "text_to_behaviour.safetensors"):
+        first, second = load_file(str(evaluated.out_dir / name)), load_file(str(plain.out_dir / name))
+        assert sorted(first) == sorted(second) and all(np.array_equal(first[k], second[k]) for k in first), name
+    assert any(key.startswith("extra.llm_projection.") for key in load_file(str(evaluated.out_dir / "codebooks.safetensors")))
+
+    cold = evaluated.report["cold_start"]
+    assert cold["held_out_items"] == 8 and cold["warm_items"] == 24
+    assert cold["protocol"].startswith("a separate evaluation fit (same settings and seed) with the text of 8 of 32 items")
+    assert "separate evaluation fit" in (evaluated.out_dir / "report.md").read_text()
+    assert "skipped" in plain.report["cold_start"]

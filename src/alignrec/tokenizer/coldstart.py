@@ -347,7 +347,8 @@ def evaluate_cold_start(
 
     ``text`` (N, D) holds every item's text vector; ``held`` / ``warm`` are item rows with
     text. The ridge map is fitted on the warm rows only; ``projection`` must have been
-    trained without the held rows' text (the training stage withholds them from the LLM loss).
+    trained without the held rows' text (the training stage's separate evaluation fit withholds
+    them from the LLM loss; the tokenizer it writes is trained on every item's text).
     Baselines for scale: ``random`` (a prefix drawn from the warm items' distribution,
     expected value), ``popular`` (everyone gets the most common warm prefix) and
     ``text_neighbour`` (the codes of the nearest warm item in LLM text space).

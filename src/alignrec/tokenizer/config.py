@@ -93,7 +93,9 @@ class TokenizerConfig:
     )
     keywords_per_code: int = field(default=8, metadata={"help": "keywords kept per code token in code_descriptions.json"})
     coldstart_holdout: float = field(
-        default=0.05, metadata={"help": "fraction of items with text held out to evaluate text-only cold start (0 = skip)"}
+        default=0.05,
+        metadata={"help": "fraction of items with text whose text a separate evaluation fit holds out, to score "
+                  "text-only cold start (0 = skip); the tokenizer itself always trains on every item"},
     )
 
     def __post_init__(self) -> None:

@@ -3,7 +3,8 @@
 Steps: load behaviour embeddings (and, when the data set has text and ``llm`` is not
 ``none``, the items' LLM text vectors) -> standardise -> train the chosen method -> codes by
 the model's assignment rule (raw) -> the method's own collision fix (rqvae) -> resolution to
-unique codes -> text-to-behaviour map and cold-start evaluation -> code descriptions ->
+unique codes -> text-to-behaviour map and cold-start evaluation (on a fit of its own, with some
+items' text held out; the tokenizer written is trained on every item) -> code descriptions ->
 outputs, written into a temporary folder that replaces ``--out`` only when complete.
 """
 
@@ -134,39 +135,11 @@ def train_tokenizer(
     assert raw_inputs is not None
     mean, scale = standardisation(raw_inputs, config.normalize_rows)
     text_rows = np.nonzero(has_text)[0]
-    # Items held out for the cold-start evaluation keep their behaviour (the codebooks see
-    # every item) but their text stays out of the LLM loss and of the ridge fit, so that
-    # coding them from text is a fair test of the text -> code paths.
-    held_rows = np.zeros(0, dtype=np.int64)
-    if text_vectors is not None and config.input == "behaviour" and config.coldstart_holdout > 0:
-        count = int(round(config.coldstart_holdout * len(text_rows)))
-        if count >= 1 and len(text_rows) - count >= 3:
-            held_rows = np.sort(np.random.default_rng(config.seed).choice(text_rows, size=count, replace=False))
-    llm_rows = np.setdiff1d(text_rows, held_rows)
-    text_std = None
-    text_extra: dict[str, np.ndarray] = {}
-    if text_vectors is not None and len(llm_rows):
-        t_mean, t_scale = standardisation(text_vectors[llm_rows], False)
-        text_std = ((text_vectors[llm_rows] - t_mean) / t_scale).astype(np.float32)
-        text_extra = {"llm_text.mean": t_mean, "llm_text.scale": np.asarray([t_scale], dtype=np.float64)}
 
-    # -- train ----------------------------------------------------------------------------------
-    method = build_tokenizer(config)
-    z = standardize_inputs(raw_inputs, mean, scale, config.normalize_rows)
+    # -- train (every item's behaviour and text: this is the tokenizer later stages use) ------------
     tick = time.perf_counter()
-    fit = method.fit(TrainingInputs(vectors=z, text=text_std, text_rows=llm_rows if text_std is not None else None))
-    if not any(name.startswith("llm_projection.") for name in fit.extra_tensors):
-        text_extra = {}  # no projection was trained: nothing to standardise for
+    method, fit, model, text_extra = _fit(config, raw_inputs, mean, scale, text_vectors, text_rows, embedding_info)
     train_seconds = time.perf_counter() - tick
-    model = TokenizerModel(
-        method=config.method,
-        quantizer=fit.quantizer,
-        input_mean=mean,
-        input_scale=scale,
-        normalize_rows=config.normalize_rows,
-        encoder=fit.encoder,
-        metadata={"embeddings": str(embedding_info.get("source")), "input": config.input},
-    )
     latent = model.latent(raw_inputs)
     raw_codes = model.quantizer.quantize(latent)
     sizes = model.codebook_sizes
@@ -188,10 +161,10 @@ def train_tokenizer(
     projection = TextProjection.from_extra(text_extra | fit.extra_tensors) if text_extra else None
     if text_vectors is not None and config.input == "behaviour" and behaviour is not None and len(text_rows) >= 3:
         text_map = TextToBehaviour.fit(text_vectors[text_rows], behaviour[text_rows])
+        held_rows = _held_out_rows(config, text_rows)
         if len(held_rows):
-            cold_start = evaluate_cold_start(
-                model, behaviour, text_vectors, held_rows, llm_rows, raw_codes, projection=projection
-            )
+            cold_start = _evaluate_cold_start(config, raw_inputs, mean, scale, behaviour, text_vectors, text_rows,
+                                              held_rows, embedding_info)
         else:
             cold_start = {"skipped": "coldstart_holdout = 0 (or too few items with text)"}
     elif config.input == "text":
@@ -262,6 +235,62 @@ def train_tokenizer(
         config.method, 100 * collisions["raw"], 100 * collisions["final"], train_seconds, out,
     )
     return TokenizerRun(out_dir=out, item_codes=item_codes, raw_codes=raw_codes, report=report)
+
+
+def _fit(config: TokenizerConfig, raw_inputs: np.ndarray, mean: np.ndarray, scale: float,
+         text_vectors: np.ndarray | None, text_rows: np.ndarray, embedding_info: dict[str, Any]) -> tuple[Any, Any, TokenizerModel, dict[str, np.ndarray]]:
+    """Train ``config.method`` on every item's input, with the text of ``text_rows`` in the LLM
+    loss. Returns (method, fit, model, the LLM text standardisation tensors)."""
+    text_std = None
+    text_extra: dict[str, np.ndarray] = {}
+    if text_vectors is not None and len(text_rows):
+        t_mean, t_scale = standardisation(text_vectors[text_rows], False)
+        text_std = ((text_vectors[text_rows] - t_mean) / t_scale).astype(np.float32)
+        text_extra = {"llm_text.mean": t_mean, "llm_text.scale": np.asarray([t_scale], dtype=np.float64)}
+    method = build_tokenizer(config)
+    z = standardize_inputs(raw_inputs, mean, scale, config.normalize_rows)
+    fit = method.fit(TrainingInputs(vectors=z, text=text_std, text_rows=text_rows if text_std is not None else None))
+    if not any(name.startswith("llm_projection.") for name in fit.extra_tensors):
+        text_extra = {}  # no projection was trained: nothing to standardise for
+    model = TokenizerModel(
+        method=config.method,
+        quantizer=fit.quantizer,
+        input_mean=mean,
+        input_scale=scale,
+        normalize_rows=config.normalize_rows,
+        encoder=fit.encoder,
+        metadata={"embeddings": str(embedding_info.get("source")), "input": config.input},
+    )
+    return method, fit, model, text_extra
+
+
+def _held_out_rows(config: TokenizerConfig, text_rows: np.ndarray) -> np.ndarray:
+    """The seeded ``coldstart_holdout`` share of the items with text (empty when too few)."""
+    count = int(round(config.coldstart_holdout * len(text_rows)))
+    if count < 1 or len(text_rows) - count < 3:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.random.default_rng(config.seed).choice(text_rows, size=count, replace=False))
+
+
+def _evaluate_cold_start(config: TokenizerConfig, raw_inputs: np.ndarray, mean: np.ndarray, scale: float,
+                         behaviour: np.ndarray, text_vectors: np.ndarray, text_rows: np.ndarray, held_rows: np.ndarray,
+                         embedding_info: dict[str, Any]) -> dict[str, Any]:
+    """The cold-start score, from a fit of its own: the same settings and seed, but the held-out
+    items' text kept out of the LLM loss (their behaviour stays in), so that coding them from
+    text is a fair test of the text -> code paths. The tokenizer this stage writes never has
+    anything held out; this fit only yields the figures (and the choice of text path)."""
+    tick = time.perf_counter()
+    warm_rows = np.setdiff1d(text_rows, held_rows)
+    _, fit, model, text_extra = _fit(config, raw_inputs, mean, scale, text_vectors, warm_rows, embedding_info)
+    projection = TextProjection.from_extra(text_extra | fit.extra_tensors) if text_extra else None
+    codes = model.quantizer.quantize(model.latent(raw_inputs))
+    result = evaluate_cold_start(model, behaviour, text_vectors, held_rows, warm_rows, codes, projection=projection)
+    result["protocol"] = (
+        f"a separate evaluation fit (same settings and seed) with the text of {len(held_rows)} of {len(text_rows)} "
+        f"items held out (coldstart_holdout = {config.coldstart_holdout}); the tokenizer in this folder was "
+        f"trained on every item's text. In the evaluation fit: {result['protocol']}")
+    result["evaluation_fit_seconds"] = round(time.perf_counter() - tick, 3)
+    return result
 
 
 def _save_assignment(path: Path, raw_codes: np.ndarray) -> None:
