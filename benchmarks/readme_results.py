@@ -5,7 +5,9 @@
 
 Every figure in the section is read from a results file; each block names its source file,
 command, date and commit. A results file that does not exist yet is listed as missing rather
-than guessed.
+than guessed. Where a results file holds 95% bootstrap intervals over users (``ci95`` on a row,
+``llm_vs_classic`` paired differences), the tables and the verdict show them; older files
+without them are shown as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ RESULTS = REPO_ROOT / "benchmarks" / "results"
 README = REPO_ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
+INTERVAL_METRICS = ("hr@10", "ndcg@10")
 BASELINE_DATASETS = ("ml-100k", "instruments", "games")
 
 
@@ -41,6 +44,20 @@ def _load(name: str) -> dict[str, Any] | None:
 
 def _metric(value: Any) -> str:
     return "" if value is None else f"{value:.4f}"
+
+
+def _interval(values: Any) -> str:
+    return "" if not values else f"[{values[0]:.4f}, {values[1]:.4f}]"
+
+
+def _metric_columns(values: dict[str, Any], intervals: dict[str, Any] | None) -> dict[str, str]:
+    """HR@K / NDCG@K cells; with ``intervals`` ({metric: [low, high]}) a 95% CI cell after each one that has one."""
+    cells: dict[str, str] = {}
+    for m in METRICS:
+        cells[m.upper()] = _metric(values.get(m))
+        if intervals is not None and m in INTERVAL_METRICS:
+            cells[f"{m.upper()} 95% CI"] = _interval(intervals.get(m))
+    return cells
 
 
 def _source(name: str, record: dict[str, Any]) -> str:
@@ -66,7 +83,9 @@ def block_main_job() -> list[str]:
     record = _load("e2e_ml-100k")
     if record is None:
         return ["*Not run yet* (`benchmarks/results/e2e_ml-100k.json`)."]
-    rows = [{"model": row["model"], "users": row["users"], **{m.upper(): _metric(row.get(m)) for m in METRICS}}
+    with_intervals = any("ci95" in row for row in record["comparison_same_users"])
+    rows = [{"model": row["model"], "users": row["users"],
+             **_metric_columns(row, row.get("ci95", {}) if with_intervals else None)}
             for row in record["comparison_same_users"]]
     finetune = record.get("finetune") or {}
     tokenizer = record.get("tokenizer") or {}
@@ -82,15 +101,17 @@ def block_main_job() -> list[str]:
         f"Total {record['total_seconds'] / 60:.1f} min on {record['machine'].get('cpu_count')} CPU cores; "
         f"fine-tune {finetune.get('steps')} steps at {finetune.get('train_tokens_per_second') or 0:.0f} tokens/s; "
         f"codes {tokenizer.get('levels')} x {tokenizer.get('codebook_size')}, raw collision rate "
-        f"{_percent(collisions.get('raw'))}. " + _verdict(record["comparison_same_users"]),
+        f"{_percent(collisions.get('raw'))}. " + _verdict(record["comparison_same_users"], record.get("llm_vs_classic")),
         "",
-        _source("e2e_ml-100k", record),
     ]
-    return lines
+    if with_intervals:
+        lines += ["Intervals: 95% bootstrap over the same users; the differences' intervals are paired bootstraps.", ""]
+    return lines + [_source("e2e_ml-100k", record)]
 
 
-def _verdict(rows: list[dict[str, Any]]) -> str:
-    """Say, from the figures, where the LLM stands against popularity and the best classic model."""
+def _verdict(rows: list[dict[str, Any]], versus: list[dict[str, Any]] | None = None) -> str:
+    """Say, from the figures, where the LLM stands against popularity and the best classic model
+    (with the paired 95% interval of each NDCG@10 difference where the results hold one)."""
     llm = next((r for r in rows if r["model"].startswith("LLM")), None)
     pop = next((r for r in rows if r["model"] == "pop"), None)
     if llm is None or pop is None:
@@ -100,9 +121,17 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
     beats_pop = (llm.get("ndcg@10") or 0.0) > (pop.get("ndcg@10") or 0.0)
     text = ("At this budget the fine-tuned LLM beats popularity on NDCG@10" if beats_pop
             else "At this budget the fine-tuned LLM does not beat popularity on NDCG@10")
-    text += f" ({_metric(llm.get('ndcg@10'))} vs {_metric(pop.get('ndcg@10'))}"
+    paired = {row["model"]: row.get("ndcg@10") or {} for row in versus or []}
+
+    def gap(model: str) -> str:
+        difference = paired.get(model, {})
+        if "ci95" not in difference:
+            return ""
+        return f", difference {difference['difference']:+.4f}, 95% CI {_interval(difference['ci95'])}"
+
+    text += f" ({_metric(llm.get('ndcg@10'))} vs {_metric(pop.get('ndcg@10'))}{gap(pop['model'])}"
     if best is not None:
-        text += f"; the best classic model, {best['model']}: {_metric(best.get('ndcg@10'))}"
+        text += f"; the best classic model, {best['model']}: {_metric(best.get('ndcg@10'))}{gap(best['model'])}"
     return text + "); such a short CPU fine-tune shows the pipeline working, not the method's quality, which needs the longer fine-tunes a GPU makes affordable."
 
 
@@ -114,12 +143,14 @@ def _percent(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def _baseline_row(label: str, test: dict[str, Any], run: dict[str, Any], budget_note: bool = False) -> dict[str, Any]:
-    """One README row: test metrics, then what the run cost (blank for figures quoted from a paper)."""
+def _baseline_row(label: str, test: dict[str, Any], run: dict[str, Any], budget_note: bool = False,
+                  intervals: bool = False) -> dict[str, Any]:
+    """One README row: test metrics (with the run's ``test_ci95`` intervals when the table shows
+    intervals), then what the run cost (blank for figures quoted from a paper)."""
     epochs = run.get("epochs_run", "")
     if budget_note and run.get("stop_reason") == "time_budget":
         epochs = f"{epochs} (time budget)"
-    return {"model": label, **{m.upper(): _metric(test.get(m)) for m in METRICS},
+    return {"model": label, **_metric_columns(test, run.get("test_ci95", {}) if intervals else None),
             "epochs": epochs, "s/epoch": run.get("seconds_per_epoch", ""), "peak RSS MB": run.get("peak_rss_mb", "")}
 
 
@@ -132,10 +163,13 @@ def block_baselines() -> list[str]:
         if record is None:
             lines += [f"*Not run yet* (`benchmarks/results/{name}.json`).", ""]
             continue
-        rows = [_baseline_row(model, row["test"], row, budget_note=True) for model, row in record.get("models", {}).items()]
-        rows += [_baseline_row(f"{model} (RecBole 1.2.1)", row["test"], row)
-                 for model, row in (record.get("peer") or {}).items() if "test" in row]
-        rows += [_baseline_row(f"{model} (paper, Table 1)", values, {}) for model, values in (record.get("paper") or {}).items()]
+        models, peer = record.get("models", {}), record.get("peer") or {}
+        intervals = any("test_ci95" in row for row in [*models.values(), *peer.values()])
+        rows = [_baseline_row(model, row["test"], row, budget_note=True, intervals=intervals) for model, row in models.items()]
+        rows += [_baseline_row(f"{model} (RecBole 1.2.1)", row["test"], row, intervals=intervals)
+                 for model, row in peer.items() if "test" in row]
+        rows += [_baseline_row(f"{model} (paper, Table 1)", values, {}, intervals=intervals)
+                 for model, values in (record.get("paper") or {}).items()]
         dates = sorted(str(row.get("date", ""))[:10] for row in record.get("models", {}).values() if row.get("date"))
         lines += [markdown_table(rows), "",
                   f"Source: [`{name}.md`](benchmarks/results/{name}.md) (commands, settings, machine and load per row"

@@ -51,3 +51,42 @@ def test_figures_come_from_the_files(readme_results, tmp_path, monkeypatch):
     assert readme_results.block_baselines()[2].startswith("*Not run yet*")
     with pytest.raises(SystemExit):
         readme_results.updated_readme("no markers here")
+
+
+def test_intervals_are_shown_where_the_results_hold_them(readme_results, tmp_path, monkeypatch):
+    rows = [
+        {"model": "LLM (alignment codes)", "users": 200, "hr@1": 0.01, "hr@5": 0.05, "hr@10": 0.1, "ndcg@5": 0.03,
+         "ndcg@10": 0.05, "ci95": {"hr@10": [0.06, 0.145], "ndcg@10": [0.031, 0.0712]}},
+        {"model": "sasrec", "users": 200, "hr@1": 0.02, "hr@5": 0.06, "hr@10": 0.12, "ndcg@5": 0.04, "ndcg@10": 0.06,
+         "ci95": {"hr@10": [0.08, 0.165], "ndcg@10": [0.04, 0.081]}},
+        {"model": "pop", "users": 200, "hr@1": 0.0, "hr@5": 0.02, "hr@10": 0.04, "ndcg@5": 0.01, "ndcg@10": 0.02,
+         "ci95": {"hr@10": [0.015, 0.07], "ndcg@10": [0.008, 0.034]}},
+    ]
+    record = {
+        "machine": {"cpu_count": 2}, "total_seconds": 60.0, "dataset": {"users": 943, "items": 1682},
+        "comparison_same_users": rows, "finetune": {}, "tokenizer": {},
+        "llm_vs_classic": [
+            {"model": "sasrec", "ndcg@10": {"difference": -0.01, "ci95": [-0.032, 0.0105]}},
+            {"model": "pop", "ndcg@10": {"difference": 0.03, "ci95": [0.004, 0.0561]}},
+        ],
+    }
+    (tmp_path / "e2e_ml-100k.json").write_text(json.dumps(record))
+    baselines = {"models": {"dccf": {"test": {m: 0.1 for m in readme_results.METRICS},
+                                     "test_ci95": {"hr@10": [0.08, 0.12], "ndcg@10": [0.09, 0.11]}}}}
+    (tmp_path / "baselines_ml-100k.json").write_text(json.dumps(baselines))
+    monkeypatch.setattr(readme_results, "RESULTS", tmp_path)
+    block = "\n".join(readme_results.block_main_job())
+    assert "| model | users | HR@1 | HR@5 | HR@10 | HR@10 95% CI | NDCG@5 | NDCG@10 | NDCG@10 95% CI |" in block
+    assert "| LLM (alignment codes) | 200 | 0.0100 | 0.0500 | 0.1000 | [0.0600, 0.1450] | 0.0300 | 0.0500 | [0.0310, 0.0712] |" in block
+    assert "(0.0500 vs 0.0200, difference +0.0300, 95% CI [0.0040, 0.0561]; " in block
+    assert "the best classic model, sasrec: 0.0600, difference -0.0100, 95% CI [-0.0320, 0.0105])" in block
+    table = "\n".join(readme_results.block_baselines())
+    assert "| dccf | 0.1000 | 0.1000 | 0.1000 | [0.0800, 0.1200] | 0.1000 | 0.1000 | [0.0900, 0.1100] |" in table
+
+    # results written before intervals existed keep their old tables
+    for row in rows:
+        del row["ci95"]
+    del record["llm_vs_classic"]
+    (tmp_path / "e2e_ml-100k.json").write_text(json.dumps(record))
+    block = "\n".join(readme_results.block_main_job())
+    assert "95% CI" not in block and "| model | users | HR@1 | HR@5 | HR@10 | NDCG@5 | NDCG@10 |" in block
