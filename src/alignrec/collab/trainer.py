@@ -147,6 +147,42 @@ def evaluate(
     return metrics_from_ranks(rank_split(model, split, batch_size, exclude_history, desc, exclude_seen), ks)
 
 
+def rank_test_split(
+    model: CollabModel,
+    dataset: PreparedDataset,
+    train_config: CollabConfig,
+    rows: np.ndarray | None = None,
+    seen_excluded: bool = False,
+    desc: str = "test",
+    data: TrainingData | None = None,
+) -> np.ndarray:
+    """The test protocol of a run, in one place: full-ranking 0-based rank of each test target (S,).
+
+    Training and every later re-scoring (the report's same-user comparison) call this, so a
+    model is scored the same way wherever its figures appear: graph models see the validation
+    interactions of *all* users (``test_with_valid_interactions``; the test items never), history
+    items compete unless ``exclude_history``. ``rows`` (sorted indices into the test split)
+    scores a subset of the users; the ranks are those of the full run restricted to them.
+    ``seen_excluded``: the secondary protocol that keeps every training item and the validation
+    item of the user out of the competition (the NGCF/LightGCN/DCCF code family); ``data`` is the
+    run's training data when the caller has it at hand (built from ``dataset`` otherwise).
+    """
+    valid, test = dataset.split("valid"), dataset.split("test")
+    if rows is not None:
+        test = Split(test.user_index[rows], test.histories[rows], test.targets[rows])
+    if train_config.test_with_valid_interactions:
+        model.set_scoring_interactions(valid.user_index, valid.targets)
+    try:
+        if not seen_excluded:
+            return rank_split(model, test, train_config.eval_batch_size, train_config.exclude_history, desc=desc)
+        valid_item_of_user = np.full(dataset.num_users, -1, dtype=np.int64)
+        valid_item_of_user[valid.user_index] = valid.targets
+        return rank_split(model, test, train_config.eval_batch_size, desc=desc,
+                          exclude_seen=(data or TrainingData.from_dataset(dataset), valid_item_of_user))
+    finally:
+        model.set_scoring_interactions(None, None)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -364,18 +400,13 @@ def train(
     # best-validation weights for the final numbers and the exported files
     model.load_state_dict(best_state)
     valid_metrics = evaluate(model, valid, train_config.eval_batch_size, train_config.exclude_history, desc="valid")
-    if train_config.test_with_valid_interactions:
-        model.set_scoring_interactions(valid.user_index, valid.targets)
     test_split = dataset.split("test")
-    test_metrics = evaluate(model, test_split, train_config.eval_batch_size, train_config.exclude_history, desc="test")
+    test_metrics = metrics_from_ranks(rank_test_split(model, dataset, train_config), EVAL_KS)
     # Secondary figures: the same test ranking with every item the user interacted with before
     # (training items + the validation item) kept out — how the NGCF/LightGCN/DCCF code family
     # evaluates, reported beside (never instead of) the main protocol.
-    valid_item_of_user = np.full(dataset.num_users, -1, dtype=np.int64)
-    valid_item_of_user[valid.user_index] = valid.targets
-    test_seen_excluded = evaluate(model, test_split, train_config.eval_batch_size, desc="test (seen excluded)",
-                                  exclude_seen=(data, valid_item_of_user))
-    model.set_scoring_interactions(None, None)
+    test_seen_excluded = metrics_from_ranks(
+        rank_test_split(model, dataset, train_config, seen_excluded=True, desc="test (seen excluded)", data=data), EVAL_KS)
     trained_epochs = [r for r in history if "train_seconds" in r]
     metrics: dict[str, Any] = {
         "model": train_config.model,
@@ -436,4 +467,4 @@ def configs_from_record(out_dir: str | os.PathLike[str]) -> tuple[CollabConfig, 
     return train_config, model_config_from_dict(train_config.model, record["config"]["model"], source=str(path))
 
 
-__all__ = ["TrainResult", "configs_from_record", "default_out_dir", "evaluate", "rank_split", "train"]
+__all__ = ["TrainResult", "configs_from_record", "default_out_dir", "evaluate", "rank_split", "rank_test_split", "train"]

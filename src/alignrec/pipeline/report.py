@@ -1,8 +1,12 @@
 """The final report of an experiment: markdown + PNG figures + summary.json.
 
-The LLM is compared with the behaviour model and the baselines on the *same* users: when the
-evaluation scored a sample of test users (CPU budgets), every collab model is re-scored on
-exactly those users (full ranking, no retraining) next to its all-users figures.
+The LLM is compared with the behaviour model and the baselines on the *same* users: every
+collab model is re-scored (full ranking, no retraining) under the protocol its own trainer
+used (:func:`alignrec.collab.trainer.rank_test_split`), and when the evaluation scored a sample
+of test users (CPU budgets) its per-user ranks are restricted to exactly those users. The LLM's
+per-user ranks come from the evaluation's predictions.jsonl. Every figure of NDCG@10 and HR@10
+carries a 95% bootstrap interval over users, and the LLM's gap to each classic model a paired
+bootstrap interval over the same users (:mod:`alignrec.eval.bootstrap`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
+INTERVAL_METRICS = ("hr@10", "ndcg@10")  # the figures every comparison table gives an interval for
+KS = (1, 5, 10)
 
 
 def sample_rows(dataset: Any, predictions: Path, split: str = "test") -> np.ndarray:
@@ -39,25 +45,75 @@ def sample_rows(dataset: Any, predictions: Path, split: str = "test") -> np.ndar
     return np.array([row for row in range(len(data)) if user_ids[int(data.user_index[row])] in users], dtype=np.int64)
 
 
-def collab_metrics_on_rows(collab_dir: Path, dataset_dir: Path, rows: np.ndarray, split: str = "test") -> dict[str, float]:
-    """Full-ranking metrics of a trained collab model on a subset of a split's rows."""
+def collab_test_ranks(collab_dir: Path, dataset: Any, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per-user test ranks of a trained collab model, scored exactly as its trainer scored them
+    (its recorded settings; ``rows`` = a subset of the test split's rows)."""
     from alignrec.collab.export import load_trained_model
-    from alignrec.collab.trainer import rank_split
-    from alignrec.data import Split, load_dataset
-    from alignrec.eval import metrics_from_ranks
+    from alignrec.collab.trainer import configs_from_record, rank_test_split
 
-    dataset = load_dataset(dataset_dir)
+    train_config, _ = configs_from_record(collab_dir)
+    model = load_trained_model(collab_dir, dataset.path)
+    return rank_test_split(model, dataset, train_config, rows, desc=f"score {collab_dir.name}")
+
+
+def prediction_ranks(dataset: Any, predictions: Path, rows: np.ndarray, split: str = "test") -> np.ndarray:
+    """Per-user ranks of the split's targets in an evaluate predictions file (rows of ``split``;
+    a user without a list is a miss, as in the evaluation)."""
+    from alignrec.eval import ranks_in_lists
+    from alignrec.eval.predictions import read_predictions
+
+    rankings, _ = read_predictions(predictions, dataset)
     data = dataset.split(split)
-    subset = Split(data.user_index[rows], data.histories[rows], data.targets[rows])
-    model = load_trained_model(collab_dir, dataset_dir)
-    ranks = rank_split(model, subset, desc=f"score {collab_dir.name}")
-    return metrics_from_ranks(ranks, (1, 5, 10))
+    return ranks_in_lists([rankings.get(int(data.user_index[row]), []) for row in rows], data.targets[rows])
+
+
+def comparison_row(model: str, ranks: np.ndarray) -> dict[str, Any]:
+    """A table row: the metrics of ``ranks`` and the 95% bootstrap interval of HR@10 and NDCG@10."""
+    from alignrec.eval import bootstrap_interval, per_user_metrics
+
+    values = per_user_metrics(ranks, KS)
+    row: dict[str, Any] = {"model": model, "users": int(len(ranks)), **{m: float(values[m].mean()) for m in METRICS}}
+    row["ci95"] = {m: list(bootstrap_interval(values[m])) for m in INTERVAL_METRICS}
+    return row
+
+
+def paired_difference(first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
+    """Mean difference first - second of HR@10 and NDCG@10 on the same users, with the paired
+    bootstrap 95% interval: ``{metric: {"difference": d, "ci95": [low, high]}}``."""
+    from alignrec.eval import paired_bootstrap_interval, per_user_metrics
+
+    a, b = per_user_metrics(first, KS), per_user_metrics(second, KS)
+    return {m: {"difference": float(a[m].mean() - b[m].mean()), "ci95": list(paired_bootstrap_interval(a[m], b[m]))}
+            for m in INTERVAL_METRICS}
+
+
+def _interval(values: list[float] | None) -> str:
+    return "" if not values else f"[{values[0]:.4f}, {values[1]:.4f}]"
+
+
+def with_interval_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for markdown: each row's ``ci95`` intervals as text columns beside their metric."""
+    return [{**row, **{f"{m} 95% CI": _interval((row.get("ci95") or {}).get(m)) for m in INTERVAL_METRICS}} for row in rows]
+
+
+# the metric columns of every comparison table: each interval right after its metric
+METRIC_COLUMNS = [c for m in METRICS for c in ([m, f"{m} 95% CI"] if m in INTERVAL_METRICS else [m])]
+TABLE_COLUMNS = ["model", "users", *METRIC_COLUMNS]
 
 
 def _test_metrics(metrics_file: Path) -> dict[str, float]:
     record = read_json(metrics_file)
     test = record.get("test", record)
     return {m: float(test[m]) for m in METRICS if m in test}
+
+
+def _check_rescored(label: str, rescored: dict[str, Any], recorded: dict[str, float]) -> bool:
+    """Whether a re-scoring reproduces the figures a stage recorded (it must: same protocol)."""
+    differing = [m for m in METRICS if m in recorded and abs(rescored[m] - recorded[m]) > 1e-9]
+    if differing:
+        log.warning("%s: re-scored %s differ from the recorded ones (%s vs %s)", label, differing,
+                    [rescored[m] for m in differing], [recorded[m] for m in differing])
+    return not differing
 
 
 def metrics_figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -94,21 +150,29 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
     from alignrec.data import load_dataset
 
     dataset = load_dataset(dataset_dir)
-    rows_used = sample_rows(dataset, Path(eval_report["predictions"]), eval_report.get("split", "test"))
-    sampled = len(rows_used) < len(dataset.split(eval_report.get("split", "test")))
+    split = eval_report.get("split", "test")
+    rows_used = sample_rows(dataset, Path(eval_report["predictions"]), split)
+    sampled = len(rows_used) < len(dataset.split(split))
 
     llm_name = f"LLM ({config.tokenizer.get('method', 'alignment')} codes)"
-    comparison = [{"model": llm_name, "users": eval_report["users"], **{m: eval_report["metrics"].get(m) for m in METRICS}}]
+    llm_ranks = prediction_ranks(dataset, Path(eval_report["predictions"]), rows_used, split)
+    comparison = [comparison_row(llm_name, llm_ranks)]
+    consistent = {llm_name: _check_rescored(llm_name, comparison[0], eval_report["metrics"])}
     all_users = []
+    classic: dict[str, np.ndarray] = {}
     for name, stage in stages.items():
         if not (name == "behaviour" or name.startswith("baseline/")):
             continue
         model = read_json(stage.out / "config.json")["config"]["train"]["model"]
         label = f"{model} (behaviour model)" if name == "behaviour" else model
-        full = _test_metrics(stage.out / "metrics.json")
-        all_users.append({"model": label, "users": len(dataset.split("test")), **full})
-        same = collab_metrics_on_rows(stage.out, dataset_dir, rows_used) if sampled else full
-        comparison.append({"model": label, "users": len(rows_used), **same})
+        full = collab_test_ranks(stage.out, dataset)  # every test user, the trainer's protocol
+        all_users.append(comparison_row(label, full))
+        consistent[label] = _check_rescored(label, all_users[-1], _test_metrics(stage.out / "metrics.json"))
+        classic[label] = full[rows_used]  # the same users as the LLM, same ranks as the full run
+        comparison.append(comparison_row(label, classic[label]))
+    # the LLM against every classic model on the same users (paired), and which one is best
+    versus = [{"model": label, **paired_difference(llm_ranks, ranks)} for label, ranks in classic.items()]
+    best = max(comparison[1:], key=lambda row: row["ndcg@10"], default=None)
 
     tokenizer_report = read_json(stages["tokenizer"].out / "report.json")
     tasks_stats = read_json(stages["tasks"].out / "stats.json")
@@ -130,6 +194,10 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
         "dataset": {k: stats[k] for k in ("users", "items", "interactions", "avg_seq_len")},
         "comparison_same_users": comparison,
         "collab_all_test_users": all_users,
+        "llm_vs_classic": versus,
+        "best_classic": None if best is None else best["model"],
+        "intervals": "95% percentile bootstrap over users (1,000 resamples, seed 0); LLM vs classic: paired over the same users",
+        "rescored_match_recorded": consistent,
         "evaluation": {k: eval_report.get(k) for k in ("users", "users_in_split", "sampled", "beam_size", "elapsed_s", "users_per_s", "counts")},
         "tokenizer": {
             "method": tokenizer_report.get("method"),
@@ -159,10 +227,23 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
         f"Same {len(rows_used):,} test users for every model"
         + (" (a seeded sample: the CPU budget of this run)" if sampled else " (all test users)") + ".",
         "",
-        markdown_table(comparison, ["model", "users", *METRICS]),
+        markdown_table(with_interval_columns(comparison), TABLE_COLUMNS),
+        "Intervals: 95% bootstrap over users (1,000 resamples). Classic models are re-scored with the protocol "
+        "of their own training run (for graph models: the validation interactions in the graph).",
+        "",
     ]
+    if versus:
+        lines += [
+            f"LLM minus each classic model on the same users (paired bootstrap 95% interval; best classic model on "
+            f"NDCG@10: {best['model'] if best else 'none'}):",
+            "",
+            markdown_table([{"model": row["model"],
+                             **{f"Δ {m}": row[m]["difference"] for m in INTERVAL_METRICS},
+                             **{f"Δ {m} 95% CI": _interval(row[m]["ci95"]) for m in INTERVAL_METRICS}} for row in versus],
+                           ["model", "Δ hr@10", "Δ hr@10 95% CI", "Δ ndcg@10", "Δ ndcg@10 95% CI"]),
+        ]
     if sampled:
-        lines += ["Collab models on all test users:", "", markdown_table(all_users, ["model", "users", *METRICS])]
+        lines += ["Collab models on all test users:", "", markdown_table(with_interval_columns(all_users), TABLE_COLUMNS)]
     lines += [
         "![metrics](metrics.png)",
         "",
