@@ -1,89 +1,57 @@
-"""The whole pipeline on a tiny synthetic data set with a tiny model (issue: under two minutes).
+"""The whole pipeline on a tiny synthetic data set with a tiny model: ``configs/tiny.yaml``.
 
 Data: ``cyclic`` users walk rings of items, so the next item is a function of the last one.
 The behaviour model, the tokenizer (with LLM alignment against the tiny model's embeddings),
 the tasks, LoRA fine-tuning, beam-search evaluation, pre-cache and the report all run through
-``alignrec run``; the fine-tuned model must beat popularity on the test split.
+``alignrec run``; the fine-tuned model must beat popularity on the test split, a second run
+must reuse every stage, a code change must re-run exactly the stages whose code changed, and
+two runs into empty folders must give identical results.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from alignrec.cli import main
-from alignrec.config import ConfigError
-from alignrec.data.synthetic import synthetic_raw
+from alignrec.config import ConfigError, load_config_file
+from alignrec.pipeline import fingerprint
 from alignrec.pipeline.experiment import load_experiment
 from alignrec.utils.io import read_json
 
-
-def write_synthetic_csv(folder: Path) -> tuple[Path, Path]:
-    raw = synthetic_raw(num_users=48, num_items=24, groups=4, length=8, kind="cyclic", seed=3)
-    inter, items = folder / "inter.csv", folder / "items.csv"
-    with open(inter, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["user_id", "item_id", "timestamp"])
-        for user, events in raw.sequences.items():
-            writer.writerows([user, item, ts] for item, ts in events)
-    with open(items, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["item_id", "title", "description"])
-        for item, record in raw.items.items():
-            writer.writerow([item, record.title, record.description])
-    return inter, items
+TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+# what the main job (configs/ml100k.yaml) writes, plus the tiny backbone the run builds
+RUN_FILES = [
+    "dataset/manifest.json", "backbone/config.json", "collab/dccf/metrics.json", "collab/dccf/item_embeddings.safetensors",
+    "collab/sasrec/metrics.json", "collab/pop/metrics.json", "tokenizer/item_codes.parquet", "tokenizer/report.json",
+    "tasks/train.jsonl", "finetune/model/config.json", "finetune/loss_curve.png", "eval/metrics.json",
+    "eval/predictions.jsonl", "cache/cache.sqlite", "report/report.md", "report/metrics.png", "report/summary.json",
+]
 
 
-def save_tiny_backbone(folder: Path, texts: list[str]) -> Path:
-    from alignrec.llm.tiny import build_tiny_backbone
-
-    # initializer_range 0.2: weights large enough that frozen rows (EOS) reach confident logits,
-    # standing in for a pretrained model.
-    model, tokenizer = build_tiny_backbone(words=texts, hidden_size=32, layers=2, heads=2, seed=0, initializer_range=0.2)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def experiment_config(tmp_path: Path) -> dict:
-    inter, items = write_synthetic_csv(tmp_path)
-    raw = synthetic_raw(num_users=48, num_items=24, groups=4, length=8, kind="cyclic", seed=3)
-    backbone = str(save_tiny_backbone(tmp_path / "tiny", [r.text() for r in raw.items.values()]))
-    return {
-        "name": "tiny",
-        "out": str(tmp_path / "run"),
-        "data": {"format": "csv", "inter": str(inter), "items": str(items)},
-        "behaviour": {"model": "lightgcn", "epochs": 5, "embedding_dim": 16},
-        "baselines": [{"model": "pop"}],
-        "tokenizer": {"levels": 2, "codebook_size": 6, "llm": backbone, "rounds": 2, "steps_per_round": 5},
-        "tasks": {"tasks": ["sequential"], "phrasings": 1, "llm": backbone, "max_valid_samples": 16},
-        "finetune": {
-            "llm": backbone, "max_steps": 150, "batch_size": 16, "learning_rate": 0.01, "lora_dropout": 0.0,
-            "logging_steps": 20, "save_steps": 1000, "warmup_ratio": 0.0, "lr_scheduler": "constant",
-            "save_adapter": False, "max_eval_examples": 16,
-        },
-        "evaluate": {"beam_size": 10, "batch_size": 16},
-        "precache": {"top_k": 10, "beam_size": 10},
-        "threads": 2,
-    }
+def run_tiny(out: Path, capsys: pytest.CaptureFixture[str], *overrides: str) -> dict[str, bool]:
+    """``alignrec run configs/tiny.yaml --set out=OUT ...``; returns {stage: reused}."""
+    capsys.readouterr()
+    sets = [arg for override in (f"out={out}", *overrides) for arg in ("--set", override)]
+    assert main(["run", str(TINY), *sets]) == 0
+    out_text = capsys.readouterr().out
+    printed = json.loads(out_text[out_text.rindex('{\n  "run_dir"'):])  # the trainer may print before it
+    return {name: stage["reused"] for name, stage in printed["stages"].items()}
 
 
-def test_pipeline_end_to_end_beats_popularity(tmp_path: Path) -> None:
-    config = experiment_config(tmp_path)
-    config_path = tmp_path / "experiment.json"
-    config_path.write_text(json.dumps(config))
-    assert main(["run", str(config_path)]) == 0
+def marker_times(run: Path) -> dict[str, int]:
+    return {str(p.parent.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob(".alignrec-stage.json")}
 
+
+def test_pipeline_end_to_end_beats_popularity(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "run"
-    for path in [
-        "dataset/manifest.json", "collab/lightgcn/metrics.json", "collab/lightgcn/item_embeddings.safetensors",
-        "collab/pop/metrics.json", "tokenizer/item_codes.parquet", "tokenizer/report.json",
-        "tasks/train.jsonl", "finetune/model/config.json", "finetune/loss_curve.png", "eval/metrics.json",
-        "eval/predictions.jsonl", "cache/cache.sqlite", "report/report.md", "report/metrics.png", "report/summary.json",
-    ]:
+    reused = run_tiny(run, capsys)
+    assert not any(reused.values())
+    for path in RUN_FILES:
         assert (run / path).exists(), path
 
     summary = read_json(run / "report" / "summary.json")
@@ -92,18 +60,61 @@ def test_pipeline_end_to_end_beats_popularity(tmp_path: Path) -> None:
     assert llm["users"] == pop["users"] == 48
     assert llm["hr@10"] > pop["hr@10"]
     assert llm["ndcg@10"] > pop["ndcg@10"]
+    # every row carries its bootstrap intervals; re-scored classic models reproduce their own metrics.json
+    assert all(row["ci95"]["ndcg@10"][0] <= row["ndcg@10"] <= row["ci95"]["ndcg@10"][1] for row in rows.values())
+    assert all(summary["rescored_match_recorded"].values())
+    assert {row["model"].split(" ")[0] for row in summary["llm_vs_classic"]} == {"dccf", "sasrec", "pop"}
 
-    # A second run reuses every stage (only the incremental pre-cache runs again).
-    assert main(["run", str(config_path)]) == 0
-    markers = {p.parent.name: read_json(p) for p in run.rglob(".alignrec-stage.json")}
-    assert set(markers) >= {"dataset", "lightgcn", "pop", "tokenizer", "tasks", "finetune", "eval", "cache"}
+    # A second run reuses every stage (only the incremental pre-cache runs again) and rewrites nothing.
+    before = marker_times(run)
+    reused = run_tiny(run, capsys)
+    assert [name for name, was in reused.items() if not was] == ["precache"]
+    after = marker_times(run)
+    assert {k: v for k, v in after.items() if k != "cache"} == {k: v for k, v in before.items() if k != "cache"}
+
+    # Code changes (checked on a copy of the package the fingerprints read): a module no stage
+    # imports changes nothing; a fix in the evaluation code re-runs the evaluation alone.
+    source = tmp_path / "src" / "alignrec"
+    shutil.copytree(fingerprint.PACKAGE_ROOT, source, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE_ROOT", source)
+    with open(source / "pipeline" / "sweep.py", "a") as handle:
+        handle.write("\n# not stage code\n")
+    assert [name for name, was in run_tiny(run, capsys).items() if not was] == ["precache"]
+    with open(source / "infer" / "evaluate.py", "a") as handle:
+        handle.write("\n# a bug fix in the evaluation\n")
+    before = marker_times(run)
+    reused = run_tiny(run, capsys)
+    assert [name for name, was in reused.items() if not was] == ["evaluate", "precache"]
+    after = marker_times(run)
+    assert {k for k in after if after[k] != before[k]} == {"eval", "cache"}
 
     # A sampled evaluation (the main job's CPU budget) re-scores every baseline, popularity
     # included, on the LLM's sampled users.
-    assert main(["run", str(config_path), "--set", "evaluate.users=24"]) == 0
+    run_tiny(run, capsys, "evaluate.users=24")
     summary = read_json(run / "report" / "summary.json")
-    assert [row["users"] for row in summary["comparison_same_users"]] == [24, 24, 24]
-    assert {row["model"].split(" ")[0] for row in summary["comparison_same_users"]} == {"LLM", "lightgcn", "pop"}
+    assert [row["users"] for row in summary["comparison_same_users"]] == [24, 24, 24, 24]
+    assert {row["model"].split(" ")[0] for row in summary["comparison_same_users"]} == {"LLM", "dccf", "sasrec", "pop"}
+
+
+@pytest.mark.slow
+def test_two_runs_into_empty_folders_give_identical_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_tiny(first, capsys)
+    run_tiny(second, capsys)
+    assert read_json(first / "eval" / "metrics.json")["metrics"] == read_json(second / "eval" / "metrics.json")["metrics"]
+    assert (first / "eval" / "predictions.jsonl").read_bytes() == (second / "eval" / "predictions.jsonl").read_bytes()
+
+
+def test_tiny_config_is_valid_and_self_contained() -> None:
+    experiment = load_experiment(TINY)
+    configs = experiment.stage_configs()
+    assert configs.synthetic is not None and configs.backbone is not None
+    assert {configs.tokenizer.llm, configs.tasks.llm, configs.finetune.llm} == {"tiny"}
+    assert TINY.read_text().startswith("# alignrec run configs/tiny.yaml")
+    with pytest.raises(ConfigError, match="needs a backbone section"):
+        load_experiment(TINY, ["backbone=null"])
+    with pytest.raises(ConfigError, match="synthetic replaces the source"):
+        load_experiment(TINY, ["data.dataset=ml-100k"])
 
 
 def test_unknown_section_keys_are_errors(tmp_path: Path) -> None:
@@ -124,7 +135,7 @@ def test_overrides_apply_dotted_keys() -> None:
 
 
 def test_sweep_shares_stages_and_skips_finished_cells(tmp_path: Path) -> None:
-    base = experiment_config(tmp_path)
+    base = load_config_file(TINY)
     base["precache"] = None
     base["baselines"] = []
     base["finetune"].update(max_steps=4, logging_steps=2)
@@ -143,14 +154,18 @@ def test_sweep_shares_stages_and_skips_finished_cells(tmp_path: Path) -> None:
     path.write_text(json.dumps(sweep))
     assert main(["sweep", str(path)]) == 0
 
-    record = read_json(tmp_path / "results" / "ratio_inter.json")
+    record = read_json(tmp_path / "results" / "ratio_synthetic.json")
     assert record["complete"] is True
     assert [row["cell"] for row in record["rows"]] == ["negative_ratio=0", "negative_ratio=1", "two levels, K=5"]
     assert all(0.0 <= row["hr@5"] <= 1.0 for row in record["rows"])
-    assert (tmp_path / "results" / "ratio_inter.md").read_text().startswith("# ratio_inter\n")
+    assert (tmp_path / "results" / "ratio_synthetic.md").read_text().startswith("# ratio_synthetic\n")
+    # the behaviour model on all test users, with its bootstrap intervals (the cells' K stops at 5)
+    low, high = record["baselines"]["dccf"]["ci95"]["ndcg@10"]
+    assert low <= record["baselines"]["dccf"]["ndcg@10"] <= high
+    assert "| model | users | hr@1 | hr@5 | hr@10 | hr@10 95% CI |" in (tmp_path / "results" / "ratio_synthetic.md").read_text()
     stages = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "sweep" / "stages").iterdir())
-    # One data set and behaviour model for all; two tokenizers (K=6 and K=5); three task sets.
-    assert stages.count("prepare") == 1 and stages.count("behaviour") == 1
+    # One data set, backbone and behaviour model for all; two tokenizers (K=6 and K=5); three task sets.
+    assert stages.count("prepare") == 1 and stages.count("backbone") == 1 and stages.count("behaviour") == 1
     assert stages.count("tokenizer") == 2 and stages.count("tasks") == 3 and stages.count("finetune") == 3
 
     # Finished cells are skipped: nothing is run again, the results are rewritten unchanged.
@@ -158,4 +173,4 @@ def test_sweep_shares_stages_and_skips_finished_cells(tmp_path: Path) -> None:
     assert main(["sweep", str(path)]) == 0
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "stages").rglob(".alignrec-stage.json")}
     assert before == after
-    assert read_json(tmp_path / "results" / "ratio_inter.json")["rows"] == record["rows"]
+    assert read_json(tmp_path / "results" / "ratio_synthetic.json")["rows"] == record["rows"]

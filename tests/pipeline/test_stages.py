@@ -1,10 +1,18 @@
-"""The stage runner's rules: reuse on the same key, replace on a changed one, resume without a marker."""
+"""The stage runner's rules: reuse on the same key, replace on a changed one, resume without a marker;
+the key covers the code that runs the stage (and what it imports), not docs or unrelated modules."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import pytest
+
+from alignrec.pipeline import fingerprint
+from alignrec.pipeline.fingerprint import changed_files, code_files, code_fingerprint
 from alignrec.pipeline.stages import MARKER, run_stage, stage_key
+from alignrec.utils.io import read_json
 
 
 def test_stage_reuse_replace_and_resume(tmp_path: Path) -> None:
@@ -43,3 +51,78 @@ def test_stage_key_depends_on_settings_and_upstream() -> None:
     assert base != stage_key("tasks", {"x": 2}, ["a"])
     assert base != stage_key("tasks", {"x": 1}, ["b"])
     assert base != stage_key("finetune", {"x": 1}, ["a"])
+
+
+# ----------------------------------------------------------------------------- code in the key
+
+
+def write_package(root: Path) -> Path:
+    """A fake ``alignrec`` package: ``stage`` imports ``helper`` lazily and a registry of plugins
+    by name; ``unrelated`` is imported by nobody."""
+    package = root / "alignrec"
+    files = {
+        "__init__.py": '"""package"""\n',
+        "stage.py": "from alignrec import registry\n\n\ndef work():\n    from .helper import value\n\n    return value\n",
+        "helper.py": "value = 1\n",
+        "registry.py": "import importlib\n\n\ndef load(name):\n    return importlib.import_module(f'alignrec.plugins.{name}')\n",
+        "plugins/__init__.py": "",
+        "plugins/one.py": "x = 1\n",
+        "unrelated.py": "import alignrec.helper\n",
+    }
+    for name, text in files.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    return package
+
+
+def test_code_files_follow_static_lazy_relative_and_registry_imports(tmp_path: Path) -> None:
+    package = write_package(tmp_path)
+    files = {str(p.relative_to(package)) for p in code_files(["alignrec.stage"], package)}
+    assert files == {"__init__.py", "stage.py", "helper.py", "registry.py", "plugins/__init__.py", "plugins/one.py"}
+    with pytest.raises(ValueError, match="no such module"):
+        code_files(["alignrec.missing"], package)
+
+
+def test_code_fingerprint_changes_with_imported_code_only(tmp_path: Path) -> None:
+    package = write_package(tmp_path)
+    before = code_fingerprint(["alignrec.stage"], package)
+    (package / "unrelated.py").write_text("import alignrec.helper\nchanged = True\n")
+    (tmp_path / "README.md").write_text("docs and tests live outside the package")
+    assert code_fingerprint(["alignrec.stage"], package) == before
+    (package / "plugins" / "one.py").write_text("x = 2  # a bug fix in a registered plugin\n")
+    after = code_fingerprint(["alignrec.stage"], package)
+    assert after["*"] != before["*"] and changed_files(before, after) == ["plugins/one.py"]
+    # a newly imported module joins the closure
+    (package / "helper.py").write_text("from alignrec import unrelated\nvalue = 1\n")
+    assert "unrelated.py" in code_fingerprint(["alignrec.stage"], package)
+
+
+def test_real_stage_closures_hold_their_imports_and_nothing_downstream() -> None:
+    files = {str(p.relative_to(fingerprint.PACKAGE_ROOT)) for p in code_files(["alignrec.collab.trainer"])}
+    # the scorer, the data loader and every registered model (imported through the registry)
+    assert {"collab/trainer.py", "eval/metrics.py", "data/dataset.py", "collab/models/sasrec.py", "utils/io.py"} <= files
+    assert not {f for f in files if f.startswith(("pipeline/", "serve/", "tokenizer/", "train/", "infer/"))}
+
+
+def test_stage_reruns_when_its_code_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = write_package(tmp_path / "src")
+    monkeypatch.setattr(fingerprint, "PACKAGE_ROOT", package)
+    calls: list[bool] = []
+
+    def work(folder: Path, resume: bool) -> None:
+        calls.append(resume)
+        folder.mkdir(exist_ok=True)
+
+    out = tmp_path / "stage"
+    first = run_stage("s", out, {"a": 1}, [], work, code=["alignrec.stage"])
+    assert read_json(out / MARKER)["code"]["helper.py"] == hashlib.sha256((package / "helper.py").read_bytes()).hexdigest()
+    (package / "unrelated.py").write_text("changed = True\n")
+    assert run_stage("s", out, {"a": 1}, [], work, code=["alignrec.stage"]).skipped and calls == [False]
+    (package / "helper.py").write_text("value = 2  # the bug fix\n")
+    again = run_stage("s", out, {"a": 1}, [], work, code=["alignrec.stage"])
+    assert not again.skipped and again.key != first.key and calls == [False, False]
+    # a marker written before code was recorded (no "code") is not trusted either
+    marker = read_json(out / MARKER)
+    del marker["code"]
+    (out / MARKER).write_text(json.dumps({**marker, "key": stage_key("s", {"a": 1}, [])}))
+    assert not run_stage("s", out, {"a": 1}, [], work, code=["alignrec.stage"]).skipped

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="override a setting, e.g. --set finetune.max_steps=500 (repeatable)")
     run.add_argument("--publish", metavar="PREFIX",
                      help="also copy the report to PREFIX.json/.md (+ figures), e.g. benchmarks/results/e2e_ml-100k")
-    run.add_argument("--until", help="stop after this stage (prepare, behaviour, baselines, tokenizer, tasks, finetune, evaluate, precache)")
+    run.add_argument("--until", help="stop after this stage (prepare, backbone, behaviour, baselines, tokenizer, tasks, finetune, evaluate, precache)")
     run.set_defaults(handler=run_command)
 
     sweep = subparsers.add_parser(

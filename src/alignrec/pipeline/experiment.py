@@ -5,7 +5,8 @@ An experiment config is a YAML/JSON mapping whose sections are the stages' own c
 
     name: ml100k-demo
     out: runs/ml100k-demo          # the run folder
-    data: {dataset: ml-100k}       # alignrec prepare
+    data: {dataset: ml-100k}       # alignrec prepare (or {synthetic: {num_users: 48, ...}})
+    backbone: null                 # or {hidden_size: 32, ...}: a tiny random LLM for sections with llm: tiny
     behaviour: {model: dccf, epochs: 60}   # collab model whose item embeddings feed the tokenizer
     baselines: [{model: sasrec}, {model: pop}]  # evaluated on the same split, shown beside
     tokenizer: {method: alignment, levels: 4, codebook_size: 256}
@@ -16,7 +17,8 @@ An experiment config is a YAML/JSON mapping whose sections are the stages' own c
     threads: 2
 
 Layout ``run``: each stage writes the folder the architecture document names (RUN/dataset,
-RUN/collab/<model>, RUN/tokenizer, RUN/tasks, RUN/finetune, RUN/eval, RUN/cache, RUN/report).
+RUN/collab/<model>, RUN/tokenizer, RUN/tasks, RUN/finetune, RUN/eval, RUN/cache, RUN/report;
+RUN/backbone when the experiment builds a tiny backbone).
 Layout ``shared`` (sweeps): stages live in ``ROOT/stages/<stage>-<key>`` so experiments that
 agree on a prefix of the pipeline compute it once.
 """
@@ -39,6 +41,59 @@ from alignrec.utils.log import get_logger
 log = get_logger(__name__)
 
 Layout = Literal["run", "shared"]
+TINY = "tiny"  # the llm spec that means "the backbone this experiment builds"
+
+# The entry modules of each stage's work: their source and that of everything they import from
+# the package is part of the stage's key (alignrec.pipeline.fingerprint).
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "prepare": ("alignrec.data.prepare",),
+    "synthetic": ("alignrec.data.prepare", "alignrec.data.synthetic"),  # prepare with data.synthetic
+    "backbone": ("alignrec.llm.tiny",),
+    "collab": ("alignrec.collab.trainer",),
+    "tokenizer": ("alignrec.tokenizer.train",),
+    "tasks": ("alignrec.tasks.build",),
+    "finetune": ("alignrec.train.finetune",),
+    "evaluate": ("alignrec.infer.evaluate",),
+    "precache": ("alignrec.serve.precache",),
+}
+
+
+@dataclass
+class SyntheticDataConfig:
+    """A synthetic data set (:mod:`alignrec.data.synthetic`) instead of a source read by prepare."""
+
+    num_users: int = field(default=48, metadata={"help": "users"})
+    num_items: int = field(default=24, metadata={"help": "items (at least two per group)"})
+    groups: int = field(default=4, metadata={"help": "item groups (rings for cyclic, clusters for clusters)"})
+    length: int = field(default=8, metadata={"help": "interactions per user"})
+    kind: Literal["cyclic", "clusters"] = field(default="cyclic", metadata={"help": "cyclic walks or cluster draws"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def __post_init__(self) -> None:
+        if self.num_users < 1 or self.groups < 1 or self.length < 3:
+            raise ValueError("num_users and groups must be >= 1 and length >= 3 (leave-one-out)")
+        if self.num_items < 2 * self.groups:
+            raise ValueError(f"num_items: need at least two items per group, got {self.num_items} for {self.groups} groups")
+
+
+@dataclass
+class TinyBackboneConfig:
+    """A tiny random Llama (:func:`alignrec.llm.tiny.build_tiny_backbone`) whose word vocabulary
+    covers the data set's item text; sections whose ``llm`` is ``tiny`` use it."""
+
+    hidden_size: int = field(default=32, metadata={"help": "hidden size"})
+    layers: int = field(default=2, metadata={"help": "decoder layers"})
+    heads: int = field(default=2, metadata={"help": "attention heads"})
+    initializer_range: float = field(
+        default=0.2, metadata={"help": "std of the random weights (large enough for confident frozen rows, like a pretrained model)"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed of the weights"})
+
+    def __post_init__(self) -> None:
+        if min(self.hidden_size, self.layers, self.heads) < 1 or self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a positive multiple of heads ({self.heads}); layers >= 1")
+        if not self.initializer_range > 0:
+            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range}")
 
 
 @dataclass
@@ -47,7 +102,13 @@ class ExperimentConfig:
 
     name: str = field(default="experiment", metadata={"help": "experiment name (used in reports and result files)"})
     out: str = field(default="", metadata={"help": "run folder (default runs/<name>)"})
-    data: dict[str, Any] = field(default_factory=lambda: {"dataset": "ml-100k"}, metadata={"help": "prepare settings"})
+    data: dict[str, Any] = field(
+        default_factory=lambda: {"dataset": "ml-100k"},
+        metadata={"help": "prepare settings; {synthetic: {...}, max_history: ...} builds a synthetic data set instead"},
+    )
+    backbone: dict[str, Any] | None = field(
+        default=None, metadata={"help": "tiny random backbone settings (null = none); sections with llm: tiny use it"}
+    )
     behaviour: dict[str, Any] = field(
         default_factory=lambda: {"model": "dccf"},
         metadata={"help": "collab settings (train + model keys) of the behaviour model that feeds the tokenizer"},
@@ -82,6 +143,8 @@ class StageConfigs:
     """The typed config of every stage, built from an experiment's sections."""
 
     prepare: Any
+    synthetic: SyntheticDataConfig | None
+    backbone: TinyBackboneConfig | None
     behaviour: tuple[Any, Any]  # (CollabConfig, model config)
     baselines: list[tuple[Any, Any]]
     tokenizer: Any
@@ -104,8 +167,20 @@ class StageConfigs:
         names = [train.model for train, _ in baselines]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: baselines: each model may appear once, got {names}")
-        return cls(
-            prepare=from_mapping(PrepareConfig, experiment.data, source=f"{where}: data"),
+        data = dict(experiment.data)
+        synthetic = None
+        if "synthetic" in data:
+            synthetic = from_mapping(SyntheticDataConfig, data.pop("synthetic") or {}, source=f"{where}: data.synthetic")
+            sources = sorted(set(data) & {"format", "dataset", "inter", "items", "dir", "category"})
+            if sources:
+                raise ConfigError(f"{where}: data: synthetic replaces the source; remove {sources}")
+            data["format"] = "csv"  # the format write_synthetic records; no file is read
+        backbone = None if experiment.backbone is None else from_mapping(
+            TinyBackboneConfig, experiment.backbone, source=f"{where}: backbone")
+        configs = cls(
+            prepare=from_mapping(PrepareConfig, data, source=f"{where}: data"),
+            synthetic=synthetic,
+            backbone=backbone,
             behaviour=collab_configs(experiment.behaviour, f"{where}: behaviour"),
             baselines=baselines,
             tokenizer=from_mapping(TokenizerConfig, experiment.tokenizer, source=f"{where}: tokenizer"),
@@ -116,6 +191,11 @@ class StageConfigs:
             if experiment.precache is None
             else from_mapping(PrecacheConfig, experiment.precache, source=f"{where}: precache"),
         )
+        if backbone is None:
+            tiny = [name for name in ("tokenizer", "tasks", "finetune") if getattr(configs, name).llm == TINY]
+            if tiny:
+                raise ConfigError(f"{where}: {', '.join(tiny)}: llm: {TINY} needs a backbone section (the tiny model to build)")
+        return configs
 
 
 def collab_configs(section: dict[str, Any], source: str) -> tuple[Any, Any]:
@@ -196,16 +276,18 @@ class ExperimentRunner:
         self.result = ExperimentResult(config, self.root)
 
     # -- where things go ------------------------------------------------------------------
-    def place(self, stage: str, run_path: str, settings: Any, upstream: list[str]) -> Path:
+    def place(self, stage: str, run_path: str, settings: Any, upstream: list[str], code: tuple[str, ...] = ()) -> Path:
         if self.layout == "run":
             return self.root / run_path
-        from alignrec.pipeline.stages import stage_key
+        from alignrec.pipeline.stages import stage_code, stage_key
 
-        return self.root / "stages" / f"{stage.replace('/', '-')}-{stage_key(stage, settings, upstream)[:12]}"
+        key = stage_key(stage, settings, upstream, stage_code(code).get("*", ""))
+        return self.root / "stages" / f"{stage.replace('/', '-')}-{key[:12]}"
 
-    def stage(self, name: str, run_path: str, settings: Any, upstream: list[str], work: Any, always: bool = False) -> StageResult:
-        out = self.place(name, run_path, settings, upstream)
-        result = run_stage(name, out, settings, upstream, work, always=always)
+    def stage(self, name: str, run_path: str, settings: Any, upstream: list[str], work: Any, always: bool = False,
+              code: tuple[str, ...] = ()) -> StageResult:
+        out = self.place(name, run_path, settings, upstream, code)
+        result = run_stage(name, out, settings, upstream, work, always=always, code=code)
         self.result.stages[name] = result
         return result
 
@@ -220,7 +302,8 @@ class ExperimentRunner:
         """Run every stage (or up to and including ``until``)."""
         self._started = time.perf_counter()
         self._threads()
-        order = ["prepare", "behaviour", "baselines", "tokenizer", "tasks", "finetune", "evaluate", "precache", "report"]
+        order = ["prepare", "backbone", "behaviour", "baselines", "tokenizer", "tasks", "finetune", "evaluate", "precache",
+                 "report"]
         if until is not None and until not in order:
             raise ConfigError(f"--until: expected one of {order}, got {until!r}")
         for step in order:
@@ -231,24 +314,50 @@ class ExperimentRunner:
         return self.result
 
     def _prepare(self) -> None:
-        from alignrec.data.prepare import prepare
+        from alignrec.data.prepare import prepare, write_dataset
+        from alignrec.data.synthetic import synthetic_raw
 
-        config = self.configs.prepare
+        config, synthetic = self.configs.prepare, self.configs.synthetic
+        settings = to_dict(config) if synthetic is None else {"prepare": to_dict(config), "synthetic": to_dict(synthetic)}
+        code = STAGE_CODE["prepare" if synthetic is None else "synthetic"]
 
         def work(out: Path, resume: bool) -> None:
-            prepare(config, out.parent)  # writes out.parent/dataset atomically
+            # both write out.parent/dataset atomically
+            if synthetic is None:
+                prepare(config, out.parent)
+            else:
+                write_dataset(synthetic_raw(**to_dict(synthetic)), out.parent, config)
 
-        if self.layout == "run":
-            out_name = "dataset"
-            result = run_stage("prepare", self.root / out_name, to_dict(config), [], work)
-        else:
-            base = self.place("prepare", "", to_dict(config), [])
-            result = run_stage("prepare", base / "dataset", to_dict(config), [], work)
-        self.result.stages["prepare"] = result
+        base = self.root if self.layout == "run" else self.place("prepare", "", settings, [], code)
+        self.result.stages["prepare"] = run_stage("prepare", base / "dataset", settings, [], work, code=code)
 
     @property
     def dataset_dir(self) -> Path:
         return self.result.out("prepare")
+
+    def _backbone(self) -> None:
+        if self.configs.backbone is None:
+            return
+        config = self.configs.backbone
+
+        def work(out: Path, resume: bool) -> None:
+            from alignrec.data import load_dataset
+            from alignrec.llm.tiny import build_tiny_backbone
+
+            model, tokenizer = build_tiny_backbone(words=load_dataset(self.dataset_dir).item_texts(), **to_dict(config))
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+
+        self.stage("backbone", "backbone", to_dict(config), [self.result.stages["prepare"].key], work,
+                   code=STAGE_CODE["backbone"])
+
+    def _llm(self, config: Any) -> tuple[Any, list[str]]:
+        """``config`` with ``llm: tiny`` pointing at the backbone stage's folder, and that stage's key
+        (for the upstream list) when it does."""
+        if config.llm != TINY:
+            return config, []
+        backbone = self.result.stages["backbone"]
+        return dataclasses.replace(config, llm=str(backbone.out)), [backbone.key]
 
     def _collab(self, name: str, configs: tuple[Any, Any]) -> None:
         from alignrec.collab.trainer import train
@@ -262,7 +371,7 @@ class ExperimentRunner:
         def work(out: Path, resume: bool) -> None:
             train(train_config, model_config, self.dataset_dir, out, resume=resume)
 
-        self.stage(name, f"collab/{train_config.model}", settings, upstream, work)
+        self.stage(name, f"collab/{train_config.model}", settings, upstream, work, code=STAGE_CODE["collab"])
 
     def _behaviour(self) -> None:
         self._collab("behaviour", self.configs.behaviour)
@@ -277,26 +386,26 @@ class ExperimentRunner:
     def _tokenizer(self) -> None:
         from alignrec.tokenizer.train import train_tokenizer
 
-        config = self.configs.tokenizer
+        config, backbone = self._llm(self.configs.tokenizer)
         behaviour = self.result.stages["behaviour"]
-        upstream = [self.result.stages["prepare"].key, behaviour.key]
+        upstream = [self.result.stages["prepare"].key, behaviour.key, *backbone]
 
         def work(out: Path, resume: bool) -> None:
             train_tokenizer(config, self.dataset_dir, embeddings=str(behaviour.out), out_dir=out)
 
-        self.stage("tokenizer", "tokenizer", to_dict(config), upstream, work)
+        self.stage("tokenizer", "tokenizer", to_dict(config), upstream, work, code=STAGE_CODE["tokenizer"])
 
     def _tasks(self) -> None:
         from alignrec.tasks.build import run_build
 
         tokenizer = self.result.stages["tokenizer"]
-        config = dataclasses.replace(self.configs.tasks, codes=str(tokenizer.out))
-        upstream = [self.result.stages["prepare"].key, tokenizer.key]
+        config, backbone = self._llm(dataclasses.replace(self.configs.tasks, codes=str(tokenizer.out)))
+        upstream = [self.result.stages["prepare"].key, tokenizer.key, *backbone]
 
         def work(out: Path, resume: bool) -> None:
             run_build(config, self.dataset_dir, out)
 
-        self.stage("tasks", "tasks", to_dict(config), upstream, work)
+        self.stage("tasks", "tasks", to_dict(config), upstream, work, code=STAGE_CODE["tasks"])
 
     def _finetune(self) -> None:
         from alignrec.train.finetune import finetune
@@ -305,13 +414,13 @@ class ExperimentRunner:
         config = self.configs.finetune
         if self.config.threads and not config.torch_threads:
             config = dataclasses.replace(config, torch_threads=self.config.threads)
-        config = dataclasses.replace(config, tasks=str(tasks.out), codes=str(tokenizer.out))
-        upstream = [self.result.stages["prepare"].key, tokenizer.key, tasks.key]
+        config, backbone = self._llm(dataclasses.replace(config, tasks=str(tasks.out), codes=str(tokenizer.out)))
+        upstream = [self.result.stages["prepare"].key, tokenizer.key, tasks.key, *backbone]
 
         def work(out: Path, resume: bool) -> None:
             finetune(config, self.dataset_dir, out, resume=resume, overwrite=not resume)
 
-        self.stage("finetune", "finetune", to_dict(config), upstream, work)
+        self.stage("finetune", "finetune", to_dict(config), upstream, work, code=STAGE_CODE["finetune"])
 
     def _evaluate(self) -> None:
         from alignrec.infer.evaluate import evaluate
@@ -323,7 +432,7 @@ class ExperimentRunner:
         def work(out: Path, resume: bool) -> None:
             evaluate(config, finetune_stage.out, data=self.dataset_dir, out=out)
 
-        self.stage("evaluate", "eval", to_dict(config), upstream, work)
+        self.stage("evaluate", "eval", to_dict(config), upstream, work, code=STAGE_CODE["evaluate"])
 
     def _precache(self) -> None:
         if self.configs.precache is None or self.layout != "run":
@@ -342,7 +451,7 @@ class ExperimentRunner:
             )
 
         # Incremental by itself: it recomputes only users whose history or model changed.
-        self.stage("precache", "cache", to_dict(config), upstream, work, always=True)
+        self.stage("precache", "cache", to_dict(config), upstream, work, always=True, code=STAGE_CODE["precache"])
         assert self.result.stages["precache"].out == cache_dir
 
     def _report(self) -> None:

@@ -12,7 +12,7 @@ A sweep config names a base experiment and its cells::
 
 Stages run in the ``shared`` layout under ``OUT/stages`` (a stage that several cells agree on,
 such as the data set or the behaviour model, is computed once). A cell whose summary exists
-for the same resolved settings is skipped, so an interrupted sweep is finished by running it
+for the same resolved settings and the same code of every stage is skipped, so an interrupted sweep is finished by running it
 again. The results table (JSON + Markdown) is rewritten after every cell.
 """
 
@@ -27,7 +27,16 @@ from typing import Any
 
 from alignrec.config import ConfigError, from_mapping, git_commit, load_config_file, machine_info, to_dict
 from alignrec.pipeline.experiment import ExperimentConfig, ExperimentRunner, apply_overrides, load_experiment
-from alignrec.pipeline.report import METRICS
+from alignrec.pipeline.fingerprint import code_fingerprint
+from alignrec.pipeline.report import (
+    METRIC_COLUMNS,
+    METRICS,
+    collab_test_ranks,
+    comparison_row,
+    prediction_ranks,
+    sample_rows,
+    with_interval_columns,
+)
 from alignrec.utils.io import atomic_write_json, atomic_write_text, read_json, to_json
 from alignrec.utils.log import get_logger
 from alignrec.utils.tables import markdown_table
@@ -88,6 +97,8 @@ def data_label(experiment: ExperimentConfig) -> str:
     data = experiment.data
     if data.get("dataset"):
         return str(data["dataset"])
+    if "synthetic" in data:
+        return "synthetic"
     for key in ("inter", "dir"):
         if data.get(key):
             return Path(str(data[key])).name.split(".")[0]
@@ -129,9 +140,12 @@ def run_sweep(path: str | Path, overrides: list[str] | None = None, only: list[s
     rows: list[dict[str, Any]] = []
     baselines: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
+    # a change to the code of any stage, or of this summary, re-runs finished cells too (their
+    # unchanged stages are still reused); this module reaches every stage's code lazily
+    code = code_fingerprint([__name__])["*"]
     for cell in cells:
         experiment = load_experiment(data=base_raw, overrides=_override_strings(cell.overrides))
-        key = hashlib.sha256(to_json(to_dict(experiment)).encode()).hexdigest()
+        key = hashlib.sha256(to_json({"experiment": to_dict(experiment), "code": code}).encode()).hexdigest()
         summary_path = root / "cells" / f"{_safe(cell.name)}.json"
         if summary_path.is_file() and read_json(summary_path).get("key") == key:
             log.info("cell %r finished earlier, skipping", cell.name)
@@ -149,16 +163,24 @@ def run_sweep(path: str | Path, overrides: list[str] | None = None, only: list[s
 
 
 def cell_summary(cell: Cell, key: str, result: Any) -> dict[str, Any]:
+    from alignrec.data import load_dataset
+
     evaluation = read_json(result.out("evaluate") / "metrics.json")
     tokenizer = read_json(result.out("tokenizer") / "report.json")
     finetune = read_json(result.out("finetune") / "metrics.json")
     tasks = read_json(result.out("tasks") / "stats.json")
+    dataset = load_dataset(result.out("prepare"))
+    split = evaluation.get("split", "test")
+    predictions = Path(evaluation["predictions"])
+    rows = sample_rows(dataset, predictions, split)
+    llm = comparison_row("LLM", prediction_ranks(dataset, predictions, rows, split))
     row = {
         "cell": cell.name,
         "tokenizer": tokenizer.get("method"),
         "levels": tokenizer.get("levels"),
         "raw collision": tokenizer.get("collisions", {}).get("raw"),
         **{m: evaluation["metrics"].get(m) for m in METRICS},
+        "ci95": {m: interval for m, interval in llm["ci95"].items() if m in evaluation["metrics"]},
         "users": evaluation.get("users"),
         "train examples": finetune.get("train_examples"),
         "steps": finetune.get("steps"),
@@ -167,10 +189,9 @@ def cell_summary(cell: Cell, key: str, result: Any) -> dict[str, Any]:
     baselines = {}
     for name, stage in result.stages.items():
         if name == "behaviour" or name.startswith("baseline/"):
-            metrics = read_json(stage.out / "metrics.json")
-            test = metrics.get("test", metrics)
             model = read_json(stage.out / "config.json")["config"]["train"]["model"]
-            baselines[model] = {m: test.get(m) for m in METRICS}
+            scored = comparison_row(model, collab_test_ranks(stage.out, dataset))  # all test users, its own protocol
+            baselines[model] = {**{m: scored[m] for m in METRICS}, "ci95": scored["ci95"], "users": scored["users"]}
     return {
         "cell": cell.name,
         "overrides": cell.overrides,
@@ -203,7 +224,7 @@ def write_results(config: SweepConfig, label: str, rows: list[dict[str, Any]], b
     }
     results = Path(config.results)
     atomic_write_json(results / f"{name}.json", record)
-    columns = ["cell", "tokenizer", "levels", "raw collision", *METRICS, "users", "train examples", "steps", "seconds"]
+    columns = ["cell", "tokenizer", "levels", "raw collision", *METRIC_COLUMNS, "users", "train examples", "steps", "seconds"]
     lines = [
         f"# {name}" + ("" if complete else " (incomplete: the sweep is still running or was interrupted)"),
         "",
@@ -211,11 +232,14 @@ def write_results(config: SweepConfig, label: str, rows: list[dict[str, Any]], b
         f"Commit: `{record['git_commit']}`, {record['date']}, {record['machine'].get('processor')}, "
         f"{record['machine'].get('cpu_count')} CPUs{', GPU ' + record['machine']['gpu'] if record['machine'].get('gpu') else ''}.",
         "",
-        markdown_table(rows, columns),
+        markdown_table(with_interval_columns(rows), columns),
+        "95% CI: bootstrap over the evaluated users (1,000 resamples).",
+        "",
     ]
     if baselines:
-        lines += ["Baselines (same split, all test users):", "",
-                  markdown_table([{"model": m, **v} for m, v in baselines.items()], ["model", *METRICS])]
+        lines += ["Baselines (same split, all test users, scored as in their own training run):", "",
+                  markdown_table(with_interval_columns([{"model": m, **v} for m, v in baselines.items()]),
+                                 ["model", "users", *METRIC_COLUMNS])]
     if config.reference:
         lines += ["Published figures (for scale; different backbone and budget):", "",
                   markdown_table([{"row": r, **v} for r, v in config.reference.items()], ["row", *[m for m in METRICS]])]
