@@ -556,3 +556,23 @@ def test_openapi_documents_both_routes(client):
     assert set(spec["paths"]) >= {"/v1/users/{user_id}/recommendations", "/v1/items", "/healthz", "/metrics"}
     body = spec["paths"]["/v1/items"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"item_id", "title"} <= set(body["required"])
+
+
+def test_a_model_beside_other_item_codes_is_refused_at_start_up(tiny_run, tmp_path, fake_cold_start):
+    """Issue 13.14: serving must not hand new items codes next to a model trained with other codes."""
+    import shutil
+
+    from alignrec.errors import InputError
+    from alignrec.llm.finetuned import SETTINGS_KEY
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config_path = run / "finetune" / "model" / "config.json"
+    model_config = json.loads(config_path.read_text())
+    model_config[SETTINGS_KEY] = {"head": "full", "sequential_format": "lcrec", "codes_version": "0123456789abcdef"}
+    config_path.write_text(json.dumps(model_config))
+    url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    fill(url)
+    config = ServeConfig(cache=url, run=str(run), items_registry=str(tmp_path / "registry.json"))
+    with pytest.raises(InputError, match="mixes two runs"):
+        create_app(config, assigner=fake_cold_start, admin_token=TOKEN)

@@ -270,10 +270,13 @@ def create_app(
     state: dict[str, Any] = {"assigner": assigner, "load_error": None}
     if config.run:
         from alignrec.infer.recommender import resolve_finetune
+        from alignrec.llm.finetuned import check_pair
         from alignrec.tokenizer.codes import ItemCodes
 
         paths = resolve_finetune(config.run)
-        registry = ItemRegistry(config.registry_path, ItemCodes.load(paths.finetune_dir))
+        base_codes = ItemCodes.load(paths.finetune_dir)
+        check_pair(paths.finetune_dir, base_codes)  # new items get codes beside the model's own codes
+        registry = ItemRegistry(config.registry_path, base_codes)
         registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
         if assigner is None and token and load_cold_start:
             started = time.perf_counter()
