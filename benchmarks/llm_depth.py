@@ -8,7 +8,8 @@ data in the same minutes; a deep one learns more per example — the table says 
 CPU. Each depth is its own process; finished depths are kept in ``benchmarks/results/llm_depth_<dataset>.partial.json``
 so an interrupted run continues where it stopped. Run under the shared lock::
 
-    flock /tmp/alignrec-bench.lock .venv/bin/python benchmarks/llm_depth.py --run runs/ml100k --minutes 4
+    flock /tmp/alignrec-bench.lock .venv/bin/python benchmarks/llm_depth.py --run runs/ml100k --minutes 4 \
+        --jobs 2 --threads 1
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import argparse
 import json
 import shutil
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, run_measured
@@ -49,7 +52,9 @@ def main() -> None:
     parser.add_argument("--config", default="configs/ml100k.yaml", help="its config (the finetune settings used)")
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16, 30])
     parser.add_argument("--minutes", type=float, default=4.0, help="fine-tuning wall-clock minutes per depth")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each depth's processes")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="depths run at once (e.g. 2 jobs x 1 thread on 2 cores: equal CPU per depth)")
     parser.add_argument("--work", default="runs/llm_depth", help="scratch folder for the models")
     parser.add_argument("--dataset-name", default="ml-100k", help="names the results file llm_depth_<name>")
     args = parser.parse_args()
@@ -62,10 +67,8 @@ def main() -> None:
         f"NDCG@10 on all test users against the decoder depth of SmolLM2-135M, each depth fine-tuned for "
         f"{args.minutes:g} wall-clock minutes on {args.threads} threads (settings: {args.config}, run {args.run})."))
     flags = finetune_flags(REPO_ROOT / args.config)
-    for depth in args.depths:
-        if depth in done and done[depth].get("minutes") == args.minutes:
-            bench.add_row(done[depth])
-            continue
+
+    def measure(depth: int) -> dict:
         out = REPO_ROOT / args.work / f"layers{depth}"
         if out.exists():
             shutil.rmtree(out)
@@ -77,7 +80,7 @@ def main() -> None:
         shutil.copytree(run_dir / "dataset", out / "dataset")
         evaluation = run_measured([
             str(REPO_ROOT / ".venv/bin/alignrec"), "evaluate", "--model", str(out / "finetune"), "--data", str(out),
-            "--out", str(out / "eval"),
+            "--out", str(out / "eval"), "--batch-size", "32",
         ], env={"OMP_NUM_THREADS": str(args.threads)}).check()
         metrics = read_json(out / "finetune" / "metrics.json")
         scores = read_json(out / "eval" / "metrics.json")
@@ -95,14 +98,25 @@ def main() -> None:
             "finetune_wall_s": train.wall_s,
             "evaluate_wall_s": evaluation.wall_s,
             "eval_users_per_s": scores.get("users_per_s"),
+            "threads": args.threads,
+            "parallel_jobs": args.jobs,
         }
-        bench.add_row(row)
-        done[depth] = row
-        atomic_write_json(partial_path, {"rows": sorted(done.values(), key=lambda r: r["layers"])})
-        print(json.dumps(row), file=sys.stderr, flush=True)
-    bench.extra.update(minutes=args.minutes, threads=args.threads, run=args.run, config=args.config)
+        return row
+
+    todo = [d for d in args.depths if not (d in done and done[d].get("minutes") == args.minutes)]
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each depth is its own child process
+        for depth, row in zip(todo, pool.map(measure, todo)):
+            with lock:
+                done[depth] = row
+                atomic_write_json(partial_path, {"rows": sorted(done.values(), key=lambda r: r["layers"])})
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    for depth in args.depths:
+        bench.add_row(done[depth])
+    bench.extra.update(minutes=args.minutes, threads=args.threads, jobs=args.jobs, run=args.run, config=args.config)
     json_path, md_path = bench.finish(notes=[
-        "Equal wall-clock budget per depth on the same 2-core machine; steps and epochs show how much data each saw.",
+        "Equal wall-clock budget and threads per depth on the same 2-core machine (jobs x threads <= 2 cores); "
+        "steps and epochs show how much data each saw.",
         "Every test user is scored (constrained beam search, the config's evaluate settings are not used: beam 20).",
     ])
     partial_path.unlink(missing_ok=True)
