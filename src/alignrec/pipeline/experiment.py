@@ -25,9 +25,11 @@ agree on a prefix of the pipeline compute it once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -122,6 +124,11 @@ class ExperimentConfig:
     evaluate: dict[str, Any] = field(default_factory=dict, metadata={"help": "evaluate settings"})
     precache: dict[str, Any] | None = field(default_factory=dict, metadata={"help": "precache settings (null = skip)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads for every stage (0 = torch's default)"})
+    deterministic: bool = field(
+        default=True,
+        metadata={"help": "run every stage with torch's deterministic algorithms, so that a rerun gives bit-identical "
+                  "outputs with several threads too (off: a little faster, not reproducible)"},
+    )
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -265,6 +272,29 @@ class ExperimentResult:
         return self.stages[stage].out
 
 
+@contextlib.contextmanager
+def torch_settings(threads: int, deterministic: bool) -> Iterator[None]:
+    """Torch's thread count (0 = leave it) and deterministic algorithms for the stages of a run;
+    the previous deterministic setting is restored afterwards.
+
+    Why deterministic: with more than one thread, the CPU backward of advanced indexing with
+    repeated indices (``embeddings[users]`` in the BPR losses of DCCF/LightGCN, a code's rows in
+    the tokenizer) accumulates in a varying order, so two runs of the same seed drift apart in
+    the last bits and then, through the tokenizer's assignment and the fine-tune, in the results.
+    Ops without a deterministic kernel only warn (``warn_only``).
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
 class ExperimentRunner:
     """Runs the stages of an experiment in order (see the module docstring for layouts)."""
 
@@ -291,25 +321,20 @@ class ExperimentRunner:
         self.result.stages[name] = result
         return result
 
-    def _threads(self) -> None:
-        if self.config.threads:
-            import torch
-
-            torch.set_num_threads(self.config.threads)
 
     # -- the pipeline ---------------------------------------------------------------------
     def run(self, until: str | None = None) -> ExperimentResult:
         """Run every stage (or up to and including ``until``)."""
         self._started = time.perf_counter()
-        self._threads()
         order = ["prepare", "backbone", "behaviour", "baselines", "tokenizer", "tasks", "finetune", "evaluate", "precache",
                  "report"]
         if until is not None and until not in order:
             raise ConfigError(f"--until: expected one of {order}, got {until!r}")
-        for step in order:
-            getattr(self, f"_{step}")()
-            if step == until:
-                break
+        with torch_settings(self.config.threads, self.config.deterministic):
+            for step in order:
+                getattr(self, f"_{step}")()
+                if step == until:
+                    break
         self.result.seconds = round(time.perf_counter() - self._started, 1)
         return self.result
 
