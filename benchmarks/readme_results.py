@@ -99,7 +99,8 @@ def block_main_job() -> list[str]:
         markdown_table(rows),
         "",
         f"Total {record['total_seconds'] / 60:.1f} min on {record['machine'].get('cpu_count')} CPU cores; "
-        f"fine-tune {finetune.get('steps')} steps at {finetune.get('train_tokens_per_second') or 0:.0f} tokens/s; "
+        f"fine-tune {finetune.get('steps')} steps ({_fine_tune_shape(finetune)}) at "
+        f"{finetune.get('train_tokens_per_second') or 0:.0f} tokens/s{_code_rate(finetune)}; "
         f"codes {tokenizer.get('levels')} x {tokenizer.get('codebook_size')}, raw collision rate "
         f"{_percent(collisions.get('raw'))}. " + _verdict(record["comparison_same_users"], record.get("llm_vs_classic")),
         "",
@@ -107,6 +108,18 @@ def block_main_job() -> list[str]:
     if with_intervals:
         lines += ["Intervals: 95% bootstrap over the same users; the differences' intervals are paired bootstraps.", ""]
     return lines + [_source("e2e_ml-100k", record)]
+
+
+def _fine_tune_shape(finetune: dict[str, Any]) -> str:
+    settings = finetune.get("settings") or {}
+    if not settings:
+        return "LC-Rec prompts, full head, all layers"
+    return f"{settings.get('sequential_format')} format, {settings.get('head')} head, {settings.get('llm_layers')} layers"
+
+
+def _code_rate(finetune: dict[str, Any]) -> str:
+    rate = finetune.get("code_tokens_per_second")
+    return f", {rate:.0f} supervised code tokens/s" if rate else ""
 
 
 def _verdict(rows: list[dict[str, Any]], versus: list[dict[str, Any]] | None = None) -> str:
@@ -130,9 +143,14 @@ def _verdict(rows: list[dict[str, Any]], versus: list[dict[str, Any]] | None = N
         return f", difference {difference['difference']:+.4f}, 95% CI {_interval(difference['ci95'])}"
 
     text += f" ({_metric(llm.get('ndcg@10'))} vs {_metric(pop.get('ndcg@10'))}{gap(pop['model'])}"
-    if best is not None:
-        text += f"; the best classic model, {best['model']}: {_metric(best.get('ndcg@10'))}{gap(best['model'])}"
-    return text + "); such a short CPU fine-tune shows the pipeline working, not the method's quality, which needs the longer fine-tunes a GPU makes affordable."
+    if best is None:
+        return text + ")."
+    text += f"; the best classic model, {best['model']}: {_metric(best.get('ndcg@10'))}{gap(best['model'])})"
+    ratio = (llm.get("ndcg@10") or 0.0) / best["ndcg@10"] if best.get("ndcg@10") else None
+    if ratio is None:
+        return text + "."
+    relation = "above" if ratio >= 1.0 else "below"
+    return text + f": the LLM is at {ratio:.2f}x the best classic model's NDCG@10 ({relation} it)."
 
 
 def _span(dates: list[str]) -> str:
@@ -205,10 +223,26 @@ def block_speed() -> list[str]:
         lines += ["Constrained beam search (beam 20, 4 x 256 codes, Games items), CPU:", "", markdown_table(rows), "",
                   _source("beam_search", beam), ""]
     finetune = _load("finetune_throughput")
-    if finetune is not None:
+    if finetune is not None and all("format" in r for r in finetune["rows"]):
+        rows = [{"format": r["format"], "head": r["head"], "layers": r["layers"], "tokens/s": r["tokens_per_s"],
+                 "supervised code tokens/s": r["code_tokens_per_s"], "x one-target": r.get("x_lcrec_full_30"),
+                 "padding": _percent(r.get("padding_share")), "s/step": r["seconds_per_step"]} for r in finetune["rows"]]
+        lines += [f"LoRA fine-tuning of SmolLM2-135M on the CPU ({finetune.get('precision')}, batches of "
+                  f"{finetune.get('batch_size')} examples): what a CPU learns per second is the supervised code "
+                  "tokens column; `x one-target` is its ratio to LC-Rec's one-target prompts on the full model.", "",
+                  markdown_table(rows), "", _source("finetune_throughput", finetune), ""]
+    elif finetune is not None:
         rows = [{"setting": r["setting"], "tokens/s": r["tokens_per_s"], "s/step": r["seconds_per_step"]} for r in finetune["rows"]]
         lines += [f"LoRA fine-tuning of SmolLM2-135M on the CPU ({finetune.get('precision')}):", "", markdown_table(rows), "",
                   _source("finetune_throughput", finetune), ""]
+    depth = _load("llm_depth_ml-100k")
+    if depth is not None:
+        rows = [{"layers": r["layers"], "minutes": r["minutes"], "steps": r["steps"], "epochs": r["epochs"],
+                 "code tokens/s": r["code_tokens_per_s"], "users": r["users"], "HR@10": _metric(r["hr@10"]),
+                 "NDCG@10": _metric(r["ndcg@10"])} for r in depth["rows"]]
+        best = max(depth["rows"], key=lambda r: r["ndcg@10"])
+        lines += [f"Decoder depth at equal CPU minutes (ml-100k, every test user): the best NDCG@10 came from "
+                  f"{best['layers']} layers.", "", markdown_table(rows), "", _source("llm_depth_ml-100k", depth), ""]
     serve = _load("serve_latency")
     if serve is not None:
         rows = [{"store": r["store"], "load": r["load"], "target req/s": r.get("target_rate"), "achieved req/s": r["achieved_rate"],
