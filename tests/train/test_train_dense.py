@@ -113,3 +113,14 @@ def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path: Path) -> None:
     record = json.loads((run / "finetune" / "config.json").read_text())
     assert record["resumed_from"].endswith("checkpoint-2")
     assert not truncated.exists()
+
+
+def test_early_stopping_follows_the_validation_ranking(tmp_path: Path) -> None:
+    """A constant learning rate of 0 never improves NDCG@10: patience 1 stops after the second evaluation."""
+    run = write_cyclic_run(tmp_path / "run", users=12, sequential_format="dense")
+    config = FinetuneConfig(max_steps=40, batch_size=4, learning_rate=1e-9, lr_scheduler="constant", warmup_ratio=0.0,
+                            logging_steps=5, save_steps=1000, rank_eval_steps=5, rank_eval_users=12,
+                            early_stopping_patience=1, lora_dropout=0.0)
+    result = FinetuneJob(config, run, backbone=tiny_backbone()).run()
+    assert result.metrics["steps"] == 10
+    assert [e["step"] for e in result.metrics["validation_ranking"]["history"]] == [5, 10]

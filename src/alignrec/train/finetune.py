@@ -416,7 +416,7 @@ class ValidationRanker:
 
 
 def _ranking_trainer_class() -> Any:
-    from transformers import Trainer
+    from transformers import EarlyStoppingCallback, Trainer
 
     class RankingTrainer(Trainer):
         """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...)."""
@@ -429,6 +429,11 @@ def _ranking_trainer_class() -> Any:
                 ranking = {f"{metric_key_prefix}_{k}": v for k, v in self.ranker(self.accelerator.unwrap_model(self.model)).items()}
                 self.log(ranking)
                 metrics.update(ranking)
+                # The callbacks saw the loss-only metrics inside super().evaluate(); early stopping
+                # needs the ranking metric, so it is told again with the whole set.
+                for callback in self.callback_handler.callbacks:
+                    if isinstance(callback, EarlyStoppingCallback):
+                        callback.on_evaluate(self.args, self.state, self.control, metrics=metrics)
             return metrics
 
     return RankingTrainer
