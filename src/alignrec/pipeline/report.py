@@ -208,7 +208,9 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
             "level_utilisation": [lvl.get("utilisation") for lvl in tokenizer_report.get("levels_raw", [])],
         },
         "tasks": tasks_stats.get("counts", tasks_stats),
-        "finetune": {k: finetune_metrics.get(k) for k in ("steps", "train_loss", "eval_loss", "train_seconds", "train_tokens_per_second", "train_examples")},
+        "finetune": {k: finetune_metrics.get(k) for k in (
+            "steps", "epochs", "train_loss", "eval_loss", "train_seconds", "train_tokens_per_second",
+            "code_tokens_per_second", "padding_share", "train_examples", "settings", "validation_ranking")},
         "stages": timings,
         "total_seconds": result.seconds,
         "stage_seconds_sum": round(sum(t["seconds"] for t in timings), 2),
@@ -262,9 +264,19 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
         "",
         f"{finetune_metrics.get('steps')} steps on {finetune_metrics.get('train_examples')} examples, "
         f"final training loss {finetune_metrics.get('train_loss')}, validation loss {finetune_metrics.get('eval_loss')}, "
-        f"{finetune_metrics.get('train_tokens_per_second')} tokens/s.",
+        f"{finetune_metrics.get('train_tokens_per_second')} tokens/s ({finetune_metrics.get('code_tokens_per_second')} "
+        f"supervised code tokens/s).",
         "",
     ]
+    settings = finetune_metrics.get("settings") or {}
+    if settings:
+        lines += [f"Format {settings.get('sequential_format')}, {settings.get('head')} head, "
+                  f"{settings.get('llm_layers')} decoder layers.", ""]
+    ranking = finetune_metrics.get("validation_ranking") or {}
+    if ranking:
+        history = ", ".join(f"{e['step']}: {e['ndcg@10']:.4f}" for e in ranking.get("history", []))
+        lines += [f"Validation NDCG@10 by step ({ranking.get('users')} users, constrained beam search): {history}; "
+                  f"the saved model is the checkpoint of step {ranking.get('best_step')}.", ""]
     if copied.get("loss_curve.png"):
         lines += ["![loss curve](loss_curve.png)", ""]
     lines += ["## Stages", "", markdown_table(timings, ["stage", "seconds", "reused"]), "",
