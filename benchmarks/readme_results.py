@@ -98,7 +98,8 @@ def block_main_job() -> list[str]:
         "",
         markdown_table(rows),
         "",
-        f"Total {record['total_seconds'] / 60:.1f} min on {record['machine'].get('cpu_count')} CPU cores; "
+        f"Total {(record.get('stage_seconds_sum') or record['total_seconds']) / 60:.1f} min on "
+        f"{record['machine'].get('cpu_count')} CPU cores (every stage once, from an empty run folder); "
         f"fine-tune {finetune.get('steps')} steps ({_fine_tune_shape(finetune)}) at "
         f"{finetune.get('train_tokens_per_second') or 0:.0f} tokens/s{_code_rate(finetune)}; "
         f"codes {tokenizer.get('levels')} x {tokenizer.get('codebook_size')}, raw collision rate "
