@@ -32,8 +32,12 @@ def finetune_flags(config_path: Path) -> list[str]:
     from alignrec.config import load_config_file
 
     settings = dict(load_config_file(config_path).get("finetune", {}))
-    for budget in ("max_steps", "epochs", "max_train_minutes", "llm_layers", "rank_eval_steps", "early_stopping_patience"):
+    for budget in ("max_steps", "epochs", "max_train_minutes", "llm_layers", "rank_eval_steps", "early_stopping_patience",
+                   "lr_scheduler", "warmup_ratio"):
         settings.pop(budget, None)
+    # A wall-clock budget has no known step count, so no schedule can decay over it: a constant
+    # learning rate after a short warm-up of 20 steps (warmup_ratio would be a share of max_steps).
+    settings.update(lr_scheduler="constant_with_warmup", warmup_ratio=20 / 100000)
     flags: list[str] = []
     for key, value in settings.items():
         flag = "--" + key.replace("_", "-")

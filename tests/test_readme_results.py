@@ -34,8 +34,10 @@ def test_figures_come_from_the_files(readme_results, tmp_path, monkeypatch):
         "comparison_same_users": [
             {"model": "LLM (alignment codes)", "users": 200, "hr@1": 0.01, "hr@5": 0.05, "hr@10": 0.1234, "ndcg@5": 0.03, "ndcg@10": 0.05},
             {"model": "pop", "users": 200, "hr@1": 0.0, "hr@5": 0.02, "hr@10": 0.04, "ndcg@5": 0.01, "ndcg@10": 0.02},
+            {"model": "sasrec", "users": 200, "hr@1": 0.0, "hr@5": 0.03, "hr@10": 0.08, "ndcg@5": 0.02, "ndcg@10": 0.04},
         ],
-        "finetune": {"steps": 120, "train_tokens_per_second": 210.4},
+        "finetune": {"steps": 120, "train_tokens_per_second": 210.4, "code_tokens_per_second": 180.6,
+                     "settings": {"head": "code", "sequential_format": "dense", "llm_layers": 4}},
         "tokenizer": {"levels": 3, "codebook_size": 32, "collisions": {"raw": 0.0012}},
     }
     (tmp_path / "e2e_ml-100k.json").write_text(json.dumps(record))
@@ -43,7 +45,9 @@ def test_figures_come_from_the_files(readme_results, tmp_path, monkeypatch):
     block = "\n".join(readme_results.block_main_job())
     assert "| LLM (alignment codes) | 200 | 0.0100 | 0.0500 | 0.1234 | 0.0300 | 0.0500 |" in block
     assert "Total 10.0 min on 2 CPU cores" in block
-    assert "fine-tune 120 steps at 210 tokens/s" in block
+    assert "fine-tune 120 steps (dense format, code head, 4 layers) at 210 tokens/s, 181 supervised code tokens/s" in block
+    # the verdict against the best classic model (popularity is not one): 0.05 / 0.04
+    assert "the best classic model, sasrec: 0.0400): the LLM is at 1.25x the best classic model's NDCG@10 (above it)" in block
     assert "raw collision rate 0.12%" in block
     assert "commit `abc123`" in block
     assert "the fine-tuned LLM beats popularity on NDCG@10" in block
