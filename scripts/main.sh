@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: MovieLens-100K through the whole pipeline
-# (prepare -> DCCF -> Alignment Tokenization -> tasks -> LoRA fine-tune of SmolLM2-135M ->
-# constrained beam search beside SASRec/DCCF/popularity -> pre-cache -> report).
+# (prepare -> SASRec behaviour embeddings -> Alignment Tokenization -> dense sequential tasks ->
+# LoRA fine-tune of the first layers of SmolLM2-135M -> constrained beam search beside SASRec
+# and popularity on every test user -> pre-cache -> report).
 # Usage: scripts/main.sh [extra `alignrec run` options, e.g. --set finetune.max_steps=500]
 set -euo pipefail
 cd "$(dirname "$0")/.."
