@@ -244,6 +244,7 @@ def block_speed() -> list[str]:
         best = max(depth["rows"], key=lambda r: r["ndcg@10"])
         lines += [f"Decoder depth at equal CPU minutes (ml-100k, every test user): the best NDCG@10 came from "
                   f"{best['layers']} layers.", "", markdown_table(rows), "", _source("llm_depth_ml-100k", depth), ""]
+    lines += block_tuning()
     serve = _load("serve_latency")
     if serve is not None:
         rows = [{"store": r["store"], "load": r["load"], "target req/s": r.get("target_rate"), "achieved req/s": r["achieved_rate"],
@@ -262,6 +263,28 @@ def block_speed() -> list[str]:
                 for r in prepare["rows"]]
         lines += ["`alignrec prepare` (median of 3 fresh processes):", "", markdown_table(rows), "", _source("prepare", prepare), ""]
     return lines or ["*Not run yet.*"]
+
+
+def block_tuning() -> list[str]:
+    """The main job's settings against each other (benchmarks/llm_tuning.py), if it was run."""
+    tuning = _load("llm_tuning_ml-100k")
+    if tuning is None:
+        return []
+    reference = tuning.get("reference") or {}
+    rows = []
+    for r in tuning["rows"]:
+        gap = next((v for k, v in r.items() if k.startswith("ndcg@10_minus_")), None) or {}
+        rows.append({"variant": r["variant"], "overrides": f"`{r['overrides']}`", "steps": r["steps"],
+                     "epochs": r["epochs"], "users": r["users"], "HR@10": _metric(r["hr@10"]),
+                     "NDCG@10": _metric(r["ndcg@10"]),
+                     "NDCG@10 95% CI": _interval(r.get("ndcg@10_ci95")),
+                     f"minus {reference.get('model', 'reference')}": "" if not gap else
+                     f"{gap['difference']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]"})
+    best = max(tuning["rows"], key=lambda r: r["ndcg@10"])
+    return [f"The main job's settings, measured against each other (ml-100k, every test user, the base run's "
+            f"{reference.get('model')} NDCG@10 {reference.get('ndcg@10', float('nan')):.4f} on the same users; "
+            f"paired differences with 95% intervals): the best NDCG@10 came from {best['variant']}.", "",
+            markdown_table(rows), "", _source("llm_tuning_ml-100k", tuning), ""]
 
 
 SECTIONS: tuple[tuple[str, Callable[[], list[str]]], ...] = (

@@ -94,3 +94,24 @@ def test_intervals_are_shown_where_the_results_hold_them(readme_results, tmp_pat
     (tmp_path / "e2e_ml-100k.json").write_text(json.dumps(record))
     block = "\n".join(readme_results.block_main_job())
     assert "95% CI" not in block and "| model | users | HR@1 | HR@5 | HR@10 | NDCG@5 | NDCG@10 |" in block
+
+
+def test_tuning_rows_show_the_paired_gap_to_the_reference(readme_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_results, "RESULTS", tmp_path)
+    assert readme_results.block_tuning() == []  # not run: no block at all
+    rows = [
+        {"variant": "codes 3x32", "overrides": "tokenizer.codebook_size=32", "steps": 1000, "epochs": 3.0, "users": 943,
+         "hr@10": 0.1, "ndcg@10": 0.0463, "ndcg@10_ci95": [0.037, 0.0561],
+         "ndcg@10_minus_sasrec": {"difference": -0.0152, "ci95": [-0.0281, -0.0019]}},
+        {"variant": "codes 3x64", "overrides": "tokenizer.codebook_size=64", "steps": 1000, "epochs": 3.0, "users": 943,
+         "hr@10": 0.1177, "ndcg@10": 0.0592, "ndcg@10_ci95": [0.048, 0.0705],
+         "ndcg@10_minus_sasrec": {"difference": -0.0023, "ci95": [-0.0162, 0.011]}},
+    ]
+    record = {"rows": rows, "command": "python benchmarks/llm_tuning.py", "date": "2026-12-02T00:00:00+00:00",
+              "git_commit": "abc123", "reference": {"model": "sasrec", "users": 943, "ndcg@10": 0.0615}}
+    (tmp_path / "llm_tuning_ml-100k.json").write_text(json.dumps(record))
+    block = "\n".join(readme_results.block_tuning())
+    assert "the base run's sasrec NDCG@10 0.0615 on the same users" in block
+    assert "the best NDCG@10 came from codes 3x64." in block
+    assert ("| codes 3x32 | `tokenizer.codebook_size=32` | 1,000 | 3 | 943 | 0.1000 | 0.0463 | [0.0370, 0.0561] | "
+            "-0.0152 [-0.0281, -0.0019] |") in block
