@@ -63,6 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     variants = parse_variants(args.variant)
+    overrides_text = {name: " ".join(overrides) or "(the config)" for name, overrides in variants.items()}
     base = REPO_ROOT / args.base
     missing = [stage for stage in ("dataset", "collab", "tokenizer", "tasks") if not (base / stage).is_dir()]
     if missing:
@@ -108,7 +109,7 @@ def main() -> None:
         ranking = finetune.get("validation_ranking") or {}
         return {
             "variant": name,
-            "overrides": " ".join(variants[name]) or "(the config)",
+            "overrides": overrides_text[name],
             "steps": finetune.get("steps"),
             "epochs": finetune.get("epochs"),
             "train_loss": finetune.get("train_loss"),
@@ -129,7 +130,7 @@ def main() -> None:
             "parallel_jobs": args.jobs,
         }
 
-    todo = [name for name in variants if name not in done or done[name]["overrides"] != (" ".join(variants[name]) or "(the config)")]
+    todo = [name for name in variants if name not in done or done[name]["overrides"] != overrides_text[name]]
     bench = BenchmarkRun(args.name, description=(
         f"Variants of {args.config} (overrides below), each run by `alignrec run --until evaluate` and scored on every "
         f"test user; each compared with the base run's {reference_dir.name} on the same users."))
