@@ -8,7 +8,8 @@ Recipe (one process, or one per device under ``torchrun`` / ``accelerate launch`
    rows (:mod:`alignrec.llm.init`: default / sa_init / mlp);
 2. wrap it with peft LoRA on the attention and MLP projections; the code-token rows are trained
    through peft's trainable tokens (only those rows, not the whole matrices; with tied input and
-   output embeddings — SmolLM2 — one set of rows serves both, peft keeps the tie);
+   output embeddings — SmolLM2 — one set of rows serves both, peft keeps the tie; the forward
+   reads those rows alone, never a copy of the whole matrix: :mod:`alignrec.llm.code_rows`);
 3. train with the Hugging Face Trainer (gradient accumulation, gradient checkpointing, bf16 on
    GPUs, DDP/DeepSpeed through the launcher, resumable checkpoints in ``OUT/trainer_state``).
    With ``head: code`` (the default) the loss at a code position is the softmax over that
@@ -123,6 +124,7 @@ def apply_lora(model: Any, config: FinetuneConfig, code_token_ids: list[int]) ->
     """Wrap ``model`` with LoRA adapters and (optionally) trainable code-token rows."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    from alignrec.llm.code_rows import use_row_forward
     from alignrec.llm.init import output_matrix_is_tied
 
     trainable_tokens = None
@@ -144,6 +146,8 @@ def apply_lora(model: Any, config: FinetuneConfig, code_token_ids: list[int]) ->
         trainable_token_indices=trainable_tokens,
     )
     peft_model = get_peft_model(model, lora)
+    # peft's trainable tokens copy the whole V x D matrix at every forward; ours read the rows alone.
+    use_row_forward(peft_model)
     # Checkpoints hold the adapter and the trained code rows; without a base id peft does not
     # look the base up (a hub call for GGUF folders) nor save the whole resized matrices.
     peft_model.peft_config["default"].base_model_name_or_path = None
