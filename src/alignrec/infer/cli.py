@@ -15,13 +15,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Load RUN/finetune (model/ + item codes), run constrained beam search for every user of a split "
             "(or a seeded sample with --users N) and write predictions.jsonl (re-scorable with "
-            "`alignrec evaluate-predictions`), metrics.json and config.json to OUT (default RUN/eval)."
+            "`alignrec evaluate-predictions`), metrics.json and config.json to OUT (default RUN/eval). Users are "
+            "searched in shards (--shard-users) saved under OUT/shards: run the same command again after a kill and "
+            "it continues from the last finished shard."
         ),
     )
     parser.add_argument("--model", required=True, help="run folder RUN or its RUN/finetune folder")
     parser.add_argument("--data", help="prepared data set (default: RUN/dataset)")
     parser.add_argument("--out", help="output folder (default: RUN/eval)")
     parser.add_argument("--config", help="YAML/JSON file with evaluate settings (flags override it)")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the finished shards under OUT/shards and search every user again (default: an "
+                        "interrupted evaluation with the same settings and model continues where it stopped)")
     add_config_arguments(parser, EvaluateConfig)
     parser.set_defaults(handler=run)
 
@@ -33,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from alignrec.infer.evaluate import EvaluateConfig, evaluate
 
     config = config_from_args(EvaluateConfig, args, args.config)
-    report = evaluate(config, args.model, args.data, args.out)
-    summary = {key: report[key] for key in ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "predictions")}
+    report = evaluate(config, args.model, args.data, args.out, resume=not args.restart)
+    summary = {key: report[key] for key in ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "shards",
+                                            "predictions")}
     print(json.dumps(summary, indent=2))
     return 0

@@ -9,12 +9,36 @@ Writes, under ``OUT`` (default ``RUN/eval``):
 
 With ``--users N`` a seeded sample of N users is evaluated (for quick runs); metrics.json says
 so. Re-scoring that file with ``evaluate-predictions`` counts the unsampled users as misses.
+
+Sharded and resumable (hours of beam search on a CPU): the users are searched in shards of
+``shard_users`` (0 = one shard). Each finished shard is written atomically to
+``OUT/shards/NNNNN.jsonl`` — a header line (shard number, its users, a hash of their rows, a
+hash of its prediction lines, the seconds its search took) and then its prediction lines —
+after ``OUT/shards/manifest.json`` has recorded what the shards depend on (model version,
+search settings, dtype and device, shard size, a hash of every evaluated user's id, history and
+target). Run again on the same OUT, the evaluation keeps every shard whose file checks out
+against the manifest and its header and searches only the others (a truncated or altered shard
+file is logged and searched again). When the recorded settings differ from this run's, an
+*unfinished* evaluation is refused with the differences named (``on_mismatch="refuse"``, the
+command's default; ``alignrec evaluate --restart`` discards the shards) or discarded and
+started over (``on_mismatch="restart"``: the pipeline, whose stage keys already decided that
+these settings are the current ones); a *finished* one is simply replaced. ``predictions.jsonl`` and ``metrics.json`` are assembled from the shards
+at the end, in user order, so they are the same whether or not the run was interrupted (the
+shards stay, so a rerun re-scores without searching).
+
+Timing across a resume: ``elapsed_s`` in metrics.json is the sum of the shards' recorded search
+seconds (each measured when that shard was searched, in whichever run), and ``users_per_s`` is
+the evaluated users over that sum: the search rate, as an uninterrupted run would report it.
+``shards`` says how many shards there were and how many this invocation reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,14 +50,17 @@ from alignrec.errors import InputError
 from alignrec.eval import evaluate_rankings
 
 if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a command runs
+    from alignrec.infer.beam_search import BeamSearchOutput
     from alignrec.infer.recommender import GenerativeRecommender
     from alignrec.tokenizer.codes import ItemCodes
 
 SearchMethod = Literal["fast", "reference"]  # keys of alignrec.infer.recommender.SEARCH_METHODS
-from alignrec.utils.io import atomic_write_json, atomic_write_text
+from alignrec.utils.io import atomic_write_json, atomic_write_text, read_json
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
+
+MANIFEST = "manifest.json"  # in OUT/shards: the settings the shards were searched with
 
 
 @dataclass
@@ -55,6 +82,11 @@ class EvaluateConfig:
     llm_layers: int = field(
         default=0, metadata={"help": "expected decoder depth of the fine-tuned model (0 = as saved; a mismatch is an error)"}
     )
+    shard_users: int = field(
+        default=2000,
+        metadata={"help": "users per shard; each finished shard is saved under OUT/shards, so a killed evaluation "
+                  "resumes after the last one (0 = one shard)"},
+    )
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -65,6 +97,8 @@ class EvaluateConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.llm_layers < 0:
             raise ValueError(f"llm_layers must be >= 0, got {self.llm_layers}")
+        if self.shard_users < 0:
+            raise ValueError(f"shard_users must be >= 0 (0 = one shard), got {self.shard_users}")
         if self.users is not None and self.users < 1:
             raise ValueError(f"users must be >= 1, got {self.users}")
         if not self.ks or min(self.ks) < 1:
@@ -89,14 +123,211 @@ def check_catalogue(codes: ItemCodes, dataset: Any, where: str) -> None:
         )
 
 
+def evaluation_rows(config: EvaluateConfig, split_size: int) -> np.ndarray:
+    """Rows of the split to evaluate: all of them, or the seeded sample of ``config.users``."""
+    rows = np.arange(split_size)
+    if config.users is not None and config.users < split_size:
+        rng = np.random.default_rng(config.seed)
+        rows = np.sort(rng.choice(split_size, size=config.users, replace=False))
+    return rows
+
+
+def shard_bounds(num_rows: int, shard_users: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` positions of each shard in the evaluated rows (``shard_users`` 0 = one shard)."""
+    size = shard_users or max(num_rows, 1)
+    return [(start, min(start + size, num_rows)) for start in range(0, num_rows, size)]
+
+
+def rows_digest(user_ids: Sequence[str], histories: Sequence[Sequence[int]], targets: Sequence[int]) -> str:
+    """sha256 of what the search and the scoring read for these users: ids, histories, targets."""
+    digest = hashlib.sha256()
+    for user, history, target in zip(user_ids, histories, targets, strict=True):
+        digest.update(json.dumps([user, list(history), int(target)]).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@dataclass
+class EvaluationUsers:
+    """The users an evaluation covers, in output order."""
+
+    rows: np.ndarray  # (U,) rows of the split
+    user_ids: list[str]  # (U,)
+    histories: list[list[int]]  # U histories of item indices, oldest first
+    targets: np.ndarray  # (U,) item indices
+
+    def digest(self, start: int = 0, stop: int | None = None) -> str:
+        stop = len(self.rows) if stop is None else stop
+        return rows_digest(self.user_ids[start:stop], self.histories[start:stop], self.targets[start:stop])
+
+
+def search_settings(config: EvaluateConfig, recommender: GenerativeRecommender, users: EvaluationUsers,
+                    users_in_split: int) -> dict[str, Any]:
+    """What the shards' contents depend on; a resumed evaluation must match it exactly."""
+    dtype = next(recommender.model.parameters()).dtype
+    return {
+        "model_version": recommender.version,
+        "split": config.split,
+        "users": len(users.rows),
+        "users_in_split": users_in_split,
+        "rows_sha256": users.digest(),
+        "method": config.method,
+        "beam_size": config.beam_size,
+        "top_k": config.top_k,
+        "batch_size": config.batch_size,  # batches are formed within a shard; padding can move the last bits
+        "shard_users": config.shard_users,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": recommender.device.type,
+    }
+
+
+def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [f"{key} {recorded.get(key)!r} (shards) vs {current.get(key)!r} (now)"
+            for key in current if recorded.get(key) != current[key]]
+
+
+def open_shards(shard_dir: Path, settings: dict[str, Any], resume: bool, on_mismatch: str) -> None:
+    """Make ``shard_dir`` hold shards of exactly ``settings``: keep matching ones (when resuming),
+    discard others, or refuse to discard an unfinished evaluation (see the module docstring)."""
+    manifest_path = shard_dir / MANIFEST
+    if shard_dir.exists() and resume:
+        if not manifest_path.is_file():
+            log.warning("%s: shard files without a manifest (killed before its first write?); starting over", shard_dir)
+        else:
+            recorded = read_json(manifest_path)
+            differences = _differences(recorded.get("settings") or {}, settings)
+            if not differences:
+                return
+            if not recorded.get("complete") and on_mismatch == "refuse":
+                raise InputError(
+                    f"{shard_dir}: an unfinished evaluation with other settings is here: {'; '.join(differences)}. "
+                    "Run with the same settings and model to continue it, or pass --restart to discard its shards "
+                    "(or choose another --out)"
+                )
+            log.warning("%s: discarding the %s evaluation's shards (%s)", shard_dir,
+                        "finished" if recorded.get("complete") else "unfinished", "; ".join(differences))
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    atomic_write_json(manifest_path, {"settings": settings, "complete": False})
+
+
+def shard_path(shard_dir: Path, index: int) -> Path:
+    return shard_dir / f"{index:05d}.jsonl"
+
+
+def write_shard(path: Path, index: int, lines: list[str], digest: str, seconds: float) -> None:
+    header = {"shard": index, "users": len(lines), "rows_sha256": digest,
+              "predictions_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(), "elapsed_s": round(seconds, 3)}
+    atomic_write_text(path, "\n".join([json.dumps(header), *lines]) + "\n")
+
+
+@dataclass
+class Shard:
+    lines: list[str]  # the shard's predictions.jsonl lines, in user order
+    elapsed_s: float  # seconds its search took, when it was searched
+
+
+def read_shard(path: Path, index: int, user_ids: Sequence[str], digest: str) -> Shard | None:
+    """A finished shard, or None (logged) when its file is missing or does not check out: torn,
+    truncated, edited, or written for other users."""
+    if not path.is_file():
+        return None
+    try:
+        return parse_shard(path, index, user_ids, digest)
+    except ValueError as error:
+        log.warning("%s: not trusted (%s); searching this shard again", path, error)
+        return None
+
+
+def parse_shard(path: Path, index: int, user_ids: Sequence[str], digest: str) -> Shard:
+    """Read a shard file written by :func:`write_shard`; ValueError says why it cannot be used."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"unreadable: {error.strerror}") from None
+    if not text.endswith("\n"):
+        raise ValueError("the last line is incomplete")
+    header_line, *lines = text.rstrip("\n").split("\n")
+    try:
+        header = json.loads(header_line)
+        users = [json.loads(line)["user_id"] for line in lines]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"a line is not a prediction record ({error})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("elapsed_s"), (int, float)):
+        raise ValueError("the first line is not a shard header")
+    if len(users) != len(user_ids):
+        raise ValueError(f"{len(users)} prediction lines for {len(user_ids)} users")
+    if users != list(user_ids):
+        raise ValueError("the prediction lines are for other users than this shard's")
+    expected = {"shard": index, "users": len(user_ids), "rows_sha256": digest,
+                "predictions_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
+    wrong = [key for key, value in expected.items() if header.get(key) != value]
+    if wrong:
+        raise ValueError(f"the header's {', '.join(wrong)} do not match the shard's users or lines")
+    return Shard(lines, float(header["elapsed_s"]))
+
+
+def prediction_lines(output: BeamSearchOutput, user_ids: Sequence[str], item_ids: Sequence[str]) -> list[str]:
+    """predictions.jsonl lines of a search's output, one per user in order."""
+    lines = []
+    for position, user in enumerate(user_ids):
+        items = [int(i) for i in output.items[position].tolist() if i >= 0]
+        scores = [round(float(s), 6) for s in output.scores[position, : len(items)].tolist()]
+        record = {"user_id": user, "items": [item_ids[i] for i in items], "scores": scores}
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def search_shards(config: EvaluateConfig, recommender: GenerativeRecommender, users: EvaluationUsers,
+                  shard_dir: Path, item_ids: Sequence[str]) -> tuple[list[Shard], int]:
+    """Every shard's predictions, reusing the finished ones; returns (shards, how many were reused)."""
+    bounds = shard_bounds(len(users.rows), config.shard_users)
+    shards: list[Shard | None] = [read_shard(shard_path(shard_dir, i), i, users.user_ids[a:b], users.digest(a, b))
+                                  for i, (a, b) in enumerate(bounds)]
+    reused = sum(shard is not None for shard in shards)
+    todo = sum(b - a for (a, b), shard in zip(bounds, shards, strict=True) if shard is None)
+    if reused:
+        log.info("resuming: %d of %d shards finished earlier, %d users left", reused, len(bounds), todo)
+    searched, started = 0, time.perf_counter()
+    for index, (start, stop) in enumerate(bounds):
+        if shards[index] is not None:
+            continue
+        began = time.perf_counter()
+        output = recommender.recommend(users.histories[start:stop], config.top_k, config.beam_size, config.batch_size,
+                                       config.method)
+        seconds = time.perf_counter() - began
+        lines = prediction_lines(output, users.user_ids[start:stop], item_ids)
+        write_shard(shard_path(shard_dir, index), index, lines, users.digest(start, stop), seconds)
+        shards[index] = Shard(lines, round(seconds, 3))
+        searched += stop - start
+        rate = searched / (time.perf_counter() - started)
+        done = sum(b - a for (a, b), shard in zip(bounds, shards, strict=True) if shard is not None)
+        log.info("shard %d/%d: %d/%d users done, %.2f users/s, ETA %s", index + 1, len(bounds), done,
+                 len(users.rows), rate, _duration((todo - searched) / rate))
+    return [shard for shard in shards if shard is not None], reused
+
+
 def evaluate(
     config: EvaluateConfig,
     model: str | Path,
     data: str | Path | None = None,
     out: str | Path | None = None,
     recommender: GenerativeRecommender | None = None,
+    resume: bool = True,
+    on_mismatch: Literal["refuse", "restart"] = "refuse",
 ) -> dict[str, Any]:
-    """Run the evaluation; returns the metrics report (also written to ``OUT/metrics.json``)."""
+    """Run the evaluation; returns the metrics report (also written to ``OUT/metrics.json``).
+
+    ``resume``: keep the finished shards under ``OUT/shards`` that match this run (False: discard
+    them); ``on_mismatch``: what to do with an unfinished evaluation of other settings there
+    (see the module docstring).
+    """
     from alignrec.data.dataset import load_dataset
     from alignrec.infer.recommender import load_recommender, resolve_finetune
 
@@ -112,31 +343,26 @@ def evaluate(
     out_dir = Path(out) if out is not None else paths.run_dir / "eval"
 
     split = dataset.split(config.split)
-    rows = np.arange(len(split))
-    if config.users is not None and config.users < len(split):
-        rng = np.random.default_rng(config.seed)
-        rows = np.sort(rng.choice(len(split), size=config.users, replace=False))
+    rows = evaluation_rows(config, len(split))
     if len(rows) == 0:
         raise InputError(f"{dataset.path}: the {config.split} split has no users")
-    histories = [split.history(int(r)).tolist() for r in rows]
-    log.info("beam search (%s) for %d %s users, beam %d, top %d", config.method, len(rows), config.split, config.beam_size, config.top_k)
-    started = time.perf_counter()
-    output = recommender.recommend(histories, config.top_k, config.beam_size, config.batch_size, config.method)
-    elapsed = time.perf_counter() - started
-
-    item_ids = dataset.item_ids
     user_ids = dataset.user_ids
-    lists: list[list[int]] = []
-    lines = []
-    for position, row in enumerate(rows):
-        items = [int(i) for i in output.items[position].tolist() if i >= 0]
-        scores = [round(float(s), 6) for s in output.scores[position, : len(items)].tolist()]
-        lists.append(items)
-        record = {"user_id": user_ids[int(split.user_index[row])], "items": [item_ids[i] for i in items], "scores": scores}
-        lines.append(json.dumps(record, ensure_ascii=False))
+    users = EvaluationUsers(rows, [user_ids[int(split.user_index[r])] for r in rows],
+                            [split.history(int(r)).tolist() for r in rows], split.targets[rows])
+    settings = search_settings(config, recommender, users, len(split))
+    shard_dir = out_dir / "shards"
+    open_shards(shard_dir, settings, resume, on_mismatch)
+    shards_total = len(shard_bounds(len(rows), config.shard_users))
+    log.info("beam search (%s) for %d %s users in %d shard(s), beam %d, top %d", config.method, len(rows), config.split,
+             shards_total, config.beam_size, config.top_k)
+    shards, reused = search_shards(config, recommender, users, shard_dir, dataset.item_ids)
+    lines = [line for shard in shards for line in shard.lines]
+    elapsed = sum(shard.elapsed_s for shard in shards)
     atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
 
-    result = evaluate_rankings(lists, split.targets[rows], dataset.num_items, config.ks)
+    index_of = dataset.item_index_of
+    lists = [[index_of[item] for item in json.loads(line)["items"]] for line in lines]
+    result = evaluate_rankings(lists, users.targets, dataset.num_items, config.ks)
     report = result.to_dict()
     report.update(
         {
@@ -149,10 +375,12 @@ def evaluate(
             "model_version": recommender.version,
             "elapsed_s": round(elapsed, 3),
             "users_per_s": round(len(rows) / elapsed, 3) if elapsed > 0 else None,
+            "shards": {"users_per_shard": config.shard_users or len(rows), "count": shards_total, "reused": reused},
             "predictions": str(out_dir / "predictions.jsonl"),
         }
     )
     atomic_write_json(out_dir / "metrics.json", report)
+    atomic_write_json(shard_dir / MANIFEST, {"settings": settings, "complete": True})
     write_run_record(
         out_dir,
         config,

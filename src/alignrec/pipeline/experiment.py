@@ -455,7 +455,9 @@ class ExperimentRunner:
         upstream = [self.result.stages["prepare"].key, finetune_stage.key]
 
         def work(out: Path, resume: bool) -> None:
-            evaluate(config, finetune_stage.out, data=self.dataset_dir, out=out)
+            # an interrupted evaluation continues from its last finished shard; shards of other
+            # settings cannot be current (the stage key decided these are), so they are replaced
+            evaluate(config, finetune_stage.out, data=self.dataset_dir, out=out, resume=resume, on_mismatch="restart")
 
         self.stage("evaluate", "eval", to_dict(config), upstream, work, code=STAGE_CODE["evaluate"])
 
