@@ -152,8 +152,12 @@ class BenchmarkRun:
     def add_row(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
 
-    def finish(self, columns: Sequence[str] | None = None, notes: Sequence[str] = ()) -> tuple[Path, Path]:
-        """Write ``<name>.json`` and ``<name>.md`` atomically; return their paths."""
+    def finish(self, columns: Sequence[str] | None = None, notes: Sequence[str] = (),
+               body: str | None = None) -> tuple[Path, Path]:
+        """Write ``<name>.json`` and ``<name>.md`` atomically; return their paths.
+
+        ``body``: Markdown shown instead of the table of the rows (for results with several tables).
+        """
         finished = _dt.datetime.now(_dt.timezone.utc)
         record = {
             "benchmark": self.name,
@@ -184,7 +188,7 @@ class BenchmarkRun:
             f"bench lock held: {self.lock_held}",
             "",
         ]
-        body = markdown_table(self.rows, columns)
+        body = markdown_table(self.rows, columns) if body is None else body
         tail = ["", *[f"- {note}" for note in notes]] if notes else []
         json_path = atomic_write_json(self.results_dir / f"{self.name}.json", record)
         md_path = atomic_write_text(self.results_dir / f"{self.name}.md", "\n".join(header) + body + "\n".join(tail) + "\n")

@@ -1,0 +1,397 @@
+"""The LLM on one real data set, beside the classic models and the paper: ``llm_<dataset>.{json,md}``.
+
+Reads finished run folders (``alignrec run CONFIG``, at least up to ``evaluate``); trains and
+searches nothing itself. Rows of the results table:
+
+- each ``--llm LABEL RUN``: the test metrics re-scored from ``RUN/eval/predictions.jsonl`` (they
+  must reproduce ``RUN/eval/metrics.json``) with 95% bootstrap intervals over users, and its
+  budget from ``RUN/finetune/metrics.json`` + ``config.json`` (training minutes on this CPU,
+  steps, epochs, tokens, supervised code tokens, decoder layers, head, prompt format) and the
+  evaluation's minutes and users/s;
+- the classic models of ``benchmarks/results/baselines_<dataset>.json`` (each with the commit
+  that produced it), copied as they are;
+- the paper's figures (Llama-7B), from :data:`PAPER` (the source is named there).
+
+A second table pairs every LLM run with each classic model trained in the same run folder
+(``RUN/collab/<model>``): both scored on the same users, the difference LLM - model with its
+paired 95% bootstrap interval.
+
+The issue asks for every test user: runs whose evaluation was sampled are refused unless
+``--allow-sampled`` is given (the table then says so), and runs scored on different users
+(other users, or other targets) are never mixed. For a data set with a known size
+(:data:`KNOWN_TEST_USERS`) the run's test split must have that many users.
+
+    .venv/bin/python benchmarks/llm_dataset.py --dataset instruments \\
+        --llm "ours (alignment codes, dense)" runs/exp-instruments \\
+        --llm "LC-Rec-style (RQ-VAE codes, one-target prompts)" runs/exp-instruments-lcrec
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, markdown_table
+
+from alignrec.errors import InputError
+from alignrec.utils.io import read_json
+
+METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
+INTERVAL_METRICS = ("hr@10", "ndcg@10")
+
+# Test users of the real data sets (prepare's counts; ../shared/data/README.md and benchmarks/results/prepare.md).
+KNOWN_TEST_USERS = {"instruments": 24_772, "games": 50_546, "industrial": 3_285}
+
+
+def _paper(values: Sequence[float | None]) -> dict[str, float]:
+    return {m: v for m, v in zip(METRICS, values, strict=True) if v is not None}
+
+
+# The paper's figures: Semantic Convergence (arXiv 2412.13771), Llama-7B fine-tuned with LoRA.
+PAPER: dict[str, dict[str, Any]] = {
+    "instruments": {
+        "source": "Semantic Convergence (arXiv 2412.13771), Table 1, Llama-7B with LoRA, as quoted in "
+                  "../shared/SPEC.md (the paper's Instruments has item text; this copy does not)",
+        "rows": {
+            "SASRec": _paper([0.0002, 0.0523, 0.0714, 0.0276, 0.0338]),
+            "BERT4Rec": _paper([0.0396, 0.0625, 0.0797, 0.0516, 0.0571]),
+            "FMLP-Rec": _paper([0.0527, 0.0794, 0.1016, 0.0663, 0.0734]),
+            "DCCF": _paper([0.0440, 0.0742, 0.0929, 0.0595, 0.0656]),
+            "P5": _paper([0.0595, 0.0834, 0.1023, 0.0717, 0.0777]),
+            "LC-Rec": _paper([0.0708, 0.0985, 0.1225, 0.0848, 0.0925]),
+            "Semantic Convergence": _paper([0.0731, 0.1022, 0.1268, 0.0879, 0.0958]),
+        },
+    },
+    "games": {
+        "source": "Semantic Convergence (arXiv 2412.13771), Table 8: Games, behaviour only, Llama-7B with LoRA, as "
+                  "quoted in ../shared/data/README.md (the table has no HR@1)",
+        "rows": {
+            "DCCF": _paper([None, 0.0578, 0.0882, 0.0389, 0.0486]),
+            "P5": _paper([None, 0.0495, 0.0789, 0.0329, 0.0423]),
+            "LC-Rec": _paper([None, 0.0708, 0.1044, 0.0494, 0.0602]),
+            "Semantic Convergence": _paper([None, 0.0773, 0.1132, 0.0537, 0.0652]),
+        },
+    },
+    # Industrial: TS-Rec (seed 002) reports only a relative gain (+7.17% over its best baseline).
+}
+
+
+def fail(message: str) -> SystemExit:
+    return SystemExit(f"llm_dataset: {message}")
+
+
+def read_record(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file of a run folder; a missing or unreadable one is an error naming it and what it should be."""
+    if not path.is_file():
+        raise fail(f"{path}: missing; expected {what}")
+    try:
+        return read_json(path)
+    except InputError as error:
+        raise fail(f"{error} (expected {what})") from None
+
+
+def shown_path(path: Path) -> str:
+    """A path as the results show it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
+@dataclass
+class LlmRun:
+    """One ``--llm LABEL RUN``: its files and the per-user ranks of its test users."""
+
+    label: str
+    folder: Path
+    dataset: Any
+    rows: np.ndarray  # (U,) rows of the test split that were evaluated
+    ranks: np.ndarray  # (U,) rank of each user's target in the LLM's list
+    evaluation: dict[str, Any]  # RUN/eval/metrics.json
+    finetune: dict[str, Any]  # RUN/finetune/metrics.json
+    finetune_record: dict[str, Any]  # RUN/finetune/config.json
+
+    def users(self) -> list[tuple[str, str]]:
+        """(user id, test item id) of every evaluated user, in split order."""
+        split = self.dataset.split("test")
+        user_ids, item_ids = self.dataset.user_ids, self.dataset.item_ids
+        return [(user_ids[int(split.user_index[r])], item_ids[int(split.targets[r])]) for r in self.rows]
+
+
+def load_llm_run(label: str, folder: Path, dataset_name: str, allow_sampled: bool) -> LlmRun:
+    from alignrec.data import load_dataset
+    from alignrec.pipeline.report import prediction_ranks, sample_rows
+
+    evaluation = read_record(folder / "eval" / "metrics.json", "the metrics of `alignrec evaluate`")
+    where = folder / "eval" / "metrics.json"
+    if evaluation.get("split") != "test":
+        raise fail(f"{where}: split is {evaluation.get('split')!r}; expected 'test'")
+    if evaluation.get("sampled") and not allow_sampled:
+        raise fail(f"{where}: sampled is true ({evaluation.get('users')} of {evaluation.get('users_in_split')} test "
+                   "users); the table needs every test user (evaluate without --users, or pass --allow-sampled)")
+    finetune = read_record(folder / "finetune" / "metrics.json", "the metrics of `alignrec finetune`")
+    record = read_record(folder / "finetune" / "config.json", "the run record of `alignrec finetune`")
+    try:
+        dataset = load_dataset(folder / "dataset")
+    except InputError as error:
+        raise fail(str(error)) from None
+    expected = KNOWN_TEST_USERS.get(dataset_name)
+    if expected is not None and len(dataset.split("test")) != expected:
+        raise fail(f"{folder / 'dataset'}: {len(dataset.split('test')):,} test users, but {dataset_name} has "
+                   f"{expected:,}; is this run on {dataset_name}?")
+    predictions = folder / "eval" / "predictions.jsonl"
+    if not predictions.is_file():
+        raise fail(f"{predictions}: missing; expected the predictions of `alignrec evaluate`")
+    rows = sample_rows(dataset, predictions)
+    if len(rows) != evaluation.get("users"):
+        raise fail(f"{predictions}: {len(rows)} test users, but {where} says users = {evaluation.get('users')}")
+    run = LlmRun(label, folder, dataset, rows, prediction_ranks(dataset, predictions, rows), evaluation, finetune, record)
+    check_rescored(run)
+    return run
+
+
+def check_rescored(run: LlmRun) -> None:
+    """The predictions must give the metrics the evaluation recorded (else the files are of two evaluations)."""
+    from alignrec.pipeline.report import comparison_row
+
+    rescored = comparison_row(run.label, run.ranks)
+    recorded = run.evaluation.get("metrics") or {}
+    differing = [m for m in METRICS if m in recorded and abs(rescored[m] - recorded[m]) > 1e-9]
+    if differing:
+        m = differing[0]
+        raise fail(f"{run.folder / 'eval' / 'predictions.jsonl'}: re-scored {m} is {rescored[m]:.6f} but metrics.json "
+                   f"says {recorded[m]:.6f}; the two files are of different evaluations")
+
+
+def check_same_users(runs: list[LlmRun]) -> None:
+    """Every LLM run must have scored the same users with the same test items."""
+    first = runs[0]
+    reference = first.users()
+    for run in runs[1:]:
+        users = run.users()
+        if users == reference:
+            continue
+        difference = next((i for i, (a, b) in enumerate(zip(users, reference, strict=False)) if a != b),
+                          min(len(users), len(reference)))
+        shown = (users[difference] if difference < len(users) else "none",
+                 reference[difference] if difference < len(reference) else "none")
+        raise fail(f"{run.label!r} ({run.folder}) and {first.label!r} ({first.folder}) were scored on different test "
+                   f"users ({len(users):,} vs {len(reference):,}; first difference, (user, test item): {shown[0]} vs "
+                   f"{shown[1]}); the table compares models on the same users only")
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return value
+
+
+def llm_row(run: LlmRun) -> dict[str, Any]:
+    """The LLM's row of the main table: metrics on its users with 95% intervals, and what it cost."""
+    from alignrec.pipeline.report import comparison_row
+
+    scored = comparison_row(run.label, run.ranks)
+    train_seconds = run.finetune.get("train_seconds")
+    elapsed = run.evaluation.get("elapsed_s")
+    return {
+        "model": run.label, "source": f"run {shown_path(run.folder)}", "users": scored["users"],
+        **{m: _rounded(scored[m], 6) for m in METRICS}, "ci95": _rounded(scored["ci95"], 6),
+        "train_min": None if train_seconds is None else round(train_seconds / 60, 1),
+        "steps": run.finetune.get("steps"), "epochs": _rounded(run.finetune.get("epochs"), 2),
+        "eval_min": None if elapsed is None else round(elapsed / 60, 1),
+        "eval_users_per_s": run.evaluation.get("users_per_s"),
+    }
+
+
+def budget_row(run: LlmRun) -> dict[str, Any]:
+    """How an LLM run was trained and evaluated (RUN/finetune, RUN/eval, RUN/tokenizer)."""
+    settings = run.finetune.get("settings") or {}
+    config = run.finetune_record.get("config") or {}
+    epochs = run.finetune.get("epochs") or 0.0
+    code_tokens = run.finetune.get("code_label_tokens_per_epoch")
+    train_seconds = run.finetune.get("train_seconds")
+    return {
+        "model": run.label,
+        "llm": Path(str(config.get("llm", ""))).name,
+        "codes": codes_text(run.folder),
+        "layers": settings.get("llm_layers"), "head": settings.get("head"), "format": settings.get("sequential_format"),
+        "train_min": None if train_seconds is None else round(train_seconds / 60, 1),
+        # a resumed fine-tune records the time of its last session only
+        "finetune_resumed": bool(run.finetune_record.get("resumed_from")),
+        "threads": config.get("torch_threads") or None,
+        "steps": run.finetune.get("steps"), "epochs": _rounded(epochs, 2),
+        "tokens": run.finetune.get("input_tokens_seen"),
+        "code_tokens": None if code_tokens is None else int(code_tokens * epochs),
+        "beam": run.evaluation.get("beam_size"),
+        "eval_min": None if run.evaluation.get("elapsed_s") is None else round(run.evaluation["elapsed_s"] / 60, 1),
+        "eval_users_per_s": run.evaluation.get("users_per_s"),
+    }
+
+
+def codes_text(folder: Path) -> str:
+    """E.g. ``alignment 256 x 256 x 256 x 256``: the tokenizer's method and the codebook sizes."""
+    codes = read_record(folder / "finetune" / "codes_meta.json", "the item codes' settings")
+    sizes = " x ".join(str(size) for size in codes.get("codebook_sizes", []))
+    report = folder / "tokenizer" / "report.json"
+    method = read_json(report).get("method") if report.is_file() else None
+    return f"{method} {sizes}" if method else sizes
+
+
+def paired_rows(run: LlmRun) -> list[dict[str, Any]]:
+    """The LLM minus each classic model of its own run folder, on the same users (paired bootstrap)."""
+    from alignrec.pipeline.report import collab_test_ranks, comparison_row, paired_difference
+
+    rows = []
+    for collab in sorted((run.folder / "collab").glob("*/metrics.json")):
+        model = collab.parent.name
+        ranks = collab_test_ranks(collab.parent, run.dataset)[run.rows]
+        scored = comparison_row(model, ranks)
+        difference = paired_difference(run.ranks, ranks)
+        rows.append({"llm": run.label, "model": model, "users": scored["users"],
+                     **{m: _rounded(scored[m], 6) for m in INTERVAL_METRICS},
+                     "llm_minus_model": _rounded(difference, 6)})
+    return rows
+
+
+def baseline_rows(path: Path) -> list[dict[str, Any]]:
+    """The classic models of a ``benchmarks/baselines.py`` results file, each naming the file and its commit."""
+    record = read_record(path, "the results of benchmarks/baselines.py")
+    models = record.get("models")
+    if not isinstance(models, dict):
+        raise fail(f"{path}: no 'models' mapping; expected the results of benchmarks/baselines.py")
+    rows = []
+    for model, entry in models.items():
+        test = entry.get("test") if isinstance(entry, dict) else None
+        if not isinstance(test, dict) or any(m not in test for m in METRICS):
+            raise fail(f"{path}: models.{model}.test: expected the metrics {list(METRICS)}")
+        commit = str(entry.get("git_commit") or "unknown")[:12]
+        rows.append({"model": model, "source": f"{path.name} (commit {commit})", "users": entry.get("users"),
+                     **{m: test[m] for m in METRICS}, "ci95": entry.get("test_ci95")})
+    return rows
+
+
+def paper_rows(dataset: str) -> list[dict[str, Any]]:
+    paper = PAPER.get(dataset)
+    if paper is None:
+        return []
+    return [{"model": model, "source": "paper (Llama-7B)", **values} for model, values in paper["rows"].items()]
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _metric(value: Any) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _interval(values: Any, signed: bool = False) -> str:
+    if not values:
+        return ""
+    return f"[{values[0]:+.4f}, {values[1]:+.4f}]" if signed else f"[{values[0]:.4f}, {values[1]:.4f}]"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    return markdown_table(rows).rstrip("\n")
+
+
+def metric_cells(values: dict[str, Any], intervals: dict[str, Any] | None) -> dict[str, str]:
+    """HR@K / NDCG@K cells, with a 95% CI cell after HR@10 and NDCG@10."""
+    cells = {}
+    for m in METRICS:
+        cells[m.upper()] = _metric(values.get(m))
+        if m in INTERVAL_METRICS:
+            cells[f"{m.upper()} 95% CI"] = _interval((intervals or {}).get(m))
+    return cells
+
+
+def results_markdown(rows: list[dict[str, Any]], budgets: list[dict[str, Any]], paired: list[dict[str, Any]]) -> str:
+    main = [{"model": r["model"], "source": r["source"], "users": r.get("users"), **metric_cells(r, r.get("ci95")),
+             "train min": r.get("train_min"), "eval min": r.get("eval_min")} for r in rows]
+    lines = ["", table(main), "", "LLM budgets (training on this CPU; tokens = input tokens seen, code tokens = "
+             "supervised code labels = an epoch's code labels x epochs):", "", table(budgets)]
+    if paired:
+        shown = [{"LLM": r["llm"], "model": r["model"], "users": r["users"],
+                  **{f"model {m.upper()}": _metric(r[m]) for m in INTERVAL_METRICS},
+                  **{f"LLM - model {m.upper()}": f"{r['llm_minus_model'][m]['difference']:+.4f} "
+                     f"{_interval(r['llm_minus_model'][m]['ci95'], signed=True)}" for m in INTERVAL_METRICS}}
+                 for r in paired]
+        lines += ["", "Each LLM against the classic models trained in its own run folder, on the same users (paired "
+                  "95% bootstrap interval of the difference):", "", table(shown)]
+    return "\n".join(lines) + "\n"
+
+
+def table_notes(dataset: str, runs: list[LlmRun], budgets: list[dict[str, Any]], baselines: Path,
+                sampled: bool) -> list[str]:
+    notes = [
+        f"LLM rows: every figure re-scored from RUN/eval/predictions.jsonl on {len(runs[0].rows):,} test users; "
+        "95% CI = percentile bootstrap over users (1,000 resamples, seed 0).",
+        f"Classic rows: copied from {shown_path(baselines)} (full ranking of every test user of the same prepared "
+        "data set, each model's own commit shown)." if baselines.is_file()
+        else f"No classic rows: {shown_path(baselines)} does not exist.",
+    ]
+    if dataset in PAPER:
+        notes.append(f"Paper rows: {PAPER[dataset]['source']}; different backbone and budget, shown for scale.")
+    else:
+        notes.append(f"No paper rows for {dataset}: the papers give no absolute figures for it.")
+    if sampled:
+        notes.append("SAMPLED: at least one LLM evaluation covers a seeded sample of the test users, not all of them "
+                     "(--allow-sampled); the classic and paper rows cover every test user.")
+    if any(budget["finetune_resumed"] for budget in budgets):
+        notes.append("train min of a resumed fine-tune is the time of its last session only (alignrec finetune "
+                     "records no earlier sessions' time).")
+    return notes
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="data set name: instruments, games, industrial, ... "
+                        "(names the results file llm_<dataset> and picks the baselines file and the paper's rows)")
+    parser.add_argument("--llm", nargs=2, action="append", required=True, metavar=("LABEL", "RUN"),
+                        help="a row: its label and a finished run folder (RUN/eval, RUN/finetune, RUN/dataset); repeatable")
+    parser.add_argument("--baselines", help="classic models' results (default benchmarks/results/baselines_<dataset>.json)")
+    parser.add_argument("--allow-sampled", action="store_true",
+                        help="accept evaluations of a sample of the test users (the table says so)")
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where llm_<dataset>.json/.md go")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
+    args = parse_args(argv)
+    labels = [label for label, _ in args.llm]
+    if len(set(labels)) != len(labels):
+        raise fail(f"--llm: each label once, got {labels}")
+    runs = [load_llm_run(label, Path(folder), args.dataset, args.allow_sampled) for label, folder in args.llm]
+    check_same_users(runs)
+    baselines = Path(args.baselines) if args.baselines else RESULTS_DIR / f"baselines_{args.dataset}.json"
+    rows = [llm_row(run) for run in runs]
+    rows += baseline_rows(baselines) if baselines.is_file() else []
+    rows += paper_rows(args.dataset)
+    budgets = [budget_row(run) for run in runs]
+    paired = [row for run in runs for row in paired_rows(run)]
+    sampled = any(run.evaluation.get("sampled") for run in runs)
+    bench = BenchmarkRun(f"llm_{args.dataset}", results_dir=Path(args.results_dir), description=(
+        f"The fine-tuned LLM on {args.dataset} ({len(runs[0].rows):,} test users{', SAMPLED' if sampled else ''}) beside "
+        "the classic models and the paper; leave-one-out, full ranking over all items."))
+    for row in rows:
+        bench.add_row(row)
+    bench.extra.update(dataset=args.dataset, sampled=sampled, budgets=budgets, llm_vs_classic=paired,
+                       runs={run.label: shown_path(run.folder) for run in runs},
+                       baselines_file=shown_path(baselines) if baselines.is_file() else None,
+                       paper_source=(PAPER.get(args.dataset) or {}).get("source"))
+    return bench.finish(notes=table_notes(args.dataset, runs, budgets, baselines, sampled),
+                        body=results_markdown(rows, budgets, paired))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("ALIGNREC_PROGRESS", "0")
+    print(*main())

@@ -1,0 +1,157 @@
+"""benchmarks/llm_dataset.py on tiny pipeline runs: the rows hold the figures of the run folders
+and of the baselines file, worked out here by hand; runs that cannot be compared are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from benchmark_scripts import load_script, run_tiny_pipeline
+
+from alignrec.data import load_dataset
+from alignrec.eval import bootstrap_interval
+from alignrec.utils.io import read_json
+
+BASELINES = {"models": {"sasrec": {
+    "test": {"hr@1": 0.11, "hr@5": 0.22, "hr@10": 0.33, "ndcg@5": 0.15, "ndcg@10": 0.19},
+    "test_ci95": {"hr@10": [0.30, 0.36], "ndcg@10": [0.17, 0.21]}, "git_commit": "0123456789abcdef0123"}}}
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("llm_dataset")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny pipeline runs on different data (synthetic seeds 3 and 4) and a sampled copy of the first."""
+    from alignrec.infer.evaluate import EvaluateConfig, evaluate
+
+    root = tmp_path_factory.mktemp("llm-dataset")
+    first = run_tiny_pipeline(root / "a")
+    other = run_tiny_pipeline(root / "b", "data.synthetic.seed=4")
+    sampled = root / "sampled"
+    shutil.copytree(first, sampled)
+    evaluate(EvaluateConfig(beam_size=10, users=20, seed=1), sampled, out=sampled / "eval", resume=False)
+    return {"a": first, "b": other, "sampled": sampled}
+
+
+def hand_ranks(run: Path) -> np.ndarray:
+    """Rank of each test user's item in the LLM's list (10 = not in it), read from the files directly."""
+    dataset = load_dataset(run / "dataset")
+    test = dataset.split("test")
+    target_of = {dataset.user_ids[int(u)]: dataset.item_ids[int(t)] for u, t in zip(test.user_index, test.targets, strict=True)}
+    ranks = []
+    for line in (run / "eval" / "predictions.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        items = record["items"]
+        target = target_of[record["user_id"]]
+        ranks.append(items.index(target) if target in items else 10)
+    return np.array(ranks)
+
+
+def ndcg(ranks: np.ndarray, k: int) -> np.ndarray:
+    return np.array([1 / math.log2(r + 2) if r < k else 0.0 for r in ranks])
+
+
+def test_rows_hold_the_run_and_baselines_figures(script, runs, tmp_path):
+    baselines = tmp_path / "baselines_fake.json"
+    baselines.write_text(json.dumps(BASELINES))
+    json_path, md_path = script.main(["--dataset", "tiny", "--llm", "ours (alignment codes, dense)", str(runs["a"]),
+                                      "--baselines", str(baselines), "--results-dir", str(tmp_path / "out")])
+    assert json_path == tmp_path / "out" / "llm_tiny.json"
+    record = read_json(json_path)
+    llm, sasrec = record["rows"]
+    ranks = hand_ranks(runs["a"])
+    assert len(ranks) == 48 and 0 < (ranks == 0).mean() < 1  # hits at the top and below it: the checks can fail
+    per_user = ndcg(ranks, 10)
+    assert llm["model"] == "ours (alignment codes, dense)" and llm["users"] == 48
+    assert llm["hr@1"] == pytest.approx((ranks < 1).mean(), abs=1e-6)
+    assert llm["hr@5"] == pytest.approx((ranks < 5).mean(), abs=1e-6)
+    assert llm["ndcg@5"] == pytest.approx(ndcg(ranks, 5).mean(), abs=1e-6)
+    assert llm["ndcg@10"] == pytest.approx(per_user.mean(), abs=1e-6)
+    assert llm["ci95"]["ndcg@10"] == pytest.approx(list(bootstrap_interval(per_user)), abs=1e-6)
+    assert llm["ci95"]["ndcg@10"][0] < per_user.mean() < llm["ci95"]["ndcg@10"][1]
+    finetune = read_json(runs["a"] / "finetune" / "metrics.json")
+    assert llm["steps"] == 100 == finetune["steps"]  # configs/tiny.yaml: max_steps 100
+    assert llm["train_min"] == round(finetune["train_seconds"] / 60, 1)
+    # the classic row is the file's, with its commit
+    assert sasrec == {"model": "sasrec", "source": "baselines_fake.json (commit 0123456789ab)", "users": None,
+                      **BASELINES["models"]["sasrec"]["test"], "ci95": BASELINES["models"]["sasrec"]["test_ci95"]}
+    budget = record["budgets"][0]
+    assert budget["codes"] == "alignment 6 x 6" and budget["layers"] == 2 and budget["head"] == "code"
+    assert budget["format"] == "dense" and budget["tokens"] == finetune["input_tokens_seen"]
+    assert budget["code_tokens"] == int(finetune["code_label_tokens_per_epoch"] * finetune["epochs"])
+    assert not budget["finetune_resumed"] and not record["sampled"]
+    # paired with the run's own SASRec: its NDCG@10 on every user is what its trainer recorded
+    paired = {row["model"]: row for row in record["llm_vs_classic"]}
+    assert set(paired) == {"dccf", "sasrec", "pop"}
+    recorded = read_json(runs["a"] / "collab" / "sasrec" / "metrics.json")["test"]["ndcg@10"]
+    assert paired["sasrec"]["ndcg@10"] == pytest.approx(recorded, abs=1e-6)
+    difference = paired["sasrec"]["llm_minus_model"]["ndcg@10"]
+    assert difference["difference"] == pytest.approx(per_user.mean() - recorded, abs=1e-6)
+    assert difference["ci95"][0] < difference["difference"] < difference["ci95"][1]
+    markdown = md_path.read_text()
+    assert ("| sasrec | baselines_fake.json (commit 0123456789ab) |  | 0.1100 | 0.2200 | 0.3300 | [0.3000, 0.3600] | "
+            "0.1500 | 0.1900 | [0.1700, 0.2100] |") in markdown
+    assert f"| ours (alignment codes, dense) | run {runs['a']} | 48 | {(ranks < 1).mean():.4f} |" in markdown
+    assert f"| sasrec | 48 | 1.0000 | {recorded:.4f} | +0.0000 [+0.0000, +0.0000] | {per_user.mean() - recorded:+.4f} [" in markdown
+    assert "No paper rows for tiny" in markdown and "SAMPLED" not in markdown
+
+
+def test_sampled_runs_need_the_flag_and_say_so(script, runs, tmp_path):
+    out = ["--results-dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"eval/metrics.json: sampled is true \(20 of 48 test users\)"):
+        script.main(["--dataset", "tiny", "--llm", "sampled", str(runs["sampled"]), *out])
+    json_path, md_path = script.main(["--dataset", "tiny", "--llm", "sampled", str(runs["sampled"]), "--allow-sampled", *out])
+    record = read_json(json_path)
+    assert record["sampled"] and record["rows"][0]["users"] == 20
+    assert "(20 test users, SAMPLED)" in md_path.read_text() and "SAMPLED: at least one" in md_path.read_text()
+
+
+@pytest.mark.parametrize(("first", "second", "message"), [
+    ("a", "sampled", r"'second' \(.*sampled\) and 'first' \(.*a\) were scored on different test users \(20 vs 48; "),
+    ("a", "b", r"scored on different test users \(48 vs 48; first difference, \(user, test item\): \('"),
+])
+def test_runs_on_other_users_are_not_mixed(script, runs, tmp_path, first, second, message):
+    with pytest.raises(SystemExit, match=message):
+        script.main(["--dataset", "tiny", "--llm", "first", str(runs[first]), "--llm", "second", str(runs[second]),
+                     "--allow-sampled", "--results-dir", str(tmp_path)])
+    assert not (tmp_path / "llm_tiny.json").exists()
+
+
+def test_bad_inputs_name_the_file(script, runs, tmp_path):
+    out = ["--results-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=r"dataset: 48 test users, but instruments has 24,772; is this run on instruments"):
+        script.main(["--dataset", "instruments", "--llm", "x", str(runs["a"]), *out])
+    with pytest.raises(SystemExit, match=r"nowhere/eval/metrics.json: missing; expected the metrics of `alignrec evaluate`"):
+        script.main(["--dataset", "tiny", "--llm", "x", str(tmp_path / "nowhere"), *out])
+    bad = tmp_path / "baselines_bad.json"
+    bad.write_text(json.dumps({"models": {"sasrec": {"test": {"hr@1": 0.1}}}}))
+    with pytest.raises(SystemExit, match=r"baselines_bad.json: models.sasrec.test: expected the metrics"):
+        script.main(["--dataset", "tiny", "--llm", "x", str(runs["a"]), "--baselines", str(bad), *out])
+    with pytest.raises(SystemExit, match=r"each label once"):
+        script.main(["--dataset", "tiny", "--llm", "x", str(runs["a"]), "--llm", "x", str(runs["a"]), *out])
+    edited = tmp_path / "edited"
+    shutil.copytree(runs["a"], edited, ignore=shutil.ignore_patterns("collab", "tasks", "backbone"))
+    metrics = read_json(edited / "eval" / "metrics.json")
+    metrics["metrics"]["ndcg@10"] += 0.01
+    (edited / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit, match=r"predictions.jsonl: re-scored ndcg@10 is .* but metrics.json says"):
+        script.main(["--dataset", "tiny", "--llm", "x", str(edited), *out])
+
+
+def test_paper_rows(script):
+    instruments = {row["model"]: row for row in script.paper_rows("instruments")}
+    assert instruments["Semantic Convergence"] == {"model": "Semantic Convergence", "source": "paper (Llama-7B)",
+                                                   "hr@1": 0.0731, "hr@5": 0.1022, "hr@10": 0.1268, "ndcg@5": 0.0879,
+                                                   "ndcg@10": 0.0958}
+    assert instruments["LC-Rec"]["ndcg@10"] == 0.0925 and len(instruments) == 7
+    games = {row["model"]: row for row in script.paper_rows("games")}
+    assert games["Semantic Convergence"]["hr@5"] == 0.0773 and "hr@1" not in games["LC-Rec"]
+    assert games["DCCF"]["ndcg@10"] == 0.0486
+    assert script.paper_rows("industrial") == []
