@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="override a setting of the base experiment for every cell (e.g. the scale)")
     sweep.add_argument("--base", help="base experiment config replacing the sweep's own (e.g. configs/games.yaml)")
     sweep.add_argument("--cell", dest="cells", action="append", help="run only this cell (repeatable)")
+    sweep.add_argument("--out", help="sweep folder replacing the config's (default runs/sweeps/<name>_<label>); "
+                       "e.g. one folder per seed")
+    sweep.add_argument("--results", help="folder for the results table replacing the config's (default benchmarks/results)")
     sweep.set_defaults(handler=sweep_command)
 
 
@@ -67,6 +70,6 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     from alignrec.pipeline.sweep import run_sweep
 
-    record = run_sweep(args.config, args.overrides, args.cells, base=args.base)
+    record = run_sweep(args.config, args.overrides, args.cells, base=args.base, out=args.out, results=args.results)
     print(json.dumps({"results": record["name"], "cells": len(record["rows"]), "seconds": record["seconds"]}, indent=2))
     return 0

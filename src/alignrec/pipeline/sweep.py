@@ -110,13 +110,17 @@ def _safe(name: str) -> str:
 
 
 def run_sweep(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None,
-              base: str | Path | None = None) -> dict[str, Any]:
+              base: str | Path | None = None, out: str | Path | None = None,
+              results: str | Path | None = None) -> dict[str, Any]:
     """Run (or finish) a sweep; returns the results record (also written to the results folder).
 
-    ``base`` replaces the sweep's base experiment (e.g. the Games config instead of ml-100k).
+    ``base`` replaces the sweep's base experiment (e.g. the Games config instead of ml-100k);
+    ``out`` and ``results`` replace the sweep's folder and results folder (e.g. one sweep folder
+    per seed: a finished cell is rerun when its settings change, so seeds need folders of their own).
     """
     path = Path(path)
     raw = load_config_file(path)
+    raw.update({key: str(value) for key, value in (("out", out), ("results", results)) if value is not None})
     config = from_mapping(SweepConfig, raw, source=str(path))
     if base is not None:
         base_raw = load_config_file(base)

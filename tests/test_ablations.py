@@ -1,0 +1,134 @@
+"""benchmarks/ablations.py on a tiny sweep (configs/tiny.yaml, two cells) run with two seeds: the
+table's means and standard deviations are those of the cells' own figures; replicates that
+cannot be compared are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from benchmark_scripts import TINY, load_script
+
+from alignrec.cli import main as alignrec
+from alignrec.utils.io import read_json
+
+CELLS = ("full", "lr 0.02")
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("ablations")
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory) -> dict[str, Path]:
+    """The sweep's folders for finetune seeds 42 (the default) and 7, with their results written beside them."""
+    root = tmp_path_factory.mktemp("ablations")
+    config = root / "sweep.yaml"
+    config.write_text(f"name: tiny_ablations\nbase: {TINY}\ncells:\n  - {{name: full, set: {{}}}}\n"
+                      "  - {name: lr 0.02, set: {finetune.learning_rate: 0.02}}\n")
+    folders = {}
+    for name, overrides in (("seed42", []), ("seed7", ["--set", "finetune.seed=7"])):
+        folders[name] = root / name
+        assert alignrec(["sweep", str(config), "--set", "threads=1", *overrides, "--out", str(folders[name]),
+                         "--results", str(root / f"results-{name}")]) == 0
+        assert sorted(p.name for p in (folders[name] / "cells").glob("*.json")) == ["full.json", "lr_0.02.json"]
+        assert (root / f"results-{name}" / "tiny_ablations_synthetic.json").is_file()  # --results, not benchmarks/results
+    return folders
+
+
+def cell_figures(folder: Path, cell: str) -> dict:
+    return read_json(folder / "cells" / f"{cell.replace(' ', '_')}.json")["row"]
+
+
+def test_two_seeds_give_mean_and_sd(script, sweeps, tmp_path):
+    json_path, md_path = script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed42"]), "--sweep",
+                                      str(sweeps["seed7"]), "--results-dir", str(tmp_path)])
+    record = read_json(json_path)
+    rows = {row["cell"]: row for row in record["rows"]}
+    assert [row["cell"] for row in record["rows"]] == ["full", "lr 0.02"]  # the reference first
+    for cell in CELLS:
+        a, b = cell_figures(sweeps["seed42"], cell), cell_figures(sweeps["seed7"], cell)
+        row = rows[cell]
+        assert row["seeds"] == 2 and row["users"] == 48 and row["ci95"] is None
+        assert [s["finetune"] for s in row["seed_values"]] == [42, 7]
+        for metric in ("hr@5", "ndcg@10"):
+            assert row["mean"][metric] == pytest.approx((a[metric] + b[metric]) / 2)
+            assert row["sd"][metric] == pytest.approx(abs(a[metric] - b[metric]) / math.sqrt(2))  # sd of two values
+    seeds_differ = [cell_figures(sweeps["seed42"], c)["ndcg@10"] != cell_figures(sweeps["seed7"], c)["ndcg@10"]
+                    for c in CELLS]
+    assert any(seeds_differ)  # the seed changes the results: the sd checks can fail
+    lr = rows["lr 0.02"]
+    assert lr["vs_reference"]["ndcg@10"] == pytest.approx(lr["mean"]["ndcg@10"] / rows["full"]["mean"]["ndcg@10"] - 1)
+    assert rows["full"]["paper_hr@5_vs_full"] == 0.0 and lr["paper_hr@5"] is None
+    markdown = md_path.read_text()
+    full = rows["full"]
+    assert (f"| full | 2 seeds | 48 | {full['mean']['hr@1']:.4f} ± {full['sd']['hr@1']:.4f} |") in markdown
+    assert f"| {100 * lr['vs_reference']['ndcg@10']:+.1f}% |" in markdown
+
+
+def test_one_seed_says_so(script, sweeps, tmp_path):
+    json_path, md_path = script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--reference", "lr 0.02",
+                                      "--results-dir", str(tmp_path)])
+    rows = {row["cell"]: row for row in read_json(json_path)["rows"]}
+    figures = cell_figures(sweeps["seed7"], "full")
+    assert rows["full"]["mean"] == {m: figures[m] for m in script.METRICS}
+    assert rows["full"]["sd"]["ndcg@10"] is None and rows["full"]["ci95"] == figures["ci95"]
+    interval = figures["ci95"]["ndcg@10"]
+    assert (f"| full | 1 seed | 48 | {figures['hr@1']:.4f} | {figures['hr@5']:.4f} | {figures['hr@10']:.4f} | "
+            f"{figures['ndcg@5']:.4f} | {figures['ndcg@10']:.4f} | [{interval[0]:.4f}, {interval[1]:.4f}] |") in md_path.read_text()
+    assert rows["lr 0.02"]["vs_reference"]["hr@5"] == 0.0
+
+
+def copy_replicate(sweep: Path, into: Path, edit) -> Path:
+    """A sweep folder holding the ``full`` cell of ``sweep`` with a copy of its evaluation, edited by ``edit``."""
+    summary = read_json(sweep / "cells" / "full.json")
+    evaluation = into / "evaluate"
+    shutil.copytree(summary["stages"]["evaluate"], evaluation)
+    edit(evaluation)
+    summary["stages"]["evaluate"] = str(evaluation)
+    (into / "cells").mkdir(parents=True)
+    (into / "cells" / "full.json").write_text(json.dumps(summary))
+    return into
+
+
+def test_replicates_that_cannot_be_compared(script, sweeps, tmp_path):
+    out = ["--results-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=r"cell 'full': .*seed7/cells/full.json and .*seed7/cells/full.json ran the same "
+                                         r"seeds \(behaviour 2024, tokenizer 0, tasks 42, finetune 7\)"):
+        script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]), *out])
+
+    def other_users(evaluation: Path) -> None:
+        manifest = read_json(evaluation / "shards" / "manifest.json")
+        manifest["settings"]["rows_sha256"] = "0" * 64
+        (evaluation / "shards" / "manifest.json").write_text(json.dumps(manifest))
+
+    moved = copy_replicate(sweeps["seed7"], tmp_path / "other-users", other_users)
+    with pytest.raises(SystemExit, match=r"other-users/cells/full.json scored other test users than .*'rows_sha256': '0000"):
+        script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed42"]), "--sweep", str(moved), *out])
+
+    def sampled(evaluation: Path) -> None:
+        metrics = read_json(evaluation / "metrics.json")
+        metrics["sampled"] = True
+        (evaluation / "metrics.json").write_text(json.dumps(metrics))
+
+    sample = copy_replicate(sweeps["seed7"], tmp_path / "sampled", sampled)
+    with pytest.raises(SystemExit, match=r"sampled/cells/full.json: the evaluation scored a sample of 48 of 48"):
+        script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed42"]), "--sweep", str(sample), *out])
+    _, md_path = script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed42"]), "--sweep", str(sample),
+                              "--allow-sampled", *out])
+    markdown = md_path.read_text()
+    assert "SAMPLED: the evaluations" in markdown and "different numbers of seeds (1, 2)" in markdown
+
+    broken = tmp_path / "broken" / "cells"
+    broken.mkdir(parents=True)
+    (broken / "full.json").write_text(json.dumps({"cell": "full", "row": {"hr@1": 0.1}, "stages": {}}))
+    with pytest.raises(SystemExit, match=r"broken/cells/full.json: row: expected the metrics .* missing \['hr@5'"):
+        script.main(["--dataset", "tiny", "--sweep", str(broken.parent), *out])
+    with pytest.raises(SystemExit, match=r"--reference 'nope': no such cell; cells are \['full', 'lr 0.02'\]"):
+        script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--reference", "nope", *out])
+    with pytest.raises(SystemExit, match=r"empty/cells: no cell summaries"):
+        script.main(["--dataset", "tiny", "--sweep", str(tmp_path / "empty"), *out])
