@@ -5,9 +5,10 @@
 
 Every figure in the section is read from a results file; each block names its source file,
 command, date and commit. A results file that does not exist yet is listed as missing rather
-than guessed. Where a results file holds 95% bootstrap intervals over users (``ci95`` on a row,
-``llm_vs_classic`` paired differences), the tables and the verdict show them; older files
-without them are shown as they are.
+than guessed; the LLM and ablation tables of a data set (``llm_<dataset>``, ``ablations_<dataset>``)
+appear only once their files exist. Where a results file holds 95% bootstrap intervals over
+users (``ci95`` on a row, ``llm_vs_classic`` paired differences), the tables and the verdict
+show them; older files without them are shown as they are.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
 INTERVAL_METRICS = ("hr@10", "ndcg@10")
 BASELINE_DATASETS = ("ml-100k", "instruments", "games")
+REAL_DATASETS = ("instruments", "games", "industrial")  # llm_<dataset> and ablations_<dataset> results
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -287,8 +289,77 @@ def block_tuning() -> list[str]:
             markdown_table(rows), "", _source("llm_tuning_ml-100k", tuning), ""]
 
 
+def _load_benchmark(name: str) -> dict[str, Any] | None:
+    """A results file of the benchmark ``name`` (None when absent, or when the file of that name was
+    written by something else, e.g. an ``alignrec sweep`` table of the same name)."""
+    record = _load(name)
+    return record if record is not None and record.get("benchmark") == name else None
+
+
+def _signed(difference: dict[str, Any]) -> str:
+    low, high = difference["ci95"]
+    return f"{difference['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def block_llm_datasets() -> list[str]:
+    """The LLM on each real data set (benchmarks/llm_dataset.py); nothing for data sets not run yet."""
+    lines: list[str] = []
+    for dataset in REAL_DATASETS:
+        name = f"llm_{dataset}"
+        record = _load_benchmark(name)
+        if record is None:
+            continue
+        rows = [{"model": r["model"], "source": r["source"], "users": r.get("users"),
+                 **_metric_columns(r, r.get("ci95") or {}), "train min": r.get("train_min"), "eval min": r.get("eval_min")}
+                for r in record["rows"]]
+        llm_rows = [r for r in record["rows"] if str(r.get("source", "")).startswith("run ")]
+        users = llm_rows[0]["users"] if llm_rows else None
+        lines += [f"**{dataset}** ({users:,} test users" + (", a sample: see the source" if record.get("sampled") else "")
+                  + "; LLM rows: this CPU, 95% bootstrap intervals over users):", "", markdown_table(rows), ""]
+        paired = [{"LLM": r["llm"], "classic model (same run)": r["model"], "users": r["users"],
+                   "LLM - model HR@10": _signed(r["llm_minus_model"]["hr@10"]),
+                   "LLM - model NDCG@10": _signed(r["llm_minus_model"]["ndcg@10"])}
+                  for r in record.get("llm_vs_classic") or []]
+        if paired:
+            lines += ["Paired with the classic models trained in the same run folder (same users, 95% interval of the "
+                      "difference):", "", markdown_table(paired), ""]
+        lines += [_source(name, record), ""]
+    return lines
+
+
+def _spread(row: dict[str, Any], metric: str) -> str:
+    mean, sd = row["mean"][metric], row["sd"][metric]
+    return _metric(mean) if sd is None else f"{mean:.4f} ± {sd:.4f}"
+
+
+def block_ablations() -> list[str]:
+    """The ablation table of each real data set (benchmarks/ablations.py); nothing for data sets not run yet."""
+    lines: list[str] = []
+    for dataset in REAL_DATASETS:
+        name = f"ablations_{dataset}"
+        record = _load_benchmark(name)
+        if record is None:
+            continue
+        reference = record.get("reference", "full")
+        rows = [{"cell": r["cell"], "seeds": "1 seed" if r["seeds"] == 1 else f"{r['seeds']} seeds",
+                 "users": r.get("users"), "HR@5": _spread(r, "hr@5"), "HR@10": _spread(r, "hr@10"),
+                 "NDCG@10": _spread(r, "ndcg@10"),
+                 f"NDCG@10 vs {reference}": _change((r.get("vs_reference") or {}).get("ndcg@10")),
+                 f"HR@5 vs {reference}": _change((r.get("vs_reference") or {}).get("hr@5")),
+                 "paper HR@5 vs full (Games)": _change(r.get("paper_hr@5_vs_full"))} for r in record["rows"]]
+        lines += [f"**{dataset}** (mean ± standard deviation over seeds" + (", a sample of the test users"
+                  if record.get("sampled") else "") + "):", "", markdown_table(rows), "", _source(name, record), ""]
+    return lines
+
+
+def _change(value: Any) -> str:
+    return "" if value is None else f"{100 * value:+.1f}%"
+
+
 SECTIONS: tuple[tuple[str, Callable[[], list[str]]], ...] = (
     ("The main job", block_main_job),
+    ("The LLM on the paper's data sets", block_llm_datasets),
+    ("Ablations", block_ablations),
     ("Classic baselines on the same split", block_baselines),
     ("Item codes", block_tokenizer),
     ("Speed", block_speed),
@@ -296,9 +367,12 @@ SECTIONS: tuple[tuple[str, Callable[[], list[str]]], ...] = (
 
 
 def render() -> str:
+    """The results section; a section whose block has nothing to show (no results file yet) is left out."""
     lines: list[str] = []
     for title, block in SECTIONS:
-        lines += [f"### {title}", "", *block(), ""]
+        shown = block()
+        if shown:
+            lines += [f"### {title}", "", *shown, ""]
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines)

@@ -132,3 +132,17 @@ def test_replicates_that_cannot_be_compared(script, sweeps, tmp_path):
         script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--reference", "nope", *out])
     with pytest.raises(SystemExit, match=r"empty/cells: no cell summaries"):
         script.main(["--dataset", "tiny", "--sweep", str(tmp_path / "empty"), *out])
+
+
+def test_the_readme_block_reads_the_results_file(script, sweeps, tmp_path, monkeypatch):
+    readme = load_script("readme_results")
+    script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed42"]), "--sweep", str(sweeps["seed7"]),
+                 "--results-dir", str(tmp_path)])
+    monkeypatch.setattr(readme, "RESULTS", tmp_path)
+    monkeypatch.setattr(readme, "REAL_DATASETS", ("tiny",))
+    block = "\n".join(readme.block_ablations())
+    rows = {row["cell"]: row for row in read_json(tmp_path / "ablations_tiny.json")["rows"]}
+    lr = rows["lr 0.02"]
+    assert (f"| lr 0.02 | 2 seeds | 48 | {lr['mean']['hr@5']:.4f} ± {lr['sd']['hr@5']:.4f} | "
+            f"{lr['mean']['hr@10']:.4f} ± {lr['sd']['hr@10']:.4f} | {lr['mean']['ndcg@10']:.4f} ± {lr['sd']['ndcg@10']:.4f} | "
+            f"{100 * lr['vs_reference']['ndcg@10']:+.1f}% |") in block

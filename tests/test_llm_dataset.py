@@ -155,3 +155,15 @@ def test_paper_rows(script):
     assert games["Semantic Convergence"]["hr@5"] == 0.0773 and "hr@1" not in games["LC-Rec"]
     assert games["DCCF"]["ndcg@10"] == 0.0486
     assert script.paper_rows("industrial") == []
+
+
+def test_the_readme_block_reads_the_results_file(script, runs, tmp_path, monkeypatch):
+    readme = load_script("readme_results")
+    script.main(["--dataset", "tiny", "--llm", "ours", str(runs["a"]), "--results-dir", str(tmp_path)])
+    monkeypatch.setattr(readme, "RESULTS", tmp_path)
+    monkeypatch.setattr(readme, "REAL_DATASETS", ("tiny",))
+    block = "\n".join(readme.block_llm_datasets())
+    ndcg10 = ndcg(hand_ranks(runs["a"]), 10).mean()
+    assert "**tiny** (48 test users; LLM rows" in block
+    assert f"| ours | run {runs['a']} | 48 |" in block and f"| {ndcg10:.4f} |" in block
+    assert "| ours | sasrec | 48 | +0.0000 [+0.0000, +0.0000] |" in block

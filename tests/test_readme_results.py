@@ -115,3 +115,56 @@ def test_tuning_rows_show_the_paired_gap_to_the_reference(readme_results, tmp_pa
     assert "the best NDCG@10 came from codes 3x64." in block
     assert ("| codes 3x32 | `tokenizer.codebook_size=32` | 1,000 | 3 | 943 | 0.1000 | 0.0463 | [0.0370, 0.0561] | "
             "-0.0152 [-0.0281, -0.0019] |") in block
+
+
+def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_results, "RESULTS", tmp_path)
+    assert readme_results.block_llm_datasets() == [] and readme_results.block_ablations() == []
+    assert "The LLM on the paper's data sets" not in readme_results.render()  # no file: no section at all
+    assert "### Ablations" not in readme_results.render()
+    llm = {
+        "benchmark": "llm_games", "command": "python benchmarks/llm_dataset.py --dataset games", "git_commit": "abc123",
+        "date": "2026-12-03T10:00:00+00:00", "sampled": False,
+        "rows": [
+            {"model": "ours", "source": "run runs/exp-games", "users": 50546, "hr@1": 0.01, "hr@5": 0.04, "hr@10": 0.07,
+             "ndcg@5": 0.025, "ndcg@10": 0.035, "ci95": {"hr@10": [0.068, 0.072], "ndcg@10": [0.034, 0.036]},
+             "train_min": 95.5, "eval_min": 40.2},
+            {"model": "sasrec", "source": "baselines_games.json (commit f742d7c610f5)", "users": None, "hr@1": 0.0109,
+             "hr@5": 0.0415, "hr@10": 0.0674, "ndcg@5": 0.0263, "ndcg@10": 0.0347, "ci95": None},
+            {"model": "LC-Rec", "source": "paper (Llama-7B)", "hr@5": 0.0708, "hr@10": 0.1044, "ndcg@5": 0.0494,
+             "ndcg@10": 0.0602},
+        ],
+        "llm_vs_classic": [{"llm": "ours", "model": "sasrec", "users": 50546, "hr@10": 0.0674, "ndcg@10": 0.0347,
+                            "llm_minus_model": {"hr@10": {"difference": 0.0026, "ci95": [-0.001, 0.0061]},
+                                                "ndcg@10": {"difference": 0.0003, "ci95": [-0.0012, 0.0019]}}}],
+    }
+    (tmp_path / "llm_games.json").write_text(json.dumps(llm))
+    block = "\n".join(readme_results.block_llm_datasets())
+    assert "**games** (50,546 test users; LLM rows: this CPU, 95% bootstrap intervals over users):" in block
+    assert ("| ours | run runs/exp-games | 50,546 | 0.0100 | 0.0400 | 0.0700 | [0.0680, 0.0720] | 0.0250 | 0.0350 | "
+            "[0.0340, 0.0360] | 95.5 | 40.2 |") in block
+    assert "| sasrec | baselines_games.json (commit f742d7c610f5) |  | 0.0109 | 0.0415 | 0.0674 |  | 0.0263 | 0.0347 |  |" in block
+    assert "| LC-Rec | paper (Llama-7B) |  |  | 0.0708 | 0.1044 |  | 0.0494 | 0.0602 |  |" in block
+    assert "| ours | sasrec | 50,546 | +0.0026 [-0.0010, +0.0061] | +0.0003 [-0.0012, +0.0019] |" in block
+    assert "commit `abc123`" in block and "instruments" not in block
+    ablations = {
+        "benchmark": "ablations_industrial", "git_commit": "def456", "reference": "full", "sampled": False,
+        "rows": [
+            {"cell": "full", "seeds": 3, "users": 3285, "mean": {"hr@5": 0.05, "hr@10": 0.08, "ndcg@10": 0.04},
+             "sd": {"hr@5": 0.002, "hr@10": 0.003, "ndcg@10": 0.001}, "vs_reference": {"hr@5": 0.0, "ndcg@10": 0.0},
+             "paper_hr@5_vs_full": 0.0},
+            {"cell": "ED", "seeds": 1, "users": 3285, "mean": {"hr@5": 0.045, "hr@10": 0.07, "ndcg@10": 0.036},
+             "sd": {"hr@5": None, "hr@10": None, "ndcg@10": None}, "vs_reference": {"hr@5": -0.1, "ndcg@10": -0.1},
+             "paper_hr@5_vs_full": 0.0817 / 0.0858 - 1},
+        ],
+    }
+    (tmp_path / "ablations_industrial.json").write_text(json.dumps(ablations))
+    # a table an `alignrec sweep` wrote under the same name is not this benchmark's: left out
+    (tmp_path / "ablations_games.json").write_text(json.dumps({"name": "ablations_games", "rows": [{"cell": "x"}]}))
+    block = "\n".join(readme_results.block_ablations())
+    assert "| full | 3 seeds | 3,285 | 0.0500 ± 0.0020 | 0.0800 ± 0.0030 | 0.0400 ± 0.0010 | +0.0% | +0.0% | +0.0% |" in block
+    assert "| ED | 1 seed | 3,285 | 0.0450 | 0.0700 | 0.0360 | -10.0% | -10.0% | -4.8% |" in block
+    assert "**games**" not in block and "commit `def456`" in block
+    rendered = readme_results.render()
+    assert rendered.index("### The main job") < rendered.index("### The LLM on the paper's data sets") < rendered.index(
+        "### Ablations") < rendered.index("### Classic baselines")
