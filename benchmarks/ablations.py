@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, markdown_table
+from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, markdown_table, read_input_json, script_error
 
-from alignrec.errors import InputError
 from alignrec.utils.io import read_json
 
 METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
@@ -41,16 +40,11 @@ PAPER_HR5 = {"full": 0.0858, "ED": 0.0817, "w/o LA": 0.0836, "w/o NS": 0.0791}
 
 
 def fail(message: str) -> SystemExit:
-    return SystemExit(f"ablations: {message}")
+    return script_error("ablations", message)
 
 
 def read_record(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise fail(f"{path}: missing; expected {what}")
-    try:
-        return read_json(path)
-    except InputError as error:
-        raise fail(f"{error} (expected {what})") from None
+    return read_input_json(path, what, "ablations")
 
 
 def stage_folder(recorded: str, summary: Path) -> Path:

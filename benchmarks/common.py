@@ -44,7 +44,8 @@ if str(REPO_ROOT / "src") not in sys.path:
     sys.path.append(str(REPO_ROOT / "src"))
 
 from alignrec.config import git_commit, machine_info  # noqa: E402
-from alignrec.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+from alignrec.errors import InputError  # noqa: E402
+from alignrec.utils.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 from alignrec.utils.tables import markdown_table  # noqa: E402,F401 (re-exported for benchmarks)
 
 
@@ -66,6 +67,22 @@ def bench_lock_held(path: Path = BENCH_LOCK) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def script_error(script: str, message: str) -> SystemExit:
+    """The exit of a results script for bad input: ``<script>: <file>: <what is wrong>``, no traceback."""
+    return SystemExit(f"{script}: {message}")
+
+
+def read_input_json(path: Path, what: str, script: str) -> dict[str, Any]:
+    """A JSON file a results script reads (a run's metrics, another benchmark's results); a missing
+    or malformed one is a :func:`script_error` naming it and ``what`` it should be."""
+    if not path.is_file():
+        raise script_error(script, f"{path}: missing; expected {what}")
+    try:
+        return read_json(path)
+    except InputError as error:
+        raise script_error(script, f"{error} (expected {what})") from None
 
 
 def loadavg() -> list[float]:

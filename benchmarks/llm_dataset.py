@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, markdown_table
+from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, markdown_table, read_input_json, script_error
 
 from alignrec.errors import InputError
 from alignrec.utils.io import read_json
@@ -82,17 +82,11 @@ PAPER: dict[str, dict[str, Any]] = {
 
 
 def fail(message: str) -> SystemExit:
-    return SystemExit(f"llm_dataset: {message}")
+    return script_error("llm_dataset", message)
 
 
 def read_record(path: Path, what: str) -> dict[str, Any]:
-    """A JSON file of a run folder; a missing or unreadable one is an error naming it and what it should be."""
-    if not path.is_file():
-        raise fail(f"{path}: missing; expected {what}")
-    try:
-        return read_json(path)
-    except InputError as error:
-        raise fail(f"{error} (expected {what})") from None
+    return read_input_json(path, what, "llm_dataset")
 
 
 def shown_path(path: Path) -> str:

@@ -296,6 +296,12 @@ def _load_benchmark(name: str) -> dict[str, Any] | None:
     return record if record is not None and record.get("benchmark") == name else None
 
 
+def _real_dataset_results(benchmark: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(data set, results name, record)`` of each real data set that has ``<benchmark>_<data set>`` results."""
+    found = [(dataset, f"{benchmark}_{dataset}") for dataset in REAL_DATASETS]
+    return [(dataset, name, record) for dataset, name in found if (record := _load_benchmark(name)) is not None]
+
+
 def _signed(difference: dict[str, Any]) -> str:
     low, high = difference["ci95"]
     return f"{difference['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
@@ -304,11 +310,7 @@ def _signed(difference: dict[str, Any]) -> str:
 def block_llm_datasets() -> list[str]:
     """The LLM on each real data set (benchmarks/llm_dataset.py); nothing for data sets not run yet."""
     lines: list[str] = []
-    for dataset in REAL_DATASETS:
-        name = f"llm_{dataset}"
-        record = _load_benchmark(name)
-        if record is None:
-            continue
+    for dataset, name, record in _real_dataset_results("llm"):
         rows = [{"model": r["model"], "source": r["source"], "users": r.get("users"),
                  **_metric_columns(r, r.get("ci95") or {}), "train min": r.get("train_min"), "eval min": r.get("eval_min")}
                 for r in record["rows"]]
@@ -335,11 +337,7 @@ def _spread(row: dict[str, Any], metric: str) -> str:
 def block_ablations() -> list[str]:
     """The ablation table of each real data set (benchmarks/ablations.py); nothing for data sets not run yet."""
     lines: list[str] = []
-    for dataset in REAL_DATASETS:
-        name = f"ablations_{dataset}"
-        record = _load_benchmark(name)
-        if record is None:
-            continue
+    for dataset, name, record in _real_dataset_results("ablations"):
         reference = record.get("reference", "full")
         rows = [{"cell": r["cell"], "seeds": "1 seed" if r["seeds"] == 1 else f"{r['seeds']} seeds",
                  "users": r.get("users"), "HR@5": _spread(r, "hr@5"), "HR@10": _spread(r, "hr@10"),
