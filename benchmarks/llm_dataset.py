@@ -187,12 +187,18 @@ def _rounded(value: Any, digits: int = 4) -> Any:
     return value
 
 
+def training_seconds(run: LlmRun) -> float | None:
+    """Fine-tuning seconds over every session of the run (resumes add up), else those of its last session."""
+    total = run.finetune.get("train_seconds_total")
+    return total if total is not None else run.finetune.get("train_seconds")
+
+
 def llm_row(run: LlmRun) -> dict[str, Any]:
     """The LLM's row of the main table: metrics on its users with 95% intervals, and what it cost."""
     from alignrec.pipeline.report import comparison_row
 
     scored = comparison_row(run.label, run.ranks)
-    train_seconds = run.finetune.get("train_seconds")
+    train_seconds = training_seconds(run)
     elapsed = run.evaluation.get("elapsed_s")
     return {
         "model": run.label, "source": f"run {shown_path(run.folder)}", "users": scored["users"],
@@ -210,15 +216,16 @@ def budget_row(run: LlmRun) -> dict[str, Any]:
     config = run.finetune_record.get("config") or {}
     epochs = run.finetune.get("epochs") or 0.0
     code_tokens = run.finetune.get("code_label_tokens_per_epoch")
-    train_seconds = run.finetune.get("train_seconds")
+    train_seconds = training_seconds(run)
     return {
         "model": run.label,
         "llm": Path(str(config.get("llm", ""))).name,
         "codes": codes_text(run.folder),
         "layers": settings.get("llm_layers"), "head": settings.get("head"), "format": settings.get("sequential_format"),
         "train_min": None if train_seconds is None else round(train_seconds / 60, 1),
-        # a resumed fine-tune records the time of its last session only
-        "finetune_resumed": bool(run.finetune_record.get("resumed_from")),
+        # resumed, and a checkpoint without the record of earlier sessions' time: this session's time only
+        "finetune_time_partial": bool(run.finetune_record.get("resumed_from"))
+        and run.finetune.get("train_seconds_total") is None,
         "threads": config.get("torch_threads") or None,
         "steps": run.finetune.get("steps"), "epochs": _rounded(epochs, 2),
         "tokens": run.finetune.get("input_tokens_seen"),
@@ -337,9 +344,9 @@ def table_notes(dataset: str, runs: list[LlmRun], budgets: list[dict[str, Any]],
     if sampled:
         notes.append("SAMPLED: at least one LLM evaluation covers a seeded sample of the test users, not all of them "
                      "(--allow-sampled); the classic and paper rows cover every test user.")
-    if any(budget["finetune_resumed"] for budget in budgets):
-        notes.append("train min of a resumed fine-tune is the time of its last session only (alignrec finetune "
-                     "records no earlier sessions' time).")
+    if any(budget["finetune_time_partial"] for budget in budgets):
+        notes.append("train min of a resumed fine-tune whose checkpoint had no record of the earlier sessions' "
+                     "time is the time of its last session only.")
     return notes
 
 

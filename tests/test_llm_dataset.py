@@ -78,7 +78,7 @@ def test_rows_hold_the_run_and_baselines_figures(script, runs, tmp_path):
     assert llm["ci95"]["ndcg@10"][0] < per_user.mean() < llm["ci95"]["ndcg@10"][1]
     finetune = read_json(runs["a"] / "finetune" / "metrics.json")
     assert llm["steps"] == 100 == finetune["steps"]  # configs/tiny.yaml: max_steps 100
-    assert llm["train_min"] == round(finetune["train_seconds"] / 60, 1)
+    assert llm["train_min"] == round(finetune["train_seconds_total"] / 60, 1)
     # the classic row is the file's, with its commit
     assert sasrec == {"model": "sasrec", "source": "baselines_fake.json (commit 0123456789ab)", "users": None,
                       **BASELINES["models"]["sasrec"]["test"], "ci95": BASELINES["models"]["sasrec"]["test_ci95"]}
@@ -86,7 +86,7 @@ def test_rows_hold_the_run_and_baselines_figures(script, runs, tmp_path):
     assert budget["codes"] == "alignment 6 x 6" and budget["layers"] == 2 and budget["head"] == "code"
     assert budget["format"] == "dense" and budget["tokens"] == finetune["input_tokens_seen"]
     assert budget["code_tokens"] == int(finetune["code_label_tokens_per_epoch"] * finetune["epochs"])
-    assert not budget["finetune_resumed"] and not record["sampled"]
+    assert not budget["finetune_time_partial"] and not record["sampled"]
     # paired with the run's own SASRec: its NDCG@10 on every user is what its trainer recorded
     paired = {row["model"]: row for row in record["llm_vs_classic"]}
     assert set(paired) == {"dccf", "sasrec", "pop"}

@@ -18,7 +18,7 @@ from alignrec.llm import load_finetuned
 from alignrec.tasks.prompts import IGNORE_INDEX
 from alignrec.train.config import FinetuneConfig
 from alignrec.train.data import PaddingCollator, answer_loss, encode_records
-from alignrec.train.finetune import FinetuneJob, merge, prepare_model
+from alignrec.train.finetune import TRAIN_TIME_FILE, FinetuneJob, merge, prepare_model
 
 FAST = {"lora_dropout": 0.0, "logging_steps": 1, "save_steps": 1000, "warmup_ratio": 0.0, "batch_size": 8}
 
@@ -178,9 +178,16 @@ def test_resume_continues_and_refuses_changed_settings(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="learning_rate"):
         FinetuneJob(changed, run, resume=True, backbone=tiny_backbone()).prepare()
 
+    # each checkpoint records the training seconds up to it; a resume adds its own to them
+    times = [json.loads((state / f"checkpoint-{n}" / TRAIN_TIME_FILE).read_text())["train_seconds"] for n in (2, 4)]
+    assert 0 < times[0] <= times[1]
+    (state / "checkpoint-4" / TRAIN_TIME_FILE).write_text('{"train_seconds": 1000.0}')
+
     longer = FinetuneConfig(max_steps=6, **{**FAST, "save_steps": 2})
     result = FinetuneJob(longer, run, resume=True, backbone=tiny_backbone()).run()
     assert result.metrics["steps"] == 6
+    assert result.metrics["train_seconds_total"] == pytest.approx(1000.0 + result.metrics["train_seconds"], abs=0.02)
+    assert json.loads((state / "checkpoint-6" / TRAIN_TIME_FILE).read_text())["train_seconds"] > 1000.0
     history = json.loads((tmp_path / "run" / "finetune" / "loss_curve.json").read_text())
     assert [e["step"] for e in history if "loss" in e] == [1, 2, 3, 4, 5, 6]  # the resumed run kept the log
     record = json.loads((tmp_path / "run" / "finetune" / "config.json").read_text())

@@ -337,6 +337,37 @@ def _loss_callback(out_dir: Path) -> Any:
     return LossCurveCallback()
 
 
+TRAIN_TIME_FILE = "alignrec_train_seconds.json"  # in each checkpoint: training seconds up to it, all sessions
+
+
+def _train_time_callback(earlier_seconds: float) -> Any:
+    from transformers import TrainerCallback
+
+    class TrainTime(TrainerCallback):
+        """Writes, into every checkpoint, the training seconds up to it over every session (resumes add up)."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                seconds = earlier_seconds + time.perf_counter() - self.started
+                atomic_write_json(folder / TRAIN_TIME_FILE, {"train_seconds": round(seconds, 2)})
+
+    return TrainTime()
+
+
+def earlier_train_seconds(checkpoint: str | None) -> float | None:
+    """Training seconds recorded in ``checkpoint`` (0 for a fresh start; None when it has no record)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(read_json(Path(checkpoint) / TRAIN_TIME_FILE)["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _time_budget_callback(minutes: float) -> Any:
     from transformers import TrainerCallback
 
@@ -635,7 +666,11 @@ class FinetuneJob:
             loss_function: Any = CodeOnlyLoss(self.prepared.model, vocabulary)
         else:
             loss_function = answer_loss if config.answer_logits_only else None
-        callbacks: list[Any] = [_loss_callback(self.paths.out_dir)]
+        earlier = earlier_train_seconds(self.resume_from)
+        if earlier is None:
+            log.warning("%s has no record of its training time (%s); the total counts this session only",
+                        self.resume_from, TRAIN_TIME_FILE)
+        callbacks: list[Any] = [_loss_callback(self.paths.out_dir), _train_time_callback(earlier or 0.0)]
         if config.max_train_minutes:
             callbacks.append(_time_budget_callback(config.max_train_minutes))
         if config.early_stopping_patience and has_eval:
@@ -668,7 +703,9 @@ class FinetuneJob:
             steps=int(state.global_step),
             epochs=round(epochs, 4),
             train_loss=round(float(output.training_loss), 6),
-            train_seconds=round(wall, 2),
+            train_seconds=round(wall, 2),  # this session
+            # every session of this run (resumes add up); None when a checkpoint had no record
+            train_seconds_total=round(earlier + wall, 2) if earlier is not None else None,
             world_size=int(args.world_size),
             input_tokens_seen=tokens,
             train_tokens_per_second=round(tokens / wall, 1) if tokens and this_session else None,
