@@ -267,26 +267,42 @@ def block_speed() -> list[str]:
     return lines or ["*Not run yet.*"]
 
 
+# The main job's tuning rounds (benchmarks/llm_tuning.py --name ...), oldest first, each with what it asked.
+TUNING_ROUNDS = (
+    ("llm_tuning_ml-100k", "codes, learning rate and code-row init at 1,000 steps"),
+    ("llm_budget_ml-100k", "2,500 steps once a step took 0.31 s (row-only forward of the code rows), LoRA rank"),
+    ("llm_regularise_ml-100k", "regularisation at 2,500 steps, checkpoints picked on every validation user"),
+)
+
+
 def block_tuning() -> list[str]:
-    """The main job's settings against each other (benchmarks/llm_tuning.py), if it was run."""
-    tuning = _load("llm_tuning_ml-100k")
-    if tuning is None:
-        return []
+    """The main job's settings against each other (benchmarks/llm_tuning.py), one table per round that was run."""
+    lines: list[str] = []
+    for name, question in TUNING_ROUNDS:
+        tuning = _load(name)
+        if tuning is not None:
+            lines += _tuning_round(name, question, tuning)
+    return lines
+
+
+def _tuning_round(name: str, question: str, tuning: dict[str, Any]) -> list[str]:
     reference = tuning.get("reference") or {}
     rows = []
     for r in tuning["rows"]:
         gap = next((v for k, v in r.items() if k.startswith("ndcg@10_minus_")), None) or {}
         rows.append({"variant": r["variant"], "overrides": f"`{r['overrides']}`", "steps": r["steps"],
-                     "epochs": r["epochs"], "users": r["users"], "HR@10": _metric(r["hr@10"]),
-                     "NDCG@10": _metric(r["ndcg@10"]),
+                     "epochs": r["epochs"], "picked step": r.get("valid_best_step"),
+                     "valid NDCG@10": _metric(r["valid_best_ndcg@10"]) if r.get("valid_best_ndcg@10") is not None else "",
+                     "users": r["users"], "HR@10": _metric(r["hr@10"]), "NDCG@10": _metric(r["ndcg@10"]),
                      "NDCG@10 95% CI": _interval(r.get("ndcg@10_ci95")),
                      f"minus {reference.get('model', 'reference')}": "" if not gap else
                      f"{gap['difference']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]"})
     best = max(tuning["rows"], key=lambda r: r["ndcg@10"])
-    return [f"The main job's settings, measured against each other (ml-100k, every test user, the base run's "
-            f"{reference.get('model')} NDCG@10 {reference.get('ndcg@10', float('nan')):.4f} on the same users; "
-            f"paired differences with 95% intervals): the best NDCG@10 came from {best['variant']}.", "",
-            markdown_table(rows), "", _source("llm_tuning_ml-100k", tuning), ""]
+    return [f"The main job's settings, measured against each other ({question}; ml-100k, every test user, the base "
+            f"run's {reference.get('model')} NDCG@10 {reference.get('ndcg@10', float('nan')):.4f} on the same users; "
+            f"paired differences with 95% intervals; `picked step`: the checkpoint kept by the validation check): "
+            f"the best NDCG@10 came from {best['variant']}.", "",
+            markdown_table(rows), "", _source(name, tuning), ""]
 
 
 def _load_benchmark(name: str) -> dict[str, Any] | None:

@@ -113,8 +113,14 @@ def test_tuning_rows_show_the_paired_gap_to_the_reference(readme_results, tmp_pa
     block = "\n".join(readme_results.block_tuning())
     assert "the base run's sasrec NDCG@10 0.0615 on the same users" in block
     assert "the best NDCG@10 came from codes 3x64." in block
-    assert ("| codes 3x32 | `tokenizer.codebook_size=32` | 1,000 | 3 | 943 | 0.1000 | 0.0463 | [0.0370, 0.0561] | "
+    assert ("| codes 3x32 | `tokenizer.codebook_size=32` | 1,000 | 3 |  |  | 943 | 0.1000 | 0.0463 | [0.0370, 0.0561] | "
             "-0.0152 [-0.0281, -0.0019] |") in block
+    # a later round gets a table of its own, after the first, with the checkpoint the validation check kept
+    later = {**record, "rows": [{**rows[0], "variant": "stride 5", "valid_best_step": 2500, "valid_best_ndcg@10": 0.061}]}
+    (tmp_path / "llm_regularise_ml-100k.json").write_text(json.dumps(later))
+    block = "\n".join(readme_results.block_tuning())
+    assert block.index("came from codes 3x64.") < block.index("came from stride 5.")
+    assert "| stride 5 | `tokenizer.codebook_size=32` | 1,000 | 3 | 2,500 | 0.0610 | 943 |" in block
 
 
 def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, tmp_path, monkeypatch):
