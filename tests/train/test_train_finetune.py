@@ -143,7 +143,9 @@ def test_finetuning_makes_greedy_constrained_decoding_find_the_next_item(tmp_pat
     """Cyclic data: the next item is a fixed function of the last one. Train the sequential task,
     then decode greedily under the item trie on the held-out test targets: >= 90% must be right."""
     run = write_cyclic_run(tmp_path / "run")
-    config = FinetuneConfig(max_steps=200, learning_rate=1e-2, lr_scheduler="constant", batch_size=16,
+    # A decaying rate: at a constant 1e-2 the tiny model kept bouncing, so the final accuracy hung on
+    # float summation order (0.85 or >= 0.9 for two forwards with the same outputs and gradients).
+    config = FinetuneConfig(max_steps=200, learning_rate=1e-2, lr_scheduler="cosine", batch_size=16,
                             lora_dropout=0.0, logging_steps=20, save_steps=1000, warmup_ratio=0.0)
     result = FinetuneJob(config, run, backbone=tiny_backbone()).run()
     out = tmp_path / "run" / "finetune"
