@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from alignrec.llm.code_rows import row_of_token
 from alignrec.tasks.prompts import IGNORE_INDEX
 
 HEADS = ("code", "full")  # how code positions are normalised: level code tokens only, or the whole vocabulary
@@ -34,16 +35,17 @@ def _trainable_rows(module: Any, token_ids: torch.Tensor) -> torch.Tensor | None
     if adapter is None or getattr(adapter, "merged", False) or not adapter.active_adapters:
         return None
     name = adapter.active_adapters[0]
-    indices = adapter.token_indices.get(name)
-    if indices is None:
-        return None
-    position = {int(t): i for i, t in enumerate(indices)}
-    try:
-        rows = torch.tensor([position[int(t)] for t in token_ids.tolist()], dtype=torch.long)
-    except KeyError:
+    if adapter.token_indices.get(name) is None:
         return None
     delta = adapter.trainable_tokens_delta[name]
-    return delta[rows.to(delta.device)]
+    vocab_size = adapter.get_base_layer().weight.shape[0]
+    if int(token_ids.max()) >= vocab_size:
+        return None
+    _, row_of = row_of_token(adapter, name, vocab_size, delta.device)  # cached map: token id -> row (-1: none)
+    rows = row_of[token_ids.to(delta.device)]
+    if bool((rows < 0).any()):
+        return None
+    return delta[rows]
 
 
 def output_rows(model: Any, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _row_of_token(layer: Any, adapter: str, vocab_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def row_of_token(layer: Any, adapter: str, vocab_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids (N,), row of each vocabulary id (V,) with -1 for ids that have no trained row), cached."""
     indices = layer.token_indices[adapter]
     key = (adapter, tuple(indices), vocab_size, str(device))
@@ -53,7 +53,7 @@ def _row_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torc
     weight = base.weight
     rows = layer.trainable_tokens_delta[adapter].to(weight)  # (N, D)
     if isinstance(base, torch.nn.Embedding):
-        token_ids, row_of = _row_of_token(layer, adapter, weight.shape[0], x.device)
+        token_ids, row_of = row_of_token(layer, adapter, weight.shape[0], x.device)
         plain = F.embedding(x, weight, padding_idx=base.padding_idx, max_norm=base.max_norm, norm_type=base.norm_type,
                             scale_grad_by_freq=base.scale_grad_by_freq, sparse=base.sparse)  # (..., D)
         row = row_of[x]  # (...,) -1 for text tokens
@@ -62,7 +62,7 @@ def _row_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torc
         scale = layer._get_embed_scale()  # scaled embeddings (Gemma) scale inside their own forward
         return result * scale.to(result.dtype) if scale is not None else result
     if isinstance(base, torch.nn.Linear):
-        token_ids, _ = _row_of_token(layer, adapter, weight.shape[0], x.device)
+        token_ids, _ = row_of_token(layer, adapter, weight.shape[0], x.device)
         logits = F.linear(x, weight)  # (..., V); peft's tied head has no bias either
         return logits.index_copy(-1, token_ids, F.linear(x, rows))
     return layer._alignrec_peft_forward(x, *args, **kwargs)
