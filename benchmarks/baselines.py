@@ -100,13 +100,19 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def train_once(dataset: str, model: str, values: dict[str, Any], out: Path, threads: int, lock: bool) -> dict[str, Any]:
-    """Run ``alignrec collab train`` once in a child process; return what a table row needs."""
+def train_once(dataset: str, model: str, values: dict[str, Any], out: Path, threads: int, lock: bool,
+               resume: bool = False) -> dict[str, Any]:
+    """Run ``alignrec collab train`` once in a child process; return what a table row needs.
+
+    ``resume``: continue from ``OUT/checkpoint`` (a run killed at a session's end, or one stopped by
+    its time budget and now given a larger one); the trainer refuses a checkpoint of other settings.
+    """
     out.mkdir(parents=True, exist_ok=True)
     config_path = out.parent / f".{out.name}.settings.json"
     atomic_write_json(config_path, {**values, "model": model})
     command = [sys.executable, "-m", "alignrec.cli", "--log-level", "WARNING", "collab", "train", "--model", model,
-               "--data", DATASETS[dataset], "--out", str(out), "--config", str(config_path), "--threads", str(threads)]
+               "--data", DATASETS[dataset], "--out", str(out), "--config", str(config_path), "--threads", str(threads),
+               *(["--resume"] if resume else [])]
     with bench_lock(lock):
         load_start = loadavg()
         measured = run_measured(command)
@@ -125,7 +131,8 @@ def train_once(dataset: str, model: str, values: dict[str, Any], out: Path, thre
         "seconds_per_epoch": metrics["seconds_per_epoch"],
         "cpu_seconds_per_epoch": metrics.get("cpu_seconds_per_epoch"),
         "train_seconds": metrics["train_seconds"],
-        "wall_seconds": measured.wall_s,
+        "wall_seconds": measured.wall_s,  # this process only; train_seconds adds up over resumed sessions
+        "resumed": resume,
         "peak_rss_mb": measured.peak_rss_mb,
         "threads": threads,
         "bench_lock_held": lock,
@@ -278,7 +285,7 @@ def cmd_table(args: argparse.Namespace) -> None:
                 values.update(chosen["varied"])
             print(f"[{args.dataset}] {model}: {values}", file=sys.stderr)
             row = train_once(args.dataset, model, values, WORK / args.dataset / model, args.threads,
-                             lock=not args.no_lock)
+                             lock=not args.no_lock, resume=args.resume)
             if chosen is not None:
                 row["settings_source"] = f"best validation NDCG@10 of baselines_sweep_{args.dataset}: {chosen['varied']}"
         record = _read(path)  # re-read: another model may have finished meanwhile
@@ -395,6 +402,10 @@ def main() -> None:
                        help="use each model's best-validation sweep run on this data set instead of training again")
     table.add_argument("--sweep-settings", action="store_true",
                        help="train each swept model with its best-validation sweep setting (on top of the settings file)")
+    table.add_argument("--resume", action="store_true",
+                       help="continue each model from its checkpoint in runs/collab-bench/<dataset>/<model> (a run "
+                            "killed midway, or stopped by a time budget that the settings file has since raised); "
+                            "its epochs and training seconds add up")
     table.set_defaults(handler=cmd_table)
     sweep = commands.add_parser("sweep", help="train one model over its sweep grid")
     sweep.add_argument("--dataset", required=True, choices=sorted(DATASETS))

@@ -206,7 +206,8 @@ class BenchmarkRun:
             "",
         ]
         body = markdown_table(self.rows, columns) if body is None else body
-        tail = ["", *[f"- {note}" for note in notes]] if notes else []
+        tail = ["", "", *[f"- {note}" for note in notes]] if notes else []  # a blank line after the table
         json_path = atomic_write_json(self.results_dir / f"{self.name}.json", record)
-        md_path = atomic_write_text(self.results_dir / f"{self.name}.md", "\n".join(header) + body + "\n".join(tail) + "\n")
+        text = "\n".join(header) + "\n" + body.lstrip("\n") + "\n".join(tail) + "\n"  # a blank line before the body
+        md_path = atomic_write_text(self.results_dir / f"{self.name}.md", text)
         return json_path, md_path

@@ -1,6 +1,7 @@
 """The LLM on one real data set, beside the classic models and the paper: ``llm_<dataset>.{json,md}``.
 
-Reads finished run folders (``alignrec run CONFIG``, at least up to ``evaluate``); trains and
+Reads finished run folders (``alignrec run CONFIG``, at least up to ``evaluate``) or finished
+cells of a sweep (``SWEEP/cells/<cell>.json``, which names the cell's stage folders); trains and
 searches nothing itself. Rows of the results table:
 
 - each ``--llm LABEL RUN``: the test metrics re-scored from ``RUN/eval/predictions.jsonl`` (they
@@ -9,11 +10,12 @@ searches nothing itself. Rows of the results table:
   steps, epochs, tokens, supervised code tokens, decoder layers, head, prompt format) and the
   evaluation's minutes and users/s;
 - the classic models of ``benchmarks/results/baselines_<dataset>.json`` (each with the commit
-  that produced it), copied as they are;
+  that produced it), copied as they are; for a data set without that file (Industrial), the
+  classic models trained in the first LLM run's folder, re-scored on every test user;
 - the paper's figures (Llama-7B), from :data:`PAPER` (the source is named there).
 
 A second table pairs every LLM run with each classic model trained in the same run folder
-(``RUN/collab/<model>``): both scored on the same users, the difference LLM - model with its
+(``RUN/collab/<model>``; a sweep cell's behaviour and baseline stages): both scored on the same users, the difference LLM - model with its
 paired 95% bootstrap interval.
 
 The issue asks for every test user: runs whose evaluation was sampled are refused unless
@@ -96,11 +98,43 @@ def shown_path(path: Path) -> str:
 
 
 @dataclass
+class RunFiles:
+    """Where one LLM run's stages wrote: a run folder's fixed layout, or a sweep cell's stage folders."""
+
+    source: Path  # the run folder or the cell summary, as given
+    dataset: Path
+    eval: Path
+    finetune: Path
+    tokenizer: Path
+    collab: dict[str, Path]  # classic model -> its trained folder (metrics.json, config.json)
+
+    @classmethod
+    def of(cls, path: Path) -> RunFiles:
+        if path.is_dir():
+            collab = {m.parent.name: m.parent for m in sorted((path / "collab").glob("*/metrics.json"))}
+            return cls(path, path / "dataset", path / "eval", path / "finetune", path / "tokenizer", collab)
+        if path.suffix != ".json" or not path.is_file():
+            raise fail(f"{path}: expected a run folder or a sweep cell summary (SWEEP/cells/<cell>.json)")
+        stages = read_record(path, "a sweep cell summary").get("stages")
+        needed = ("prepare", "evaluate", "finetune", "tokenizer")
+        if not isinstance(stages, dict) or any(name not in stages for name in needed):
+            raise fail(f"{path}: stages: expected the folders of {list(needed)}; is this SWEEP/cells/<cell>.json of a "
+                       "finished cell?")
+        collab = {}
+        for name, folder in stages.items():
+            if name == "behaviour" or name.startswith("baseline/"):
+                model = read_record(Path(folder) / "config.json", "a collab model's run record")["config"]["train"]["model"]
+                collab[model] = Path(folder)
+        return cls(path, Path(stages["prepare"]), Path(stages["evaluate"]), Path(stages["finetune"]),
+                   Path(stages["tokenizer"]), collab)
+
+
+@dataclass
 class LlmRun:
     """One ``--llm LABEL RUN``: its files and the per-user ranks of its test users."""
 
     label: str
-    folder: Path
+    files: RunFiles
     dataset: Any
     rows: np.ndarray  # (U,) rows of the test split that were evaluated
     ranks: np.ndarray  # (U,) rank of each user's target in the LLM's list
@@ -115,34 +149,35 @@ class LlmRun:
         return [(user_ids[int(split.user_index[r])], item_ids[int(split.targets[r])]) for r in self.rows]
 
 
-def load_llm_run(label: str, folder: Path, dataset_name: str, allow_sampled: bool) -> LlmRun:
+def load_llm_run(label: str, path: Path, dataset_name: str, allow_sampled: bool) -> LlmRun:
     from alignrec.data import load_dataset
     from alignrec.pipeline.report import prediction_ranks, sample_rows
 
-    evaluation = read_record(folder / "eval" / "metrics.json", "the metrics of `alignrec evaluate`")
-    where = folder / "eval" / "metrics.json"
+    files = RunFiles.of(path)
+    where = files.eval / "metrics.json"
+    evaluation = read_record(where, "the metrics of `alignrec evaluate`")
     if evaluation.get("split") != "test":
         raise fail(f"{where}: split is {evaluation.get('split')!r}; expected 'test'")
     if evaluation.get("sampled") and not allow_sampled:
         raise fail(f"{where}: sampled is true ({evaluation.get('users')} of {evaluation.get('users_in_split')} test "
                    "users); the table needs every test user (evaluate without --users, or pass --allow-sampled)")
-    finetune = read_record(folder / "finetune" / "metrics.json", "the metrics of `alignrec finetune`")
-    record = read_record(folder / "finetune" / "config.json", "the run record of `alignrec finetune`")
+    finetune = read_record(files.finetune / "metrics.json", "the metrics of `alignrec finetune`")
+    record = read_record(files.finetune / "config.json", "the run record of `alignrec finetune`")
     try:
-        dataset = load_dataset(folder / "dataset")
+        dataset = load_dataset(files.dataset)
     except InputError as error:
         raise fail(str(error)) from None
     expected = KNOWN_TEST_USERS.get(dataset_name)
     if expected is not None and len(dataset.split("test")) != expected:
-        raise fail(f"{folder / 'dataset'}: {len(dataset.split('test')):,} test users, but {dataset_name} has "
+        raise fail(f"{files.dataset}: {len(dataset.split('test')):,} test users, but {dataset_name} has "
                    f"{expected:,}; is this run on {dataset_name}?")
-    predictions = folder / "eval" / "predictions.jsonl"
+    predictions = files.eval / "predictions.jsonl"
     if not predictions.is_file():
         raise fail(f"{predictions}: missing; expected the predictions of `alignrec evaluate`")
     rows = sample_rows(dataset, predictions)
     if len(rows) != evaluation.get("users"):
         raise fail(f"{predictions}: {len(rows)} test users, but {where} says users = {evaluation.get('users')}")
-    run = LlmRun(label, folder, dataset, rows, prediction_ranks(dataset, predictions, rows), evaluation, finetune, record)
+    run = LlmRun(label, files, dataset, rows, prediction_ranks(dataset, predictions, rows), evaluation, finetune, record)
     check_rescored(run)
     return run
 
@@ -156,7 +191,7 @@ def check_rescored(run: LlmRun) -> None:
     differing = [m for m in METRICS if m in recorded and abs(rescored[m] - recorded[m]) > 1e-9]
     if differing:
         m = differing[0]
-        raise fail(f"{run.folder / 'eval' / 'predictions.jsonl'}: re-scored {m} is {rescored[m]:.6f} but metrics.json "
+        raise fail(f"{run.files.eval / 'predictions.jsonl'}: re-scored {m} is {rescored[m]:.6f} but metrics.json "
                    f"says {recorded[m]:.6f}; the two files are of different evaluations")
 
 
@@ -172,7 +207,7 @@ def check_same_users(runs: list[LlmRun]) -> None:
                           min(len(users), len(reference)))
         shown = (users[difference] if difference < len(users) else "none",
                  reference[difference] if difference < len(reference) else "none")
-        raise fail(f"{run.label!r} ({run.folder}) and {first.label!r} ({first.folder}) were scored on different test "
+        raise fail(f"{run.label!r} ({run.files.source}) and {first.label!r} ({first.files.source}) were scored on different test "
                    f"users ({len(users):,} vs {len(reference):,}; first difference, (user, test item): {shown[0]} vs "
                    f"{shown[1]}); the table compares models on the same users only")
 
@@ -201,7 +236,7 @@ def llm_row(run: LlmRun) -> dict[str, Any]:
     train_seconds = training_seconds(run)
     elapsed = run.evaluation.get("elapsed_s")
     return {
-        "model": run.label, "source": f"run {shown_path(run.folder)}", "users": scored["users"],
+        "model": run.label, "source": f"{'run' if run.files.source.is_dir() else 'sweep cell'} {shown_path(run.files.source)}", "users": scored["users"],
         **{m: _rounded(scored[m], 6) for m in METRICS}, "ci95": _rounded(scored["ci95"], 6),
         "train_min": None if train_seconds is None else round(train_seconds / 60, 1),
         "steps": run.finetune.get("steps"), "epochs": _rounded(run.finetune.get("epochs"), 2),
@@ -220,7 +255,7 @@ def budget_row(run: LlmRun) -> dict[str, Any]:
     return {
         "model": run.label,
         "llm": Path(str(config.get("llm", ""))).name,
-        "codes": codes_text(run.folder),
+        "codes": codes_text(run.files),
         "layers": settings.get("llm_layers"), "head": settings.get("head"), "format": settings.get("sequential_format"),
         "train_min": None if train_seconds is None else round(train_seconds / 60, 1),
         # resumed, and a checkpoint without the record of earlier sessions' time: this session's time only
@@ -236,11 +271,11 @@ def budget_row(run: LlmRun) -> dict[str, Any]:
     }
 
 
-def codes_text(folder: Path) -> str:
+def codes_text(files: RunFiles) -> str:
     """E.g. ``alignment 256 x 256 x 256 x 256``: the tokenizer's method and the codebook sizes."""
-    codes = read_record(folder / "finetune" / "codes_meta.json", "the item codes' settings")
+    codes = read_record(files.finetune / "codes_meta.json", "the item codes' settings")
     sizes = " x ".join(str(size) for size in codes.get("codebook_sizes", []))
-    report = folder / "tokenizer" / "report.json"
+    report = files.tokenizer / "report.json"
     method = read_json(report).get("method") if report.is_file() else None
     return f"{method} {sizes}" if method else sizes
 
@@ -250,9 +285,8 @@ def paired_rows(run: LlmRun) -> list[dict[str, Any]]:
     from alignrec.pipeline.report import collab_test_ranks, comparison_row, paired_difference
 
     rows = []
-    for collab in sorted((run.folder / "collab").glob("*/metrics.json")):
-        model = collab.parent.name
-        ranks = collab_test_ranks(collab.parent, run.dataset)[run.rows]
+    for model, folder in sorted(run.files.collab.items()):
+        ranks = collab_test_ranks(folder, run.dataset)[run.rows]
         scored = comparison_row(model, ranks)
         difference = paired_difference(run.ranks, ranks)
         rows.append({"llm": run.label, "model": model, "users": scored["users"],
@@ -275,6 +309,19 @@ def baseline_rows(path: Path) -> list[dict[str, Any]]:
         commit = str(entry.get("git_commit") or "unknown")[:12]
         rows.append({"model": model, "source": f"{path.name} (commit {commit})", "users": entry.get("users"),
                      **{m: test[m] for m in METRICS}, "ci95": entry.get("test_ci95")})
+    return rows
+
+
+def own_classic_rows(run: LlmRun) -> list[dict[str, Any]]:
+    """The classic models trained beside an LLM run, each re-scored on the run's test users (its own protocol)."""
+    from alignrec.pipeline.report import collab_test_ranks, comparison_row
+
+    rows = []
+    for model, folder in sorted(run.files.collab.items()):
+        scored = comparison_row(model, collab_test_ranks(folder, run.dataset)[run.rows])
+        rows.append({"model": model, "source": f"trained with {run.label!r} ({shown_path(folder)})",
+                     "users": scored["users"], **{m: _rounded(scored[m], 6) for m in METRICS},
+                     "ci95": _rounded(scored["ci95"], 6)})
     return rows
 
 
@@ -335,7 +382,8 @@ def table_notes(dataset: str, runs: list[LlmRun], budgets: list[dict[str, Any]],
         "95% CI = percentile bootstrap over users (1,000 resamples, seed 0).",
         f"Classic rows: copied from {shown_path(baselines)} (full ranking of every test user of the same prepared "
         "data set, each model's own commit shown)." if baselines.is_file()
-        else f"No classic rows: {shown_path(baselines)} does not exist.",
+        else f"Classic rows: {shown_path(baselines)} does not exist; the classic models trained in the first LLM "
+        f"run's folder ({shown_path(runs[0].files.source)}), re-scored on the same test users (full ranking).",
     ]
     if dataset in PAPER:
         notes.append(f"Paper rows: {PAPER[dataset]['source']}; different backbone and budget, shown for scale.")
@@ -358,7 +406,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help="data set name: instruments, games, industrial, ... "
                         "(names the results file llm_<dataset> and picks the baselines file and the paper's rows)")
     parser.add_argument("--llm", nargs=2, action="append", required=True, metavar=("LABEL", "RUN"),
-                        help="a row: its label and a finished run folder (RUN/eval, RUN/finetune, RUN/dataset); repeatable")
+                        help="a row: its label and a finished run folder (RUN/eval, RUN/finetune, RUN/dataset) or a finished "
+                        "sweep cell (SWEEP/cells/<cell>.json); repeatable")
     parser.add_argument("--baselines", help="classic models' results (default benchmarks/results/baselines_<dataset>.json)")
     parser.add_argument("--allow-sampled", action="store_true",
                         help="accept evaluations of a sample of the test users (the table says so)")
@@ -375,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     check_same_users(runs)
     baselines = Path(args.baselines) if args.baselines else RESULTS_DIR / f"baselines_{args.dataset}.json"
     rows = [llm_row(run) for run in runs]
-    rows += baseline_rows(baselines) if baselines.is_file() else []
+    rows += baseline_rows(baselines) if baselines.is_file() else own_classic_rows(runs[0])
     rows += paper_rows(args.dataset)
     budgets = [budget_row(run) for run in runs]
     paired = [row for run in runs for row in paired_rows(run)]
@@ -386,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     for row in rows:
         bench.add_row(row)
     bench.extra.update(dataset=args.dataset, sampled=sampled, budgets=budgets, llm_vs_classic=paired,
-                       runs={run.label: shown_path(run.folder) for run in runs},
+                       runs={run.label: shown_path(run.files.source) for run in runs},
                        baselines_file=shown_path(baselines) if baselines.is_file() else None,
                        paper_source=(PAPER.get(args.dataset) or {}).get("source"))
     return bench.finish(notes=table_notes(args.dataset, runs, budgets, baselines, sampled),

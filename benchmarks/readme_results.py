@@ -330,10 +330,13 @@ def block_llm_datasets() -> list[str]:
         rows = [{"model": r["model"], "source": r["source"], "users": r.get("users"),
                  **_metric_columns(r, r.get("ci95") or {}), "train min": r.get("train_min"), "eval min": r.get("eval_min")}
                 for r in record["rows"]]
-        llm_rows = [r for r in record["rows"] if str(r.get("source", "")).startswith("run ")]
+        llm_rows = _llm_rows(record)
         users = llm_rows[0]["users"] if llm_rows else None
         lines += [f"**{dataset}** ({users:,} test users" + (", a sample: see the source" if record.get("sampled") else "")
                   + "; LLM rows: this CPU, 95% bootstrap intervals over users):", "", markdown_table(rows), ""]
+        summary = _llm_summary(record)
+        if summary:
+            lines += [summary, ""]
         paired = [{"LLM": r["llm"], "classic model (same run)": r["model"], "users": r["users"],
                    "LLM - model HR@10": _signed(r["llm_minus_model"]["hr@10"]),
                    "LLM - model NDCG@10": _signed(r["llm_minus_model"]["ndcg@10"])}
@@ -343,6 +346,63 @@ def block_llm_datasets() -> list[str]:
                       "difference):", "", markdown_table(paired), ""]
         lines += [_source(name, record), ""]
     return lines
+
+
+def _llm_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The LLM rows of an ``llm_<dataset>`` record (the labels of its ``--llm`` runs)."""
+    labels = set(record.get("runs") or {})
+    return [r for r in record["rows"] if r["model"] in labels or str(r.get("source", "")).startswith("run ")]
+
+
+def _llm_summary(record: dict[str, Any]) -> str:
+    """One sentence on what an LLM table shows: its best LLM row against its best classic row (and the paper's)."""
+    llm_rows = _llm_rows(record)
+    classic = [r for r in record["rows"] if r not in llm_rows and not str(r.get("source", "")).startswith("paper")
+               and r.get("ndcg@10") is not None]
+    if not llm_rows or not classic:
+        return ""
+    llm = max(llm_rows, key=lambda r: r["ndcg@10"])
+    best = max(classic, key=lambda r: r["ndcg@10"])
+    interval = (llm.get("ci95") or {}).get("ndcg@10")
+    shown = _metric(llm["ndcg@10"]) + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+    side = "above" if llm["ndcg@10"] > best["ndcg@10"] else "below"
+    text = (f"What it shows: the best LLM row ({llm['model']}) has NDCG@10 {shown}, {side} the best classic model "
+            f"here ({best['model']}, {_metric(best['ndcg@10'])}; {llm['ndcg@10'] / best['ndcg@10']:.2f}x)")
+    paired = next((r for r in record.get("llm_vs_classic") or [] if r["llm"] == llm["model"] and r["model"] == best["model"]),
+                  None)
+    if paired is not None:
+        difference = paired["llm_minus_model"]["ndcg@10"]
+        low, high = difference["ci95"]
+        verdict = "within noise" if low <= 0 <= high else "a clear difference"
+        text += f"; paired on the same users the difference is {_signed(difference)}, {verdict}"
+    papers = [r for r in record["rows"] if str(r.get("source", "")).startswith("paper") and r.get("ndcg@10") is not None]
+    if papers:
+        top = max(papers, key=lambda r: r["ndcg@10"])
+        text += f". The paper's best row ({top['model']}, {top['source'].removeprefix('paper ').strip('()')}) reads {_metric(top['ndcg@10'])}"
+    return text + "."
+
+
+def _ablation_summary(record: dict[str, Any]) -> str:
+    """One sentence on an ablation table: which cells fall below the reference cell, and the paper's ordering."""
+    reference = record.get("reference", "full")
+    rows = {r["cell"]: r for r in record["rows"]}
+    if reference not in rows:
+        return ""
+    base = rows[reference]["mean"]["ndcg@10"]
+    below = [name for name, r in rows.items() if name != reference and r["mean"]["ndcg@10"] < base]
+    above = [name for name, r in rows.items() if name != reference and r["mean"]["ndcg@10"] >= base]
+    text = (f"What it shows: in NDCG@10, {len(below)} of {len(rows) - 1} variants fall below {reference}"
+            + (f" ({', '.join(below)})" if below else "") + (f"; at or above it: {', '.join(above)}" if above else ""))
+    paper = [name for name, r in rows.items() if name != reference and r.get("paper_hr@5_vs_full") is not None]
+    if paper:
+        holds = [name for name in paper if rows[name]["mean"]["hr@5"] < rows[reference]["mean"]["hr@5"]]
+        broken = [name for name in paper if name not in holds]
+        text += (f". The paper's ordering in HR@5 ({reference} above {', '.join(paper)}) holds for "
+                 f"{', '.join(holds) or 'none of them'}" + (f" and not for {', '.join(broken)}" if broken else ""))
+    seeds = {r["seeds"] for r in rows.values()}
+    if seeds == {1}:
+        text += "; one seed each, so differences smaller than the intervals of the source table are noise"
+    return text + "."
 
 
 def _spread(row: dict[str, Any], metric: str) -> str:
@@ -362,7 +422,10 @@ def block_ablations() -> list[str]:
                  f"HR@5 vs {reference}": _change((r.get("vs_reference") or {}).get("hr@5")),
                  "paper HR@5 vs full (Games)": _change(r.get("paper_hr@5_vs_full"))} for r in record["rows"]]
         lines += [f"**{dataset}** (mean ± standard deviation over seeds" + (", a sample of the test users"
-                  if record.get("sampled") else "") + "):", "", markdown_table(rows), "", _source(name, record), ""]
+                  if record.get("sampled") else "") + "):", "", markdown_table(rows), ""]
+        summary = _ablation_summary(record)
+        lines += [summary, ""] if summary else []
+        lines += [_source(name, record), ""]
     return lines
 
 

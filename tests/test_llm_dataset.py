@@ -96,6 +96,8 @@ def test_rows_hold_the_run_and_baselines_figures(script, runs, tmp_path):
     assert difference["difference"] == pytest.approx(per_user.mean() - recorded, abs=1e-6)
     assert difference["ci95"][0] < difference["difference"] < difference["ci95"][1]
     markdown = md_path.read_text()
+    after_header = markdown.partition("bench lock held: ")[2].split("\n")
+    assert after_header[1] == "" and after_header[2]  # a blank line between the header and the first table
     assert ("| sasrec | baselines_fake.json (commit 0123456789ab) |  | 0.1100 | 0.2200 | 0.3300 | [0.3000, 0.3600] | "
             "0.1500 | 0.1900 | [0.1700, 0.2100] |") in markdown
     assert f"| ours (alignment codes, dense) | run {runs['a']} | 48 | {(ranks < 1).mean():.4f} |" in markdown
@@ -128,8 +130,11 @@ def test_bad_inputs_name_the_file(script, runs, tmp_path):
     out = ["--results-dir", str(tmp_path / "out")]
     with pytest.raises(SystemExit, match=r"dataset: 48 test users, but instruments has 24,772; is this run on instruments"):
         script.main(["--dataset", "instruments", "--llm", "x", str(runs["a"]), *out])
-    with pytest.raises(SystemExit, match=r"nowhere/eval/metrics.json: missing; expected the metrics of `alignrec evaluate`"):
+    with pytest.raises(SystemExit, match=r"nowhere: expected a run folder or a sweep cell summary"):
         script.main(["--dataset", "tiny", "--llm", "x", str(tmp_path / "nowhere"), *out])
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(SystemExit, match=r"unfinished/eval/metrics.json: missing; expected the metrics of `alignrec evaluate`"):
+        script.main(["--dataset", "tiny", "--llm", "x", str(tmp_path / "unfinished"), *out])
     bad = tmp_path / "baselines_bad.json"
     bad.write_text(json.dumps({"models": {"sasrec": {"test": {"hr@1": 0.1}}}}))
     with pytest.raises(SystemExit, match=r"baselines_bad.json: models.sasrec.test: expected the metrics"):
@@ -167,3 +172,37 @@ def test_the_readme_block_reads_the_results_file(script, runs, tmp_path, monkeyp
     assert "**tiny** (48 test users; LLM rows" in block
     assert f"| ours | run {runs['a']} | 48 |" in block and f"| {ndcg10:.4f} |" in block
     assert "| ours | sasrec | 48 | +0.0000 [+0.0000, +0.0000] |" in block
+
+
+def test_a_sweep_cell_reads_like_a_run_folder_and_its_classic_models_stand_in_for_a_missing_baselines_file(
+        script, runs, tmp_path):
+    """A cell summary names its stage folders (alignrec sweep writes SWEEP/cells/<cell>.json): here those of run a."""
+    run = runs["a"]
+    cell = tmp_path / "cells" / "full.json"
+    cell.parent.mkdir()
+    cell.write_text(json.dumps({"cell": "full", "stages": {
+        "prepare": str(run / "dataset"), "behaviour": str(run / "collab" / "dccf"),
+        "baseline/sasrec": str(run / "collab" / "sasrec"), "tokenizer": str(run / "tokenizer"),
+        "tasks": str(run / "tasks"), "finetune": str(run / "finetune"), "evaluate": str(run / "eval")}}))
+    out = ["--baselines", str(tmp_path / "no_such_baselines.json")]
+    from_folder = read_json(script.main(["--dataset", "tiny", "--llm", "x", str(run), *out,
+                                         "--results-dir", str(tmp_path / "folder")])[0])
+    json_path, md_path = script.main(["--dataset", "tiny", "--llm", "x", str(cell), *out,
+                                      "--results-dir", str(tmp_path / "cell")])
+    from_cell = read_json(json_path)
+    llm, *classic = from_cell["rows"]
+    assert llm["source"] == f"sweep cell {cell}" and from_folder["rows"][0]["source"] == f"run {run}"
+    assert {k: v for k, v in llm.items() if k != "source"} == {k: v for k, v in from_folder["rows"][0].items() if k != "source"}
+    assert from_cell["budgets"] == from_folder["budgets"]
+    # no baselines file: the classic rows are the models trained beside the LLM, scored on every test user; the cell
+    # names two of the run's three
+    assert [row["model"] for row in classic] == ["dccf", "sasrec"]
+    assert [row["model"] for row in from_folder["rows"][1:]] == ["dccf", "pop", "sasrec"]
+    recorded = read_json(run / "collab" / "sasrec" / "metrics.json")["test"]
+    assert classic[1]["users"] == 48
+    assert all(classic[1][m] == pytest.approx(recorded[m], abs=1e-6) for m in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"))
+    assert [row["model"] for row in from_cell["llm_vs_classic"]] == ["dccf", "sasrec"]
+    assert "no_such_baselines.json does not exist; the classic models trained in the first LLM run's folder" in md_path.read_text()
+    cell.write_text(json.dumps({"cell": "full", "stages": {"prepare": str(run / "dataset")}}))
+    with pytest.raises(SystemExit, match=r"full.json: stages: expected the folders of \['prepare', 'evaluate'"):
+        script.main(["--dataset", "tiny", "--llm", "x", str(cell), *out, "--results-dir", str(tmp_path / "bad")])

@@ -153,6 +153,18 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     assert "| LC-Rec | paper (Llama-7B) |  |  | 0.0708 | 0.1044 |  | 0.0494 | 0.0602 |  |" in block
     assert "| ours | sasrec | 50,546 | +0.0026 [-0.0010, +0.0061] | +0.0003 [-0.0012, +0.0019] |" in block
     assert "commit `abc123`" in block and "instruments" not in block
+    assert ("What it shows: the best LLM row (ours) has NDCG@10 0.0350 [0.0340, 0.0360], above the best classic model "
+            "here (sasrec, 0.0347; 1.01x); paired on the same users the difference is +0.0003 [-0.0012, +0.0019], "
+            "within noise. The paper's best row (LC-Rec, Llama-7B) reads 0.0602.") in block
+    # an LLM row from a sweep cell is found by its label; below the classic model, a clear paired difference
+    llm["runs"] = {"ours": "runs/sweeps/x/cells/full.json"}
+    llm["rows"][0].update(source="sweep cell runs/sweeps/x/cells/full.json", **{"ndcg@10": 0.030})
+    llm["llm_vs_classic"][0]["llm_minus_model"]["ndcg@10"] = {"difference": -0.0047, "ci95": [-0.006, -0.003]}
+    (tmp_path / "llm_games.json").write_text(json.dumps(llm))
+    block = "\n".join(readme_results.block_llm_datasets())
+    assert "**games** (50,546 test users;" in block
+    assert ("has NDCG@10 0.0300 [0.0340, 0.0360], below the best classic model here (sasrec, 0.0347; 0.86x); paired on "
+            "the same users the difference is -0.0047 [-0.0060, -0.0030], a clear difference.") in block
     ablations = {
         "benchmark": "ablations_industrial", "git_commit": "def456", "reference": "full", "sampled": False,
         "rows": [
@@ -171,6 +183,14 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     assert "| full | 3 seeds | 3,285 | 0.0500 ± 0.0020 | 0.0800 ± 0.0030 | 0.0400 ± 0.0010 | +0.0% | +0.0% | +0.0% |" in block
     assert "| ED | 1 seed | 3,285 | 0.0450 | 0.0700 | 0.0360 | -10.0% | -10.0% | -4.8% |" in block
     assert "**games**" not in block and "commit `def456`" in block
+    assert ("What it shows: in NDCG@10, 1 of 1 variants fall below full (ED). The paper's ordering in HR@5 (full above "
+            "ED) holds for ED.") in block
+    ablations["rows"][0].update(seeds=1, mean={"hr@5": 0.04, "hr@10": 0.08, "ndcg@10": 0.03})
+    (tmp_path / "ablations_industrial.json").write_text(json.dumps(ablations))
+    block = "\n".join(readme_results.block_ablations())
+    assert ("in NDCG@10, 0 of 1 variants fall below full; at or above it: ED. The paper's ordering in HR@5 (full above "
+            "ED) holds for none of them and not for ED; one seed each, so differences smaller than the intervals of "
+            "the source table are noise.") in block
     rendered = readme_results.render()
     assert rendered.index("### The main job") < rendered.index("### The LLM on the paper's data sets") < rendered.index(
         "### Ablations") < rendered.index("### Classic baselines")
