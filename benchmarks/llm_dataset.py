@@ -319,7 +319,7 @@ def own_classic_rows(run: LlmRun) -> list[dict[str, Any]]:
     rows = []
     for model, folder in sorted(run.files.collab.items()):
         scored = comparison_row(model, collab_test_ranks(folder, run.dataset)[run.rows])
-        rows.append({"model": model, "source": f"trained with {run.label!r} ({shown_path(folder)})",
+        rows.append({"model": model, "source": f"same run ({folder.parent.name}/{folder.name})",
                      "users": scored["users"], **{m: _rounded(scored[m], 6) for m in METRICS},
                      "ci95": _rounded(scored["ci95"], 6)})
     return rows

@@ -199,7 +199,7 @@ def test_a_sweep_cell_reads_like_a_run_folder_and_its_classic_models_stand_in_fo
     assert [row["model"] for row in classic] == ["dccf", "sasrec"]
     assert [row["model"] for row in from_folder["rows"][1:]] == ["dccf", "pop", "sasrec"]
     recorded = read_json(run / "collab" / "sasrec" / "metrics.json")["test"]
-    assert classic[1]["users"] == 48
+    assert classic[1]["users"] == 48 and classic[1]["source"] == "same run (collab/sasrec)"
     assert all(classic[1][m] == pytest.approx(recorded[m], abs=1e-6) for m in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"))
     assert [row["model"] for row in from_cell["llm_vs_classic"]] == ["dccf", "sasrec"]
     assert "no_such_baselines.json does not exist; the classic models trained in the first LLM run's folder" in md_path.read_text()
