@@ -374,7 +374,8 @@ def _llm_summary(record: dict[str, Any]) -> str:
         difference = paired["llm_minus_model"]["ndcg@10"]
         low, high = difference["ci95"]
         verdict = "within noise" if low <= 0 <= high else "a clear difference"
-        text += f"; paired on the same users the difference is {_signed(difference)}, {verdict}"
+        text += (f"; against the {best['model']} trained in its own run ({_metric(paired['ndcg@10'])}), paired on the "
+                 f"same users, the difference is {_signed(difference)}, {verdict}")
     papers = [r for r in record["rows"] if str(r.get("source", "")).startswith("paper") and r.get("ndcg@10") is not None]
     if papers:
         top = max(papers, key=lambda r: r["ndcg@10"])

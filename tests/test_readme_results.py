@@ -154,8 +154,8 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     assert "| ours | sasrec | 50,546 | +0.0026 [-0.0010, +0.0061] | +0.0003 [-0.0012, +0.0019] |" in block
     assert "commit `abc123`" in block and "instruments" not in block
     assert ("What it shows: the best LLM row (ours) has NDCG@10 0.0350 [0.0340, 0.0360], above the best classic model "
-            "here (sasrec, 0.0347; 1.01x); paired on the same users the difference is +0.0003 [-0.0012, +0.0019], "
-            "within noise. The paper's best row (LC-Rec, Llama-7B) reads 0.0602.") in block
+            "here (sasrec, 0.0347; 1.01x); against the sasrec trained in its own run (0.0347), paired on the same users, "
+            "the difference is +0.0003 [-0.0012, +0.0019], within noise. The paper's best row (LC-Rec, Llama-7B) reads 0.0602.") in block
     # an LLM row from a sweep cell is found by its label; below the classic model, a clear paired difference
     llm["runs"] = {"ours": "runs/sweeps/x/cells/full.json"}
     llm["rows"][0].update(source="sweep cell runs/sweeps/x/cells/full.json", **{"ndcg@10": 0.030})
@@ -163,8 +163,9 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     (tmp_path / "llm_games.json").write_text(json.dumps(llm))
     block = "\n".join(readme_results.block_llm_datasets())
     assert "**games** (50,546 test users;" in block
-    assert ("has NDCG@10 0.0300 [0.0340, 0.0360], below the best classic model here (sasrec, 0.0347; 0.86x); paired on "
-            "the same users the difference is -0.0047 [-0.0060, -0.0030], a clear difference.") in block
+    assert ("has NDCG@10 0.0300 [0.0340, 0.0360], below the best classic model here (sasrec, 0.0347; 0.86x); against "
+            "the sasrec trained in its own run (0.0347), paired on the same users, the difference is -0.0047 "
+            "[-0.0060, -0.0030], a clear difference.") in block
     ablations = {
         "benchmark": "ablations_industrial", "git_commit": "def456", "reference": "full", "sampled": False,
         "rows": [
