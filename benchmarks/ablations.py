@@ -150,6 +150,43 @@ def with_changes(rows: list[dict[str, Any]], reference: str) -> None:
         row["paper_hr@5_vs_full"] = None if paper is None else paper / PAPER_HR5["full"] - 1.0
 
 
+def replicate_ranks(replicate: Replicate) -> Any:
+    """Rank of each evaluated test user's item in the cell's list (10 = not in it), in split order."""
+    from alignrec.data import load_dataset
+    from alignrec.pipeline.report import prediction_ranks, sample_rows
+
+    stages = read_json(replicate.summary)["stages"]
+    if "prepare" not in stages:
+        raise fail(f"{replicate.summary}: stages.prepare: missing; the paired difference needs the data set")
+    dataset = load_dataset(stage_folder(stages["prepare"], replicate.summary))
+    predictions = stage_folder(stages["evaluate"], replicate.summary) / "predictions.jsonl"
+    return prediction_ranks(dataset, predictions, sample_rows(dataset, predictions))
+
+
+def with_paired(rows: list[dict[str, Any]], cells: dict[str, list[Replicate]], reference: str) -> None:
+    """Each cell minus the reference cell of the same sweep folder (the first that has both), per user.
+
+    A paired bootstrap over users: the interval says whether a change is larger than the noise of
+    the test users (not of the training seed)."""
+    from alignrec.pipeline.report import paired_difference
+
+    base = {replicate.summary.parent: replicate for replicate in cells[reference]}
+    base_ranks: dict[Path, Any] = {}
+    for row in rows:
+        row["paired_vs_reference"] = None
+        if row["cell"] == reference:
+            continue
+        replicate = next((r for r in cells[row["cell"]] if r.summary.parent in base), None)
+        if replicate is None:
+            continue
+        folder = replicate.summary.parent
+        if folder not in base_ranks:
+            base_ranks[folder] = replicate_ranks(base[folder])
+        difference = paired_difference(replicate_ranks(replicate), base_ranks[folder])
+        row["paired_vs_reference"] = {"folder": str(folder.parent),
+                                      **{m: difference[m] for m in ("hr@10", "ndcg@10")}}
+
+
 # ----------------------------------------------------------------------------- markdown
 
 
@@ -162,6 +199,13 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.1f}%"
 
 
+def _paired(difference: dict[str, Any] | None) -> str:
+    if not difference:
+        return ""
+    low, high = difference["ci95"]
+    return f"{difference['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
 def table_markdown(rows: list[dict[str, Any]], reference: str) -> str:
     shown = []
     for row in rows:
@@ -172,6 +216,7 @@ def table_markdown(rows: list[dict[str, Any]], reference: str) -> str:
             "NDCG@10 95% CI (1 seed)": "" if not interval else f"[{interval[0]:.4f}, {interval[1]:.4f}]",
             f"HR@5 vs {reference}": _percent((row["vs_reference"] or {}).get("hr@5")),
             f"NDCG@10 vs {reference}": _percent((row["vs_reference"] or {}).get("ndcg@10")),
+            f"NDCG@10 - {reference}, paired [95% CI]": _paired((row.get("paired_vs_reference") or {}).get("ndcg@10")),
             "paper HR@5 vs full (Games)": _percent(row["paper_hr@5_vs_full"]),
             "raw collision": row.get("raw collision"), "steps": row.get("steps"), "seconds": row.get("seconds"),
         })
@@ -182,7 +227,8 @@ def table_notes(rows: list[dict[str, Any]], folders: Sequence[Path], sampled: bo
     notes = [
         f"Cells of {len(folders)} sweep folder(s): {', '.join(str(folder) for folder in folders)}; one replicate per "
         "folder. Several seeds: mean ± sample standard deviation over the seeds; 1 seed: the value, with its 95% "
-        "bootstrap interval over users.",
+        "bootstrap interval over users. The paired column: the cell minus the reference cell of the same sweep "
+        "folder (the first seed folder that has both), per user, with a paired 95% bootstrap interval over users.",
         f"paper: {PAPER_SOURCE} (full {PAPER_HR5['full']}, ED {PAPER_HR5['ED']}, w/o LA {PAPER_HR5['w/o LA']}, "
         f"w/o NS {PAPER_HR5['w/o NS']}); other data, backbone and budget: compare the direction of the changes.",
     ]
@@ -219,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     order = [args.reference, *sorted(name for name in cells if name != args.reference)]
     rows = [cell_row(name, cells[name]) for name in order]
     with_changes(rows, args.reference)
+    with_paired(rows, cells, args.reference)
     sampled = any(r.sampled for replicates in cells.values() for r in replicates)
     bench = BenchmarkRun(f"ablations_{args.dataset}", results_dir=Path(args.results_dir), description=(
         f"Ablations on {args.dataset} ({rows[0]['users']:,} test users{', SAMPLED' if sampled else ''}): each cell of "

@@ -400,9 +400,17 @@ def _ablation_summary(record: dict[str, Any]) -> str:
         broken = [name for name in paper if name not in holds]
         text += (f". The paper's ordering in HR@5 ({reference} above {', '.join(paper)}) holds for "
                  f"{', '.join(holds) or 'none of them'}" + (f" and not for {', '.join(broken)}" if broken else ""))
-    seeds = {r["seeds"] for r in rows.values()}
-    if seeds == {1}:
-        text += "; one seed each, so differences smaller than the intervals of the source table are noise"
+    paired = {name: r["paired_vs_reference"]["ndcg@10"] for name, r in rows.items() if r.get("paired_vs_reference")}
+    if paired:
+        lower = [name for name, d in paired.items() if d["ci95"][1] < 0]
+        higher = [name for name, d in paired.items() if d["ci95"][0] > 0]
+        text += (f". Paired on the same users, the NDCG@10 change is beyond the 95% interval for "
+                 + ("; ".join(part for part in (f"{', '.join(lower)} (lower)" if lower else "",
+                                                f"{', '.join(higher)} (higher)" if higher else "") if part)
+                    or "none of them")
+                 + f" ({len(paired) - len(lower) - len(higher)} of {len(paired)} within noise)")
+    if {r["seeds"] for r in rows.values()} == {1}:
+        text += "; one training seed each"
     return text + "."
 
 
@@ -421,6 +429,8 @@ def block_ablations() -> list[str]:
                  "NDCG@10": _spread(r, "ndcg@10"),
                  f"NDCG@10 vs {reference}": _change((r.get("vs_reference") or {}).get("ndcg@10")),
                  f"HR@5 vs {reference}": _change((r.get("vs_reference") or {}).get("hr@5")),
+                 f"NDCG@10 - {reference}, paired": _signed(paired) if (paired := (r.get("paired_vs_reference") or {})
+                                                                         .get("ndcg@10")) else "",
                  "paper HR@5 vs full (Games)": _change(r.get("paper_hr@5_vs_full"))} for r in record["rows"]]
         lines += [f"**{dataset}** (mean ± standard deviation over seeds" + (", a sample of the test users"
                   if record.get("sampled") else "") + "):", "", markdown_table(rows), ""]

@@ -81,6 +81,14 @@ def test_one_seed_says_so(script, sweeps, tmp_path):
     assert (f"| full | 1 seed | 48 | {figures['hr@1']:.4f} | {figures['hr@5']:.4f} | {figures['hr@10']:.4f} | "
             f"{figures['ndcg@5']:.4f} | {figures['ndcg@10']:.4f} | [{interval[0]:.4f}, {interval[1]:.4f}] |") in md_path.read_text()
     assert rows["lr 0.02"]["vs_reference"]["hr@5"] == 0.0
+    # the paired difference from the reference cell, user by user: its mean is the difference of the two cells' figures
+    lr = cell_figures(sweeps["seed7"], "lr 0.02")
+    paired = rows["full"]["paired_vs_reference"]["ndcg@10"]
+    assert paired["difference"] == pytest.approx(figures["ndcg@10"] - lr["ndcg@10"], abs=1e-9)
+    assert figures["ndcg@10"] != lr["ndcg@10"] and paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
+    assert rows["lr 0.02"]["paired_vs_reference"] is None
+    low, high = paired["ci95"]
+    assert f"| {paired['difference']:+.4f} [{low:+.4f}, {high:+.4f}] |" in md_path.read_text()
 
 
 def copy_replicate(sweep: Path, into: Path, edit) -> Path:

@@ -174,6 +174,7 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
              "paper_hr@5_vs_full": 0.0},
             {"cell": "ED", "seeds": 1, "users": 3285, "mean": {"hr@5": 0.045, "hr@10": 0.07, "ndcg@10": 0.036},
              "sd": {"hr@5": None, "hr@10": None, "ndcg@10": None}, "vs_reference": {"hr@5": -0.1, "ndcg@10": -0.1},
+             "paired_vs_reference": {"ndcg@10": {"difference": -0.004, "ci95": [-0.007, -0.001]}},
              "paper_hr@5_vs_full": 0.0817 / 0.0858 - 1},
         ],
     }
@@ -181,17 +182,18 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     # a table an `alignrec sweep` wrote under the same name is not this benchmark's: left out
     (tmp_path / "ablations_games.json").write_text(json.dumps({"name": "ablations_games", "rows": [{"cell": "x"}]}))
     block = "\n".join(readme_results.block_ablations())
-    assert "| full | 3 seeds | 3,285 | 0.0500 ± 0.0020 | 0.0800 ± 0.0030 | 0.0400 ± 0.0010 | +0.0% | +0.0% | +0.0% |" in block
-    assert "| ED | 1 seed | 3,285 | 0.0450 | 0.0700 | 0.0360 | -10.0% | -10.0% | -4.8% |" in block
+    assert "| full | 3 seeds | 3,285 | 0.0500 ± 0.0020 | 0.0800 ± 0.0030 | 0.0400 ± 0.0010 | +0.0% | +0.0% |  | +0.0% |" in block
+    assert "| ED | 1 seed | 3,285 | 0.0450 | 0.0700 | 0.0360 | -10.0% | -10.0% | -0.0040 [-0.0070, -0.0010] | -4.8% |" in block
     assert "**games**" not in block and "commit `def456`" in block
     assert ("What it shows: in NDCG@10, 1 of 1 variants fall below full (ED). The paper's ordering in HR@5 (full above "
-            "ED) holds for ED.") in block
+            "ED) holds for ED. Paired on the same users, the NDCG@10 change is beyond the 95% interval for ED (lower) "
+            "(0 of 1 within noise).") in block
     ablations["rows"][0].update(seeds=1, mean={"hr@5": 0.04, "hr@10": 0.08, "ndcg@10": 0.03})
     (tmp_path / "ablations_industrial.json").write_text(json.dumps(ablations))
     block = "\n".join(readme_results.block_ablations())
     assert ("in NDCG@10, 0 of 1 variants fall below full; at or above it: ED. The paper's ordering in HR@5 (full above "
-            "ED) holds for none of them and not for ED; one seed each, so differences smaller than the intervals of "
-            "the source table are noise.") in block
+            "ED) holds for none of them and not for ED. Paired on the same users, the NDCG@10 change is beyond the 95% "
+            "interval for ED (lower) (0 of 1 within noise); one training seed each.") in block
     rendered = readme_results.render()
     assert rendered.index("### The main job") < rendered.index("### The LLM on the paper's data sets") < rendered.index(
         "### Ablations") < rendered.index("### Classic baselines")
