@@ -34,6 +34,7 @@ import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,14 @@ class LlmRun:
     evaluation: dict[str, Any]  # RUN/eval/metrics.json
     finetune: dict[str, Any]  # RUN/finetune/metrics.json
     finetune_record: dict[str, Any]  # RUN/finetune/config.json
+
+    @cached_property
+    def classic_ranks(self) -> dict[str, np.ndarray]:
+        """Model -> rank of each evaluated user's item, for the classic models trained beside this run (scored once)."""
+        from alignrec.pipeline.report import collab_test_ranks
+
+        return {model: collab_test_ranks(folder, self.dataset)[self.rows]
+                for model, folder in sorted(self.files.collab.items())}
 
     def users(self) -> list[tuple[str, str]]:
         """(user id, test item id) of every evaluated user, in split order."""
@@ -282,11 +291,10 @@ def codes_text(files: RunFiles) -> str:
 
 def paired_rows(run: LlmRun) -> list[dict[str, Any]]:
     """The LLM minus each classic model of its own run folder, on the same users (paired bootstrap)."""
-    from alignrec.pipeline.report import collab_test_ranks, comparison_row, paired_difference
+    from alignrec.pipeline.report import comparison_row, paired_difference
 
     rows = []
-    for model, folder in sorted(run.files.collab.items()):
-        ranks = collab_test_ranks(folder, run.dataset)[run.rows]
+    for model, ranks in run.classic_ranks.items():
         scored = comparison_row(model, ranks)
         difference = paired_difference(run.ranks, ranks)
         rows.append({"llm": run.label, "model": model, "users": scored["users"],
@@ -314,11 +322,12 @@ def baseline_rows(path: Path) -> list[dict[str, Any]]:
 
 def own_classic_rows(run: LlmRun) -> list[dict[str, Any]]:
     """The classic models trained beside an LLM run, each re-scored on the run's test users (its own protocol)."""
-    from alignrec.pipeline.report import collab_test_ranks, comparison_row
+    from alignrec.pipeline.report import comparison_row
 
     rows = []
-    for model, folder in sorted(run.files.collab.items()):
-        scored = comparison_row(model, collab_test_ranks(folder, run.dataset)[run.rows])
+    for model, ranks in run.classic_ranks.items():
+        folder = run.files.collab[model]
+        scored = comparison_row(model, ranks)
         rows.append({"model": model, "source": f"same run ({folder.parent.name}/{folder.name})",
                      "users": scored["users"], **{m: _rounded(scored[m], 6) for m in METRICS},
                      "ci95": _rounded(scored["ci95"], 6)})
