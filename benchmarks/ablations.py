@@ -13,9 +13,19 @@ Two replicates of a cell with the same seeds are refused (they are one result tw
 cells scored on other test users (the evaluation's user hash and counts must agree) or on a
 sample of them (unless ``--allow-sampled``; the table then says so).
 
+Sweep folders do not outlive the machine they ran on, and the seeds of one table are run in
+different sessions. So every replicate read is also kept in ``per_user/ablations_<dataset>.json``
+beside the results (:mod:`common`: its figures, seeds, users and the rank of each test user's item,
+clipped at the top 10); ``--kept SWEEP`` puts a kept sweep folder's cells back in the table, paired
+user by user as before. A folder of an ``ablations_<dataset>.json`` written before replicates were
+kept comes back with its figures only (its paired column as it was; users checked by count).
+
     .venv/bin/alignrec sweep configs/paper/ablations.yaml --base configs/industrial.yaml \\
         --out runs/sweeps/ablations_industrial_seed0 --results runs/sweeps/ablations_industrial_seed0
     .venv/bin/python benchmarks/ablations.py --dataset industrial --sweep runs/sweeps/ablations_industrial_seed0
+    # a later session, seed 1 beside the kept seed 0
+    .venv/bin/python benchmarks/ablations.py --dataset industrial --kept runs/sweeps/ablations_industrial_seed0 \
+        --sweep runs/sweeps/ablations_industrial_seed1
 """
 
 from __future__ import annotations
@@ -28,8 +38,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, markdown_table, read_input_json, script_error
+from common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    BenchmarkRun,
+    decode_ranks,
+    encode_ranks,
+    markdown_table,
+    per_user_path,
+    read_input_json,
+    read_per_user,
+    script_error,
+    write_per_user,
+)
 
+from alignrec.errors import InputError
 from alignrec.utils.io import read_json
 
 METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
@@ -61,22 +84,32 @@ class Replicate:
     """One cell of one sweep folder."""
 
     cell: str
-    summary: Path  # SWEEP/cells/<cell>.json
+    folder: str  # the sweep folder, as given: what pairs a cell with the reference cell of the same replicate
+    where: str  # what messages name: SWEEP/cells/<cell>.json, or the kept entry
     row: dict[str, Any]  # the sweep's row: metrics, ci95, users, steps, seconds, ...
     seeds: dict[str, int | None]  # stage -> seed
     users: dict[str, Any]  # what identifies the evaluated users
     sampled: bool
+    ranks: np.ndarray | None  # (U,) 0-based rank of each user's item (-1 = not in the top 10); None: figures only
+    paired: dict[str, Any] | None = None  # figures only: the paired column as it was
+    kept: str | None = None  # a kept replicate: the file (and commit) it came from
 
 
-def load_replicate(summary_path: Path) -> Replicate:
+_datasets: dict[Path, Any] = {}  # prepared data sets by folder: the cells of a sweep share one
+
+
+def load_replicate(summary_path: Path, folder: Path) -> Replicate:
+    from alignrec.data import load_dataset
+    from alignrec.pipeline.report import prediction_ranks, sample_rows
+
     summary = read_record(summary_path, "a cell summary written by `alignrec sweep`")
     row, stages = summary.get("row"), summary.get("stages")
     if not isinstance(row, dict) or not isinstance(stages, dict) or "cell" not in summary:
         raise fail(f"{summary_path}: expected the keys cell, row and stages of a sweep's cell summary")
     missing = [m for m in METRICS if not isinstance(row.get(m), (int, float))]
-    if missing or "evaluate" not in stages:
-        raise fail(f"{summary_path}: row: expected the metrics {list(METRICS)} and an evaluate stage; missing "
-                   f"{missing or ['stages.evaluate']}")
+    if missing or "evaluate" not in stages or "prepare" not in stages:
+        raise fail(f"{summary_path}: row: expected the metrics {list(METRICS)} and the prepare and evaluate stages; "
+                   f"missing {missing or [s for s in ('stages.prepare', 'stages.evaluate') if s[7:] not in stages]}")
     seeds = {name: read_record(stage_folder(stages[name], summary_path) / "config.json", f"the {name} stage's run record")
              .get("seed") for name in SEED_STAGES if name in stages}
     evaluation_dir = stage_folder(stages["evaluate"], summary_path)
@@ -84,7 +117,13 @@ def load_replicate(summary_path: Path) -> Replicate:
     manifest = evaluation_dir / "shards" / "manifest.json"
     users = {"users": evaluation.get("users"), "users_in_split": evaluation.get("users_in_split"),
              "rows_sha256": (read_json(manifest).get("settings") or {}).get("rows_sha256") if manifest.is_file() else None}
-    return Replicate(str(summary["cell"]), summary_path, row, seeds, users, bool(evaluation.get("sampled")))
+    prepared = stage_folder(stages["prepare"], summary_path).resolve()
+    if prepared not in _datasets:
+        _datasets[prepared] = load_dataset(prepared)
+    dataset, predictions = _datasets[prepared], evaluation_dir / "predictions.jsonl"
+    ranks = prediction_ranks(dataset, predictions, sample_rows(dataset, predictions))
+    return Replicate(str(summary["cell"]), str(folder), str(summary_path), row, seeds, users,
+                     bool(evaluation.get("sampled")), ranks)
 
 
 def load_sweeps(folders: Sequence[Path]) -> dict[str, list[Replicate]]:
@@ -95,9 +134,60 @@ def load_sweeps(folders: Sequence[Path]) -> dict[str, list[Replicate]]:
         if not summaries:
             raise fail(f"{folder}/cells: no cell summaries; expected a folder written by `alignrec sweep`")
         for path in summaries:
-            replicate = load_replicate(path)
+            replicate = load_replicate(path, folder)
             cells.setdefault(replicate.cell, []).append(replicate)
     return cells
+
+
+def load_kept(folder: str, dataset: str, results_dir: Path) -> list[Replicate]:
+    """``--kept SWEEP``: the cells of a sweep folder kept in ``per_user/ablations_<dataset>.json``, else (written
+    before replicates were kept) their figures in ``ablations_<dataset>.json``."""
+    kept = read_per_user(results_dir, f"ablations_{dataset}", "ablations").get("entries") or {}
+    where = per_user_path(results_dir, f"ablations_{dataset}")
+    if folder in kept:
+        entry = kept[folder]
+        try:
+            label = entry.get("kept") or f"{where.name}, commit {str(entry.get('git_commit'))[:12]}"
+            return [Replicate(name, folder, f"{where}: entries.{folder}.cells.{name}", c["row"], c["seeds"], c["users"],
+                              bool(c["sampled"]),
+                              None if c["ranks"] is None else decode_ranks(c["ranks"], f"{where}: entries.{folder}.cells.{name}.ranks"),
+                              c.get("paired"), label) for name, c in entry["cells"].items()]
+        except (KeyError, TypeError, AttributeError, InputError) as error:
+            raise fail(f"{where}: entries.{folder}: {error}; expected the cells this script keeps for a sweep folder "
+                       "(row, seeds, users, sampled, ranks)") from None
+    results = results_dir / f"ablations_{dataset}.json"
+    record = read_record(results, "the results of an earlier run of benchmarks/ablations.py") if results.is_file() else {}
+    sweeps = record.get("sweeps") or []
+    if folder not in sweeps:
+        raise fail(f"--kept {folder}: no such sweep folder in {where} or {results}; kept folders: "
+                   f"{sorted(set(kept) | set(sweeps)) or 'none'}")
+    index, replicates = sweeps.index(folder), []
+    for row in record["rows"]:
+        if row["seeds"] != len(sweeps):
+            raise fail(f"{results}: cell {row['cell']!r} has {row['seeds']} of {len(sweeps)} sweep folders: which "
+                       f"values are {folder}'s is not recorded")
+        figures = {m: row["values"][m][index] for m in METRICS}
+        if len(sweeps) == 1:  # one replicate: the row is its own figures
+            figures.update({key: row.get(key) for key in ("ci95", "tokenizer", "levels", "raw collision", "steps", "seconds")})
+        paired = row.get("paired_vs_reference")
+        replicates.append(Replicate(row["cell"], folder, f"{results}: {row['cell']}", figures, row["seed_values"][index],
+                                    {"users": row["users"]}, bool(record.get("sampled")), None,
+                                    paired if paired and index == 0 else None,
+                                    f"{results.name}, commit {str(record.get('git_commit'))[:12]}, figures only"))
+    return replicates
+
+
+def kept_entries(cells: dict[str, list[Replicate]], commit: str | None) -> dict[str, Any]:
+    """What ``per_user/ablations_<dataset>.json`` keeps: sweep folder -> its cells."""
+    entries: dict[str, Any] = {}
+    for replicates in cells.values():
+        for r in replicates:
+            entry = entries.setdefault(r.folder, {"git_commit": commit if r.kept is None else None, "kept": r.kept,
+                                                  "cells": {}})
+            entry["cells"][r.cell] = {"row": r.row, "seeds": r.seeds, "users": r.users, "sampled": r.sampled,
+                                      "ranks": None if r.ranks is None else encode_ranks(r.ranks),
+                                      "paired": r.paired if r.ranks is None else None}
+    return entries
 
 
 def check_replicates(cells: dict[str, list[Replicate]], allow_sampled: bool) -> None:
@@ -107,14 +197,20 @@ def check_replicates(cells: dict[str, list[Replicate]], allow_sampled: bool) -> 
         for i, replicate in enumerate(replicates):
             twin = next((other for other in replicates[:i] if other.seeds == replicate.seeds), None)
             if twin is not None:
-                raise fail(f"cell {name!r}: {twin.summary} and {replicate.summary} ran the same seeds "
+                raise fail(f"cell {name!r}: {twin.where} and {replicate.where} ran the same seeds "
                            f"({seeds_text(replicate.seeds)}); they are one result, not two replicates")
-            if replicate.users != reference.users:
-                raise fail(f"{replicate.summary} scored other test users than {reference.summary} "
+            if not same_users(replicate.users, reference.users):
+                raise fail(f"{replicate.where} scored other test users than {reference.where} "
                            f"({replicate.users} vs {reference.users}); the table compares cells on the same users")
             if replicate.sampled and not allow_sampled:
-                raise fail(f"{replicate.summary}: the evaluation scored a sample of {replicate.users['users']} of "
-                           f"{replicate.users['users_in_split']} test users; evaluate every user (or pass --allow-sampled)")
+                raise fail(f"{replicate.where}: the evaluation scored a sample of {replicate.users['users']} of "
+                           f"{replicate.users.get('users_in_split')} test users; evaluate every user (or pass --allow-sampled)")
+
+
+def same_users(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two replicates scored the same users: every identifier both recorded agrees (a replicate kept with
+    its figures only recorded just its number of users)."""
+    return a["users"] == b["users"] and all(a[key] == b[key] for key in a.keys() & b.keys())
 
 
 def seeds_text(seeds: dict[str, int | None]) -> str:
@@ -150,41 +246,26 @@ def with_changes(rows: list[dict[str, Any]], reference: str) -> None:
         row["paper_hr@5_vs_full"] = None if paper is None else paper / PAPER_HR5["full"] - 1.0
 
 
-def replicate_ranks(replicate: Replicate) -> Any:
-    """Rank of each evaluated test user's item in the cell's list (10 = not in it), in split order."""
-    from alignrec.data import load_dataset
-    from alignrec.pipeline.report import prediction_ranks, sample_rows
-
-    stages = read_json(replicate.summary)["stages"]
-    if "prepare" not in stages:
-        raise fail(f"{replicate.summary}: stages.prepare: missing; the paired difference needs the data set")
-    dataset = load_dataset(stage_folder(stages["prepare"], replicate.summary))
-    predictions = stage_folder(stages["evaluate"], replicate.summary) / "predictions.jsonl"
-    return prediction_ranks(dataset, predictions, sample_rows(dataset, predictions))
-
-
 def with_paired(rows: list[dict[str, Any]], cells: dict[str, list[Replicate]], reference: str) -> None:
     """Each cell minus the reference cell of the same sweep folder (the first that has both), per user.
 
     A paired bootstrap over users: the interval says whether a change is larger than the noise of
-    the test users (not of the training seed)."""
+    the test users (not of the training seed). A replicate kept with its figures only brings its
+    paired column as it was, when no folder with per-user ranks has both cells."""
     from alignrec.pipeline.report import paired_difference
 
-    base = {replicate.summary.parent: replicate for replicate in cells[reference]}
-    base_ranks: dict[Path, Any] = {}
+    base = {r.folder: r for r in cells[reference]}
     for row in rows:
         row["paired_vs_reference"] = None
         if row["cell"] == reference:
             continue
-        replicate = next((r for r in cells[row["cell"]] if r.summary.parent in base), None)
-        if replicate is None:
-            continue
-        folder = replicate.summary.parent
-        if folder not in base_ranks:
-            base_ranks[folder] = replicate_ranks(base[folder])
-        difference = paired_difference(replicate_ranks(replicate), base_ranks[folder])
-        row["paired_vs_reference"] = {"folder": str(folder.parent),
-                                      **{m: difference[m] for m in ("hr@10", "ndcg@10")}}
+        replicates = [r for r in cells[row["cell"]] if r.folder in base]
+        scored = next((r for r in replicates if r.ranks is not None and base[r.folder].ranks is not None), None)
+        if scored is not None:
+            difference = paired_difference(scored.ranks, base[scored.folder].ranks)
+            row["paired_vs_reference"] = {"folder": scored.folder, **{m: difference[m] for m in ("hr@10", "ndcg@10")}}
+        else:
+            row["paired_vs_reference"] = next((r.paired for r in replicates if r.paired), None)
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -223,15 +304,19 @@ def table_markdown(rows: list[dict[str, Any]], reference: str) -> str:
     return "\n" + markdown_table(shown)
 
 
-def table_notes(rows: list[dict[str, Any]], folders: Sequence[Path], sampled: bool) -> list[str]:
+def table_notes(rows: list[dict[str, Any]], folders: Sequence[str], kept: dict[str, str], sampled: bool) -> list[str]:
     notes = [
-        f"Cells of {len(folders)} sweep folder(s): {', '.join(str(folder) for folder in folders)}; one replicate per "
+        f"Cells of {len(folders)} sweep folder(s): {', '.join(folders)}; one replicate per "
         "folder. Several seeds: mean ± sample standard deviation over the seeds; 1 seed: the value, with its 95% "
         "bootstrap interval over users. The paired column: the cell minus the reference cell of the same sweep "
         "folder (the first seed folder that has both), per user, with a paired 95% bootstrap interval over users.",
         f"paper: {PAPER_SOURCE} (full {PAPER_HR5['full']}, ED {PAPER_HR5['ED']}, w/o LA {PAPER_HR5['w/o LA']}, "
         f"w/o NS {PAPER_HR5['w/o NS']}); other data, backbone and budget: compare the direction of the changes.",
     ]
+    if kept:
+        notes.append("Sweep folders kept from an earlier run of this script (the folders are gone; --kept): " + "; ".join(
+            f"{folder} from {where}" for folder, where in kept.items()) + ". 'figures only' folders bring their figures "
+            "and paired column as they were; their users are checked by count only.")
     uneven = sorted({row["seeds"] for row in rows})
     if len(uneven) > 1:
         notes.append(f"Cells have different numbers of seeds ({', '.join(map(str, uneven))}): a sweep folder lacks "
@@ -247,8 +332,11 @@ def table_notes(rows: list[dict[str, Any]], folders: Sequence[Path], sampled: bo
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="data set name (names the results file ablations_<dataset>)")
-    parser.add_argument("--sweep", action="append", required=True, metavar="SWEEP",
+    parser.add_argument("--sweep", action="append", default=[], metavar="SWEEP",
                         help="a finished sweep folder (SWEEP/cells/*.json); repeat it for each seed's folder")
+    parser.add_argument("--kept", action="append", default=[], metavar="SWEEP",
+                        help="a sweep folder kept by an earlier run of this script (per_user/ablations_<dataset>.json in "
+                        "--results-dir), as it was named then; repeatable")
     parser.add_argument("--reference", default="full", help="the cell the changes are measured from (default: full)")
     parser.add_argument("--allow-sampled", action="store_true", help="accept evaluations of a sample of the test users")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where ablations_<dataset>.json/.md go")
@@ -257,8 +345,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     args = parse_args(argv)
-    folders = [Path(folder) for folder in args.sweep]
-    cells = load_sweeps(folders)
+    if not args.sweep and not args.kept:
+        raise fail("give at least one --sweep SWEEP or --kept SWEEP")
+    results_dir = Path(args.results_dir)
+    cells: dict[str, list[Replicate]] = {}
+    for folder in args.kept:  # kept folders first: the seeds as they were added
+        for replicate in load_kept(folder, args.dataset, results_dir):
+            cells.setdefault(replicate.cell, []).append(replicate)
+    for name, replicates in load_sweeps([Path(folder) for folder in args.sweep]).items():
+        cells.setdefault(name, []).extend(replicates)
+    folders = [*args.kept, *args.sweep]
+    if len(set(folders)) != len(folders):
+        raise fail(f"--sweep/--kept: each sweep folder once, got {folders}")
     check_replicates(cells, args.allow_sampled)
     if args.reference not in cells:
         raise fail(f"--reference {args.reference!r}: no such cell; cells are {sorted(cells)}")
@@ -267,14 +365,24 @@ def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     with_changes(rows, args.reference)
     with_paired(rows, cells, args.reference)
     sampled = any(r.sampled for replicates in cells.values() for r in replicates)
-    bench = BenchmarkRun(f"ablations_{args.dataset}", results_dir=Path(args.results_dir), description=(
+    kept = {r.folder: r.kept for replicates in cells.values() for r in replicates if r.kept}
+    bench = BenchmarkRun(f"ablations_{args.dataset}", results_dir=results_dir, description=(
         f"Ablations on {args.dataset} ({rows[0]['users']:,} test users{', SAMPLED' if sampled else ''}): each cell of "
         f"the sweep against the {args.reference!r} cell; leave-one-out, full ranking over all items."))
     for row in rows:
         bench.add_row(row)
-    bench.extra.update(dataset=args.dataset, sampled=sampled, reference=args.reference,
-                       sweeps=[str(folder) for folder in folders], paper_source=PAPER_SOURCE, paper_hr5=PAPER_HR5)
-    return bench.finish(notes=table_notes(rows, folders, sampled), body=table_markdown(rows, args.reference))
+    bench.extra.update(dataset=args.dataset, sampled=sampled, reference=args.reference, sweeps=folders, kept=kept,
+                       paper_source=PAPER_SOURCE, paper_hr5=PAPER_HR5)
+    outputs = bench.finish(notes=table_notes(rows, folders, kept, sampled), body=table_markdown(rows, args.reference))
+    commit = read_record(outputs[0], "the results just written")["git_commit"]
+    entries = read_per_user(results_dir, f"ablations_{args.dataset}", "ablations").get("entries") or {}
+    fresh = kept_entries(cells, commit)
+    for folder, entry in fresh.items():  # a kept folder keeps the commit that scored it
+        entry["git_commit"] = entry["git_commit"] or (entries.get(folder) or {}).get("git_commit")
+    entries.update(fresh)  # folders of other tables stay kept
+    write_per_user(results_dir, f"ablations_{args.dataset}", entries,
+                   f"benchmarks/ablations.py: the cells of each sweep folder of ablations_{args.dataset} (--kept SWEEP)")
+    return outputs
 
 
 if __name__ == "__main__":

@@ -211,3 +211,62 @@ class BenchmarkRun:
         text = "\n".join(header) + "\n" + body.lstrip("\n") + "\n".join(tail) + "\n"  # a blank line before the body
         md_path = atomic_write_text(self.results_dir / f"{self.name}.md", text)
         return json_path, md_path
+
+
+# ----------------------------------------------------------------------------- per-user ranks kept in git
+#
+# Run folders (runs/...) do not outlive the machine they were made on, but a results table that
+# gains a row in a later session must still compare models user by user (paired intervals) and
+# check that they were scored on the same users. So the results scripts keep, beside
+# ``<name>.json``, ``per_user/<name>.json``: every row's rank of each test user's item, clipped
+# at the top 10 (all the table's metrics are @1, @5 and @10, so they are exact), one character
+# per user in split order, and a hash of the (user, test item) list.
+
+PER_USER_DIR = "per_user"
+TOP = 10
+_MISS = "."  # the item is not in the top 10 (or not retrieved at all)
+
+
+def encode_ranks(ranks: Any) -> str:
+    """0-based ranks (-1 = not retrieved) as one character each: '0'-'9', or '.' from rank 10 on."""
+    return "".join(str(int(r)) if 0 <= int(r) < TOP else _MISS for r in ranks)
+
+
+def decode_ranks(text: str, where: str) -> Any:
+    """The inverse of :func:`encode_ranks` (ranks from 10 on come back as -1: a miss for every metric @K <= 10)."""
+    import numpy as np
+
+    bad = next((i for i, c in enumerate(text) if not (c.isdigit() or c == _MISS)), None)
+    if bad is not None:
+        raise InputError(f"{where}: character {bad} is {text[bad]!r}; expected a digit (the rank) or '{_MISS}' "
+                         "(not in the top 10)")
+    return np.array([int(c) if c != _MISS else -1 for c in text], dtype=np.int64)
+
+
+def users_sha256(pairs: Sequence[tuple[str, str]]) -> str:
+    """A hash of the (user id, test item id) list, in split order: equal hashes = the same users and targets."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for user, item in pairs:
+        digest.update(f"{user}\t{item}\n".encode())
+    return digest.hexdigest()
+
+
+def per_user_path(results_dir: Path, name: str) -> Path:
+    return Path(results_dir) / PER_USER_DIR / f"{name}.json"
+
+
+def read_per_user(results_dir: Path, name: str, script: str) -> dict[str, Any]:
+    """``per_user/<name>.json`` of a results folder, or an empty record when there is none yet."""
+    path = per_user_path(results_dir, name)
+    return read_input_json(path, f"the per-user ranks kept by benchmarks/{script}.py", script) if path.is_file() else {}
+
+
+def write_per_user(results_dir: Path, name: str, entries: dict[str, Any], what: str) -> Path:
+    """Write ``per_user/<name>.json`` atomically: ``entries`` = what each row keeps (see above)."""
+    return atomic_write_json(per_user_path(results_dir, name), {
+        "benchmark": name, "what": what,
+        "ranks_encoding": f"one character per test user in split order: '0'-'9' = the 0-based rank of the user's "
+                          f"test item, '{_MISS}' = not in the top {TOP}",
+        "entries": entries})

@@ -18,6 +18,13 @@ A second table pairs every LLM run with each classic model trained in the same r
 (``RUN/collab/<model>``; a sweep cell's behaviour and baseline stages): both scored on the same users, the difference LLM - model with its
 paired 95% bootstrap interval.
 
+Run folders do not outlive the machine they were made on, so every row is also kept in
+``per_user/llm_<dataset>.json`` beside the results (:mod:`common`: its figures, its budget and the
+rank of each test user's item in its list and in each classic model's of its run, clipped at the
+top 10). ``--kept LABEL`` puts such a row back in a later session's table, still paired and
+checked user by user; a row of an ``llm_<dataset>.json`` written before rows were kept comes back
+with its figures only (no new paired differences with it, users checked by count).
+
 The issue asks for every test user: runs whose evaluation was sampled are refused unless
 ``--allow-sampled`` is given (the table then says so), and runs scored on different users
 (other users, or other targets) are never mixed. For a data set with a known size
@@ -26,6 +33,9 @@ The issue asks for every test user: runs whose evaluation was sampled are refuse
     .venv/bin/python benchmarks/llm_dataset.py --dataset instruments \\
         --llm "ours (alignment codes, dense)" runs/exp-instruments \\
         --llm "LC-Rec-style (RQ-VAE codes, one-target prompts)" runs/exp-instruments-lcrec
+    # a later session: the first row from per_user/llm_instruments.json, a new run beside it
+    .venv/bin/python benchmarks/llm_dataset.py --dataset instruments \
+        --kept "ours (alignment codes, dense)" --llm "ours, 2 layers" runs/exp-instruments-2l
 """
 
 from __future__ import annotations
@@ -39,7 +49,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, markdown_table, read_input_json, script_error
+from common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    BenchmarkRun,
+    decode_ranks,
+    encode_ranks,
+    markdown_table,
+    per_user_path,
+    read_input_json,
+    read_per_user,
+    script_error,
+    users_sha256,
+    write_per_user,
+)
 
 from alignrec.errors import InputError
 from alignrec.utils.io import read_json
@@ -204,21 +227,99 @@ def check_rescored(run: LlmRun) -> None:
                    f"says {recorded[m]:.6f}; the two files are of different evaluations")
 
 
-def check_same_users(runs: list[LlmRun]) -> None:
-    """Every LLM run must have scored the same users with the same test items."""
+@dataclass
+class Scored:
+    """One LLM row as the tables use it: scored now from its run (:func:`score_run`), or kept by an
+    earlier run of this script (:func:`kept_row`)."""
+
+    label: str
+    source: str  # "run FOLDER" / "sweep cell FILE": where it was scored
+    users: int
+    users_sha256: str | None  # None: a row carried from a results file that kept no per-user ranks
+    ranks: np.ndarray | None  # (U,) 0-based rank of each user's item in the LLM's list (-1 = not in the top 10)
+    classic: dict[str, dict[str, Any]]  # model -> {"ranks": (U,), "source": "same run (collab/<model>)"}
+    row: dict[str, Any]
+    budget: dict[str, Any]
+    sampled: bool
+    paired: list[dict[str, Any]] | None = None  # a row without ranks: its paired rows, as they were
+    kept: str | None = None  # a carried row: "<file>, commit <c>" it came from
+    commit: str | None = None  # a carried row: the commit that scored it
+    pairs: list[tuple[str, str]] | None = None  # (user, test item) of each user: rows scored now
+
+
+def score_run(run: LlmRun) -> Scored:
+    pairs = run.users()
+    classic = {model: {"ranks": ranks, "source": f"same run ({run.files.collab[model].parent.name}/"
+                                                 f"{run.files.collab[model].name})"}
+               for model, ranks in run.classic_ranks.items()}
+    row = llm_row(run)
+    return Scored(run.label, row["source"], len(pairs), users_sha256(pairs), run.ranks, classic, row, budget_row(run),
+                  bool(run.evaluation.get("sampled")), pairs=pairs)
+
+
+def kept_row(label: str, dataset: str, results_dir: Path) -> Scored:
+    """``--kept LABEL``: the row of ``per_user/llm_<dataset>.json``, else (written before rows were kept) the
+    figures of ``llm_<dataset>.json``."""
+    kept = read_per_user(results_dir, f"llm_{dataset}", "llm_dataset").get("entries") or {}
+    where = per_user_path(results_dir, f"llm_{dataset}")
+    if label in kept:
+        entry = kept[label]
+        try:
+            ranks = None if entry["ranks"] is None else decode_ranks(entry["ranks"], f"{where}: entries.{label}.ranks")
+            classic = {model: {"ranks": decode_ranks(c["ranks"], f"{where}: entries.{label}.classic.{model}.ranks"),
+                               "source": c["source"]} for model, c in (entry.get("classic") or {}).items()}
+            return Scored(label, entry["row"]["source"], int(entry["users"]), entry["users_sha256"], ranks, classic,
+                          entry["row"], entry["budget"], bool(entry["sampled"]), paired=entry.get("paired"),
+                          kept=entry.get("kept") or f"{where.name}, commit {str(entry.get('git_commit'))[:12]}",
+                          commit=entry.get("git_commit"))
+        except (KeyError, TypeError, InputError) as error:
+            raise fail(f"{where}: entries.{label}: {error}; expected what this script keeps for a row "
+                       "(users, users_sha256, ranks, classic, row, budget, sampled)") from None
+    results = results_dir / f"llm_{dataset}.json"
+    record = read_record(results, "the results of an earlier run of benchmarks/llm_dataset.py") if results.is_file() else {}
+    row = next((r for r in record.get("rows") or [] if r.get("model") == label and label in (record.get("runs") or {})), None)
+    budget = next((b for b in record.get("budgets") or [] if b.get("model") == label), None)
+    if row is None or budget is None:
+        known = sorted(set(kept) | set(record.get("runs") or {}))
+        raise fail(f"--kept {label!r}: no such LLM row in {where} or {results}; kept rows: {known or 'none'}")
+    paired = [r for r in record.get("llm_vs_classic") or [] if r.get("llm") == label]
+    return Scored(label, row["source"], int(row["users"]), None, None, {}, row, budget, bool(record.get("sampled")),
+                  paired=paired, kept=f"{results.name}, commit {str(record.get('git_commit'))[:12]}, figures only",
+                  commit=record.get("git_commit"))
+
+
+def check_same_users(runs: list[Scored]) -> None:
+    """Every LLM row must have scored the same users with the same test items."""
     first = runs[0]
-    reference = first.users()
     for run in runs[1:]:
-        users = run.users()
-        if users == reference:
-            continue
-        difference = next((i for i, (a, b) in enumerate(zip(users, reference, strict=False)) if a != b),
-                          min(len(users), len(reference)))
-        shown = (users[difference] if difference < len(users) else "none",
-                 reference[difference] if difference < len(reference) else "none")
-        raise fail(f"{run.label!r} ({run.files.source}) and {first.label!r} ({first.files.source}) were scored on different test "
-                   f"users ({len(users):,} vs {len(reference):,}; first difference, (user, test item): {shown[0]} vs "
-                   f"{shown[1]}); the table compares models on the same users only")
+        if run.pairs is not None and first.pairs is not None:
+            users, reference = run.pairs, first.pairs
+            if users == reference:
+                continue
+            difference = next((i for i, (a, b) in enumerate(zip(users, reference, strict=False)) if a != b),
+                              min(len(users), len(reference)))
+            shown = (users[difference] if difference < len(users) else "none",
+                     reference[difference] if difference < len(reference) else "none")
+            detail = f"first difference, (user, test item): {shown[0]} vs {shown[1]}"
+        elif run.users_sha256 is not None and first.users_sha256 is not None:
+            if run.users_sha256 == first.users_sha256:
+                continue
+            detail = "the hashes of their (user, test item) lists differ"
+        elif run.users == first.users and run.sampled == first.sampled:
+            continue  # a row kept without per-user ranks: only its count can be checked (the table says so)
+        else:
+            detail = "a row kept without per-user ranks: only the count and whether it was sampled can be checked"
+        raise fail(f"{run.label!r} ({run.source}) and {first.label!r} ({first.source}) were scored on different test "
+                   f"users ({run.users:,} vs {first.users:,}; {detail}); the table compares models on the same users only")
+
+
+def kept_entry(run: Scored, commit: str | None) -> dict[str, Any]:
+    """What ``per_user/llm_<dataset>.json`` keeps of a row."""
+    return {"users": run.users, "users_sha256": run.users_sha256, "sampled": run.sampled,
+            "ranks": None if run.ranks is None else encode_ranks(run.ranks),
+            "classic": {model: {"source": c["source"], "ranks": encode_ranks(c["ranks"])} for model, c in run.classic.items()},
+            "row": run.row, "budget": run.budget, "paired": run.paired if run.ranks is None else None,
+            "git_commit": commit, "kept": run.kept}
 
 
 def _rounded(value: Any, digits: int = 4) -> Any:
@@ -289,14 +390,16 @@ def codes_text(files: RunFiles) -> str:
     return f"{method} {sizes}" if method else sizes
 
 
-def paired_rows(run: LlmRun) -> list[dict[str, Any]]:
+def paired_rows(run: Scored) -> list[dict[str, Any]]:
     """The LLM minus each classic model of its own run folder, on the same users (paired bootstrap)."""
     from alignrec.pipeline.report import comparison_row, paired_difference
 
+    if run.ranks is None:
+        return list(run.paired or [])
     rows = []
-    for model, ranks in run.classic_ranks.items():
-        scored = comparison_row(model, ranks)
-        difference = paired_difference(run.ranks, ranks)
+    for model, classic in run.classic.items():
+        scored = comparison_row(model, classic["ranks"])
+        difference = paired_difference(run.ranks, classic["ranks"])
         rows.append({"llm": run.label, "model": model, "users": scored["users"],
                      **{m: _rounded(scored[m], 6) for m in INTERVAL_METRICS},
                      "llm_minus_model": _rounded(difference, 6)})
@@ -320,15 +423,14 @@ def baseline_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def own_classic_rows(run: LlmRun) -> list[dict[str, Any]]:
+def own_classic_rows(run: Scored) -> list[dict[str, Any]]:
     """The classic models trained beside an LLM run, each re-scored on the run's test users (its own protocol)."""
     from alignrec.pipeline.report import comparison_row
 
     rows = []
-    for model, ranks in run.classic_ranks.items():
-        folder = run.files.collab[model]
-        scored = comparison_row(model, ranks)
-        rows.append({"model": model, "source": f"same run ({folder.parent.name}/{folder.name})",
+    for model, classic in run.classic.items():
+        scored = comparison_row(model, classic["ranks"])
+        rows.append({"model": model, "source": classic["source"],
                      "users": scored["users"], **{m: _rounded(scored[m], 6) for m in METRICS},
                      "ci95": _rounded(scored["ci95"], 6)})
     return rows
@@ -384,16 +486,23 @@ def results_markdown(rows: list[dict[str, Any]], budgets: list[dict[str, Any]], 
     return "\n".join(lines) + "\n"
 
 
-def table_notes(dataset: str, runs: list[LlmRun], budgets: list[dict[str, Any]], baselines: Path,
-                sampled: bool) -> list[str]:
+def table_notes(dataset: str, runs: list[Scored], budgets: list[dict[str, Any]], baselines: Path,
+                classic_from: Scored | None, sampled: bool) -> list[str]:
     notes = [
-        f"LLM rows: every figure re-scored from RUN/eval/predictions.jsonl on {len(runs[0].rows):,} test users; "
+        f"LLM rows: every figure re-scored from RUN/eval/predictions.jsonl on {runs[0].users:,} test users; "
         "95% CI = percentile bootstrap over users (1,000 resamples, seed 0).",
         f"Classic rows: copied from {shown_path(baselines)} (full ranking of every test user of the same prepared "
         "data set, each model's own commit shown)." if baselines.is_file()
         else f"Classic rows: {shown_path(baselines)} does not exist; the classic models trained in the first LLM "
-        f"run's folder ({shown_path(runs[0].files.source)}), re-scored on the same test users (full ranking).",
+        f"run's folder that has them ({classic_from.source if classic_from else 'none'}), re-scored on the same test "
+        "users (full ranking).",
     ]
+    kept = [run for run in runs if run.kept]
+    if kept:
+        notes.append("Rows kept from an earlier run of this script (their run folders are gone; --kept): " + "; ".join(
+            f"{run.label!r} from {run.kept}" for run in kept) + ". Rows with per-user ranks are paired and checked "
+            "user by user like the others; 'figures only' rows keep their figures and paired rows as they were, and "
+            "only their number of users is checked.")
     if dataset in PAPER:
         notes.append(f"Paper rows: {PAPER[dataset]['source']}; different backbone and budget, shown for scale.")
     else:
@@ -414,41 +523,63 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="data set name: instruments, games, industrial, ... "
                         "(names the results file llm_<dataset> and picks the baselines file and the paper's rows)")
-    parser.add_argument("--llm", nargs=2, action="append", required=True, metavar=("LABEL", "RUN"),
+    parser.add_argument("--llm", nargs=2, action="append", dest="rows", metavar=("LABEL", "RUN"),
                         help="a row: its label and a finished run folder (RUN/eval, RUN/finetune, RUN/dataset) or a finished "
                         "sweep cell (SWEEP/cells/<cell>.json); repeatable")
+    parser.add_argument("--kept", nargs=1, action="append", dest="rows", metavar="LABEL",
+                        help="a row kept by an earlier run of this script (per_user/llm_<dataset>.json in --results-dir); "
+                        "repeatable, in any order with --llm (the table keeps the order given)")
     parser.add_argument("--baselines", help="classic models' results (default benchmarks/results/baselines_<dataset>.json)")
     parser.add_argument("--allow-sampled", action="store_true",
                         help="accept evaluations of a sample of the test users (the table says so)")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where llm_<dataset>.json/.md go")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.rows:
+        parser.error("give at least one row: --llm LABEL RUN or --kept LABEL")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     args = parse_args(argv)
-    labels = [label for label, _ in args.llm]
+    labels = [entry[0] for entry in args.rows]
     if len(set(labels)) != len(labels):
-        raise fail(f"--llm: each label once, got {labels}")
-    runs = [load_llm_run(label, Path(folder), args.dataset, args.allow_sampled) for label, folder in args.llm]
+        raise fail(f"--llm/--kept: each label once, got {labels}")
+    results_dir = Path(args.results_dir)
+    runs = [score_run(load_llm_run(entry[0], Path(entry[1]), args.dataset, args.allow_sampled)) if len(entry) == 2
+            else kept_row(entry[0], args.dataset, results_dir) for entry in args.rows]
     check_same_users(runs)
     baselines = Path(args.baselines) if args.baselines else RESULTS_DIR / f"baselines_{args.dataset}.json"
-    rows = [llm_row(run) for run in runs]
-    rows += baseline_rows(baselines) if baselines.is_file() else own_classic_rows(runs[0])
+    classic_from = next((run for run in runs if run.classic), None)
+    rows = [run.row for run in runs]
+    if baselines.is_file():
+        rows += baseline_rows(baselines)
+    elif classic_from is not None:
+        rows += own_classic_rows(classic_from)
+    else:
+        raise fail(f"{baselines}: missing, and no LLM row has classic models trained beside it; the table needs "
+                   "classic rows (pass --baselines FILE)")
     rows += paper_rows(args.dataset)
-    budgets = [budget_row(run) for run in runs]
+    budgets = [run.budget for run in runs]
     paired = [row for run in runs for row in paired_rows(run)]
-    sampled = any(run.evaluation.get("sampled") for run in runs)
-    bench = BenchmarkRun(f"llm_{args.dataset}", results_dir=Path(args.results_dir), description=(
-        f"The fine-tuned LLM on {args.dataset} ({len(runs[0].rows):,} test users{', SAMPLED' if sampled else ''}) beside "
+    sampled = any(run.sampled for run in runs)
+    bench = BenchmarkRun(f"llm_{args.dataset}", results_dir=results_dir, description=(
+        f"The fine-tuned LLM on {args.dataset} ({runs[0].users:,} test users{', SAMPLED' if sampled else ''}) beside "
         "the classic models and the paper; leave-one-out, full ranking over all items."))
     for row in rows:
         bench.add_row(row)
     bench.extra.update(dataset=args.dataset, sampled=sampled, budgets=budgets, llm_vs_classic=paired,
-                       runs={run.label: shown_path(run.files.source) for run in runs},
+                       runs={run.label: run.source for run in runs},
+                       kept={run.label: run.kept for run in runs if run.kept},
                        baselines_file=shown_path(baselines) if baselines.is_file() else None,
                        paper_source=(PAPER.get(args.dataset) or {}).get("source"))
-    return bench.finish(notes=table_notes(args.dataset, runs, budgets, baselines, sampled),
-                        body=results_markdown(rows, budgets, paired))
+    outputs = bench.finish(notes=table_notes(args.dataset, runs, budgets, baselines, classic_from, sampled),
+                           body=results_markdown(rows, budgets, paired))
+    commit = read_record(outputs[0], "the results just written")["git_commit"]
+    kept = read_per_user(results_dir, f"llm_{args.dataset}", "llm_dataset").get("entries") or {}
+    kept.update({run.label: kept_entry(run, run.commit or commit) for run in runs})  # rows of other tables stay kept
+    write_per_user(results_dir, f"llm_{args.dataset}", kept,
+                   f"benchmarks/llm_dataset.py: the LLM rows of llm_{args.dataset} (--kept LABEL)")
+    return outputs
 
 
 if __name__ == "__main__":

@@ -105,9 +105,11 @@ def copy_replicate(sweep: Path, into: Path, edit) -> Path:
 
 def test_replicates_that_cannot_be_compared(script, sweeps, tmp_path):
     out = ["--results-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=r"each sweep folder once"):
+        script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]), *out])
     with pytest.raises(SystemExit, match=r"cell 'full': .*seed7/cells/full.json and .*seed7/cells/full.json ran the same "
                                          r"seeds \(behaviour 2024, tokenizer 0, tasks 42, finetune 7\)"):
-        script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]), *out])
+        script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]) + "/.", *out])
 
     def other_users(evaluation: Path) -> None:
         manifest = read_json(evaluation / "shards" / "manifest.json")
@@ -154,3 +156,43 @@ def test_the_readme_block_reads_the_results_file(script, sweeps, tmp_path, monke
     assert (f"| lr 0.02 | 2 seeds | 48 | {lr['mean']['hr@5']:.4f} ± {lr['sd']['hr@5']:.4f} | "
             f"{lr['mean']['hr@10']:.4f} ± {lr['sd']['hr@10']:.4f} | {lr['mean']['ndcg@10']:.4f} ± {lr['sd']['ndcg@10']:.4f} | "
             f"{100 * lr['vs_reference']['ndcg@10']:+.1f}% |") in block
+
+
+def test_kept_sweep_folders_come_back_in_a_later_table(script, sweeps, tmp_path):
+    """Sweep folders do not outlive their machine: per_user/ablations_<dataset>.json keeps each cell's per-user ranks."""
+    out = ["--results-dir", str(tmp_path)]
+    both = read_json(script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed42"]), "--sweep", str(sweeps["seed7"]),
+                                  *out])[0])
+    kept = read_json(tmp_path / "per_user" / "ablations_tiny.json")["entries"]
+    assert set(kept) == {str(sweeps["seed42"]), str(sweeps["seed7"])}
+    full7 = kept[str(sweeps["seed7"])]["cells"]["full"]
+    assert len(full7["ranks"]) == 48 and set(full7["ranks"]) <= set("0123456789.") and full7["seeds"]["finetune"] == 7
+    assert full7["row"] == cell_figures(sweeps["seed7"], "full")
+    # seed 42 kept (its folder may be gone by now), seed 7 read again: the same table, the paired column included
+    again = read_json(script.main(["--dataset", "tiny", "--kept", str(sweeps["seed42"]), "--sweep", str(sweeps["seed7"]),
+                                   *out])[0])
+    assert again["rows"] == both["rows"]
+    assert again["kept"] == {str(sweeps["seed42"]): f"ablations_tiny.json, commit {both['git_commit'][:12]}"}
+    with pytest.raises(SystemExit, match=r"cell 'full': .*ablations_tiny.json: entries.*seed7.cells.full and "
+                                         r".*seed7/cells/full.json ran the same seeds"):
+        script.main(["--dataset", "tiny", "--kept", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]) + "/", *out])
+    with pytest.raises(SystemExit, match=r"--kept nowhere: no such sweep folder in .*per_user/ablations_tiny.json"):
+        script.main(["--dataset", "tiny", "--kept", "nowhere", *out])
+
+
+def test_a_folder_of_a_results_file_older_than_the_kept_ranks_comes_back_with_its_figures_only(script, sweeps, tmp_path):
+    out = ["--results-dir", str(tmp_path)]
+    old = read_json(script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), *out])[0])
+    (tmp_path / "per_user" / "ablations_tiny.json").unlink()  # as written before replicates were kept
+    json_path, md_path = script.main(["--dataset", "tiny", "--kept", str(sweeps["seed7"]), *out])
+    record = read_json(json_path)
+    assert record["rows"] == old["rows"]  # figures, seeds, interval and the paired column as they were
+    assert "figures only" in record["kept"][str(sweeps["seed7"])] and "'figures only' folders" in md_path.read_text()
+    # a second seed beside it: mean and sd of the two, the paired column now from the folder with per-user ranks
+    two = {row["cell"]: row for row in read_json(script.main(
+        ["--dataset", "tiny", "--kept", str(sweeps["seed7"]), "--sweep", str(sweeps["seed42"]), *out])[0])["rows"]}
+    a, b = cell_figures(sweeps["seed7"], "lr 0.02"), cell_figures(sweeps["seed42"], "lr 0.02")
+    assert two["lr 0.02"]["seeds"] == 2 and two["lr 0.02"]["mean"]["ndcg@10"] == pytest.approx((a["ndcg@10"] + b["ndcg@10"]) / 2)
+    assert two["lr 0.02"]["paired_vs_reference"]["folder"] == str(sweeps["seed42"])
+    paired = two["lr 0.02"]["paired_vs_reference"]["ndcg@10"]["difference"]
+    assert paired == pytest.approx(b["ndcg@10"] - cell_figures(sweeps["seed42"], "full")["ndcg@10"], abs=1e-9)

@@ -206,3 +206,66 @@ def test_a_sweep_cell_reads_like_a_run_folder_and_its_classic_models_stand_in_fo
     cell.write_text(json.dumps({"cell": "full", "stages": {"prepare": str(run / "dataset")}}))
     with pytest.raises(SystemExit, match=r"full.json: stages: expected the folders of \['prepare', 'evaluate'"):
         script.main(["--dataset", "tiny", "--llm", "x", str(cell), *out, "--results-dir", str(tmp_path / "bad")])
+
+
+def test_kept_rows_come_back_in_a_later_table_paired_and_checked_user_by_user(script, runs, tmp_path):
+    """Run folders do not outlive their machine: per_user/llm_<dataset>.json keeps each row's per-user ranks."""
+    out = ["--results-dir", str(tmp_path)]
+    first = read_json(script.main(["--dataset", "tiny", "--llm", "ours", str(runs["a"]), *out])[0])
+    kept = read_json(tmp_path / "per_user" / "llm_tiny.json")["entries"]["ours"]
+    ranks = hand_ranks(runs["a"])
+    assert kept["ranks"] == "".join(str(r) if r < 10 else "." for r in ranks) and kept["users"] == 48
+    assert kept["git_commit"] == first["git_commit"] and set(kept["classic"]) == {"dccf", "pop", "sasrec"}
+    # a later table: the kept row beside a new one scored from (here) the same run folder: identical figures and
+    # paired rows, though the kept row's were computed from the kept characters alone
+    json_path, md_path = script.main(["--dataset", "tiny", "--kept", "ours", "--llm", "again", str(runs["a"]), *out])
+    record = read_json(json_path)
+    assert [row["model"] for row in record["rows"][:2]] == ["ours", "again"]
+    assert {k: v for k, v in record["rows"][0].items()} == first["rows"][0]
+    assert record["rows"][1]["ndcg@10"] == first["rows"][0]["ndcg@10"]
+    by_llm = {(r["llm"], r["model"]): r for r in record["llm_vs_classic"]}
+    for model in ("dccf", "pop", "sasrec"):
+        assert by_llm[("ours", model)]["llm_minus_model"] == by_llm[("again", model)]["llm_minus_model"]
+    assert record["kept"] == {"ours": f"llm_tiny.json, commit {first['git_commit'][:12]}"}
+    assert "Rows kept from an earlier run of this script" in md_path.read_text()
+    # both rows stay kept; a row of other users is refused by the hash of the users
+    assert set(read_json(tmp_path / "per_user" / "llm_tiny.json")["entries"]) == {"ours", "again"}
+    with pytest.raises(SystemExit, match=r"'other' .* and 'ours' .* were scored on different test users \(48 vs 48; the "
+                                         r"hashes of their \(user, test item\) lists differ\)"):
+        script.main(["--dataset", "tiny", "--kept", "ours", "--llm", "other", str(runs["b"]), *out])
+    with pytest.raises(SystemExit, match=r"--kept 'nope': no such LLM row in .*per_user/llm_tiny.json or .*llm_tiny.json; "
+                                         r"kept rows: \['again', 'ours'\]"):
+        script.main(["--dataset", "tiny", "--kept", "nope", *out])
+    per_user = tmp_path / "per_user" / "llm_tiny.json"
+    broken = read_json(per_user)
+    broken["entries"]["ours"]["ranks"] = "x" + broken["entries"]["ours"]["ranks"][1:]
+    per_user.write_text(json.dumps(broken))
+    with pytest.raises(SystemExit, match=r"entries.ours: .*entries.ours.ranks: character 0 is 'x'; expected a digit"):
+        script.main(["--dataset", "tiny", "--kept", "ours", *out])
+
+
+def test_a_row_of_a_results_file_older_than_the_kept_ranks_comes_back_with_its_figures_only(script, runs, tmp_path):
+    out = ["--results-dir", str(tmp_path)]
+    first = read_json(script.main(["--dataset", "tiny", "--llm", "old", str(runs["a"]), *out])[0])
+    (tmp_path / "per_user" / "llm_tiny.json").unlink()  # as written before rows were kept
+    json_path, md_path = script.main(["--dataset", "tiny", "--kept", "old", "--llm", "new", str(runs["a"]), *out])
+    record = read_json(json_path)
+    assert record["rows"][0] == first["rows"][0]
+    assert record["budgets"][0] == first["budgets"][0]
+    assert [r for r in record["llm_vs_classic"] if r["llm"] == "old"] == first["llm_vs_classic"]
+    assert record["kept"]["old"] == f"llm_tiny.json, commit {first['git_commit'][:12]}, figures only"
+    assert "'figures only' rows keep their figures" in md_path.read_text()
+    entry = read_json(tmp_path / "per_user" / "llm_tiny.json")["entries"]["old"]
+    assert entry["ranks"] is None and entry["paired"] == first["llm_vs_classic"]
+    # the figures-only row is kept from now on, and is still checked by its number of users; alone, it brings no
+    # classic models of its run (their ranks were not kept): the table needs a baselines file then
+    with pytest.raises(SystemExit, match=r"baselines_tiny.json: missing, and no LLM row has classic models"):
+        script.main(["--dataset", "tiny", "--kept", "old", *out])
+    baselines = tmp_path / "baselines_fake.json"
+    baselines.write_text(json.dumps(BASELINES))
+    alone = read_json(script.main(["--dataset", "tiny", "--kept", "old", "--baselines", str(baselines), *out])[0])
+    assert alone["rows"][0] == first["rows"][0]
+    with pytest.raises(SystemExit, match=r"'sampled' .* and 'old' .* scored on different test users \(20 vs 48; a row kept "
+                                         r"without per-user ranks"):
+        script.main(["--dataset", "tiny", "--kept", "old", "--llm", "sampled", str(runs["sampled"]), "--allow-sampled",
+                     *out])
