@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 from common import (
-    REPO_ROOT,
     RESULTS_DIR,
     BenchmarkRun,
     decode_ranks,
@@ -49,6 +48,7 @@ from common import (
     read_input_json,
     read_per_user,
     script_error,
+    stage_folder,
     write_per_user,
 )
 
@@ -68,15 +68,6 @@ def fail(message: str) -> SystemExit:
 
 def read_record(path: Path, what: str) -> dict[str, Any]:
     return read_input_json(path, what, "ablations")
-
-
-def stage_folder(recorded: str, summary: Path) -> Path:
-    """A stage folder a cell summary names (relative to where the sweep ran: here or the repository)."""
-    path = Path(recorded)
-    for candidate in (path, REPO_ROOT / path):
-        if candidate.is_dir():
-            return candidate
-    raise fail(f"{summary}: stage folder {recorded} not found (was the sweep moved?)")
 
 
 @dataclass
@@ -110,14 +101,14 @@ def load_replicate(summary_path: Path, folder: Path) -> Replicate:
     if missing or "evaluate" not in stages or "prepare" not in stages:
         raise fail(f"{summary_path}: row: expected the metrics {list(METRICS)} and the prepare and evaluate stages; "
                    f"missing {missing or [s for s in ('stages.prepare', 'stages.evaluate') if s[7:] not in stages]}")
-    seeds = {name: read_record(stage_folder(stages[name], summary_path) / "config.json", f"the {name} stage's run record")
-             .get("seed") for name in SEED_STAGES if name in stages}
-    evaluation_dir = stage_folder(stages["evaluate"], summary_path)
+    seeds = {name: read_record(stage_folder(stages[name], summary_path, "ablations") / "config.json",
+                               f"the {name} stage's run record").get("seed") for name in SEED_STAGES if name in stages}
+    evaluation_dir = stage_folder(stages["evaluate"], summary_path, "ablations")
     evaluation = read_record(evaluation_dir / "metrics.json", "the metrics of the evaluate stage")
     manifest = evaluation_dir / "shards" / "manifest.json"
     users = {"users": evaluation.get("users"), "users_in_split": evaluation.get("users_in_split"),
              "rows_sha256": (read_json(manifest).get("settings") or {}).get("rows_sha256") if manifest.is_file() else None}
-    prepared = stage_folder(stages["prepare"], summary_path).resolve()
+    prepared = stage_folder(stages["prepare"], summary_path, "ablations").resolve()
     if prepared not in _datasets:
         _datasets[prepared] = load_dataset(prepared)
     dataset, predictions = _datasets[prepared], evaluation_dir / "predictions.jsonl"

@@ -85,6 +85,17 @@ def read_input_json(path: Path, what: str, script: str) -> dict[str, Any]:
         raise script_error(script, f"{error} (expected {what})") from None
 
 
+def stage_folder(recorded: str, summary: Path, script: str) -> Path:
+    """A stage folder a sweep's cell summary names, as recorded: relative to where the sweep ran, which is
+    the current directory or the repository root."""
+    path = Path(recorded)
+    for candidate in (path, REPO_ROOT / path):
+        if candidate.is_dir():
+            return candidate
+    raise script_error(script, f"{summary}: stage folder {recorded} not found (was the sweep moved, or run on "
+                               "another machine?)")
+
+
 def loadavg() -> list[float]:
     """1, 5 and 15 minute load averages, rounded (how busy the shared machine was)."""
     return [round(value, 2) for value in os.getloadavg()]

@@ -60,6 +60,7 @@ from common import (
     read_input_json,
     read_per_user,
     script_error,
+    stage_folder,
     users_sha256,
     write_per_user,
 )
@@ -144,13 +145,15 @@ class RunFiles:
         if not isinstance(stages, dict) or any(name not in stages for name in needed):
             raise fail(f"{path}: stages: expected the folders of {list(needed)}; is this SWEEP/cells/<cell>.json of a "
                        "finished cell?")
+        def folder(name: str) -> Path:
+            return stage_folder(stages[name], path, "llm_dataset")
+
         collab = {}
-        for name, folder in stages.items():
+        for name in stages:
             if name == "behaviour" or name.startswith("baseline/"):
-                model = read_record(Path(folder) / "config.json", "a collab model's run record")["config"]["train"]["model"]
-                collab[model] = Path(folder)
-        return cls(path, Path(stages["prepare"]), Path(stages["evaluate"]), Path(stages["finetune"]),
-                   Path(stages["tokenizer"]), collab)
+                model = read_record(folder(name) / "config.json", "a collab model's run record")["config"]["train"]["model"]
+                collab[model] = folder(name)
+        return cls(path, folder("prepare"), folder("evaluate"), folder("finetune"), folder("tokenizer"), collab)
 
 
 @dataclass
