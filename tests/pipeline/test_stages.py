@@ -35,14 +35,51 @@ def test_stage_reuse_replace_and_resume(tmp_path: Path) -> None:
     changed = run_stage("s", out, {"a": 1}, ["other"], work)
     assert calls == [False, False] and not (out / "stale.txt").exists() and changed.key != first.key
 
-    # Interrupted (folder without a marker): the stage is told to resume.
+    # Interrupted (folder without a marker), noted as started with this key: the stage is told to resume.
+    (out / MARKER).unlink()
+    started = tmp_path / ".stage.alignrec-stage-started.json"
+    started.write_text(json.dumps({"key": changed.key}))
+    run_stage("s", out, {"a": 1}, ["other"], work)
+    assert calls == [False, False, True] and not started.exists()  # the note goes once the stage is done
+
+    # ... and by a version that noted no key: resumed too.
     (out / MARKER).unlink()
     run_stage("s", out, {"a": 1}, ["other"], work)
-    assert calls == [False, False, True]
+    assert calls == [False, False, True, True]
 
     # "always" stages run every time (the incremental pre-cache).
     run_stage("s", out, {"a": 1}, ["other"], work, always=True)
-    assert calls == [False, False, True, False]
+    assert calls == [False, False, True, True, False]
+
+
+def test_an_interrupted_run_started_with_other_settings_starts_again(tmp_path: Path) -> None:
+    """A fine-tune killed midway and rerun with another budget must not continue the old run's checkpoint."""
+    out = tmp_path / "finetune"
+    calls: list[bool] = []
+
+    def killed(folder: Path, resume: bool) -> None:
+        folder.mkdir(exist_ok=True)
+        (folder / "checkpoint").write_text("step 300 of 12640")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("finetune", out, {"max_steps": 12640}, ["tasks"], killed)
+    started = read_json(tmp_path / ".finetune.alignrec-stage-started.json")
+    assert started["key"] == stage_key("finetune", {"max_steps": 12640}, ["tasks"]) and not (out / MARKER).exists()
+
+    def work(folder: Path, resume: bool) -> None:
+        calls.append(resume)
+        folder.mkdir(exist_ok=True)
+        (folder / "result.txt").write_text("done")
+
+    run_stage("finetune", out, {"max_steps": 10000}, ["tasks"], work)
+    assert calls == [False] and not (out / "checkpoint").exists() and (out / MARKER).is_file()
+    # killed again with the same settings: resumed
+    (out / MARKER).unlink()
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("finetune", out, {"max_steps": 10000}, ["tasks"], killed)
+    run_stage("finetune", out, {"max_steps": 10000}, ["tasks"], work)
+    assert calls == [False, True] and (out / "checkpoint").exists()
 
 
 def test_stage_key_depends_on_settings_and_upstream() -> None:

@@ -6,8 +6,11 @@ and of the keys of the stages it reads, so a change anywhere upstream — settin
 re-runs everything downstream and nothing else. After a stage succeeds the runner writes
 ``.alignrec-stage.json`` (the key, the settings, the code's file hashes, the time) into its
 folder; a folder whose marker holds the same key is reused as is. A folder without a marker is
-an interrupted run, handed to the stage with ``resume=True``; a folder with another key is
-replaced.
+an interrupted run, handed to the stage with ``resume=True`` when it was started with the same
+key (the runner notes the key beside the folder, ``.<folder>.alignrec-stage-started.json``, before
+the stage starts) and replaced when it was started with another one: a fine-tune killed midway
+and rerun with another learning rate or step budget starts again rather than continuing the old
+one's checkpoint. A folder with another key is replaced.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ def read_marker(out: Path) -> dict[str, Any] | None:
     return read_json(marker) if marker.is_file() else None
 
 
+def started_marker(out: Path) -> Path:
+    """Where the runner notes the key of a stage it starts: beside the folder, which the stage itself creates."""
+    return out.parent / f".{out.name}.alignrec-stage-started.json"
+
+
 def run_stage(
     name: str,
     out: Path,
@@ -83,8 +91,17 @@ def run_stage(
         log.info("[%s] %s changed, replacing %s", name, _what_changed(marker, settings, upstream, fingerprint), out)
         shutil.rmtree(out)
     elif marker is None and out.exists():
-        resume = True
-        log.info("[%s] resuming the interrupted run in %s", name, out)
+        started_with = read_json(started_marker(out)) if started_marker(out).is_file() else None
+        if started_with is not None and started_with.get("key") != key:
+            log.info("[%s] the interrupted run was started with other %s, replacing %s", name,
+                     _what_changed(started_with, settings, upstream, fingerprint), out)
+            shutil.rmtree(out)
+        else:  # started with this key (or by a version that noted no key)
+            resume = True
+            log.info("[%s] resuming the interrupted run in %s", name, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(started_marker(out), {"stage": name, "key": key, "upstream": upstream,
+                                            "settings": json.loads(to_json(settings)), "code": fingerprint})
     started = time.perf_counter()
     log.info("[%s] running -> %s", name, out)
     work(out, resume)
@@ -94,6 +111,7 @@ def run_stage(
         {"stage": name, "key": key, "upstream": upstream, "seconds": seconds, "settings": json.loads(to_json(settings)),
          "code": fingerprint},
     )
+    started_marker(out).unlink(missing_ok=True)
     log.info("[%s] done in %.1f s", name, seconds)
     return StageResult(name, key, out, skipped=False, seconds=seconds)
 
