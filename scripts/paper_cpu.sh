@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The paper's experiments on the real data sets with the CPU budgets of docs/experiments.md.
-# Every command resumes where it stopped: run it again after a kill or a session end.
+# Every command resumes where it stopped: run it again after a kill. Run folders stay on the machine: a session on
+# a fresh machine starts them again, so size each run to end (evaluation included) in the session that starts it.
 #
 #   scripts/paper_cpu.sh llm DATASET ours|lcrec [--set ...]   # instruments | games: one LLM run folder
 #   scripts/paper_cpu.sh ablations SEED [--cell NAME ...]     # Industrial: the ablation sweep of one seed
+#   scripts/paper_cpu.sh baselines DATASET MODEL ...          # instruments | games: classic models to early stopping
 #
 # llm: runs/exp-DATASET (ours: alignment codes, dense windows) or runs/exp-DATASET-lcrec (LC-Rec-style:
 #   RQ-VAE codes, one-target prompts); 4 decoder layers of SmolLM2-135M, LoRA dropout 0.1, the code-only
@@ -14,7 +16,10 @@
 #   the four task families with the auxiliary ones capped (negative ratio 0.05 per target, 500 text and
 #   300 TS-Align examples, texts cut to 32 words) so that the sequential task keeps about 70% of the
 #   examples. Seed 0 also trains the classic models.
-# Both use SASRec item embeddings for the tokenizer, as the main job does (configs/ml100k.yaml).
+# baselines: benchmarks/baselines.py table with the settings of benchmarks/configs/baselines.yaml (Games: early
+#   stopping, no time budget), one thread, beside another run (so outside the bench lock), continuing each model
+#   from its checkpoint in runs/collab-bench; prepares runs/DATASET first when it is missing.
+# llm and ablations use SASRec item embeddings for the tokenizer, as the main job does (configs/ml100k.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ALIGNREC_PROGRESS=${ALIGNREC_PROGRESS:-0}
@@ -55,6 +60,17 @@ case "${1:-}" in
       "${classic[@]}" --out "runs/sweeps/ablations_industrial_seed$seed" \
       --results "runs/sweeps/ablations_industrial_seed$seed" "$@"
     ;;
+  baselines)
+    dataset=${2:?dataset}; shift 2
+    case $dataset in
+      instruments) inter=Instruments.inter.json ;;
+      games) inter=Games.inter.json ;;
+      *) echo "paper_cpu.sh baselines: dataset must be instruments or games, got '$dataset'" >&2; exit 2 ;;
+    esac
+    [ -f "runs/$dataset/dataset/stats.json" ] || .venv/bin/alignrec prepare --format lcrec \
+      --inter "../shared/data/amazon18/$inter" --max-history 20 --out "runs/$dataset"
+    exec .venv/bin/python benchmarks/baselines.py table --dataset "$dataset" --threads 1 --no-lock --resume --models "$@"
+    ;;
   *)
-    sed -n '2,16p' "$0" >&2; exit 2 ;;
+    sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac
