@@ -24,7 +24,7 @@ kept comes back with its figures only (its paired column as it was; users checke
         --out runs/sweeps/ablations_industrial_seed0 --results runs/sweeps/ablations_industrial_seed0
     .venv/bin/python benchmarks/ablations.py --dataset industrial --sweep runs/sweeps/ablations_industrial_seed0
     # a later session, seed 1 beside the kept seed 0
-    .venv/bin/python benchmarks/ablations.py --dataset industrial --kept runs/sweeps/ablations_industrial_seed0 \
+    .venv/bin/python benchmarks/ablations.py --dataset industrial --kept runs/sweeps/ablations_industrial_seed0 \\
         --sweep runs/sweeps/ablations_industrial_seed1
 """
 
@@ -138,7 +138,7 @@ def load_kept(folder: str, dataset: str, results_dir: Path) -> list[Replicate]:
     if folder in kept:
         entry = kept[folder]
         try:
-            label = entry.get("kept") or f"{where.name}, commit {str(entry.get('git_commit'))[:12]}"
+            label = entry.get("kept") or f"per_user/{where.name}, commit {str(entry.get('git_commit'))[:12]}"
             return [Replicate(name, folder, f"{where}: entries.{folder}.cells.{name}", c["row"], c["seeds"], c["users"],
                               bool(c["sampled"]),
                               None if c["ranks"] is None else decode_ranks(c["ranks"], f"{where}: entries.{folder}.cells.{name}.ranks"),

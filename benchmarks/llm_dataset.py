@@ -34,7 +34,7 @@ The issue asks for every test user: runs whose evaluation was sampled are refuse
         --llm "ours (alignment codes, dense)" runs/exp-instruments \\
         --llm "LC-Rec-style (RQ-VAE codes, one-target prompts)" runs/exp-instruments-lcrec
     # a later session: the first row from per_user/llm_instruments.json, a new run beside it
-    .venv/bin/python benchmarks/llm_dataset.py --dataset instruments \
+    .venv/bin/python benchmarks/llm_dataset.py --dataset instruments \\
         --kept "ours (alignment codes, dense)" --llm "ours, 2 layers" runs/exp-instruments-2l
 """
 
@@ -273,7 +273,7 @@ def kept_row(label: str, dataset: str, results_dir: Path) -> Scored:
                                "source": c["source"]} for model, c in (entry.get("classic") or {}).items()}
             return Scored(label, entry["row"]["source"], int(entry["users"]), entry["users_sha256"], ranks, classic,
                           entry["row"], entry["budget"], bool(entry["sampled"]), paired=entry.get("paired"),
-                          kept=entry.get("kept") or f"{where.name}, commit {str(entry.get('git_commit'))[:12]}",
+                          kept=entry.get("kept") or f"per_user/{where.name}, commit {str(entry.get('git_commit'))[:12]}",
                           commit=entry.get("git_commit"))
         except (KeyError, TypeError, InputError) as error:
             raise fail(f"{where}: entries.{label}: {error}; expected what this script keeps for a row "

@@ -172,7 +172,7 @@ def test_kept_sweep_folders_come_back_in_a_later_table(script, sweeps, tmp_path)
     again = read_json(script.main(["--dataset", "tiny", "--kept", str(sweeps["seed42"]), "--sweep", str(sweeps["seed7"]),
                                    *out])[0])
     assert again["rows"] == both["rows"]
-    assert again["kept"] == {str(sweeps["seed42"]): f"ablations_tiny.json, commit {both['git_commit'][:12]}"}
+    assert again["kept"] == {str(sweeps["seed42"]): f"per_user/ablations_tiny.json, commit {both['git_commit'][:12]}"}
     with pytest.raises(SystemExit, match=r"cell 'full': .*ablations_tiny.json: entries.*seed7.cells.full and "
                                          r".*seed7/cells/full.json ran the same seeds"):
         script.main(["--dataset", "tiny", "--kept", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]) + "/", *out])

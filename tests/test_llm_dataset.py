@@ -226,7 +226,7 @@ def test_kept_rows_come_back_in_a_later_table_paired_and_checked_user_by_user(sc
     by_llm = {(r["llm"], r["model"]): r for r in record["llm_vs_classic"]}
     for model in ("dccf", "pop", "sasrec"):
         assert by_llm[("ours", model)]["llm_minus_model"] == by_llm[("again", model)]["llm_minus_model"]
-    assert record["kept"] == {"ours": f"llm_tiny.json, commit {first['git_commit'][:12]}"}
+    assert record["kept"] == {"ours": f"per_user/llm_tiny.json, commit {first['git_commit'][:12]}"}
     assert "Rows kept from an earlier run of this script" in md_path.read_text()
     # both rows stay kept; a row of other users is refused by the hash of the users
     assert set(read_json(tmp_path / "per_user" / "llm_tiny.json")["entries"]) == {"ours", "again"}
