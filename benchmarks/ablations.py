@@ -97,10 +97,11 @@ def load_replicate(summary_path: Path, folder: Path) -> Replicate:
     row, stages = summary.get("row"), summary.get("stages")
     if not isinstance(row, dict) or not isinstance(stages, dict) or "cell" not in summary:
         raise fail(f"{summary_path}: expected the keys cell, row and stages of a sweep's cell summary")
-    missing = [m for m in METRICS if not isinstance(row.get(m), (int, float))]
-    if missing or "evaluate" not in stages or "prepare" not in stages:
-        raise fail(f"{summary_path}: row: expected the metrics {list(METRICS)} and the prepare and evaluate stages; "
-                   f"missing {missing or [s for s in ('stages.prepare', 'stages.evaluate') if s[7:] not in stages]}")
+    missing = [f"row.{m}" for m in METRICS if not isinstance(row.get(m), (int, float))]
+    missing += [f"stages.{name}" for name in ("prepare", "evaluate") if name not in stages]
+    if missing:
+        raise fail(f"{summary_path}: expected the metrics {list(METRICS)} in row and the prepare and evaluate stages; "
+                   f"missing {missing}")
     seeds = {name: read_record(stage_folder(stages[name], summary_path, "ablations") / "config.json",
                                f"the {name} stage's run record").get("seed") for name in SEED_STAGES if name in stages}
     evaluation_dir = stage_folder(stages["evaluate"], summary_path, "ablations")
@@ -338,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
     args = parse_args(argv)
     if not args.sweep and not args.kept:
         raise fail("give at least one --sweep SWEEP or --kept SWEEP")
+    folders = [*args.kept, *args.sweep]
+    if len(set(folders)) != len(folders):
+        raise fail(f"--sweep/--kept: each sweep folder once, got {folders}")
     results_dir = Path(args.results_dir)
     cells: dict[str, list[Replicate]] = {}
     for folder in args.kept:  # kept folders first: the seeds as they were added
@@ -345,9 +349,6 @@ def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
             cells.setdefault(replicate.cell, []).append(replicate)
     for name, replicates in load_sweeps([Path(folder) for folder in args.sweep]).items():
         cells.setdefault(name, []).extend(replicates)
-    folders = [*args.kept, *args.sweep]
-    if len(set(folders)) != len(folders):
-        raise fail(f"--sweep/--kept: each sweep folder once, got {folders}")
     check_replicates(cells, args.allow_sampled)
     if args.reference not in cells:
         raise fail(f"--reference {args.reference!r}: no such cell; cells are {sorted(cells)}")

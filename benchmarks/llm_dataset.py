@@ -421,8 +421,11 @@ def baseline_rows(path: Path) -> list[dict[str, Any]]:
         if not isinstance(test, dict) or any(m not in test for m in METRICS):
             raise fail(f"{path}: models.{model}.test: expected the metrics {list(METRICS)}")
         commit = str(entry.get("git_commit") or "unknown")[:12]
-        rows.append({"model": model, "source": f"{path.name} (commit {commit})", "users": entry.get("users"),
-                     **{m: test[m] for m in METRICS}, "ci95": entry.get("test_ci95")})
+        # A model stopped by its time budget rather than by early stopping is a lower bound: say so on the row.
+        budget = ", time budget: a lower bound" if entry.get("stop_reason") == "time_budget" else ""
+        rows.append({"model": model, "source": f"{path.name} (commit {commit}{budget})", "users": entry.get("users"),
+                     **{m: test[m] for m in METRICS}, "ci95": entry.get("test_ci95"),
+                     "stop_reason": entry.get("stop_reason")})
     return rows
 
 

@@ -366,8 +366,9 @@ def _llm_summary(record: dict[str, Any]) -> str:
     interval = (llm.get("ci95") or {}).get("ndcg@10")
     shown = _metric(llm["ndcg@10"]) + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
     side = "above" if llm["ndcg@10"] > best["ndcg@10"] else "below"
+    lower_bound = ", stopped by its time budget: a lower bound" if best.get("stop_reason") == "time_budget" else ""
     text = (f"What it shows: the best LLM row ({llm['model']}) has NDCG@10 {shown}, {side} the best classic model "
-            f"here ({best['model']}, {_metric(best['ndcg@10'])}; {llm['ndcg@10'] / best['ndcg@10']:.2f}x)")
+            f"here ({best['model']}, {_metric(best['ndcg@10'])}{lower_bound}; {llm['ndcg@10'] / best['ndcg@10']:.2f}x)")
     paired = next((r for r in record.get("llm_vs_classic") or [] if r["llm"] == llm["model"] and r["model"] == best["model"]),
                   None)
     if paired is not None:

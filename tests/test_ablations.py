@@ -107,6 +107,9 @@ def test_replicates_that_cannot_be_compared(script, sweeps, tmp_path):
     out = ["--results-dir", str(tmp_path / "out")]
     with pytest.raises(SystemExit, match=r"each sweep folder once"):
         script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]), *out])
+    # checked before anything is read: a folder given twice is named even when it holds nothing
+    with pytest.raises(SystemExit, match=r"each sweep folder once"):
+        script.main(["--dataset", "tiny", "--sweep", str(tmp_path / "empty"), "--kept", str(tmp_path / "empty"), *out])
     with pytest.raises(SystemExit, match=r"cell 'full': .*seed7/cells/full.json and .*seed7/cells/full.json ran the same "
                                          r"seeds \(behaviour 2024, tokenizer 0, tasks 42, finetune 7\)"):
         script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--sweep", str(sweeps["seed7"]) + "/.", *out])
@@ -136,7 +139,9 @@ def test_replicates_that_cannot_be_compared(script, sweeps, tmp_path):
     broken = tmp_path / "broken" / "cells"
     broken.mkdir(parents=True)
     (broken / "full.json").write_text(json.dumps({"cell": "full", "row": {"hr@1": 0.1}, "stages": {}}))
-    with pytest.raises(SystemExit, match=r"broken/cells/full.json: row: expected the metrics .* missing \['hr@5'"):
+    with pytest.raises(SystemExit, match=r"broken/cells/full.json: expected the metrics .* in row and the prepare and "
+                                         r"evaluate stages; missing \['row.hr@5', 'row.hr@10', 'row.ndcg@5', 'row.ndcg@10', "
+                                         r"'stages.prepare', 'stages.evaluate'\]$"):
         script.main(["--dataset", "tiny", "--sweep", str(broken.parent), *out])
     with pytest.raises(SystemExit, match=r"--reference 'nope': no such cell; cells are \['full', 'lr 0.02'\]"):
         script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed7"]), "--reference", "nope", *out])

@@ -18,7 +18,10 @@ from alignrec.utils.io import read_json
 
 BASELINES = {"models": {"sasrec": {
     "test": {"hr@1": 0.11, "hr@5": 0.22, "hr@10": 0.33, "ndcg@5": 0.15, "ndcg@10": 0.19},
-    "test_ci95": {"hr@10": [0.30, 0.36], "ndcg@10": [0.17, 0.21]}, "git_commit": "0123456789abcdef0123"}}}
+    "test_ci95": {"hr@10": [0.30, 0.36], "ndcg@10": [0.17, 0.21]}, "git_commit": "0123456789abcdef0123",
+    "stop_reason": "early_stopping"}, "fmlp": {
+    "test": {"hr@1": 0.12, "hr@5": 0.23, "hr@10": 0.34, "ndcg@5": 0.16, "ndcg@10": 0.95},
+    "git_commit": "fedcba9876543210", "stop_reason": "time_budget"}}}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def test_rows_hold_the_run_and_baselines_figures(script, runs, tmp_path):
                                       "--baselines", str(baselines), "--results-dir", str(tmp_path / "out")])
     assert json_path == tmp_path / "out" / "llm_tiny.json"
     record = read_json(json_path)
-    llm, sasrec = record["rows"]
+    llm, sasrec, fmlp = record["rows"]
     ranks = hand_ranks(runs["a"])
     assert len(ranks) == 48 and 0 < (ranks == 0).mean() < 1  # hits at the top and below it: the checks can fail
     per_user = ndcg(ranks, 10)
@@ -81,7 +84,13 @@ def test_rows_hold_the_run_and_baselines_figures(script, runs, tmp_path):
     assert llm["train_min"] == round(finetune["train_seconds_total"] / 60, 1)
     # the classic row is the file's, with its commit
     assert sasrec == {"model": "sasrec", "source": "baselines_fake.json (commit 0123456789ab)", "users": None,
-                      **BASELINES["models"]["sasrec"]["test"], "ci95": BASELINES["models"]["sasrec"]["test_ci95"]}
+                      **BASELINES["models"]["sasrec"]["test"], "ci95": BASELINES["models"]["sasrec"]["test_ci95"],
+                      "stop_reason": "early_stopping"}
+    # a model stopped by its time budget says on its row that it is a lower bound, and so does the README's summary
+    assert fmlp["source"] == "baselines_fake.json (commit fedcba987654, time budget: a lower bound)"
+    assert fmlp["ci95"] is None and fmlp["stop_reason"] == "time_budget"
+    summary = load_script("readme_results")._llm_summary(record)
+    assert "the best classic model here (fmlp, 0.9500, stopped by its time budget: a lower bound;" in summary
     budget = record["budgets"][0]
     assert budget["codes"] == "alignment 6 x 6" and budget["layers"] == 2 and budget["head"] == "code"
     assert budget["format"] == "dense" and budget["tokens"] == finetune["input_tokens_seen"]
