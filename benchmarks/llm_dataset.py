@@ -505,7 +505,8 @@ def table_notes(dataset: str, runs: list[Scored], budgets: list[dict[str, Any]],
     ]
     kept = [run for run in runs if run.kept]
     if kept:
-        notes.append("Rows kept from an earlier run of this script (their run folders are gone; --kept): " + "; ".join(
+        notes.append("Rows kept from an earlier run of this script (--kept: read from what that run kept, not from run "
+                     "folders): " + "; ".join(
             f"{run.label!r} from {run.kept}" for run in kept) + ". Rows with per-user ranks are paired and checked "
             "user by user like the others; 'figures only' rows keep their figures and paired rows as they were, and "
             "only their number of users is checked.")
