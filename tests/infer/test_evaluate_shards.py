@@ -9,50 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evaluation_runs import Killed, count_searches, interrupted, scores_of, shard_headers
 
 from alignrec.cli import main
 from alignrec.errors import InputError
 from alignrec.infer.evaluate import EvaluateConfig, evaluate, shard_bounds
-from alignrec.infer.recommender import GenerativeRecommender
-
-TIMING = ("elapsed_s", "users_per_s", "shards", "predictions")  # what may differ between two runs of the same evaluation
-
-
-class Killed(RuntimeError):
-    """Stands for a kill in the middle of a shard's search."""
-
-
-def count_searches(monkeypatch: pytest.MonkeyPatch, fail_on: int | None = None) -> list[int]:
-    """Count ``recommend`` calls (one per searched shard; the list holds each call's user count);
-    with ``fail_on`` = n the n-th call (1-based) raises :class:`Killed` instead."""
-    calls: list[int] = []
-    original = GenerativeRecommender.recommend
-
-    def recommend(self, histories, *args, **kwargs):
-        calls.append(len(histories))
-        if fail_on is not None and len(calls) == fail_on:
-            raise Killed("killed during shard %d" % len(calls))
-        return original(self, histories, *args, **kwargs)
-
-    monkeypatch.setattr(GenerativeRecommender, "recommend", recommend)
-    return calls
-
-
-def scores_of(report: dict) -> dict:
-    return {key: value for key, value in report.items() if key not in TIMING}
-
-
-def shard_headers(out: Path) -> list[dict]:
-    return [json.loads(path.read_text().split("\n", 1)[0]) for path in sorted((out / "shards").glob("*.jsonl"))]
-
-
-@pytest.fixture
-def uninterrupted(tiny_run, tiny_recommender, tmp_path) -> tuple[Path, dict]:
-    """An evaluation of the 40 test users in shards of 7 (7, 7, 7, 7, 7, 5), never interrupted."""
-    out = tmp_path / "whole"
-    report = evaluate(EvaluateConfig(beam_size=10, batch_size=4, shard_users=7), tiny_run, out=out,
-                      recommender=tiny_recommender)
-    return out, report
 
 
 @pytest.mark.parametrize(("rows", "size", "expected"), [
@@ -122,16 +83,6 @@ def test_torn_edited_or_missing_shards_are_searched_again(tiny_run, tiny_recomme
     assert "6 prediction lines for 7 users" in untrusted[2]
     assert (out / "predictions.jsonl").read_bytes() == original
     assert scores_of(again) == scores_of(report)
-
-
-def interrupted(tiny_run, tiny_recommender, out: Path, monkeypatch, **settings) -> None:
-    """Leave an unfinished evaluation (first shard done, killed in the second) in ``out``."""
-    calls = count_searches(monkeypatch, fail_on=2)
-    with pytest.raises(Killed):
-        evaluate(EvaluateConfig(beam_size=10, batch_size=4, shard_users=7, **settings), tiny_run, out=out,
-                 recommender=tiny_recommender)
-    assert len(calls) == 2
-    monkeypatch.undo()
 
 
 def test_other_settings_refuse_an_unfinished_evaluation(tiny_run, tiny_recommender, tmp_path, monkeypatch):
@@ -249,3 +200,6 @@ def test_pipeline_stage_continues_an_interrupted_evaluation(tiny_run, tmp_path, 
     stage = evaluate_stage("evaluate.shard_users=20", "evaluate.beam_size=12")
     assert calls == [20, 20]  # the unfinished shards of beam 10 were discarded, not refused
     assert json.loads((stage.out / "metrics.json").read_text())["beam_size"] == 12
+    calls.clear()  # how many processes search is not part of the stage's key: the finished stage is kept
+    assert evaluate_stage("evaluate.shard_users=20", "evaluate.beam_size=12", "evaluate.workers=3").skipped
+    assert calls == []

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="discard the finished shards under OUT/shards and search every user again (default: an "
                         "interrupted evaluation with the same settings and model continues where it stopped)")
+    parser.add_argument("--join", action="store_true",
+                        help="help the evaluation in progress at OUT (run with the same settings): search the shards no "
+                        "other worker has claimed, then exit; the evaluation's own process writes predictions and metrics")
     add_config_arguments(parser, EvaluateConfig)
     parser.set_defaults(handler=run)
 
@@ -37,9 +40,15 @@ def run(args: argparse.Namespace) -> int:
     from alignrec.config import config_from_args
     from alignrec.infer.evaluate import EvaluateConfig, evaluate
 
+    from alignrec.errors import InputError
+
     config = config_from_args(EvaluateConfig, args, args.config)
-    report = evaluate(config, args.model, args.data, args.out, resume=not args.restart)
-    summary = {key: report[key] for key in ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "shards",
-                                            "predictions")}
+    if args.join and (args.restart or config.workers > 1):
+        raise InputError("--join helps an evaluation in progress: it cannot --restart it or start --workers of its own")
+    report = evaluate(config, args.model, args.data, args.out, resume=not args.restart, join=args.join)
+    keys = (("joined", "shards_searched", "users_searched", "complete") if args.join else
+            ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "wall_s", "workers", "shards",
+             "predictions"))
+    summary = {key: report[key] for key in keys}
     print(json.dumps(summary, indent=2))
     return 0

@@ -122,6 +122,22 @@ def _owner_alive(pid: int, start: int, host: str) -> bool:
     return True
 
 
+def process_owner() -> dict[str, Any]:
+    """This process as a record another process can test with :func:`owner_alive`."""
+    pid = os.getpid()
+    _owner_tag()  # caches the start time
+    return {"pid": pid, "start": _START_TIMES[pid], "host": _HOST}
+
+
+def owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether the process of a :func:`process_owner` record may still be running (when unsure: yes;
+    always yes for another host's process)."""
+    try:
+        return _owner_alive(int(owner["pid"]), int(owner["start"]), str(owner["host"]))
+    except (KeyError, TypeError, ValueError):
+        return False  # not a record this module wrote
+
+
 def temporary_prefix(path: Path) -> str:
     """The name prefix of a temporary of ``path`` owned by this process (for mkstemp/mkdtemp)."""
     return f".{path.name}.{_owner_tag()}."
