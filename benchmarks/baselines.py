@@ -210,9 +210,11 @@ def render_table(record: dict[str, Any]) -> str:
                               "s/epoch", "CPU s/epoch", "train min", "peak RSS MB", "load start/end"]),
     ]
     if dataset == "games" and record.get("models"):
+        sweep = _read(RESULTS_DIR / f"baselines_sweep_{dataset}.json").get("models", {}).get("sasrec", [])
         lines += ["## Performance targets (issue 3)", "",
-                  markdown_table(target_rows(record["models"]), ["target", "wall s/epoch", "CPU s/epoch", "threads",
-                                                                 "train min (wall)", "peak RSS MB", "met (wall)"]), ""]
+                  markdown_table(target_rows(record["models"], sweep),
+                                 ["target", "test NDCG@10", "wall s/epoch", "CPU s/epoch", "threads", "train min (wall)",
+                                  "peak RSS MB", "met (wall)"]), ""]
     settings_lines = [f"- {name}: `{json.dumps(record['models'][name].get('settings', {}))}`"
                       + (f" ({record['models'][name]['settings_source']})" if record["models"][name].get("settings_source") else "")
                       for name in MODEL_ORDER if name in record.get("models", {})]
@@ -230,14 +232,16 @@ def render_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def target_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's CPU targets, checked against the measured Games rows (wall and CPU time)."""
+def target_rows(models: dict[str, Any], sasrec_sweep: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The issue's CPU targets, checked against the measured Games rows (wall and CPU time); the
+    SASRec epoch target also against each sweep run of SASRec (cheaper losses, training strides)."""
     rows = []
-    if "sasrec" in models:
-        entry = models["sasrec"]
-        rows.append({"target": "one SASRec epoch <= 60 s", "wall s/epoch": entry["seconds_per_epoch"],
-                     "CPU s/epoch": entry.get("cpu_seconds_per_epoch"), "threads": entry.get("threads"),
-                     "met (wall)": entry["seconds_per_epoch"] <= 60})
+    sasrec = [("", models["sasrec"])] if "sasrec" in models else []
+    sasrec += [(" (sweep: " + ", ".join(f"{k}={v}" for k, v in run["varied"].items()) + ")", run) for run in sasrec_sweep or []]
+    for label, entry in sasrec:
+        rows.append({"target": f"one SASRec epoch <= 60 s{label}", "test NDCG@10": entry["test"]["ndcg@10"],
+                     "wall s/epoch": entry["seconds_per_epoch"], "CPU s/epoch": entry.get("cpu_seconds_per_epoch"),
+                     "threads": entry.get("threads"), "met (wall)": entry["seconds_per_epoch"] <= 60})
     budget_note = "stopped by the time budget before early stopping: full training not measured"
     for name in ("dccf", "lightgcn"):
         if name in models:
