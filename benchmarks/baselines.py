@@ -159,7 +159,8 @@ def render_table(record: dict[str, Any]) -> str:
     for name in [m for m in MODEL_ORDER if m in record.get("models", {})]:
         entry = record["models"][name]
         rows.append({
-            "model": name, "source": "alignrec" + ("" if entry.get("bench_lock_held") else " (sweep run)"),
+            "model": name, "source": "alignrec" + ("" if entry.get("bench_lock_held") else
+                                                   " (sweep run)" if entry.get("source") else " (no bench lock)"),
             **{m.upper(): entry["test"][m] for m in METRICS},
             "epochs (best)": f"{entry['epochs_run']} ({entry['best_epoch']})"
                              + (", time budget" if entry.get("stop_reason") == "time_budget" else ""),
@@ -199,7 +200,9 @@ def render_table(record: dict[str, Any]) -> str:
         "(`s/epoch`, `train min`) are upper bounds of an idle machine's; `CPU s/epoch` is the CPU time the training "
         "process itself used per epoch (all its threads), which waiting for other jobs does not inflate. Rows marked "
         "`(sweep run)` are the chosen (best validation NDCG@10) runs of the sweep, identical command and settings, "
-        "not re-run under the lock. Settings: benchmarks/configs/baselines.yaml; sweeps: "
+        "not re-run under the lock; rows marked `(no bench lock)` were trained with `table --no-lock` beside another "
+        "job (`scripts/paper_cpu.sh baselines`: one thread each), so their wall times are those of a busy machine and "
+        "`CPU s/epoch` is the figure to compare. Settings: benchmarks/configs/baselines.yaml; sweeps: "
         f"baselines_sweep_{dataset}.md.",
         "",
         f"- machine: {machine.get('processor')}, {machine.get('cpu_count')} CPUs, {machine.get('memory_gb')} GB, "
