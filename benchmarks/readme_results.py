@@ -366,11 +366,16 @@ def _llm_summary(record: dict[str, Any]) -> str:
     interval = (llm.get("ci95") or {}).get("ndcg@10")
     shown = _metric(llm["ndcg@10"]) + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
     side = "above" if llm["ndcg@10"] > best["ndcg@10"] else "below"
-    lower_bound = ", stopped by its time budget: a lower bound" if best.get("stop_reason") == "time_budget" else ""
-    text = (f"What it shows: the best LLM row ({llm['model']}) has NDCG@10 {shown}, {side} the best classic model "
-            f"here ({best['model']}, {_metric(best['ndcg@10'])}{lower_bound}; {llm['ndcg@10'] / best['ndcg@10']:.2f}x)")
     paired = next((r for r in record.get("llm_vs_classic") or [] if r["llm"] == llm["model"] and r["model"] == best["model"]),
                   None)
+    paired_ci = paired["llm_minus_model"]["ndcg@10"]["ci95"] if paired is not None else None
+    if (interval and interval[0] <= best["ndcg@10"] <= interval[1]
+            and (paired_ci is None or paired_ci[0] <= 0 <= paired_ci[1])):
+        side = "level with"  # inside the LLM row's interval, and not told apart by the paired comparison either
+    lower_bound = ", stopped by its time budget: a lower bound" if best.get("stop_reason") == "time_budget" else ""
+    text = (f"What it shows: the best LLM row ({llm['model']}) has NDCG@10 {shown}, {side} the best classic model "
+            f"here ({best['model']}, {_metric(best['ndcg@10'])}{lower_bound}; {llm['ndcg@10'] / best['ndcg@10']:.2f}x"
+            f"{', inside the LLM row' + chr(39) + 's 95% interval' if side == 'level with' else ''})")
     if paired is not None:
         difference = paired["llm_minus_model"]["ndcg@10"]
         low, high = difference["ci95"]

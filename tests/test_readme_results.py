@@ -153,8 +153,8 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     assert "| LC-Rec | paper (Llama-7B) |  |  | 0.0708 | 0.1044 |  | 0.0494 | 0.0602 |  |" in block
     assert "| ours | sasrec | 50,546 | +0.0026 [-0.0010, +0.0061] | +0.0003 [-0.0012, +0.0019] |" in block
     assert "commit `abc123`" in block and "instruments" not in block
-    assert ("What it shows: the best LLM row (ours) has NDCG@10 0.0350 [0.0340, 0.0360], above the best classic model "
-            "here (sasrec, 0.0347; 1.01x); against the sasrec trained in its own run (0.0347), paired on the same users, "
+    assert ("What it shows: the best LLM row (ours) has NDCG@10 0.0350 [0.0340, 0.0360], level with the best classic "
+            "model here (sasrec, 0.0347; 1.01x, inside the LLM row's 95% interval); against the sasrec trained in its own run (0.0347), paired on the same users, "
             "the difference is +0.0003 [-0.0012, +0.0019], within noise. The paper's best row (LC-Rec, Llama-7B) reads 0.0602.") in block
     # an LLM row from a sweep cell is found by its label; below the classic model, a clear paired difference
     llm["runs"] = {"ours": "runs/sweeps/x/cells/full.json"}
@@ -197,3 +197,23 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     rendered = readme_results.render()
     assert rendered.index("### The main job") < rendered.index("### The LLM on the paper's data sets") < rendered.index(
         "### Ablations") < rendered.index("### Classic baselines")
+
+
+def test_llm_summary_says_level_only_when_neither_interval_tells_the_rows_apart(readme_results):
+    def record(llm_ci, paired_ci):
+        rows = [{"model": "ours", "source": "run runs/x", "ndcg@10": 0.0786, "ci95": {"ndcg@10": llm_ci}},
+                {"model": "sasrec", "source": "baselines_x.json", "ndcg@10": 0.0775}]
+        vs = [{"llm": "ours", "model": "sasrec", "ndcg@10": 0.0780,
+               "llm_minus_model": {"ndcg@10": {"difference": 0.0006, "ci95": paired_ci}}}]
+        return {"runs": {"ours": "runs/x"}, "rows": rows, "llm_vs_classic": vs}
+
+    summary = readme_results._llm_summary
+    # the classic figure inside the LLM's interval and a paired interval across zero: level
+    text = summary(record([0.0750, 0.0820], [-0.0010, 0.0020]))
+    assert "0.0786 [0.0750, 0.0820], level with the best classic model here (sasrec, 0.0775; 1.01x, inside the " \
+           "LLM row's 95% interval)" in text and "+0.0006 [-0.0010, +0.0020], within noise" in text
+    # the paired comparison tells them apart: the plain side, however wide the LLM's own interval
+    assert "0.0820], above the best classic model here (sasrec, 0.0775; 1.01x);" in summary(
+        record([0.0750, 0.0820], [0.0001, 0.0011]))
+    # the classic figure outside the LLM's interval: above
+    assert ", above the best classic model" in summary(record([0.0780, 0.0790], [-0.0010, 0.0020]))
