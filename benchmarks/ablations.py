@@ -227,12 +227,19 @@ def cell_row(name: str, replicates: list[Replicate]) -> dict[str, Any]:
     return row
 
 
-def with_changes(rows: list[dict[str, Any]], reference: str) -> None:
-    """Each row's relative change from the reference cell (ours and, where it has the cell, the paper's)."""
-    base = next((row for row in rows if row["cell"] == reference), None)
+def with_changes(rows: list[dict[str, Any]], cells: dict[str, list[Replicate]], reference: str) -> None:
+    """Each row's relative change from the reference cell (ours and, where it has the cell, the paper's).
+
+    The reference's mean is taken over the sweep folders the row's cell has (the same seeds), so a
+    cell run with fewer seeds than the reference is not measured against other seeds' figures; a
+    cell with no folder in common is measured against every replicate of the reference."""
     for row in rows:
-        row["vs_reference"] = None if base is None else {
-            m: (row["mean"][m] / base["mean"][m] - 1.0) if base["mean"][m] else None for m in ("hr@5", "ndcg@10")}
+        folders = {r.folder for r in cells[row["cell"]]}
+        base = [r for r in cells.get(reference, []) if r.folder in folders] or cells.get(reference, [])
+        means = {m: float(np.mean([float(r.row[m]) for r in base])) for m in ("hr@5", "ndcg@10")} if base else None
+        row["vs_reference"] = None if means is None else {
+            m: (row["mean"][m] / means[m] - 1.0) if means[m] else None for m in ("hr@5", "ndcg@10")}
+        row["vs_reference_folders"] = sorted(r.folder for r in base)
         paper = PAPER_HR5.get(row["cell"])
         row["paper_hr@5"] = paper
         row["paper_hr@5_vs_full"] = None if paper is None else paper / PAPER_HR5["full"] - 1.0
@@ -300,7 +307,8 @@ def table_notes(rows: list[dict[str, Any]], folders: Sequence[str], kept: dict[s
     notes = [
         f"Cells of {len(folders)} sweep folder(s): {', '.join(folders)}; one replicate per "
         "folder. Several seeds: mean ± sample standard deviation over the seeds; 1 seed: the value, with its 95% "
-        "bootstrap interval over users. The paired column: the cell minus the reference cell of the same sweep "
+        "bootstrap interval over users. The 'vs' columns: the cell's mean against the reference cell's mean over "
+        "the same seed folders. The paired column: the cell minus the reference cell of the same sweep "
         "folder (the first seed folder that has both), per user, with a paired 95% bootstrap interval over users.",
         f"paper: {PAPER_SOURCE} (full {PAPER_HR5['full']}, ED {PAPER_HR5['ED']}, w/o LA {PAPER_HR5['w/o LA']}, "
         f"w/o NS {PAPER_HR5['w/o NS']}); other data, backbone and budget: compare the direction of the changes.",
@@ -354,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[Path, Path]:
         raise fail(f"--reference {args.reference!r}: no such cell; cells are {sorted(cells)}")
     order = [args.reference, *sorted(name for name in cells if name != args.reference)]
     rows = [cell_row(name, cells[name]) for name in order]
-    with_changes(rows, args.reference)
+    with_changes(rows, cells, args.reference)
     with_paired(rows, cells, args.reference)
     sampled = any(r.sampled for replicates in cells.values() for r in replicates)
     kept = {r.folder: r.kept for replicates in cells.values() for r in replicates if r.kept}

@@ -201,3 +201,22 @@ def test_a_folder_of_a_results_file_older_than_the_kept_ranks_comes_back_with_it
     assert two["lr 0.02"]["paired_vs_reference"]["folder"] == str(sweeps["seed42"])
     paired = two["lr 0.02"]["paired_vs_reference"]["ndcg@10"]["difference"]
     assert paired == pytest.approx(b["ndcg@10"] - cell_figures(sweeps["seed42"], "full")["ndcg@10"], abs=1e-9)
+
+
+def test_a_cell_with_fewer_seeds_is_measured_against_the_reference_of_its_own_seeds(script, sweeps, tmp_path):
+    # a second seed folder that ran the reference cell only (a seed split over sessions)
+    only_full = tmp_path / "seed7-full-only"
+    (only_full / "cells").mkdir(parents=True)
+    shutil.copy(sweeps["seed7"] / "cells" / "full.json", only_full / "cells" / "full.json")
+    json_path, md_path = script.main(["--dataset", "tiny", "--sweep", str(sweeps["seed42"]), "--sweep", str(only_full),
+                                      "--results-dir", str(tmp_path / "out")])
+    rows = {row["cell"]: row for row in read_json(json_path)["rows"]}
+    assert rows["full"]["seeds"] == 2 and rows["lr 0.02"]["seeds"] == 1
+    full42, lr42 = cell_figures(sweeps["seed42"], "full"), cell_figures(sweeps["seed42"], "lr 0.02")
+    full7 = cell_figures(sweeps["seed7"], "full")
+    assert full42["ndcg@10"] != full7["ndcg@10"]  # else the mean over both seeds would give the same change
+    lr = rows["lr 0.02"]
+    assert lr["vs_reference"]["ndcg@10"] == pytest.approx(lr42["ndcg@10"] / full42["ndcg@10"] - 1)
+    assert lr["vs_reference_folders"] == [str(sweeps["seed42"])]
+    assert rows["full"]["vs_reference"]["ndcg@10"] == 0.0
+    assert f"| {100 * lr['vs_reference']['ndcg@10']:+.1f}% |" in md_path.read_text()
