@@ -309,7 +309,8 @@ def table_notes(rows: list[dict[str, Any]], folders: Sequence[str], kept: dict[s
         "folder. Several seeds: mean ± sample standard deviation over the seeds; 1 seed: the value, with its 95% "
         "bootstrap interval over users. The 'vs' columns: the cell's mean against the reference cell's mean over "
         "the same seed folders. The paired column: the cell minus the reference cell of the same sweep "
-        "folder (the first seed folder that has both), per user, with a paired 95% bootstrap interval over users.",
+        "folder (the first seed folder that has both with per-user ranks; a 'figures only' folder, as it was, "
+        "when none has), per user, with a paired 95% bootstrap interval over users.",
         f"paper: {PAPER_SOURCE} (full {PAPER_HR5['full']}, ED {PAPER_HR5['ED']}, w/o LA {PAPER_HR5['w/o LA']}, "
         f"w/o NS {PAPER_HR5['w/o NS']}); other data, backbone and budget: compare the direction of the changes.",
     ]
