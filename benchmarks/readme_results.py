@@ -415,8 +415,14 @@ def _ablation_summary(record: dict[str, Any]) -> str:
                                                 f"{', '.join(higher)} (higher)" if higher else "") if part)
                     or "none of them")
                  + f" ({len(paired) - len(lower) - len(higher)} of {len(paired)} within noise)")
-    if {r["seeds"] for r in rows.values()} == {1}:
+    seeds = {r["seeds"] for r in rows.values()}
+    if seeds == {1}:
         text += "; one training seed each"
+    elif len(seeds) == 1:
+        text += f"; {seeds.pop()} training seeds each"
+    else:
+        fewest = [name for name, r in rows.items() if r["seeds"] == min(seeds)]
+        text += f"; {max(seeds)} training seeds per cell, {min(seeds)} for {', '.join(fewest)}"
     return text + "."
 
 

@@ -187,7 +187,7 @@ def test_llm_and_ablation_tables_appear_when_their_files_exist(readme_results, t
     assert "**games**" not in block and "commit `def456`" in block
     assert ("What it shows: in NDCG@10, 1 of 1 variants fall below full (ED). The paper's ordering in HR@5 (full above "
             "ED) holds for ED. Paired on the same users, the NDCG@10 change is beyond the 95% interval for ED (lower) "
-            "(0 of 1 within noise).") in block
+            "(0 of 1 within noise); 3 training seeds per cell, 1 for ED.") in block
     ablations["rows"][0].update(seeds=1, mean={"hr@5": 0.04, "hr@10": 0.08, "ndcg@10": 0.03})
     (tmp_path / "ablations_industrial.json").write_text(json.dumps(ablations))
     block = "\n".join(readme_results.block_ablations())
@@ -217,3 +217,15 @@ def test_llm_summary_says_level_only_when_neither_interval_tells_the_rows_apart(
         record([0.0750, 0.0820], [0.0001, 0.0011]))
     # the classic figure outside the LLM's interval: above
     assert ", above the best classic model" in summary(record([0.0780, 0.0790], [-0.0010, 0.0020]))
+
+
+def test_ablation_summary_names_the_cells_with_fewer_seeds(readme_results):
+    def row(cell, seeds, ndcg):
+        return {"cell": cell, "seeds": seeds, "mean": {"hr@5": ndcg, "ndcg@10": ndcg}, "paper_hr@5_vs_full": None}
+
+    text = readme_results._ablation_summary(
+        {"reference": "full", "rows": [row("full", 2, 0.07), row("ED", 2, 0.06), row("LC-Rec format", 1, 0.03)]})
+    assert text == ("What it shows: in NDCG@10, 2 of 2 variants fall below full (ED, LC-Rec format); "
+                    "2 training seeds per cell, 1 for LC-Rec format.")
+    same = readme_results._ablation_summary({"reference": "full", "rows": [row("full", 3, 0.07), row("ED", 3, 0.08)]})
+    assert same.endswith("at or above it: ED; 3 training seeds each.")
