@@ -373,9 +373,10 @@ def _llm_summary(record: dict[str, Any]) -> str:
             and (paired_ci is None or paired_ci[0] <= 0 <= paired_ci[1])):
         side = "level with"  # inside the LLM row's interval, and not told apart by the paired comparison either
     lower_bound = ", stopped by its time budget: a lower bound" if best.get("stop_reason") == "time_budget" else ""
+    inside = ", inside the LLM row's 95% interval" if side == "level with" else ""
     text = (f"What it shows: the best LLM row ({llm['model']}) has NDCG@10 {shown}, {side} the best classic model "
-            f"here ({best['model']}, {_metric(best['ndcg@10'])}{lower_bound}; {llm['ndcg@10'] / best['ndcg@10']:.2f}x"
-            f"{', inside the LLM row' + chr(39) + 's 95% interval' if side == 'level with' else ''})")
+            f"here ({best['model']}, {_metric(best['ndcg@10'])}{lower_bound}; "
+            f"{llm['ndcg@10'] / best['ndcg@10']:.2f}x{inside})")
     if paired is not None:
         difference = paired["llm_minus_model"]["ndcg@10"]
         low, high = difference["ci95"]
