@@ -232,13 +232,13 @@ def with_changes(rows: list[dict[str, Any]], cells: dict[str, list[Replicate]], 
 
     The reference's mean is taken over the sweep folders the row's cell has (the same seeds), so a
     cell run with fewer seeds than the reference is not measured against other seeds' figures; a
-    cell with no folder in common is measured against every replicate of the reference."""
+    cell with no folder in common is measured against every replicate of the reference (``main``
+    has checked that the reference cell exists)."""
     for row in rows:
         folders = {r.folder for r in cells[row["cell"]]}
-        base = [r for r in cells.get(reference, []) if r.folder in folders] or cells.get(reference, [])
-        means = {m: float(np.mean([float(r.row[m]) for r in base])) for m in ("hr@5", "ndcg@10")} if base else None
-        row["vs_reference"] = None if means is None else {
-            m: (row["mean"][m] / means[m] - 1.0) if means[m] else None for m in ("hr@5", "ndcg@10")}
+        base = [r for r in cells[reference] if r.folder in folders] or cells[reference]
+        means = cell_row(reference, base)["mean"]
+        row["vs_reference"] = {m: (row["mean"][m] / means[m] - 1.0) if means[m] else None for m in ("hr@5", "ndcg@10")}
         row["vs_reference_folders"] = sorted(r.folder for r in base)
         paper = PAPER_HR5.get(row["cell"])
         row["paper_hr@5"] = paper
