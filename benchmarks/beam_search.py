@@ -27,8 +27,8 @@ from common import BenchmarkRun  # noqa: E402
 def build_recommender(model_name: str, dataset, levels: int, codes_per_level: int, seed: int):
     import torch
 
-    from alignrec.infer.recommender import GenerativeRecommender
-    from alignrec.infer.tiny import random_unique_codes
+    from alignrec.llm.recommender import GenerativeRecommender
+    from alignrec.llm.tiny_run import random_unique_codes
     from alignrec.llm.vocab import add_code_tokens
     from alignrec.tokenizer.codes import ItemCodes
 
@@ -67,8 +67,8 @@ def measure(recommender, histories, batch_size: int, beam: int, top_k: int) -> d
     import numpy as np
     import torch
 
-    from alignrec.infer.beam_search import constrained_beam_search
-    from alignrec.infer.reference import reference_beam_search
+    from alignrec.llm.beam_search import constrained_beam_search
+    from alignrec.llm.reference import reference_beam_search
 
     r = recommender
     searches = {

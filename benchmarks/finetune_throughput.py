@@ -37,7 +37,7 @@ def task_batches(tokenizer, codes, batch_size: int, count: int, run: Path, seed:
 
     from alignrec.data import load_dataset
     from alignrec.tasks.build import TasksConfig, build_tasks
-    from alignrec.train.data import encode_records
+    from alignrec.finetune.data import encode_records
 
     config = TasksConfig(llm="none", tasks=["sequential"], max_users=200, max_samples_per_task=400, seed=seed,
                          sequential_format=sequential_format)
@@ -114,13 +114,13 @@ def main() -> None:
     import torch
 
     from alignrec.data import load_dataset
-    from alignrec.infer.beam_search import code_token_ids
+    from alignrec.llm.beam_search import code_token_ids
     from alignrec.llm.backbone import load_backbone
     from alignrec.llm.code_head import CodeVocabulary
     from alignrec.tokenizer.codes import ItemCodes
-    from alignrec.train.config import FinetuneConfig
-    from alignrec.train.data import PaddingCollator, answer_loss
-    from alignrec.train.finetune import CodeOnlyLoss, apply_lora, prepare_model, resolve_precision, trainable_parameter_counts
+    from alignrec.finetune.config import FinetuneConfig
+    from alignrec.finetune.data import PaddingCollator, answer_loss
+    from alignrec.finetune.recipe import CodeOnlyLoss, apply_lora, prepare_model, resolve_precision, trainable_parameter_counts
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -4,8 +4,8 @@ Reads finished run folders (``alignrec run CONFIG``, at least up to ``evaluate``
 cells of a sweep (``SWEEP/cells/<cell>.json``, which names the cell's stage folders); trains and
 searches nothing itself. Rows of the results table:
 
-- each ``--llm LABEL RUN``: the test metrics re-scored from ``RUN/eval/predictions.jsonl`` (they
-  must reproduce ``RUN/eval/metrics.json``) with 95% bootstrap intervals over users, and its
+- each ``--llm LABEL RUN``: the test metrics re-scored from ``RUN/evaluate/predictions.jsonl`` (they
+  must reproduce ``RUN/evaluate/metrics.json``) with 95% bootstrap intervals over users, and its
   budget from ``RUN/finetune/metrics.json`` + ``config.json`` (training minutes on this CPU,
   steps, epochs, tokens, supervised code tokens, decoder layers, head, prompt format) and the
   evaluation's minutes and users/s;
@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from alignrec.layout import existing_stage_dir
 from common import (
     REPO_ROOT,
     RESULTS_DIR,
@@ -137,7 +139,7 @@ class RunFiles:
     def of(cls, path: Path) -> RunFiles:
         if path.is_dir():
             collab = {m.parent.name: m.parent for m in sorted((path / "collab").glob("*/metrics.json"))}
-            return cls(path, path / "dataset", path / "eval", path / "finetune", path / "tokenizer", collab)
+            return cls(path, path / "dataset", existing_stage_dir(path, "evaluate"), path / "finetune", path / "tokenizer", collab)
         if path.suffix != ".json" or not path.is_file():
             raise fail(f"{path}: expected a run folder or a sweep cell summary (SWEEP/cells/<cell>.json)")
         stages = read_record(path, "a sweep cell summary").get("stages")
@@ -165,7 +167,7 @@ class LlmRun:
     dataset: Any
     rows: np.ndarray  # (U,) rows of the test split that were evaluated
     ranks: np.ndarray  # (U,) rank of each user's target in the LLM's list
-    evaluation: dict[str, Any]  # RUN/eval/metrics.json
+    evaluation: dict[str, Any]  # RUN/evaluate/metrics.json
     finetune: dict[str, Any]  # RUN/finetune/metrics.json
     finetune_record: dict[str, Any]  # RUN/finetune/config.json
 
@@ -359,7 +361,7 @@ def llm_row(run: LlmRun) -> dict[str, Any]:
 
 
 def budget_row(run: LlmRun) -> dict[str, Any]:
-    """How an LLM run was trained and evaluated (RUN/finetune, RUN/eval, RUN/tokenizer)."""
+    """How an LLM run was trained and evaluated (RUN/finetune, RUN/evaluate, RUN/tokenizer)."""
     settings = run.finetune.get("settings") or {}
     config = run.finetune_record.get("config") or {}
     epochs = run.finetune.get("epochs") or 0.0
@@ -495,7 +497,7 @@ def results_markdown(rows: list[dict[str, Any]], budgets: list[dict[str, Any]], 
 def table_notes(dataset: str, runs: list[Scored], budgets: list[dict[str, Any]], baselines: Path,
                 classic_from: Scored | None, sampled: bool) -> list[str]:
     notes = [
-        f"LLM rows: every figure re-scored from RUN/eval/predictions.jsonl on {runs[0].users:,} test users; "
+        f"LLM rows: every figure re-scored from RUN/evaluate/predictions.jsonl on {runs[0].users:,} test users; "
         "95% CI = percentile bootstrap over users (1,000 resamples, seed 0).",
         f"Classic rows: copied from {shown_path(baselines)} (full ranking of every test user of the same prepared "
         "data set, each model's own commit shown)." if baselines.is_file()
@@ -531,7 +533,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help="data set name: instruments, games, industrial, ... "
                         "(names the results file llm_<dataset> and picks the baselines file and the paper's rows)")
     parser.add_argument("--llm", nargs=2, action="append", dest="rows", metavar=("LABEL", "RUN"),
-                        help="a row: its label and a finished run folder (RUN/eval, RUN/finetune, RUN/dataset) or a finished "
+                        help="a row: its label and a finished run folder (RUN/evaluate, RUN/finetune, RUN/dataset) or a finished "
                         "sweep cell (SWEEP/cells/<cell>.json); repeatable")
     parser.add_argument("--kept", nargs=1, action="append", dest="rows", metavar="LABEL",
                         help="a row kept by an earlier run of this script (per_user/llm_<dataset>.json in --results-dir); "

@@ -84,10 +84,10 @@ def main() -> None:
         shutil.copytree(run_dir / "dataset", out / "dataset")
         evaluation = run_measured([
             str(REPO_ROOT / ".venv/bin/alignrec"), "evaluate", "--model", str(out / "finetune"), "--data", str(out),
-            "--out", str(out / "eval"), "--batch-size", "32",
+            "--out", str(out / "evaluate"), "--batch-size", "32",
         ], env={"OMP_NUM_THREADS": str(args.threads)}).check()
         metrics = read_json(out / "finetune" / "metrics.json")
-        scores = read_json(out / "eval" / "metrics.json")
+        scores = read_json(out / "evaluate" / "metrics.json")
         row = {
             "layers": depth,
             "minutes": args.minutes,

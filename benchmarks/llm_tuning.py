@@ -98,7 +98,7 @@ def main() -> None:
             command += ["--set", override]
         run = run_measured(command, env={"OMP_NUM_THREADS": str(args.threads)}).check()
         finetune = read_json(out / "finetune" / "metrics.json")
-        evaluation = read_json(out / "eval" / "metrics.json")
+        evaluation = read_json(out / "evaluate" / "metrics.json")
         predictions = Path(evaluation["predictions"])
         predictions = predictions if predictions.is_absolute() else REPO_ROOT / predictions
         rows = sample_rows(dataset, predictions)

@@ -34,7 +34,7 @@ def build_run(folder: Path, data: Path, seed: int, hidden: int, layers: int) -> 
     import torch
 
     from alignrec.data.dataset import load_dataset
-    from alignrec.infer.tiny import random_unique_codes
+    from alignrec.llm.tiny_run import random_unique_codes
     from alignrec.llm.tiny import build_tiny_backbone
     from alignrec.tokenizer.codes import ItemCodes
 

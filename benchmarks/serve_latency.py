@@ -139,7 +139,7 @@ def build_text_run(folder: Path) -> Path:
 
     from alignrec.data import load_dataset
     from alignrec.data.synthetic import write_synthetic
-    from alignrec.infer.tiny import build_tiny_finetune_run
+    from alignrec.llm.tiny_run import build_tiny_finetune_run
     from alignrec.tokenizer.config import TokenizerConfig
     from alignrec.tokenizer.train import train_tokenizer
 

@@ -39,3 +39,22 @@ def tiny_run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     write_synthetic(run, max_history=20, num_users=60, num_items=24, groups=4, length=8, kind="cyclic")
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny fine-tuned run folder (40 users, 24 items, a random tiny Llama; alignrec.llm.tiny_run)."""
+    import torch
+
+    from alignrec.llm.tiny_run import build_tiny_finetune_run
+
+    torch.set_num_threads(2)
+    return build_tiny_finetune_run(tmp_path_factory.mktemp("tiny-run") / "run", num_users=40, num_items=24)
+
+
+@pytest.fixture(scope="session")
+def tiny_recommender(tiny_finetuned_run: Path):
+    """The recommender of :func:`tiny_finetuned_run`."""
+    from alignrec.llm.tiny_run import load_tiny_recommender
+
+    return load_tiny_recommender(tiny_finetuned_run)

@@ -13,7 +13,7 @@ import pytest
 from benchmark_scripts import load_script, run_tiny_pipeline
 
 from alignrec.data import load_dataset
-from alignrec.eval import bootstrap_interval
+from alignrec.metrics import bootstrap_interval
 from alignrec.utils.io import read_json
 
 BASELINES = {"models": {"sasrec": {
@@ -32,14 +32,14 @@ def script():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Two tiny pipeline runs on different data (synthetic seeds 3 and 4) and a sampled copy of the first."""
-    from alignrec.infer.evaluate import EvaluateConfig, evaluate
+    from alignrec.evaluate.recipe import EvaluateConfig, evaluate
 
     root = tmp_path_factory.mktemp("llm-dataset")
     first = run_tiny_pipeline(root / "a")
     other = run_tiny_pipeline(root / "b", "data.synthetic.seed=4")
     sampled = root / "sampled"
     shutil.copytree(first, sampled)
-    evaluate(EvaluateConfig(beam_size=10, users=20, seed=1), sampled, out=sampled / "eval", resume=False)
+    evaluate(EvaluateConfig(beam_size=10, users=20, seed=1), sampled, out=sampled / "evaluate", resume=False)
     return {"a": first, "b": other, "sampled": sampled}
 
 
@@ -49,7 +49,7 @@ def hand_ranks(run: Path) -> np.ndarray:
     test = dataset.split("test")
     target_of = {dataset.user_ids[int(u)]: dataset.item_ids[int(t)] for u, t in zip(test.user_index, test.targets, strict=True)}
     ranks = []
-    for line in (run / "eval" / "predictions.jsonl").read_text().splitlines():
+    for line in (run / "evaluate" / "predictions.jsonl").read_text().splitlines():
         record = json.loads(line)
         items = record["items"]
         target = target_of[record["user_id"]]
@@ -116,7 +116,7 @@ def test_rows_hold_the_run_and_baselines_figures(script, runs, tmp_path):
 
 def test_sampled_runs_need_the_flag_and_say_so(script, runs, tmp_path):
     out = ["--results-dir", str(tmp_path)]
-    with pytest.raises(SystemExit, match=r"eval/metrics.json: sampled is true \(20 of 48 test users\)"):
+    with pytest.raises(SystemExit, match=r"evaluate/metrics.json: sampled is true \(20 of 48 test users\)"):
         script.main(["--dataset", "tiny", "--llm", "sampled", str(runs["sampled"]), *out])
     json_path, md_path = script.main(["--dataset", "tiny", "--llm", "sampled", str(runs["sampled"]), "--allow-sampled", *out])
     record = read_json(json_path)
@@ -142,7 +142,7 @@ def test_bad_inputs_name_the_file(script, runs, tmp_path):
     with pytest.raises(SystemExit, match=r"nowhere: expected a run folder or a sweep cell summary"):
         script.main(["--dataset", "tiny", "--llm", "x", str(tmp_path / "nowhere"), *out])
     (tmp_path / "unfinished").mkdir()
-    with pytest.raises(SystemExit, match=r"unfinished/eval/metrics.json: missing; expected the metrics of `alignrec evaluate`"):
+    with pytest.raises(SystemExit, match=r"unfinished/evaluate/metrics.json: missing; expected the metrics of `alignrec evaluate`"):
         script.main(["--dataset", "tiny", "--llm", "x", str(tmp_path / "unfinished"), *out])
     bad = tmp_path / "baselines_bad.json"
     bad.write_text(json.dumps({"models": {"sasrec": {"test": {"hr@1": 0.1}}}}))
@@ -152,9 +152,9 @@ def test_bad_inputs_name_the_file(script, runs, tmp_path):
         script.main(["--dataset", "tiny", "--llm", "x", str(runs["a"]), "--llm", "x", str(runs["a"]), *out])
     edited = tmp_path / "edited"
     shutil.copytree(runs["a"], edited, ignore=shutil.ignore_patterns("collab", "tasks", "backbone"))
-    metrics = read_json(edited / "eval" / "metrics.json")
+    metrics = read_json(edited / "evaluate" / "metrics.json")
     metrics["metrics"]["ndcg@10"] += 0.01
-    (edited / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    (edited / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(SystemExit, match=r"predictions.jsonl: re-scored ndcg@10 is .* but metrics.json says"):
         script.main(["--dataset", "tiny", "--llm", "x", str(edited), *out])
 
@@ -192,7 +192,7 @@ def test_a_sweep_cell_reads_like_a_run_folder_and_its_classic_models_stand_in_fo
     cell.write_text(json.dumps({"cell": "full", "stages": {
         "prepare": str(run / "dataset"), "behaviour": str(run / "collab" / "dccf"),
         "baseline/sasrec": str(run / "collab" / "sasrec"), "tokenizer": str(run / "tokenizer"),
-        "tasks": str(run / "tasks"), "finetune": str(run / "finetune"), "evaluate": str(run / "eval")}}))
+        "tasks": str(run / "tasks"), "finetune": str(run / "finetune"), "evaluate": str(run / "evaluate")}}))
     out = ["--baselines", str(tmp_path / "no_such_baselines.json")]
     from_folder = read_json(script.main(["--dataset", "tiny", "--llm", "x", str(run), *out,
                                          "--results-dir", str(tmp_path / "folder")])[0])

@@ -20,10 +20,10 @@ COMMAND_MODULES = (
     "alignrec.data.cli",
     "alignrec.collab.cli",
     "alignrec.tokenizer.cli",
-    "alignrec.eval.cli",
+    "alignrec.metrics.cli",
     "alignrec.tasks.cli",
-    "alignrec.train.cli",
-    "alignrec.infer.cli",
+    "alignrec.finetune.cli",
+    "alignrec.evaluate.cli",
     "alignrec.serve.cli",
     "alignrec.pipeline.cli",
 )

@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import cyclic_codes, tiny_backbone  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
+from finetune_helpers import cyclic_codes, tiny_backbone  # noqa: E402
 
-from alignrec.infer.beam_search import code_token_ids  # noqa: E402
+from alignrec.llm.beam_search import code_token_ids  # noqa: E402
 from alignrec.llm.code_head import CodeVocabulary, code_only_loss, output_rows  # noqa: E402
 from alignrec.tasks.prompts import IGNORE_INDEX  # noqa: E402
-from alignrec.train.config import FinetuneConfig  # noqa: E402
-from alignrec.train.data import PaddingCollator  # noqa: E402
-from alignrec.train.finetune import CodeOnlyLoss, prepare_model  # noqa: E402
+from alignrec.finetune.config import FinetuneConfig  # noqa: E402
+from alignrec.finetune.data import PaddingCollator  # noqa: E402
+from alignrec.finetune.recipe import CodeOnlyLoss, prepare_model  # noqa: E402
 
 
 def masked_full_loss(logits: torch.Tensor, labels: torch.Tensor, vocabulary: CodeVocabulary) -> torch.Tensor:

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import cyclic_codes, tiny_backbone  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
+from finetune_helpers import cyclic_codes, tiny_backbone  # noqa: E402
 
 from alignrec.llm.code_rows import use_row_forward  # noqa: E402
-from alignrec.train.config import FinetuneConfig  # noqa: E402
-from alignrec.train.finetune import merge, prepare_model  # noqa: E402
+from alignrec.finetune.config import FinetuneConfig  # noqa: E402
+from alignrec.finetune.recipe import merge, prepare_model  # noqa: E402
 
 
 def _trained_model(tied: bool):

@@ -74,8 +74,8 @@ def test_smollm2_gguf_finetunes_and_reloads(tmp_path: Path) -> None:
     from tasks_data import write_handmade_run  # the hand-made 3-user data set
 
     from alignrec.tasks.build import TasksConfig, run_build
-    from alignrec.train.config import FinetuneConfig
-    from alignrec.train.finetune import FinetuneJob
+    from alignrec.finetune.config import FinetuneConfig
+    from alignrec.finetune.recipe import FinetuneJob
 
     run = write_handmade_run(tmp_path / "run")
     run_build(TasksConfig(llm="smollm2", phrasings=1), run)

@@ -27,8 +27,8 @@ TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 RUN_FILES = [
     "dataset/manifest.json", "backbone/config.json", "collab/dccf/metrics.json", "collab/dccf/item_embeddings.safetensors",
     "collab/sasrec/metrics.json", "collab/pop/metrics.json", "tokenizer/item_codes.parquet", "tokenizer/report.json",
-    "tasks/train.jsonl", "finetune/model/config.json", "finetune/loss_curve.png", "eval/metrics.json",
-    "eval/predictions.jsonl", "cache/cache.sqlite", "report/report.md", "report/metrics.png", "report/summary.json",
+    "tasks/train.jsonl", "finetune/model/config.json", "finetune/loss_curve.png", "evaluate/metrics.json",
+    "evaluate/predictions.jsonl", "cache/cache.sqlite", "report/report.md", "report/metrics.png", "report/summary.json",
 ]
 
 
@@ -80,13 +80,13 @@ def test_pipeline_end_to_end_beats_popularity(tmp_path: Path, capsys: pytest.Cap
     with open(source / "pipeline" / "sweep.py", "a") as handle:
         handle.write("\n# not stage code\n")
     assert [name for name, was in run_tiny(run, capsys).items() if not was] == ["precache"]
-    with open(source / "infer" / "evaluate.py", "a") as handle:
+    with open(source / "evaluate" / "recipe.py", "a") as handle:
         handle.write("\n# a bug fix in the evaluation\n")
     before = marker_times(run)
     reused = run_tiny(run, capsys)
     assert [name for name, was in reused.items() if not was] == ["evaluate", "precache"]
     after = marker_times(run)
-    assert {k for k in after if after[k] != before[k]} == {"eval", "cache"}
+    assert {k for k in after if after[k] != before[k]} == {"evaluate", "cache"}
 
     # A sampled evaluation (the main job's CPU budget) re-scores every baseline, popularity
     # included, on the LLM's sampled users.
@@ -100,8 +100,8 @@ def test_two_runs_into_empty_folders_give_identical_results(tmp_path: Path, caps
     first, second = tmp_path / "first", tmp_path / "second"
     run_tiny(first, capsys)
     run_tiny(second, capsys)
-    assert read_json(first / "eval" / "metrics.json")["metrics"] == read_json(second / "eval" / "metrics.json")["metrics"]
-    assert (first / "eval" / "predictions.jsonl").read_bytes() == (second / "eval" / "predictions.jsonl").read_bytes()
+    assert read_json(first / "evaluate" / "metrics.json")["metrics"] == read_json(second / "evaluate" / "metrics.json")["metrics"]
+    assert (first / "evaluate" / "predictions.jsonl").read_bytes() == (second / "evaluate" / "predictions.jsonl").read_bytes()
 
 
 def test_stages_run_with_deterministic_torch_kernels() -> None:

@@ -14,7 +14,7 @@ from alignrec.collab import resolve_configs
 from alignrec.collab.export import load_trained_model
 from alignrec.collab.trainer import rank_test_split, train
 from alignrec.data import load_dataset
-from alignrec.eval import metrics_from_ranks
+from alignrec.metrics import metrics_from_ranks
 from alignrec.pipeline.report import collab_test_ranks, comparison_row, paired_difference, prediction_ranks
 from alignrec.utils.io import read_json
 

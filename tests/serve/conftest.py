@@ -96,7 +96,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from alignrec.infer.tiny import build_tiny_finetune_run
+    from alignrec.llm.tiny_run import build_tiny_finetune_run
 
     torch.set_num_threads(2)
     return build_tiny_finetune_run(tmp_path_factory.mktemp("serve-run") / "run", num_users=40, num_items=24)
@@ -104,7 +104,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_recommender(tiny_run: Path):
-    from alignrec.infer.tiny import load_tiny_recommender
+    from alignrec.llm.tiny_run import load_tiny_recommender
 
     return load_tiny_recommender(tiny_run)
 

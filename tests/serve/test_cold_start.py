@@ -23,7 +23,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
 
     from alignrec.data import load_dataset
     from alignrec.data.synthetic import write_synthetic
-    from alignrec.infer.tiny import build_tiny_finetune_run
+    from alignrec.llm.tiny_run import build_tiny_finetune_run
     from alignrec.tokenizer.config import TokenizerConfig
     from alignrec.tokenizer.train import train_tokenizer
 

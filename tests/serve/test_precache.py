@@ -98,7 +98,7 @@ def test_shard_parsing():
 
 
 def test_registered_items_join_the_catalogue(tiny_run, tiny_recommender, fake_cold_start, tmp_path):
-    from alignrec.infer.recommender import GenerativeRecommender
+    from alignrec.llm.recommender import GenerativeRecommender
 
     registry_path = tmp_path / "registry.json"
     registry = ItemRegistry(registry_path, ItemCodes.load(tiny_run / "finetune"))
@@ -121,7 +121,7 @@ def test_registered_items_make_lists_stale_until_precache_recomputes_them(tiny_r
     pre-cache runs recompute exactly the stale lists, resumably (here: 10 users, then the rest)."""
     from fastapi.testclient import TestClient
 
-    from alignrec.infer.recommender import GenerativeRecommender
+    from alignrec.llm.recommender import GenerativeRecommender
     from alignrec.serve.app import ServeConfig, create_app
     from alignrec.serve.items import catalogue_version
 
@@ -181,7 +181,7 @@ def _count(path: Path) -> int:
 def test_kill_9_midway_then_resume(tmp_path):
     """A real `alignrec precache` process is killed with SIGKILL after some transactions; a
     second run finishes: every user exactly once, the same lists as an uninterrupted run."""
-    from alignrec.infer.tiny import build_tiny_finetune_run
+    from alignrec.llm.tiny_run import build_tiny_finetune_run
 
     run = build_tiny_finetune_run(tmp_path / "run", num_users=160, num_items=24)
     cache = run / "cache" / "cache.sqlite"
@@ -210,7 +210,7 @@ def test_kill_9_midway_then_resume(tmp_path):
     assert len(users) == len(set(users)) == 160
     # nothing lost or mangled: entries written before and after the kill are the model's
     # answers (checked for users on both sides of the kill)
-    from alignrec.infer.tiny import load_tiny_recommender
+    from alignrec.llm.tiny_run import load_tiny_recommender
 
     recommender = load_tiny_recommender(run)
     dataset = load_dataset(run)

@@ -367,7 +367,7 @@ def test_dense_known_answers(handmade_run: Path) -> None:
 def test_dense_examples_encode_without_eos_like_inference_prompts() -> None:
     from alignrec.llm.tiny import build_tiny_tokenizer
     from alignrec.tasks.prompts import DENSE_INSTRUCTION, dense_prompt_ids, encode_prompt
-    from alignrec.train.data import encode_records
+    from alignrec.finetune.data import encode_records
 
     tokenizer = build_tiny_tokenizer(words=[DENSE_INSTRUCTION], code_tokens=["<a_0>", "<b_1>", "<a_2>"])
     a0, b1, a2 = tokenizer.convert_tokens_to_ids(["<a_0>", "<b_1>", "<a_2>"])

@@ -2,7 +2,7 @@
 
 DCCF, LightGCN, SASRec, BERT4Rec, FMLP-Rec and popularity, one registry
 (:mod:`alignrec.collab.registry`), one training loop (:func:`alignrec.collab.trainer.train`)
-scored by :mod:`alignrec.eval`. A run folder ``RUN/collab/<model>/`` holds ``metrics.json``,
+scored by :mod:`alignrec.metrics`. A run folder ``RUN/collab/<model>/`` holds ``metrics.json``,
 ``item_embeddings.safetensors`` + ``item_ids.json`` (read them with
 :func:`load_item_embeddings`), ``model.safetensors``, ``train_log.json`` and ``config.json``.
 """

@@ -4,7 +4,7 @@ Seeded per epoch (batch order, negatives, masks and dropout all derive from ``(s
 epoch)``), early stopping on a validation metric with patience, a checkpoint after every
 epoch (``OUT/checkpoint``: weights, optimizer state, best weights, log) that ``resume=True``
 continues from bit-identically, best-model restore, full-ranking evaluation through
-:mod:`alignrec.eval`, and the stage's output files.
+:mod:`alignrec.metrics`, and the stage's output files.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from alignrec.collab.registry import build_model
 from alignrec.config import to_dict, write_run_record
 from alignrec.data.dataset import PreparedDataset, Split, load_dataset
 from alignrec.errors import InputError
-from alignrec.eval import metrics_from_ranks, ranks_from_scores
+from alignrec.metrics import metrics_from_ranks, ranks_from_scores
 from alignrec.utils.io import atomic_directory, atomic_write_json, read_json
 from alignrec.utils.log import get_logger, progress_bar
 

@@ -7,7 +7,7 @@ cross-entropy with every other logit set to -inf (a test checks it) — computed
 state and those ``K_l`` rows of the output matrix, never from the whole ``V``-token head (49k
 rows for SmolLM2 against 32-256 codes a level). Positions whose label is text (the text and
 TS-Align tasks) keep the full head. Beam search scores codes with the same normalisation
-(:mod:`alignrec.infer.beam_search`), so training and inference agree.
+(:mod:`alignrec.llm.beam_search`), so training and inference agree.
 
 The output rows of the code tokens are read from the model as it is: the plain output matrix of
 a merged model, or peft's trainable-token rows while training (only those rows, never the

@@ -17,7 +17,7 @@ An experiment config is a YAML/JSON mapping whose sections are the stages' own c
     threads: 2
 
 Layout ``run``: each stage writes the folder the architecture document names (RUN/dataset,
-RUN/collab/<model>, RUN/tokenizer, RUN/tasks, RUN/finetune, RUN/eval, RUN/cache, RUN/report;
+RUN/collab/<model>, RUN/tokenizer, RUN/tasks, RUN/finetune, RUN/evaluate, RUN/cache, RUN/report;
 RUN/backbone when the experiment builds a tiny backbone).
 Layout ``shared`` (sweeps): stages live in ``ROOT/stages/<stage>-<key>`` so experiments that
 agree on a prefix of the pipeline compute it once.
@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from alignrec.config import ConfigError, from_mapping, load_config_file, to_dict
+from alignrec.layout import FOLDERS
 from alignrec.pipeline.stages import StageResult, run_stage
 from alignrec.utils.log import get_logger
 
@@ -54,8 +55,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "collab": ("alignrec.collab.trainer",),
     "tokenizer": ("alignrec.tokenizer.train",),
     "tasks": ("alignrec.tasks.build",),
-    "finetune": ("alignrec.train.finetune",),
-    "evaluate": ("alignrec.infer.evaluate",),
+    "finetune": ("alignrec.finetune.recipe",),
+    "evaluate": ("alignrec.evaluate.recipe",),
     "precache": ("alignrec.serve.precache",),
 }
 
@@ -163,11 +164,11 @@ class StageConfigs:
     @classmethod
     def from_experiment(cls, experiment: ExperimentConfig) -> StageConfigs:
         from alignrec.data.prepare import PrepareConfig
-        from alignrec.infer.evaluate import EvaluateConfig
+        from alignrec.evaluate.recipe import EvaluateConfig
         from alignrec.serve.precache import PrecacheConfig
         from alignrec.tasks.build import TasksConfig
         from alignrec.tokenizer.config import TokenizerConfig
-        from alignrec.train.config import FinetuneConfig
+        from alignrec.finetune.config import FinetuneConfig
 
         where = f"experiment {experiment.name!r}"
         baselines = [collab_configs(section, f"{where}: baselines[{i}]") for i, section in enumerate(experiment.baselines)]
@@ -418,7 +419,7 @@ class ExperimentRunner:
         def work(out: Path, resume: bool) -> None:
             train_tokenizer(config, self.dataset_dir, embeddings=str(behaviour.out), out_dir=out)
 
-        self.stage("tokenizer", "tokenizer", to_dict(config), upstream, work, code=STAGE_CODE["tokenizer"])
+        self.stage("tokenizer", FOLDERS["tokenize"], to_dict(config), upstream, work, code=STAGE_CODE["tokenizer"])
 
     def _tasks(self) -> None:
         from alignrec.tasks.build import run_build
@@ -430,10 +431,10 @@ class ExperimentRunner:
         def work(out: Path, resume: bool) -> None:
             run_build(config, self.dataset_dir, out)
 
-        self.stage("tasks", "tasks", to_dict(config), upstream, work, code=STAGE_CODE["tasks"])
+        self.stage("tasks", FOLDERS["tasks"], to_dict(config), upstream, work, code=STAGE_CODE["tasks"])
 
     def _finetune(self) -> None:
-        from alignrec.train.finetune import finetune
+        from alignrec.finetune.recipe import finetune
 
         tokenizer, tasks = self.result.stages["tokenizer"], self.result.stages["tasks"]
         config = self.configs.finetune
@@ -445,10 +446,10 @@ class ExperimentRunner:
         def work(out: Path, resume: bool) -> None:
             finetune(config, self.dataset_dir, out, resume=resume, overwrite=not resume)
 
-        self.stage("finetune", "finetune", to_dict(config), upstream, work, code=STAGE_CODE["finetune"])
+        self.stage("finetune", FOLDERS["finetune"], to_dict(config), upstream, work, code=STAGE_CODE["finetune"])
 
     def _evaluate(self) -> None:
-        from alignrec.infer.evaluate import evaluate
+        from alignrec.evaluate.recipe import evaluate
 
         finetune_stage = self.result.stages["finetune"]
         config = self.configs.evaluate
@@ -461,7 +462,7 @@ class ExperimentRunner:
 
         # how many processes search does not change the lists: not part of the stage's key
         settings = {key: value for key, value in to_dict(config).items() if key != "workers"}
-        self.stage("evaluate", "eval", settings, upstream, work, code=STAGE_CODE["evaluate"])
+        self.stage("evaluate", FOLDERS["evaluate"], settings, upstream, work, code=STAGE_CODE["evaluate"])
 
     def _precache(self) -> None:
         if self.configs.precache is None or self.layout != "run":
@@ -480,7 +481,7 @@ class ExperimentRunner:
             )
 
         # Incremental by itself: it recomputes only users whose history or model changed.
-        self.stage("precache", "cache", to_dict(config), upstream, work, always=True, code=STAGE_CODE["precache"])
+        self.stage("precache", FOLDERS["precache"], to_dict(config), upstream, work, always=True, code=STAGE_CODE["precache"])
         assert self.result.stages["precache"].out == cache_dir
 
     def _report(self) -> None:

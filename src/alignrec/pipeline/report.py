@@ -6,7 +6,7 @@ used (:func:`alignrec.collab.trainer.rank_test_split`), and when the evaluation 
 of test users (CPU budgets) its per-user ranks are restricted to exactly those users. The LLM's
 per-user ranks come from the evaluation's predictions.jsonl. Every figure of NDCG@10 and HR@10
 carries a 95% bootstrap interval over users, and the LLM's gap to each classic model a paired
-bootstrap interval over the same users (:mod:`alignrec.eval.bootstrap`).
+bootstrap interval over the same users (:mod:`alignrec.metrics.bootstrap`).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def collab_test_ranks(collab_dir: Path, dataset: Any, rows: np.ndarray | None = 
 def prediction_ranks(dataset: Any, predictions: Path, rows: np.ndarray, split: str = "test") -> np.ndarray:
     """Per-user ranks of the split's targets in an evaluate predictions file (rows of ``split``;
     a user without a list is a miss, as in the evaluation)."""
-    from alignrec.eval import ranks_in_lists
-    from alignrec.eval.predictions import read_predictions
+    from alignrec.metrics import ranks_in_lists
+    from alignrec.metrics.predictions import read_predictions
 
     rankings, _ = read_predictions(predictions, dataset)
     data = dataset.split(split)
@@ -69,7 +69,7 @@ def prediction_ranks(dataset: Any, predictions: Path, rows: np.ndarray, split: s
 
 def comparison_row(model: str, ranks: np.ndarray) -> dict[str, Any]:
     """A table row: the metrics of ``ranks`` and the 95% bootstrap interval of HR@10 and NDCG@10."""
-    from alignrec.eval import bootstrap_interval, per_user_metrics
+    from alignrec.metrics import bootstrap_interval, per_user_metrics
 
     values = per_user_metrics(ranks, KS)
     row: dict[str, Any] = {"model": model, "users": int(len(ranks)), **{m: float(values[m].mean()) for m in METRICS}}
@@ -80,7 +80,7 @@ def comparison_row(model: str, ranks: np.ndarray) -> dict[str, Any]:
 def paired_difference(first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
     """Mean difference first - second of HR@10 and NDCG@10 on the same users, with the paired
     bootstrap 95% interval: ``{metric: {"difference": d, "ci95": [low, high]}}``."""
-    from alignrec.eval import paired_bootstrap_interval, per_user_metrics
+    from alignrec.metrics import paired_bootstrap_interval, per_user_metrics
 
     a, b = per_user_metrics(first, KS), per_user_metrics(second, KS)
     return {m: {"difference": float(a[m].mean() - b[m].mean()), "ci95": list(paired_bootstrap_interval(a[m], b[m]))}

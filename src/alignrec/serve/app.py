@@ -269,7 +269,7 @@ def create_app(
     # The cold start: given, loaded below, or the reason it could not be (answered as 501).
     state: dict[str, Any] = {"assigner": assigner, "load_error": None}
     if config.run:
-        from alignrec.infer.recommender import resolve_finetune
+        from alignrec.llm.recommender import resolve_finetune
         from alignrec.llm.finetuned import check_pair
         from alignrec.tokenizer.codes import ItemCodes
 

@@ -38,7 +38,7 @@ from alignrec.errors import InputError
 from alignrec.serve.store import CacheEntry, CachedItem, open_store
 
 if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a command runs
-    from alignrec.infer.recommender import GenerativeRecommender
+    from alignrec.llm.recommender import GenerativeRecommender
     from alignrec.serve.items import ItemRegistry
     from alignrec.tokenizer.codes import ItemCodes
 from alignrec.utils.io import atomic_write_json, iter_jsonl
@@ -162,8 +162,8 @@ def precache(
 ) -> dict[str, Any]:
     """Fill the cache; returns a report (also written to ``RUN/cache/precache-<i>-of-<n>.json``)."""
     from alignrec.data.dataset import load_dataset
-    from alignrec.infer.evaluate import check_catalogue
-    from alignrec.infer.recommender import load_recommender, resolve_finetune
+    from alignrec.evaluate.recipe import check_catalogue
+    from alignrec.llm.recommender import load_recommender, resolve_finetune
     from alignrec.serve.items import ItemRegistry, catalogue_version
     from alignrec.tokenizer.codes import ItemCodes
 

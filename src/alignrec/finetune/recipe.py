@@ -1,0 +1,781 @@
+"""``alignrec finetune``: LoRA fine-tuning of a causal LM on the alignment tasks.
+
+Recipe (one process, or one per device under ``torchrun`` / ``accelerate launch``):
+
+1. load the backbone (:mod:`alignrec.llm.backbone`), keep its first ``llm_layers`` decoder
+   layers (a shallow backbone), add every code token of the item codes to the tokenizer and the
+   embedding/output matrices (:func:`alignrec.llm.vocab.add_code_tokens`), initialise their
+   rows (:mod:`alignrec.llm.init`: default / sa_init / mlp);
+2. wrap it with peft LoRA on the attention and MLP projections; the code-token rows are trained
+   through peft's trainable tokens (only those rows, not the whole matrices; with tied input and
+   output embeddings — SmolLM2 — one set of rows serves both, peft keeps the tie; the forward
+   reads those rows alone, never a copy of the whole matrix: :mod:`alignrec.llm.code_rows`);
+3. train with the Hugging Face Trainer (gradient accumulation, gradient checkpointing, bf16 on
+   GPUs, DDP/DeepSpeed through the launcher, resumable checkpoints in ``OUT/trainer_state``).
+   With ``head: code`` (the default) the loss at a code position is the softmax over that
+   level's code tokens only (:mod:`alignrec.llm.code_head`); text positions keep the full head.
+   With ``rank_eval_steps`` the Trainer's evaluation also runs constrained beam search on a
+   fixed validation sample (HR@10, NDCG@10), keeps the best checkpoint by NDCG@10 and can stop
+   early;
+4. on the main process: merge LoRA into the weights and write ``OUT/model`` (a plain Hugging
+   Face folder with the code tokens in its tokenizer), ``OUT/adapter`` (unmerged adapter),
+   ``OUT/item_codes.parquet`` + ``codes_meta.json``, ``loss_curve.png``/``.json``,
+   ``metrics.json`` and ``config.json`` (resolved config, inputs, seed). The model's
+   config.json records how it was trained (head, prompt format, depth:
+   :class:`alignrec.llm.finetuned.ModelSettings`), which evaluation and serving repeat.
+
+Resuming (``--resume``) continues from the newest checkpoint in ``OUT/trainer_state`` (and
+starts from the beginning when there is none yet). The
+config the run started with is stored there; a resumed run must use the same settings except
+the ones in :data:`alignrec.finetune.config.RESUMABLE_CHANGES` (how long, how often to log/save).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignrec.config import from_mapping, to_dict, write_run_record
+from alignrec.errors import InputError
+from alignrec.llm.finetuned import ModelSettings, codes_fingerprint
+from alignrec.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
+from alignrec.utils.io import atomic_directory, atomic_path, atomic_write_json, read_json
+from alignrec.utils.log import get_logger, progress_enabled
+
+log = get_logger(__name__)
+
+TRAINER_DIR = "trainer_state"
+START_CONFIG = "finetune_config.json"
+
+
+@dataclass
+class FinetunePaths:
+    """Where a fine-tuning run reads and writes."""
+
+    run_dir: Path
+    out_dir: Path
+    tasks_dir: Path
+    codes_dir: Path
+    code_descriptions: Path
+    codebooks: Path
+
+    @property
+    def trainer_dir(self) -> Path:
+        return self.out_dir / TRAINER_DIR
+
+    @classmethod
+    def resolve(cls, config: FinetuneConfig, run_dir: str | os.PathLike[str],
+                out_dir: str | os.PathLike[str] | None = None) -> FinetunePaths:
+        run = Path(run_dir)
+        codes = Path(config.codes) if config.codes else run / "tokenizer"
+        return cls(
+            run_dir=run,
+            out_dir=Path(out_dir) if out_dir else run / "finetune",
+            tasks_dir=Path(config.tasks) if config.tasks else run / "tasks",
+            codes_dir=codes,
+            code_descriptions=Path(config.code_descriptions) if config.code_descriptions else codes / "code_descriptions.json",
+            codebooks=Path(config.codebooks) if config.codebooks else codes / "codebooks.safetensors",
+        )
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class PreparedModel:
+    """A LoRA-wrapped model ready to train, its tokenizer and what was done to the vocabulary."""
+
+    model: Any  # peft.PeftModel
+    tokenizer: Any
+    code_token_ids: list[int]
+    init_report: dict[str, Any]
+    tied_embeddings: bool
+    backbone: str
+
+
+def module_name_of(model: Any, module: Any) -> str:
+    """The attribute name (last path component) of ``module`` inside ``model``."""
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name.rsplit(".", 1)[-1]
+    raise ValueError("module not found in model")
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 on a GPU that supports it, else fp32; refuse fp16 without a GPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise InputError("precision fp16 needs a CUDA GPU (use fp32 or bf16 on a CPU)")
+    return precision
+
+
+def apply_lora(model: Any, config: FinetuneConfig, code_token_ids: list[int]) -> Any:
+    """Wrap ``model`` with LoRA adapters and (optionally) trainable code-token rows."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from alignrec.llm.code_rows import use_row_forward
+    from alignrec.llm.init import output_matrix_is_tied
+
+    trainable_tokens = None
+    if config.train_code_tokens and code_token_ids:
+        embedding_name = module_name_of(model, model.get_input_embeddings())
+        trainable_tokens = {embedding_name: list(code_token_ids)}
+        output = model.get_output_embeddings()
+        if output is not None and not output_matrix_is_tied(model):
+            # Untied output layer: its code rows are separate parameters and must learn too
+            # (the logits of the code tokens come from them).
+            trainable_tokens[module_name_of(model, output)] = list(code_token_ids)
+    targets: Any = "all-linear" if config.lora_target_modules == ["all-linear"] else list(config.lora_target_modules)
+    lora = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        trainable_token_indices=trainable_tokens,
+    )
+    peft_model = get_peft_model(model, lora)
+    # peft's trainable tokens copy the whole V x D matrix at every forward; ours read the rows alone.
+    use_row_forward(peft_model)
+    # Checkpoints hold the adapter and the trained code rows; without a base id peft does not
+    # look the base up (a hub call for GGUF folders) nor save the whole resized matrices.
+    peft_model.peft_config["default"].base_model_name_or_path = None
+    return peft_model
+
+
+def prepare_model(config: FinetuneConfig, codes: Any, paths: FinetunePaths | None = None,
+                  item_texts: list[str] | None = None, backbone: tuple[Any, Any] | None = None) -> PreparedModel:
+    """Load (or take) the backbone, add and initialise the code tokens, apply LoRA.
+
+    ``backbone`` = (model, tokenizer) skips loading ``config.llm`` (tests pass tiny models).
+    """
+    import torch
+
+    from alignrec.llm.backbone import keep_first_layers, load_backbone
+    from alignrec.llm.init import InitInputs, initialise_new_tokens, output_matrix_is_tied
+    from alignrec.llm.vocab import add_code_tokens
+
+    torch.manual_seed(config.seed)  # the resize init draws random numbers: same rows on every rank/resume
+    if backbone is None:
+        model, tokenizer, _ = load_backbone(config.llm)
+        name = config.llm
+    else:
+        model, tokenizer = backbone
+        name = "<in-memory model>"
+    if config.llm_layers:
+        keep_first_layers(model, config.llm_layers)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokens = codes.vocabulary()
+    token_ids = add_code_tokens(tokenizer, model, tokens)
+    inputs = InitInputs(
+        tokens=tokens,
+        token_ids=token_ids,
+        code_descriptions=paths.code_descriptions if paths else None,
+        codebooks=paths.codebooks if paths else None,
+        item_codes=codes,
+        item_texts=item_texts,
+        mlp_layers=config.mlp_layers,
+        mlp_hidden=config.mlp_hidden,
+        mlp_steps=config.mlp_steps,
+        seed=config.seed,
+    )
+    report = initialise_new_tokens(config.new_token_init, model, tokenizer, inputs)
+    tied = output_matrix_is_tied(model)
+    model.config.use_cache = False  # no KV cache while training (saved back to True in the merged model)
+    peft_model = apply_lora(model, config, token_ids)
+    return PreparedModel(peft_model, tokenizer, token_ids, report, tied, name)
+
+
+def merge(prepared_model: Any) -> Any:
+    """The plain model with LoRA and the trained code rows merged in (modifies ``prepared_model``)."""
+    merged = prepared_model.merge_and_unload()
+    merged.config.use_cache = True
+    return merged
+
+
+def trainable_parameter_counts(model: Any) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": int(trainable), "total": int(total)}
+
+
+# ----------------------------------------------------------------------------- trainer plumbing
+
+
+def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool) -> Any:
+    """``TrainingArguments`` for ``config`` (keyword names checked against the installed version)."""
+    import torch
+    from transformers import TrainingArguments
+
+    precision = resolve_precision(config.precision)
+    cuda = torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.eval_batch_size or config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps or -1,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "logging_steps": config.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "eval_strategy": "steps" if (config.eval_steps and has_eval) else "no",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "report_to": "none",
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "dataloader_num_workers": config.dataloader_workers,
+        "remove_unused_columns": False,
+        "label_names": ["labels"],
+        "prediction_loss_only": True,  # evaluation needs the loss only; never gather (B, T, V) logits
+        "use_cpu": not cuda,
+        "disable_tqdm": not progress_enabled(),
+        "ddp_find_unused_parameters": False if distributed else None,
+        "ddp_backend": config.ddp_backend or (("nccl" if cuda else "gloo") if distributed else None),
+        "deepspeed": config.deepspeed,
+    }
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+        name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+        kwargs[name] = True
+        kwargs[f"{name}_kwargs"] = {"use_reentrant": False}
+    if config.eval_steps and has_eval:
+        kwargs["eval_steps"] = config.eval_steps
+    if config.rank_eval_steps and has_eval:
+        # The ranking evaluation rides on the Trainer's evaluation; the best checkpoint by it is kept.
+        kwargs.update(eval_strategy="steps", eval_steps=config.rank_eval_steps, save_steps=config.rank_eval_steps,
+                      load_best_model_at_end=True, metric_for_best_model="eval_ndcg@10", greater_is_better=True)
+    # transformers 5 takes the warm-up ratio as a float warmup_steps; 4.x has warmup_ratio.
+    if "warmup_ratio" in known:
+        kwargs["warmup_ratio"] = config.warmup_ratio
+    else:
+        kwargs["warmup_steps"] = config.warmup_ratio
+    if config.group_by_length:
+        if "train_sampling_strategy" in known:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+        else:
+            kwargs["group_by_length"] = True
+    if "include_num_input_tokens_seen" in known:
+        kwargs["include_num_input_tokens_seen"] = "non_padding"
+    if config.deepspeed and not cuda:
+        raise InputError("--deepspeed needs CUDA GPUs; on CPUs run plain DDP through torchrun")
+    return TrainingArguments(**{k: v for k, v in kwargs.items() if k in known and v is not None})
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str = "fine-tuning loss") -> None:
+    """Training (and evaluation) loss against the optimizer step, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evaluation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    ranking = [(e["step"], e["eval_ndcg@10"], e["eval_hr@10"]) for e in log_history if "eval_ndcg@10" in e and "step" in e]
+    figure, axes = plt.subplots(1, 2 if ranking else 1, figsize=(12 if ranking else 7, 4), squeeze=False)
+    axis = axes[0][0]
+    if train:
+        axis.plot(*zip(*train), label="train loss", color="tab:blue")
+    if evaluation:
+        axis.plot(*zip(*evaluation), "o-", label="valid loss (inference prompt)", color="tab:orange")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("cross-entropy on answer tokens")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    if train or evaluation:
+        axis.legend()
+    if ranking:
+        metric_axis = axes[0][1]
+        steps, ndcg, hr = zip(*ranking)
+        metric_axis.plot(steps, ndcg, "o-", label="valid NDCG@10", color="tab:green")
+        metric_axis.plot(steps, hr, "s--", label="valid HR@10", color="tab:purple")
+        metric_axis.set_xlabel("optimizer step")
+        metric_axis.set_title("validation ranking (constrained beam search)")
+        metric_axis.grid(alpha=0.3)
+        metric_axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def _loss_callback(out_dir: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class LossCurveCallback(TrainerCallback):
+        """Keeps ``loss_curve.json`` current at every log and redraws the PNG at every save."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                atomic_write_json(out_dir / "loss_curve.json", state.log_history)
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                plot_loss_curve(state.log_history, out_dir / "loss_curve.png")
+
+    return LossCurveCallback()
+
+
+TRAIN_TIME_FILE = "alignrec_train_seconds.json"  # in each checkpoint: training seconds up to it, all sessions
+
+
+def _train_time_callback(earlier_seconds: float) -> Any:
+    from transformers import TrainerCallback
+
+    class TrainTime(TrainerCallback):
+        """Writes, into every checkpoint, the training seconds up to it over every session (resumes add up)."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                seconds = earlier_seconds + time.perf_counter() - self.started
+                atomic_write_json(folder / TRAIN_TIME_FILE, {"train_seconds": round(seconds, 2)})
+
+    return TrainTime()
+
+
+def earlier_train_seconds(checkpoint: str | None) -> float | None:
+    """Training seconds recorded in ``checkpoint`` (0 for a fresh start; None when it has no record)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(read_json(Path(checkpoint) / TRAIN_TIME_FILE)["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _time_budget_callback(minutes: float) -> Any:
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stops training after ``minutes`` of wall-clock time (checked after every step)."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if time.perf_counter() - self.started >= minutes * 60:
+                control.should_training_stop = True
+                control.should_save = True
+                control.should_evaluate = bool(args.load_best_model_at_end)
+
+    return TimeBudget()
+
+
+class CodeOnlyLoss:
+    """``compute_loss_func`` of the Trainer for ``head: code`` (see :mod:`alignrec.llm.code_head`).
+
+    The batch asks the model for its final hidden states (the collator adds
+    ``output_hidden_states``); the loss is summed over the supervised positions and divided by
+    the Trainer's token count of the whole accumulated batch, like the models' own loss.
+    """
+
+    def __init__(self, model: Any, vocabulary: Any):
+        self.model = model  # the unwrapped (peft) model: its output rows are read directly
+        self.vocabulary = vocabulary
+
+    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        from alignrec.llm.code_head import code_only_loss
+
+        hidden = outputs["hidden_states"][-1] if isinstance(outputs, dict) else outputs.hidden_states[-1]  # (B, T, D)
+        parts = code_only_loss(self.model, self.vocabulary, hidden, labels.to(hidden.device))
+        if num_items_in_batch is None:
+            return parts.total / max(parts.count, 1)
+        if hasattr(num_items_in_batch, "to"):
+            num_items_in_batch = num_items_in_batch.to(parts.total.device)
+        return parts.total / num_items_in_batch
+
+
+class ValidationRanker:
+    """HR@10 / NDCG@10 of constrained beam search on a fixed, seeded sample of validation users."""
+
+    def __init__(self, config: FinetuneConfig, dataset: Any, codes: Any, tokenizer: Any, settings: Any):
+        import numpy as np
+        import torch
+
+        from alignrec.llm.beam_search import code_token_ids
+        from alignrec.llm.recommender import GenerativeRecommender
+
+        split = dataset.split("valid")
+        rows = np.arange(len(split))
+        if config.rank_eval_users < len(rows):
+            rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.rank_eval_users, replace=False))
+        self.histories = [split.history(int(r)).tolist() for r in rows]
+        self.targets = split.targets[rows]
+        self.num_items = dataset.num_items
+        self.config = config
+        self.codes = codes
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.level_token_ids = code_token_ids(tokenizer, codes.codebook_sizes)
+        self.torch = torch
+        self.recommender_class = GenerativeRecommender
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        from alignrec.metrics import evaluate_rankings
+
+        was_training = model.training
+        recommender = self.recommender_class(model, self.tokenizer, self.codes, "training", self.settings)
+        try:
+            output = recommender.recommend(self.histories, 10, self.config.rank_eval_beam,
+                                           batch_size=self.config.eval_batch_size or 32, show_progress=False)
+        finally:
+            model.train(was_training)
+        lists = [[int(i) for i in row if i >= 0] for row in output.items.tolist()]
+        result = evaluate_rankings(lists, self.targets, self.num_items, [10]).to_dict()
+        return {"ndcg@10": float(result["metrics"]["ndcg@10"]), "hr@10": float(result["metrics"]["hr@10"])}
+
+
+def _ranking_trainer_class() -> Any:
+    from transformers import EarlyStoppingCallback, Trainer
+
+    class RankingTrainer(Trainer):
+        """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...)."""
+
+        ranker: ValidationRanker | None = None
+
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            if self.ranker is not None and eval_dataset is None:
+                ranking = {f"{metric_key_prefix}_{k}": v for k, v in self.ranker(self.accelerator.unwrap_model(self.model)).items()}
+                self.log(ranking)
+                metrics.update(ranking)
+                # The callbacks saw the loss-only metrics inside super().evaluate(); early stopping
+                # needs the ranking metric, so it is told again with the whole set.
+                for callback in self.callback_handler.callbacks:
+                    if isinstance(callback, EarlyStoppingCallback):
+                        callback.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+            return metrics
+
+    return RankingTrainer
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+    trainer: Any = field(repr=False, default=None)
+
+
+class FinetuneJob:
+    """One fine-tuning run, in steps: :meth:`prepare`, :meth:`train`, :meth:`save` (or :meth:`run`)."""
+
+    def __init__(self, config: FinetuneConfig, run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
+                 resume: bool = False, overwrite: bool = False, backbone: tuple[Any, Any] | None = None):
+        self.paths = FinetunePaths.resolve(config, run_dir, out_dir)
+        self.config = config
+        self.resume = resume
+        self.overwrite = overwrite
+        self.backbone = backbone
+        self.trainer: Any = None
+        self.prepared: PreparedModel | None = None
+        self.metrics: dict[str, Any] = {}
+
+    # -- checks ---------------------------------------------------------------------------
+    def _checkpoint(self) -> str | None:
+        """The newest *complete* checkpoint; newer incomplete ones (a kill during a save) are removed.
+
+        The Trainer writes ``trainer_state.json`` last, after the adapter, optimizer, scheduler and
+        RNG states, so a checkpoint is whole exactly when that file is there and parses.
+        """
+        trainer_dir = self.paths.trainer_dir
+        if not trainer_dir.is_dir():
+            return None
+        steps = sorted((int(p.name.split("-")[1]), p) for p in trainer_dir.glob("checkpoint-*")
+                       if p.is_dir() and p.name.split("-")[1].isdigit())
+        for _, folder in reversed(steps):
+            try:
+                json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                log.warning("%s is incomplete (interrupted while saving); removing it", folder)
+                if self._is_main():
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            return str(folder)
+        return None
+
+    def _check_resume(self) -> str | None:
+        checkpoint = self._checkpoint()
+        start_file = self.paths.trainer_dir / START_CONFIG
+        if self.resume:
+            if checkpoint is None:
+                # Nothing saved yet (e.g. stopped before the first checkpoint): a fresh start is the resume.
+                log.warning("--resume: no checkpoint in %s yet; starting from the beginning", self.paths.trainer_dir)
+                return None
+            saved = from_mapping(FinetuneConfig, read_json(start_file)["config"], source=str(start_file))
+            changed = sorted(k for k, v in to_dict(saved).items()
+                             if to_dict(self.config)[k] != v and k not in RESUMABLE_CHANGES)
+            if changed:
+                detail = ", ".join(f"{k}: {to_dict(saved)[k]!r} -> {to_dict(self.config)[k]!r}" for k in changed)
+                raise InputError(
+                    f"--resume: settings differ from the run being resumed ({start_file}): {detail}; only "
+                    f"{sorted(RESUMABLE_CHANGES)} may change"
+                )
+            log.info("resuming from %s", checkpoint)
+            return checkpoint
+        if checkpoint is not None:
+            if not self.overwrite:
+                raise InputError(
+                    f"{self.paths.trainer_dir} holds checkpoints of an earlier run; pass --resume to continue it "
+                    "or --overwrite to start again"
+                )
+            if self._is_main():
+                shutil.rmtree(self.paths.trainer_dir)
+        return None
+
+    @staticmethod
+    def _is_main() -> bool:
+        return int(os.environ.get("RANK", "0")) == 0
+
+    # -- steps ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Read codes and tasks, build the model and the tokenised data sets."""
+        import torch
+
+        from alignrec.tasks.build import read_examples
+        from alignrec.tasks.prompts import DENSE_KINDS
+        from alignrec.tokenizer.codes import ItemCodes
+        from alignrec.finetune.data import encode_records
+
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        self.resume_from = self._check_resume()
+        codes = ItemCodes.load(self.paths.codes_dir)
+        self.codes = codes
+        train_records = read_examples(self.paths.tasks_dir / "train.jsonl")
+        valid_path = self.paths.tasks_dir / "valid.jsonl"
+        valid_records = read_examples(valid_path) if valid_path.is_file() else []
+        self._check_codes_cover(train_records, codes)
+        if self.config.max_train_examples and len(train_records) > self.config.max_train_examples:
+            import numpy as np
+
+            chosen = np.sort(np.random.default_rng(self.config.seed).choice(
+                len(train_records), self.config.max_train_examples, replace=False))
+            train_records = [train_records[i] for i in chosen]
+        valid_records = valid_records[: self.config.max_eval_examples]
+
+        item_texts = self._item_texts() if self.config.new_token_init == "mlp" else None
+        self.prepared = prepare_model(self.config, codes, self.paths, item_texts, self.backbone)
+        tokenizer = self.prepared.tokenizer
+        self.settings = ModelSettings(
+            head=self.config.head,
+            sequential_format="dense" if any(r.get("kind") in DENSE_KINDS for r in train_records) else "lcrec",
+            llm_layers=int(self.prepared.model.get_base_model().config.num_hidden_layers),
+            codes_version=codes_fingerprint(codes),
+        )
+        self.train_data = encode_records(tokenizer, train_records, self.config.max_length)
+        self.valid_data = encode_records(tokenizer, valid_records, self.config.max_length)
+        if len(self.train_data) == 0:
+            raise InputError(f"{self.paths.tasks_dir / 'train.jsonl'}: no example fits in max_length={self.config.max_length}")
+        if self.train_data.dropped_too_long:
+            log.warning("%d training examples longer than max_length=%d dropped",
+                        self.train_data.dropped_too_long, self.config.max_length)
+        self.metrics.update(
+            train_examples=len(self.train_data),
+            train_dropped_too_long=self.train_data.dropped_too_long,
+            train_tokens_per_epoch=self.train_data.total_tokens,
+            answer_tokens_per_epoch=self.train_data.answer_tokens,
+            valid_examples=len(self.valid_data),
+            code_tokens=len(self.prepared.code_token_ids),
+            code_label_tokens_per_epoch=self._code_labels(self.train_data),
+            settings=dataclasses.asdict(self.settings),
+            tied_embeddings=self.prepared.tied_embeddings,
+            new_token_init=self.prepared.init_report,
+            parameters=trainable_parameter_counts(self.prepared.model),
+        )
+        if self._is_main():
+            atomic_write_json(self.paths.trainer_dir / START_CONFIG, {"config": to_dict(self.config)})
+
+    def _code_labels(self, data: Any) -> int:
+        """Supervised tokens that are code tokens (what the code-only head learns from)."""
+        codes = set(self.prepared.code_token_ids) if self.prepared else set()
+        return sum(sum(1 for label in f["labels"] if label in codes) for f in data.features)
+
+    def _check_codes_cover(self, records: list[dict[str, Any]], codes: Any) -> None:
+        """Every code token in the tasks must belong to the codes in use (else they were built from other codes)."""
+        from alignrec.tokenizer.codes import ItemCodes
+
+        sizes = codes.codebook_sizes
+        for record in records[:2000]:  # a sample is enough to catch mixed-up runs
+            for level, code in ItemCodes.parse(record["answer"]) + ItemCodes.parse(record["prompt"]):
+                if level >= len(sizes) or code >= sizes[level]:
+                    raise InputError(
+                        f"{self.paths.tasks_dir / 'train.jsonl'}: code token level {level} code {code} is outside the "
+                        f"item codes in {self.paths.codes_dir} (sizes {sizes}); rebuild the tasks with these codes"
+                    )
+
+    def _item_texts(self) -> list[str] | None:
+        try:
+            from alignrec.data import load_dataset
+
+            return load_dataset(self.paths.run_dir).item_texts()
+        except InputError as error:
+            log.warning("mlp init: no data set to read item texts from (%s)", error)
+            return None
+
+    def train(self) -> None:
+        """Run the Trainer (resuming when asked)."""
+        from transformers import EarlyStoppingCallback
+
+        from alignrec.llm.beam_search import code_token_ids
+        from alignrec.llm.code_head import CodeVocabulary
+        from alignrec.finetune.data import PaddingCollator, answer_loss
+
+        if self.prepared is None:
+            self.prepare()
+        assert self.prepared is not None
+        import torch
+
+        config = self.config
+        has_eval = len(self.valid_data) > 0
+        args = training_arguments(config, self.paths.trainer_dir, has_eval=has_eval)
+        code_head = config.head == "code"
+        collator = PaddingCollator(int(self.prepared.tokenizer.pad_token_id), 8 if torch.cuda.is_available() else None,
+                                   answer_logits_only=config.answer_logits_only and not code_head,
+                                   hidden_states=code_head)
+        if code_head:
+            vocabulary = CodeVocabulary.build(code_token_ids(self.prepared.tokenizer, self.codes.codebook_sizes),
+                                              len(self.prepared.tokenizer))
+            loss_function: Any = CodeOnlyLoss(self.prepared.model, vocabulary)
+        else:
+            loss_function = answer_loss if config.answer_logits_only else None
+        earlier = earlier_train_seconds(self.resume_from)
+        if earlier is None:
+            log.warning("%s has no record of its training time (%s); the total counts this session only",
+                        self.resume_from, TRAIN_TIME_FILE)
+        callbacks: list[Any] = [_loss_callback(self.paths.out_dir), _train_time_callback(earlier or 0.0)]
+        if config.max_train_minutes:
+            callbacks.append(_time_budget_callback(config.max_train_minutes))
+        if config.early_stopping_patience and has_eval:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        self.trainer = _ranking_trainer_class()(
+            model=self.prepared.model,
+            args=args,
+            data_collator=collator,
+            train_dataset=self.train_data,
+            eval_dataset=self.valid_data if has_eval else None,
+            callbacks=callbacks,
+            compute_loss_func=loss_function,
+        )
+        if config.rank_eval_steps and has_eval:
+            from alignrec.data import load_dataset
+
+            self.trainer.ranker = ValidationRanker(config, load_dataset(self.paths.run_dir), self.codes,
+                                                   self.prepared.tokenizer, self.settings)
+        elif config.rank_eval_steps:
+            log.warning("rank_eval_steps: no validation examples (tasks/valid.jsonl); the ranking evaluation is off")
+        started = time.perf_counter()
+        output = self.trainer.train(resume_from_checkpoint=self.resume_from)
+        wall = time.perf_counter() - started
+        state = self.trainer.state
+        tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        this_session = wall > 0 and not self.resume_from  # a resumed run counts from where it resumed
+        epochs = float(state.epoch or 0)
+        code_labels = int(self.metrics.get("code_label_tokens_per_epoch", 0) * epochs)
+        self.metrics.update(
+            steps=int(state.global_step),
+            epochs=round(epochs, 4),
+            train_loss=round(float(output.training_loss), 6),
+            train_seconds=round(wall, 2),  # this session
+            # every session of this run (resumes add up); None when a checkpoint had no record
+            train_seconds_total=round(earlier + wall, 2) if earlier is not None else None,
+            world_size=int(args.world_size),
+            input_tokens_seen=tokens,
+            train_tokens_per_second=round(tokens / wall, 1) if tokens and this_session else None,
+            # Code labels learnt per second (an epoch's code labels x epochs done / wall time).
+            code_tokens_per_second=round(code_labels / wall, 1) if code_labels and this_session else None,
+            padding_share=round(collator.padding_share, 4) if collator.padding_share is not None else None,
+        )
+        ranking = [e for e in state.log_history if "eval_ndcg@10" in e]
+        if ranking:
+            best = max(ranking, key=lambda e: (e["eval_ndcg@10"], -e["step"]))
+            self.metrics["validation_ranking"] = {
+                "users": len(self.trainer.ranker.histories) if self.trainer.ranker else None,
+                "best_step": best["step"], "best_ndcg@10": best["eval_ndcg@10"], "best_hr@10": best["eval_hr@10"],
+                "history": [{"step": e["step"], "ndcg@10": e["eval_ndcg@10"], "hr@10": e["eval_hr@10"]} for e in ranking],
+            }
+        last_losses = [e["loss"] for e in state.log_history if "loss" in e]
+        if last_losses:
+            self.metrics["last_logged_loss"] = last_losses[-1]
+        if len(self.valid_data):
+            evaluation = self.trainer.evaluate(self.valid_data)  # the loss only (the ranking ran during training)
+            loss = evaluation.get("eval_loss")
+            self.metrics["eval_loss"] = round(float(loss), 6) if loss is not None and math.isfinite(loss) else None
+
+    def save(self) -> Path:
+        """Main process: merged model, adapter, codes, loss curve, metrics, run record."""
+        if self.trainer is None:
+            raise RuntimeError("train() first")
+        self.trainer.accelerator.wait_for_everyone()
+        out = self.paths.out_dir
+        if not self.trainer.is_world_process_zero():
+            return out
+        assert self.prepared is not None
+        peft_model = self.trainer.model
+        tokenizer = self.prepared.tokenizer
+        if self.config.save_adapter:
+            with atomic_directory(out / "adapter") as tmp:
+                peft_model.peft_config["default"].base_model_name_or_path = self.prepared.backbone
+                peft_model.save_pretrained(tmp, save_embedding_layers=False)
+                tokenizer.save_pretrained(tmp)
+        merged = merge(peft_model)
+        # The model records the fingerprint of its codes: readers refuse a model/ beside other codes
+        # (a kill between the two writes below leaves such a pair; the next run rewrites both).
+        self.settings.store(merged)
+        with atomic_directory(out / "model") as tmp:
+            merged.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        self.codes.save(out)
+        plot_loss_curve(self.trainer.state.log_history, out / "loss_curve.png")
+        atomic_write_json(out / "loss_curve.json", self.trainer.state.log_history)
+        atomic_write_json(out / "metrics.json", self.metrics)
+        inputs = {"train": self.paths.tasks_dir / "train.jsonl", "codes": self.paths.codes_dir / "item_codes.parquet"}
+        if (self.paths.tasks_dir / "valid.jsonl").is_file():
+            inputs["valid"] = self.paths.tasks_dir / "valid.jsonl"
+        if self.config.new_token_init == "sa_init":
+            inputs["code_descriptions"] = self.paths.code_descriptions
+        if self.config.new_token_init == "mlp":
+            inputs["codebooks"] = self.paths.codebooks
+        write_run_record(out, self.config, stage="finetune", seed=self.config.seed, inputs=inputs,
+                         extra={"metrics": self.metrics, "resumed_from": self.resume_from})
+        log.info("fine-tuned model written to %s (train loss %.4f)", out / "model", self.metrics.get("train_loss", float("nan")))
+        return out
+
+    def run(self) -> FinetuneResult:
+        self.prepare()
+        self.train()
+        out = self.save()
+        return FinetuneResult(out, self.metrics, self.trainer)
+
+
+def finetune(config: FinetuneConfig, run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
+             resume: bool = False, overwrite: bool = False, backbone: tuple[Any, Any] | None = None) -> FinetuneResult:
+    """Fine-tune on ``RUN/tasks`` with the codes in ``RUN/tokenizer``; write ``OUT`` (default RUN/finetune)."""
+    return FinetuneJob(config, run_dir, out_dir, resume=resume, overwrite=overwrite, backbone=backbone).run()

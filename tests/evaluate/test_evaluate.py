@@ -1,0 +1,119 @@
+"""``alignrec evaluate`` end to end on the tiny run: files, metrics, re-scoring, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alignrec.cli import main
+from alignrec.data.dataset import load_dataset
+from alignrec.metrics import evaluate_rankings
+from alignrec.metrics.predictions import evaluate_predictions_file
+from alignrec.evaluate.recipe import EvaluateConfig, evaluate
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_evaluate_cli_writes_rescorable_predictions(tiny_run, tmp_path, capsys):
+    out = tmp_path / "evaluate"
+    assert main(["evaluate", "--model", str(tiny_run), "--out", str(out), "--beam-size", "12", "--batch-size", "7"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    dataset = load_dataset(tiny_run)
+    test = dataset.split("test")
+    predictions = read_jsonl(out / "predictions.jsonl")
+    assert [p["user_id"] for p in predictions] == [dataset.user_ids[u] for u in test.user_index]
+    for record in predictions:
+        assert len(record["items"]) == 10 == len(set(record["items"]))
+        assert set(record["items"]) <= set(dataset.item_ids)
+        assert record["scores"] == sorted(record["scores"], reverse=True)
+    # metrics.json = the evaluator applied to the predictions file (re-scored independently)
+    metrics = json.loads((out / "metrics.json").read_text())
+    rescored = evaluate_predictions_file(out / "predictions.jsonl", dataset, "test", [1, 5, 10])
+    assert metrics["metrics"] == pytest.approx(rescored["metrics"])
+    assert summary["metrics"] == metrics["metrics"]
+    assert metrics["users"] == len(test) and not metrics["sampled"]
+    assert metrics["counts"] == {"duplicate_items": 0, "unknown_items": 0, "short_lists": 0, "empty_lists": 0}
+    # hand check of HR@10: the share of users whose target is in their list
+    index_of = dataset.item_index_of
+    hits = [dataset.item_ids[t] in p["items"] for p, t in zip(predictions, test.targets, strict=True)]
+    assert metrics["metrics"]["hr@10"] == pytest.approx(np.mean(hits))
+    assert 0 < np.mean(hits) < 1  # the check distinguishes hits from misses
+    record = json.loads((out / "config.json").read_text())
+    assert record["stage"] == "evaluate" and record["config"]["beam_size"] == 12
+    assert record["model_version"] == metrics["model_version"]
+    assert all(index_of[i] >= 0 for p in predictions for i in p["items"])
+
+
+def test_sampled_users_and_reference_method_agree(tiny_run, tiny_recommender, tmp_path):
+    config = EvaluateConfig(beam_size=10, top_k=10, users=9, seed=3)
+    fast = evaluate(config, tiny_run, out=tmp_path / "fast", recommender=tiny_recommender)
+    reference = evaluate(
+        EvaluateConfig(beam_size=10, top_k=10, users=9, seed=3, method="reference"),
+        tiny_run,
+        out=tmp_path / "ref",
+        recommender=tiny_recommender,
+    )
+    assert fast["sampled"] and fast["users"] == 9 and fast["users_in_split"] == 40
+    assert reference["users"] == 9 and reference["metrics"] == pytest.approx(fast["metrics"])
+    fast_lines = read_jsonl(tmp_path / "fast" / "predictions.jsonl")
+    reference_lines = read_jsonl(tmp_path / "ref" / "predictions.jsonl")
+    assert [r["items"] for r in fast_lines] == [r["items"] for r in reference_lines]
+    np.testing.assert_allclose([r["scores"] for r in fast_lines], [r["scores"] for r in reference_lines], atol=1e-4)
+    # metrics cover the sampled users only
+    dataset = load_dataset(tiny_run)
+    test = dataset.split("test")
+    row_of = {dataset.user_ids[u]: row for row, u in enumerate(test.user_index)}
+    lists = [[dataset.item_index_of[i] for i in r["items"]] for r in fast_lines]
+    targets = [test.targets[row_of[r["user_id"]]] for r in fast_lines]
+    assert fast["metrics"] == pytest.approx(evaluate_rankings(lists, targets, dataset.num_items).metrics)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--top-k", "30", "--beam-size", "20"], "top_k must be between 1 and beam_size"),
+        (["--top-k", "5"], "largest K (10) exceeds top_k (5)"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--users", "0"], "users must be >= 1"),
+    ],
+)
+def test_bad_settings_are_user_errors(tiny_run, flags, message, capsys):
+    assert main(["evaluate", "--model", str(tiny_run), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_model_and_mismatched_data_set(tiny_run, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path)]) == 2
+    assert "no fine-tuned model" in capsys.readouterr().err
+    other = tmp_path / "other"
+    from alignrec.data.synthetic import write_synthetic
+
+    write_synthetic(other, num_users=10, num_items=30)
+    assert main(["evaluate", "--model", str(tiny_run), "--data", str(other), "--out", str(tmp_path / "x")]) == 2
+    assert "the model has codes for 24 items but the data set" in capsys.readouterr().err
+    # same size, different item ids
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(tiny_run, shuffled)
+    from alignrec.tokenizer.codes import ItemCodes
+
+    codes = ItemCodes.load(shuffled / "finetune")
+    codes.item_ids = list(reversed(codes.item_ids))
+    codes.save(shuffled / "finetune")
+    assert main(["evaluate", "--model", str(shuffled), "--out", str(tmp_path / "y")]) == 2
+    assert "codes belong to another data set" in capsys.readouterr().err
+
+
+def test_config_method_names_match_the_search_registry():
+    import typing
+
+    from alignrec.llm.recommender import SEARCH_METHODS
+    from alignrec.serve.precache import PrecacheConfig
+
+    for config in (EvaluateConfig, PrecacheConfig):
+        assert set(typing.get_args(typing.get_type_hints(config)["method"])) == set(SEARCH_METHODS)
