@@ -72,12 +72,12 @@ def measure(recommender, histories, batch_size: int, beam: int, top_k: int) -> d
 
     r = recommender
     searches = {
-        "fast": lambda p: constrained_beam_search(r.model, p, r.trie, r.level_token_ids, beam, top_k, r.pad_token_id),
+        "fast": lambda p: constrained_beam_search(r.model, p, r.trie, r.vocabulary, beam, top_k, r.pad_token_id),
         "fast_plain_cache": lambda p: constrained_beam_search(
-            r.model, p, r.trie, r.level_token_ids, beam, top_k, r.pad_token_id, share_prompt_cache=False
+            r.model, p, r.trie, r.vocabulary, beam, top_k, r.pad_token_id, share_prompt_cache=False
         ),
         "reference": lambda p: reference_beam_search(
-            r.model, p, r.codes.codes, r.level_token_ids, beam, top_k, r.pad_token_id, r.tokenizer.eos_token_id
+            r.model, p, r.codes.codes, r.vocabulary, beam, top_k, r.pad_token_id, r.tokenizer.eos_token_id
         ),
     }
     prompts = sorted((r.prompt_ids(h) for h in histories), key=len, reverse=True)

@@ -39,7 +39,7 @@ def task_batches(tokenizer, codes, batch_size: int, count: int, run: Path, seed:
     from alignrec.tasks.build import TasksConfig, build_tasks
     from alignrec.finetune.data import encode_records
 
-    config = TasksConfig(llm="none", tasks=["sequential"], max_users=200, max_samples_per_task=400, seed=seed,
+    config = TasksConfig(tasks=["sequential"], max_users=200, max_samples_per_task=400, seed=seed,
                          sequential_format=sequential_format)
     tasks = build_tasks(load_dataset(run), codes, config)
     records = [e.to_json() for e in tasks.train]
@@ -114,13 +114,12 @@ def main() -> None:
     import torch
 
     from alignrec.data import load_dataset
-    from alignrec.llm.beam_search import code_token_ids
     from alignrec.llm.backbone import load_backbone
-    from alignrec.llm.code_head import CodeVocabulary
     from alignrec.tokenizer.codes import ItemCodes
     from alignrec.finetune.config import FinetuneConfig
     from alignrec.finetune.data import PaddingCollator, answer_loss
-    from alignrec.finetune.recipe import CodeOnlyLoss, apply_lora, prepare_model, resolve_precision, trainable_parameter_counts
+    from alignrec.finetune.recipe import apply_lora, prepare_model, trainable_parameter_counts
+    from alignrec.finetune.trainer import CodeOnlyLoss, resolve_precision
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -165,7 +164,7 @@ def main() -> None:
             batches = task_batches(prepared.tokenizer, codes, args.batch_size, args.steps + 1, REPO_ROOT / args.data,
                                    args.seed, sequential_format)
             if head == "code":
-                vocabulary = CodeVocabulary.build(code_token_ids(prepared.tokenizer, sizes), len(prepared.tokenizer))
+                vocabulary = prepared.vocabulary
                 code_loss = CodeOnlyLoss(model, vocabulary)
                 collator = PaddingCollator(pad, hidden_states=True)
 

@@ -29,7 +29,7 @@ def test_evaluate_finds_the_next_item_of_a_trained_model(tmp_path: Path) -> None
     items = np.arange(24)
     codes = ItemCodes(np.stack([items // 4, items % 4], axis=1), [6, 4], list(load_dataset(run).item_ids))
     codes.save(run / "tokenizer")
-    run_build(TasksConfig(tasks=["sequential"], llm="none", phrasings=1, negative_ratio=1.0), run)
+    run_build(TasksConfig(tasks=["sequential"], phrasings=1, negative_ratio=1.0), run)
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_llama(len(tokenizer), hidden_size=32, layers=2, heads=2, seed=0, initializer_range=0.2)
     config = FinetuneConfig(max_steps=200, learning_rate=1e-2, lr_scheduler="constant", batch_size=16,

@@ -29,7 +29,7 @@ def write_cyclic_run(run: Path, users: int = 60, tasks: tuple[str, ...] = ("sequ
     codes = cyclic_codes()
     codes.item_ids = list(load_dataset(run).item_ids)
     codes.save(run / "tokenizer")
-    run_build(TasksConfig(tasks=list(tasks), llm="none", phrasings=phrasings, negative_ratio=1.0,
+    run_build(TasksConfig(tasks=list(tasks), phrasings=phrasings, negative_ratio=1.0,
                           sequential_format=sequential_format), run)  # type: ignore[arg-type]
     return run
 
@@ -49,7 +49,7 @@ def greedy_constrained(model: Any, tokenizer: Any, codes: ItemCodes, history: li
     """Greedy decoding restricted, step by step, to code tokens that continue a real item (a trie)."""
     import torch
 
-    from alignrec.tasks import prompts
+    from alignrec.llm import format as prompts
 
     trie: dict[int, dict] = {}
     for item in range(codes.num_items):

@@ -29,7 +29,7 @@ def test_dense_code_head_shallow_run_learns_and_reloads_at_its_depth(tmp_path: P
     result = FinetuneJob(config, run, backbone=(model, tokenizer)).run()
     metrics = result.metrics
     codes_version = metrics["settings"].pop("codes_version")
-    assert metrics["settings"] == {"head": "code", "sequential_format": "dense", "llm_layers": 1}
+    assert metrics["settings"] == {"head": "code", "sequential_format": "dense", "llm_layers": 1, "max_history": 20}
     assert metrics["padding_share"] == 0.0  # every dense window of the cyclic data has the same length
     assert metrics["code_tokens_per_second"] > 0
     ranking = metrics["validation_ranking"]
@@ -40,7 +40,7 @@ def test_dense_code_head_shallow_run_learns_and_reloads_at_its_depth(tmp_path: P
 
     loaded, _, _ = load_finetuned(run)
     assert loaded.config.num_hidden_layers == 1 and len(loaded.get_decoder().layers) == 1
-    assert ModelSettings.of(loaded) == ModelSettings("code", "dense", 1, codes_version)
+    assert ModelSettings.of(loaded) == ModelSettings("code", "dense", 1, codes_version, max_history=20)
     report = evaluate(EvaluateConfig(beam_size=10), run)
     assert report["metrics"]["hr@10"] >= 0.9  # the next item of the cycle, from the dense prompt
     reference = evaluate(EvaluateConfig(beam_size=10, method="reference"), run, out=tmp_path / "reference")
@@ -75,18 +75,18 @@ def test_a_model_beside_other_codes_is_refused(tmp_path: Path) -> None:
     import numpy as np
 
     from alignrec.llm.recommender import load_recommender
-    from alignrec.llm.finetuned import check_pair
+    from alignrec.llm.finetuned import FinetunedRun
     from alignrec.tokenizer.codes import ItemCodes
 
     run = write_cyclic_run(tmp_path / "run", users=8, sequential_format="dense")
     FinetuneJob(FinetuneConfig(max_steps=1, batch_size=4, save_steps=1000, logging_steps=1), run,
                 backbone=tiny_backbone()).run()
     folder = run / "finetune"
-    check_pair(folder)  # the pair as written
+    FinetunedRun.locate(folder).codes()  # the pair as written
     old = ItemCodes.load(folder)
     swapped = ItemCodes(np.roll(old.codes, 1, axis=0), old.codebook_sizes, old.item_ids)  # the "old" codes
     swapped.save(folder)
-    for load in (lambda: load_finetuned(run), lambda: load_recommender(run), lambda: check_pair(folder)):
+    for load in (lambda: load_finetuned(run), lambda: load_recommender(run), lambda: FinetunedRun.locate(folder).codes()):
         with pytest.raises(InputError, match="mixes two runs"):
             load()
 

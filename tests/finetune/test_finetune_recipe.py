@@ -15,7 +15,7 @@ from alignrec.config import ConfigError, from_mapping
 from alignrec.data import load_dataset
 from alignrec.errors import InputError
 from alignrec.llm import load_finetuned
-from alignrec.tasks.prompts import IGNORE_INDEX
+from alignrec.llm.format import IGNORE_INDEX
 from alignrec.finetune.config import FinetuneConfig
 from alignrec.finetune.data import PaddingCollator, answer_loss, encode_records
 from alignrec.finetune.recipe import TRAIN_TIME_FILE, FinetuneJob, merge, prepare_model
@@ -49,7 +49,7 @@ def test_collator_keeps_only_answer_positions() -> None:
 def test_answer_only_logits_give_the_full_loss_and_gradients(tied: bool) -> None:
     """Fast path (logits at answer positions) vs reference (the model's own loss over all logits)."""
     from alignrec.llm.tiny import build_tiny_tokenizer
-    from alignrec.tasks.prompts import encode_example, sequential_prompt
+    from alignrec.llm.format import encode_example, sequential_prompt
 
     codes = cyclic_codes()
     prepared = prepare_model(FinetuneConfig(lora_dropout=0.0), codes, backbone=tiny_backbone(tied=tied))

@@ -38,7 +38,7 @@ def tokenized_run(tmp_path: Path) -> Path:
 def test_tokenizer_outputs_feed_ts_align_sa_init_and_mlp(tokenized_run: Path) -> None:
     run = tokenized_run
     descriptions = json.loads((run / "tokenizer" / "code_descriptions.json").read_text())
-    run_build(TasksConfig(tasks=["sequential", "ts_align"], llm="none", phrasings=1), run)
+    run_build(TasksConfig(tasks=["sequential", "ts_align"], phrasings=1), run)
     ts_align = [r for r in read_examples(run / "tasks" / "train.jsonl") if r["task"] == "ts_align"]
     described = [t for t, e in descriptions.items() if e["description"].strip()]
     assert described and len(ts_align) >= len(described)  # one token -> description example per described token

@@ -7,19 +7,20 @@ import pytest
 import torch
 
 from alignrec.errors import InputError
-from alignrec.llm.beam_search import code_token_ids, constrained_beam_search, left_pad
+from alignrec.llm.beam_search import constrained_beam_search, left_pad
 from alignrec.llm.recommender import check_recommendations
 from alignrec.llm.reference import reference_beam_search
 from alignrec.llm.tiny_run import random_unique_codes
 from alignrec.llm.trie import CodeTrie
+from alignrec.llm.vocab import CodeVocabulary
 from alignrec.llm.tiny import build_tiny_backbone
-from alignrec.tasks.prompts import encode_prompt, sequential_prompt
+from alignrec.llm.format import encode_prompt, sequential_prompt
 from alignrec.tokenizer.codes import ItemCodes
 
 
-def exhaustive_scores(model, prompt, codes: np.ndarray, level_tokens) -> torch.Tensor:
+def exhaustive_scores(model, prompt, codes: np.ndarray, vocabulary) -> torch.Tensor:
     """Sum of code-token log-probs of every item after ``prompt``, by teacher forcing: (I,)."""
-    answers = torch.stack([level_tokens[level][torch.as_tensor(codes[:, level])] for level in range(codes.shape[1])], 1)
+    answers = torch.stack([vocabulary.level_token_ids[level][torch.as_tensor(codes[:, level])] for level in range(codes.shape[1])], 1)
     inputs = torch.cat([torch.tensor(prompt).expand(len(codes), -1), answers], dim=1)  # (I, T + L)
     with torch.no_grad():
         log_probs = model(input_ids=inputs).logits.float().log_softmax(-1)  # (I, T + L, V)
@@ -48,7 +49,7 @@ def make_setup(num_items: int, sizes, seed: int, logit_scale: float = 30.0, kv_h
         encode_prompt(tokenizer, sequential_prompt([item_codes.item_string(int(i)) for i in rng.choice(num_items, n)]))
         for n in (1, 3, 7, 2, 5)
     ]
-    return model, tokenizer, codes, item_codes, code_token_ids(tokenizer, sizes), prompts
+    return model, tokenizer, codes, item_codes, CodeVocabulary.from_tokenizer(tokenizer, sizes), prompts
 
 
 @pytest.mark.parametrize(
@@ -60,11 +61,11 @@ def make_setup(num_items: int, sizes, seed: int, logit_scale: float = 30.0, kv_h
     ],
 )
 def test_fast_matches_hf_generate(num_items, sizes, beam, top_k):
-    model, tokenizer, codes, _, level_tokens, prompts = make_setup(num_items, sizes, seed=num_items)
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(num_items, sizes, seed=num_items)
     trie = CodeTrie.from_codes(codes, sizes)
-    reference = reference_beam_search(model, prompts, codes, level_tokens, beam, top_k, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    reference = reference_beam_search(model, prompts, codes, vocabulary, beam, top_k, tokenizer.pad_token_id, tokenizer.eos_token_id)
     for share in (True, False):  # shared prompt cache, plain per-beam HF cache
-        fast = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id, share_prompt_cache=share)
+        fast = constrained_beam_search(model, prompts, trie, vocabulary, beam, top_k, tokenizer.pad_token_id, share_prompt_cache=share)
         assert fast.items.shape == (len(prompts), top_k)
         assert torch.equal(fast.items, reference.items), share
         torch.testing.assert_close(fast.scores, reference.scores, rtol=0, atol=1e-4)
@@ -75,16 +76,16 @@ def test_fast_matches_hf_generate(num_items, sizes, beam, top_k):
         assert (fast.scores[:, 1:] <= fast.scores[:, :-1]).all()  # best first
 
 
-def exhaustive_code_scores(model, prompt, codes: np.ndarray, level_tokens) -> torch.Tensor:
+def exhaustive_code_scores(model, prompt, codes: np.ndarray, vocabulary) -> torch.Tensor:
     """Sum over levels of log-softmax over that level's code tokens only, by teacher forcing: (I,)."""
-    answers = torch.stack([level_tokens[level][torch.as_tensor(codes[:, level])] for level in range(codes.shape[1])], 1)
+    answers = torch.stack([vocabulary.level_token_ids[level][torch.as_tensor(codes[:, level])] for level in range(codes.shape[1])], 1)
     inputs = torch.cat([torch.tensor(prompt).expand(len(codes), -1), answers], dim=1)  # (I, T + L)
     with torch.no_grad():
         logits = model(input_ids=inputs).logits.float()  # (I, T + L, V)
     start = len(prompt) - 1
     total = torch.zeros(len(codes))
     for level in range(codes.shape[1]):
-        level_logits = logits[:, start + level][:, level_tokens[level]]  # (I, K_level): the full head, sliced
+        level_logits = logits[:, start + level][:, vocabulary.level_token_ids[level]]  # (I, K_level): the full head, sliced
         total += level_logits.log_softmax(-1).gather(1, torch.as_tensor(codes[:, level])[:, None])[:, 0]
     return total
 
@@ -94,23 +95,23 @@ def test_code_normalisation_matches_hf_generate_and_teacher_forcing(num_items, s
     """Scores normalised over each level's code tokens: fast (decoder + code rows only) == HF generate
     with the level renormalisation == exhaustive teacher forcing through the full head; and the
     ranking differs from the full-vocabulary normalisation (else the test could not fail)."""
-    model, tokenizer, codes, _, level_tokens, prompts = make_setup(num_items, sizes, seed=num_items + 1)
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(num_items, sizes, seed=num_items + 1)
     with torch.no_grad():  # text tokens get large logits, so that the two normalisations disagree
-        model.lm_head.weight[: min(t.min() for t in level_tokens)].mul_(3.0)
+        model.lm_head.weight[: min(t.min() for t in vocabulary.level_token_ids)].mul_(3.0)
     trie = CodeTrie.from_codes(codes, sizes)
-    reference = reference_beam_search(model, prompts, codes, level_tokens, beam, top_k, tokenizer.pad_token_id,
+    reference = reference_beam_search(model, prompts, codes, vocabulary, beam, top_k, tokenizer.pad_token_id,
                                       tokenizer.eos_token_id, normalisation="code")
-    full = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id)
+    full = constrained_beam_search(model, prompts, trie, vocabulary, beam, top_k, tokenizer.pad_token_id)
     for share in (True, False):
-        fast = constrained_beam_search(model, prompts, trie, level_tokens, beam, top_k, tokenizer.pad_token_id,
+        fast = constrained_beam_search(model, prompts, trie, vocabulary, beam, top_k, tokenizer.pad_token_id,
                                        share_prompt_cache=share, normalisation="code")
         assert torch.equal(fast.items, reference.items), share
         torch.testing.assert_close(fast.scores, reference.scores, rtol=0, atol=1e-4)
     assert not torch.allclose(fast.scores, full.scores, atol=1e-3)
-    wide = constrained_beam_search(model, prompts, trie, level_tokens, num_items, top_k, tokenizer.pad_token_id,
+    wide = constrained_beam_search(model, prompts, trie, vocabulary, num_items, top_k, tokenizer.pad_token_id,
                                    normalisation="code")
     for row, prompt in enumerate(prompts):
-        best = exhaustive_code_scores(model, prompt, codes, level_tokens).topk(top_k)
+        best = exhaustive_code_scores(model, prompt, codes, vocabulary).topk(top_k)
         assert wide.items[row].tolist() == best.indices.tolist()
         torch.testing.assert_close(wide.scores[row], best.values, rtol=0, atol=1e-4)
     # every level's code log-probabilities sum to one over that level: scores are log-probabilities
@@ -121,46 +122,46 @@ def test_code_normalisation_matches_hf_generate_and_teacher_forcing(num_items, s
 def test_shared_prompt_cache_with_grouped_query_attention(kv_heads):
     from alignrec.llm.shared_prefix import supports_shared_prefix
 
-    model, tokenizer, codes, _, level_tokens, prompts = make_setup(40, (4, 5, 6), seed=11, kv_heads=kv_heads)
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(40, (4, 5, 6), seed=11, kv_heads=kv_heads)
     assert supports_shared_prefix(model)
     trie = CodeTrie.from_codes(codes, (4, 5, 6))
-    shared = constrained_beam_search(model, prompts, trie, level_tokens, 10, 10, tokenizer.pad_token_id, share_prompt_cache=True)
-    plain = constrained_beam_search(model, prompts, trie, level_tokens, 10, 10, tokenizer.pad_token_id, share_prompt_cache=False)
-    reference = reference_beam_search(model, prompts, codes, level_tokens, 10, 10, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    shared = constrained_beam_search(model, prompts, trie, vocabulary, 10, 10, tokenizer.pad_token_id, share_prompt_cache=True)
+    plain = constrained_beam_search(model, prompts, trie, vocabulary, 10, 10, tokenizer.pad_token_id, share_prompt_cache=False)
+    reference = reference_beam_search(model, prompts, codes, vocabulary, 10, 10, tokenizer.pad_token_id, tokenizer.eos_token_id)
     assert torch.equal(shared.items, reference.items) and torch.equal(plain.items, reference.items)
     torch.testing.assert_close(shared.scores, reference.scores, rtol=0, atol=1e-4)
     assert model.config._attn_implementation != "alignrec_shared_prefix"  # switched back after the search
     for row in (0, 3):  # one user alone (a batch of one has its own tensor layouts)
-        alone = constrained_beam_search(model, prompts[row : row + 1], trie, level_tokens, 10, 10, tokenizer.pad_token_id, share_prompt_cache=True)
+        alone = constrained_beam_search(model, prompts[row : row + 1], trie, vocabulary, 10, 10, tokenizer.pad_token_id, share_prompt_cache=True)
         assert torch.equal(alone.items[0], reference.items[row])
 
 
 def test_wide_beam_is_exact_and_scores_are_teacher_forced_log_probs():
     # With a beam at least as wide as the number of items no prefix is ever pruned, so beam
     # search must return exactly the top-K of the exhaustive ranking, with the same scores.
-    model, tokenizer, codes, _, level_tokens, prompts = make_setup(24, (3, 4, 5), seed=3)
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(24, (3, 4, 5), seed=3)
     trie = CodeTrie.from_codes(codes, (3, 4, 5))
-    fast = constrained_beam_search(model, prompts, trie, level_tokens, 24, 10, tokenizer.pad_token_id)
+    fast = constrained_beam_search(model, prompts, trie, vocabulary, 24, 10, tokenizer.pad_token_id)
     for row, prompt in enumerate(prompts):
-        scores = exhaustive_scores(model, prompt, codes, level_tokens)
+        scores = exhaustive_scores(model, prompt, codes, vocabulary)
         best = scores.topk(10)
         assert fast.items[row].tolist() == best.indices.tolist()
         torch.testing.assert_close(fast.scores[row], best.values, rtol=0, atol=1e-4)
 
 
 def test_batching_and_padding_do_not_change_the_answer():
-    model, tokenizer, codes, _, level_tokens, prompts = make_setup(40, (4, 5, 6), seed=5)
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(40, (4, 5, 6), seed=5)
     trie = CodeTrie.from_codes(codes, (4, 5, 6))
-    together = constrained_beam_search(model, prompts, trie, level_tokens, 10, 10, tokenizer.pad_token_id)
+    together = constrained_beam_search(model, prompts, trie, vocabulary, 10, 10, tokenizer.pad_token_id)
     for row, prompt in enumerate(prompts):
-        alone = constrained_beam_search(model, [prompt], trie, level_tokens, 10, 10, tokenizer.pad_token_id)
+        alone = constrained_beam_search(model, [prompt], trie, vocabulary, 10, 10, tokenizer.pad_token_id)
         assert alone.items[0].tolist() == together.items[row].tolist()
         torch.testing.assert_close(alone.scores[0], together.scores[row], rtol=0, atol=1e-4)
 
 
 def test_fewer_items_than_top_k_pads_with_minus_one():
-    model, tokenizer, codes, _, level_tokens, prompts = make_setup(3, (2, 2), seed=1)
-    out = constrained_beam_search(model, prompts[:2], CodeTrie.from_codes(codes, (2, 2)), level_tokens, 5, 5, tokenizer.pad_token_id)
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(3, (2, 2), seed=1)
+    out = constrained_beam_search(model, prompts[:2], CodeTrie.from_codes(codes, (2, 2)), vocabulary, 5, 5, tokenizer.pad_token_id)
     for row in range(2):
         assert sorted(out.items[row, :3].tolist()) == [0, 1, 2]
         assert out.items[row, 3:].tolist() == [-1, -1]
@@ -182,7 +183,7 @@ def test_prompt_ids_are_built_like_training(tiny_recommender):
     assert tiny_recommender.prompt_ids([4, 1]) == expected
     # the code tokens are single tokens inside the prompt
     for level in range(codes.num_levels):
-        assert int(tiny_recommender.level_token_ids[level][codes.codes[4, level]]) in expected
+        assert int(tiny_recommender.vocabulary.level_token_ids[level][codes.codes[4, level]]) in expected
 
 
 def test_left_pad():
@@ -196,13 +197,13 @@ def test_left_pad():
 def test_missing_code_tokens_are_a_clear_error():
     _, tokenizer = build_tiny_backbone(code_tokens=ItemCodes(np.array([[0, 0]]), [2, 2]).vocabulary())
     with pytest.raises(InputError, match=r"no token for 2 item code\(s\) \(first: <a_2>\)"):
-        code_token_ids(tokenizer, [4, 2])
+        CodeVocabulary.from_tokenizer(tokenizer, [4, 2])
 
 
 def test_bad_beam_settings():
-    model, tokenizer, codes, _, level_tokens, prompts = make_setup(5, (2, 3), seed=0)
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(5, (2, 3), seed=0)
     with pytest.raises(ValueError, match="top_k <= beam_size"):
-        constrained_beam_search(model, prompts, CodeTrie.from_codes(codes, (2, 3)), level_tokens, 3, 4, 0)
+        constrained_beam_search(model, prompts, CodeTrie.from_codes(codes, (2, 3)), vocabulary, 3, 4, 0)
 
 
 @pytest.mark.parametrize(

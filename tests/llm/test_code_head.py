@@ -13,9 +13,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "finetune"))
 from finetune_helpers import cyclic_codes, tiny_backbone  # noqa: E402
 
-from alignrec.llm.beam_search import code_token_ids  # noqa: E402
-from alignrec.llm.code_head import CodeVocabulary, code_only_loss, output_rows  # noqa: E402
-from alignrec.tasks.prompts import IGNORE_INDEX  # noqa: E402
+from alignrec.llm.code_head import code_only_loss, output_rows  # noqa: E402
+from alignrec.llm.vocab import CodeVocabulary  # noqa: E402
+from alignrec.llm.format import IGNORE_INDEX  # noqa: E402
 from alignrec.finetune.config import FinetuneConfig  # noqa: E402
 from alignrec.finetune.data import PaddingCollator  # noqa: E402
 from alignrec.finetune.recipe import CodeOnlyLoss, prepare_model  # noqa: E402
@@ -55,7 +55,7 @@ def test_restricted_loss_equals_masked_full_loss_with_its_gradients(tied: bool) 
     prepared = prepare_model(FinetuneConfig(lora_dropout=0.0), codes, backbone=tiny_backbone(tied=tied))
     model, tokenizer = prepared.model, prepared.tokenizer
     _perturb(model)  # trained code rows differ from the base matrix: the loss must read the trained ones
-    vocabulary = CodeVocabulary.build(code_token_ids(tokenizer, codes.codebook_sizes), len(tokenizer))
+    vocabulary = prepared.vocabulary  # the one the job builds
     a0, b1, a3, b2 = tokenizer.convert_tokens_to_ids(["<a_0>", "<b_1>", "<a_3>", "<b_2>"])
     text = tokenizer.convert_tokens_to_ids(["item"])[0]
     features = [  # code labels of both levels and a text label (which keeps the full head)

@@ -58,7 +58,7 @@ def test_load_finetuned_checks_the_folder(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=x).logits, model(input_ids=x).logits)
     ItemCodes(np.array([[0, 1], [2, 0]]), [3, 2]).save(folder)  # <a_2> is not in the tokenizer
-    with pytest.raises(InputError, match="lacks 1 code tokens"):
+    with pytest.raises(InputError, match=r"model: the tokenizer has no token for 1 item code\(s\) \(first: <a_2>\)"):
         load_finetuned(folder)
 
 
@@ -78,7 +78,7 @@ def test_smollm2_gguf_finetunes_and_reloads(tmp_path: Path) -> None:
     from alignrec.finetune.recipe import FinetuneJob
 
     run = write_handmade_run(tmp_path / "run")
-    run_build(TasksConfig(llm="smollm2", phrasings=1), run)
+    run_build(TasksConfig(phrasings=1), run)
     result = FinetuneJob(FinetuneConfig(max_steps=2, batch_size=2, logging_steps=1), run).run()
     assert result.metrics["tied_embeddings"] is True and result.metrics["steps"] == 2
     model, tokenizer, codes = load_finetuned(run)

@@ -132,7 +132,9 @@ def test_tiny_config_is_valid_and_self_contained() -> None:
     experiment = load_experiment(TINY)
     configs = experiment.stage_configs()
     assert configs.synthetic is not None and configs.backbone is not None
-    assert {configs.tokenizer.llm, configs.tasks.llm, configs.finetune.llm} == {"tiny"}
+    assert {configs.tokenizer.llm, configs.finetune.llm} == {"tiny"}  # named once, at the top
+    with pytest.raises(ConfigError, match=r"finetune.llm: the backbone is named once per experiment"):
+        load_experiment(TINY, ["finetune.llm=smollm2"])
     assert TINY.read_text().startswith("# alignrec run configs/tiny.yaml")
     with pytest.raises(ConfigError, match="needs a backbone section"):
         load_experiment(TINY, ["backbone=null"])

@@ -14,6 +14,7 @@ from alignrec.cli import main
 from alignrec.config import ConfigError, from_mapping
 from alignrec.data import load_dataset
 from alignrec.errors import InputError
+from alignrec.llm.format import SequenceFormat
 from alignrec.tasks.build import (
     NegativeSampler,
     TasksConfig,
@@ -32,9 +33,9 @@ def full(instruction: str) -> str:
 
 def build(run: Path, **settings: object):
     # default: phrasing 0 only, exact strings; LC-Rec's one-target prompts (the dense format has its own tests)
-    settings = {"llm": "none", "phrasings": 1, "sequential_format": "lcrec", **settings}
+    settings = {"phrasings": 1, "sequential_format": "lcrec", **settings}
     config = TasksConfig(**settings)  # type: ignore[arg-type]
-    return build_tasks(load_dataset(run), handmade_codes(), config, None, run / "tokenizer" / "code_descriptions.json")
+    return build_tasks(load_dataset(run), handmade_codes(), config, run / "tokenizer" / "code_descriptions.json")
 
 
 def of_task(examples, task):
@@ -166,7 +167,7 @@ def test_negatives_never_from_history_on_a_larger_set(tmp_path: Path) -> None:
 
     codes = ItemCodes(np.stack([i // 4, i % 4], axis=1), [6, 4])
     for sampler in ("uniform", "popularity"):
-        config = TasksConfig(llm="none", tasks=["sequential", "negative"], negative_ratio=3, negative_sampler=sampler,
+        config = TasksConfig(tasks=["sequential", "negative"], negative_ratio=3, negative_sampler=sampler,
                              sequential_format="lcrec")
         tasks = build_tasks(dataset, codes, config)
         positives = [e for e in tasks.train if e.task == "sequential"]
@@ -224,25 +225,21 @@ def test_missing_inputs_skip_or_fail(tmp_path: Path) -> None:
         build(run, tasks=["sequential", "query"], strict=True)
 
 
-def test_length_filter_excludes_and_counts(handmade_run: Path) -> None:
+def test_fine_tuning_drops_and_counts_examples_longer_than_max_length(handmade_run: Path) -> None:
+    from alignrec.finetune.data import encode_records
     from alignrec.llm.tiny import build_tiny_tokenizer
 
     codes = handmade_codes()
     tokenizer = build_tiny_tokenizer(code_tokens=codes.vocabulary())
-    config = TasksConfig(llm="none", phrasings=1, tasks=["sequential"], max_tokens=53, sequential_format="lcrec")
-    tasks = build_tasks(load_dataset(handmade_run), codes, config, tokenizer)
+    records = [e.to_json() for e in build(handmade_run, tasks=["sequential"]).train]
     # Word-level tokens: <s> (1) + "Below is an instruction that describes a task ." (9) + "Write a response
     # that completes the request ." (8) + "### Instruction :" (3) + "The user has interacted with items" (6)
     # + per history item "<a_i> <b_j> ," (3) + "in chronological order ." (4) + "Can you predict the next
     # possible item that the user may expect ?" (13) + "### Response :" (3) = 47 + 3 per item; the answer
     # is two code tokens + EOS: 53 tokens with one history item, 56 with two.
-    from alignrec.tasks.prompts import encode_example
-
-    lengths = [len(encode_example(tokenizer, e.prompt, e.answer)[0]) for e in build(handmade_run, tasks=["sequential"]).train]
-    assert lengths == [53, 53, 56]
-    assert tasks.stats["tasks"]["sequential"]["excluded_too_long"] == 1
-    assert tasks.stats["tasks"]["sequential"]["examples"] == 2
-    assert tasks.stats["tokens"]["max"] == 53
+    assert [len(f["input_ids"]) for f in encode_records(tokenizer, records, max_length=1024).features] == [53, 53, 56]
+    kept = encode_records(tokenizer, records, max_length=53)
+    assert kept.dropped_too_long == 1 and len(kept) == 2
 
 
 def test_codes_of_another_data_set_are_refused(handmade_run: Path) -> None:
@@ -250,7 +247,7 @@ def test_codes_of_another_data_set_are_refused(handmade_run: Path) -> None:
 
     codes = ItemCodes(np.zeros((4, 1), dtype=np.int64) + np.arange(4)[:, None], [4])
     with pytest.raises(InputError, match="cover 4 items but the data set"):
-        build_tasks(load_dataset(handmade_run), codes, TasksConfig(llm="none"))
+        build_tasks(load_dataset(handmade_run), codes, TasksConfig())
 
 
 def test_config_validation() -> None:
@@ -263,7 +260,7 @@ def test_config_validation() -> None:
 
 
 def test_cli_writes_the_folder(handmade_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tasks", "build", "--data", str(handmade_run), "--llm", "none", "--phrasings", "1",
+    assert main(["tasks", "build", "--data", str(handmade_run), "--phrasings", "1",
                  "--tasks", "sequential", "text", "--negative-ratio", "0", "--sequential-format", "lcrec"]) == 0
     out = handmade_run / "tasks"
     train = read_examples(out / "train.jsonl")
@@ -285,27 +282,17 @@ def test_read_examples_names_bad_lines(tmp_path: Path) -> None:
         read_examples(path)
 
 
-def test_run_build_with_a_given_tokenizer(handmade_run: Path) -> None:
-    from alignrec.llm.tiny import build_tiny_tokenizer
+def test_run_build_records_the_sequence_format(handmade_run: Path) -> None:
+    from alignrec.tasks.build import read_format
 
-    tokenizer = build_tiny_tokenizer(code_tokens=handmade_codes().vocabulary())
-    out = run_build(TasksConfig(tasks=["sequential"], phrasings=1, sequential_format="lcrec"), handmade_run, tokenizer=tokenizer)
-    assert json.loads((out / "stats.json").read_text())["tokens"]["max"] == 56
+    out = run_build(TasksConfig(tasks=["sequential"], sequential_format="lcrec", sequential_stride=2), handmade_run)
+    assert json.loads((out / "format.json").read_text()) == {"kind": "lcrec", "max_history": 20, "stride": 2}
+    assert read_format(out) == SequenceFormat("lcrec", 20, 2)
+    (out / "format.json").unlink()  # a folder of an older alignrec: the format is read from the records
+    assert read_format(out, read_examples(out / "train.jsonl")) == SequenceFormat("lcrec", 20)
 
 
 # ----------------------------------------------------------------------------- dense format
-
-
-def test_window_bounds_known_answers() -> None:
-    from alignrec.tasks.build import window_bounds
-
-    # 7 items, windows of 4, stride 3: ends 7, 4 -> the second reaches the start
-    assert window_bounds(7, 4, 3) == [(0, 1, 4), (3, 4, 7)]
-    # stride 1: every later target is the last item of a full window (full context)
-    assert window_bounds(6, 3, 1) == [(0, 1, 3), (1, 3, 4), (2, 4, 5), (3, 5, 6)]
-    assert window_bounds(1, 4, 3) == [] and window_bounds(2, 4, 3) == [(0, 1, 2)]
-    with pytest.raises(ValueError, match="stride"):
-        window_bounds(5, 4, 4)
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -319,18 +306,18 @@ def test_dense_windows_cover_every_training_target_once_and_never_leak(tmp_path:
     dataset = load_dataset(run)
     i = np.arange(24)
     codes = ItemCodes(np.stack([i // 4, i % 4], axis=1), [6, 4])
-    config = TasksConfig(llm="none", tasks=["sequential"], sequential_stride=stride)
+    config = TasksConfig(tasks=["sequential"], sequential_stride=stride)
     context = TaskContext(dataset, codes, config, None)
     window = dataset.max_history + 1
     covered: dict[int, list[tuple[int, ...]]] = {}
-    for w in context.dense_windows:
-        assert 1 <= len(w.context) and len(w.context) + len(w.targets) <= window
-        training = dataset.training_sequences()[w.user].tolist()
-        whole = list(w.context + w.targets)
+    for user, history, targets in context.dense_windows:
+        assert 1 <= len(history) and len(history) + len(targets) <= window
+        training = dataset.training_sequences()[user].tolist()
+        whole = history + targets
         start = next(s for s in range(len(training)) if training[s : s + len(whole)] == whole)  # a contiguous slice
-        for offset in range(len(w.targets)):
-            position = start + len(w.context) + offset
-            covered.setdefault(w.user, []).append((position, len(w.context) + offset))
+        for offset in range(len(targets)):
+            position = start + len(history) + offset
+            covered.setdefault(user, []).append((position, len(history) + offset))
     for user, training in enumerate(dataset.training_sequences()):
         positions = sorted(p for p, _ in covered.get(user, []))
         assert positions == list(range(1, len(training))), user  # every target after the first, exactly once
@@ -349,7 +336,7 @@ def test_dense_windows_cover_every_training_target_once_and_never_leak(tmp_path:
 
 
 def test_dense_known_answers(handmade_run: Path) -> None:
-    from alignrec.tasks.prompts import DENSE_INSTRUCTION
+    from alignrec.llm.format import DENSE_INSTRUCTION
 
     tasks = build(handmade_run, tasks=["sequential", "negative"], sequential_format="dense", negative_ratio=1)
     dense = [(e.kind, e.prompt, e.answer, e.user, e.item) for e in tasks.train if e.task == "sequential"]
@@ -364,17 +351,30 @@ def test_dense_known_answers(handmade_run: Path) -> None:
         ("sequential_dense", DENSE_INSTRUCTION + "<a_0><b_0><a_0><b_1>", "<a_1><b_0>")]
 
 
-def test_dense_examples_encode_without_eos_like_inference_prompts() -> None:
-    from alignrec.llm.tiny import build_tiny_tokenizer
-    from alignrec.tasks.prompts import DENSE_INSTRUCTION, dense_prompt_ids, encode_prompt
+def test_dense_examples_round_trip_to_the_inference_prompt() -> None:
+    """A training example's ids, cut before its answer, are the inference prompt of its history."""
     from alignrec.finetune.data import encode_records
+    from alignrec.llm.format import DENSE_INSTRUCTION, SequenceFormat, encode_prompt
+    from alignrec.llm.tiny import build_tiny_tokenizer
+    from alignrec.llm.vocab import CodeVocabulary
+    from alignrec.tokenizer.codes import ItemCodes
 
-    tokenizer = build_tiny_tokenizer(words=[DENSE_INSTRUCTION], code_tokens=["<a_0>", "<b_1>", "<a_2>"])
-    a0, b1, a2 = tokenizer.convert_tokens_to_ids(["<a_0>", "<b_1>", "<a_2>"])
-    record = {"kind": "sequential_dense", "prompt": DENSE_INSTRUCTION + "<a_0><b_1>", "answer": "<a_2><b_1>"}
+    codes = ItemCodes(np.array([[0, 1], [2, 1], [1, 0]]), [3, 2])
+    tokenizer = build_tiny_tokenizer(words=[DENSE_INSTRUCTION], code_tokens=codes.vocabulary())
+    vocabulary = CodeVocabulary.from_tokenizer(tokenizer, codes.codebook_sizes)
+    a0, b1, a2, a1, b0 = tokenizer.convert_tokens_to_ids(["<a_0>", "<b_1>", "<a_2>", "<a_1>", "<b_0>"])
+    sequence_format = SequenceFormat("dense", max_history=2)
+    (user, history, targets), = sequence_format.windows([np.array([0, 1])])
+    assert (user, history, targets) == (0, [0], [1])
+    record = {"kind": sequence_format.task_kind, "prompt": sequence_format.prompt_text([codes.item_string(0)]),
+              "answer": sequence_format.answer_text([codes.item_string(1)])}
     data = encode_records(tokenizer, [record], max_length=64)
     instruction = encode_prompt(tokenizer, DENSE_INSTRUCTION)
     assert data[0]["input_ids"] == instruction + [a0, b1, a2, b1]  # no EOS after the last item
     assert data[0]["labels"] == [-100] * (len(instruction) + 2) + [a2, b1]
-    # the inference prompt of history [<a_0><b_1>] is exactly the training prefix
-    assert dense_prompt_ids(tokenizer, [a0, b1]) == data[0]["input_ids"][: len(instruction) + 2]
+    prompt = sequence_format.prompt_ids(tokenizer, vocabulary, codes, history)
+    assert prompt == data[0]["input_ids"][: len(instruction) + 2]
+    # the history cut: only the newest max_history items reach the prompt
+    assert sequence_format.prompt_ids(tokenizer, vocabulary, codes, [2, 1, 0]) == instruction + [a2, b1, a0, b1]
+    assert SequenceFormat("dense", max_history=3).prompt_ids(tokenizer, vocabulary, codes, [2, 1, 0]) == (
+        instruction + [a1, b0, a2, b1, a0, b1])

@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from alignrec.data.dataset import PreparedDataset
+from alignrec.data.windows import sequence_windows
 
 
 @dataclass
@@ -91,31 +92,22 @@ class TrainingData:
     def sequence_windows(self, length: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Cut every training sequence into windows of ``length`` items, left-padded with -1.
 
-        Windows end at ``m, m - stride, m - 2 stride, ...`` for a sequence of ``m`` items, until
-        one reaches the sequence start. Returns ``(windows (N, length), first_target (N,))``: in
-        window n only positions ``>= first_target[n]`` count as targets — the last ``stride``
-        positions, or every position of the window that reaches the sequence start — so every
-        item after a sequence's first is a target exactly once per epoch. ``stride`` defaults
-        to ``length - 1`` (consecutive windows share one item); a smaller stride makes
-        windows overlap so that every target keeps at least ``length - stride`` items of context.
-        Sequences with fewer than two items give no window.
+        The windows of :mod:`alignrec.data.windows` (the LLM's dense task uses the same ones).
+        Returns ``(windows (N, length), first_target (N,))``: in window n only positions
+        ``>= first_target[n]`` count as targets, so every item after a sequence's first is a
+        target exactly once per epoch. ``stride`` defaults to ``length - 1`` (consecutive windows
+        share one item); a smaller stride makes windows overlap so that every target keeps at
+        least ``length - stride`` items of context.
         """
-        if length < 2:
-            raise ValueError(f"window length must be >= 2, got {length}")
         step = length - 1 if stride is None else stride
-        if not 1 <= step <= length - 1:
-            raise ValueError(f"stride must be in 1..{length - 1}, got {stride}")
-        lengths = self.sequence_lengths
-        counts = np.where(lengths >= 2, 1 - (-np.maximum(lengths - length, 0) // step), 0)  # 1 + ceil(.. / step)
-        users = np.repeat(np.arange(self.num_users, dtype=np.int64), counts)
-        first = np.cumsum(counts) - counts
-        k = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(first, counts)
-        ends = lengths[users] - k * step  # exclusive end within the user's sequence
+        bounds = sequence_windows(self.sequence_lengths, length, step)
+        ends = bounds.end  # exclusive end within the user's sequence
         positions = ends[:, None] - length + np.arange(length, dtype=np.int64)[None, :]  # (N, length)
         valid = positions >= 0
-        flat = self.seq_offsets[users][:, None] + np.where(valid, positions, 0)
+        flat = self.seq_offsets[bounds.sequence][:, None] + np.where(valid, positions, 0)
         windows = np.where(valid, self.seq_values[flat], -1)
-        first_target = np.where(ends <= length, 1, length - step).astype(np.int64)
+        # the target positions inside the padded window: 1 on (the window reaching the start), or the last `step`
+        first_target = np.where(bounds.start == 0, 1, length - step).astype(np.int64)
         return windows, first_target
 
     def prefix_windows(self, history_length: int) -> np.ndarray:

@@ -74,7 +74,6 @@ from alignrec.metrics import evaluate_rankings
 if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a command runs
     from alignrec.llm.beam_search import BeamSearchOutput
     from alignrec.llm.recommender import GenerativeRecommender
-    from alignrec.tokenizer.codes import ItemCodes
 
 SearchMethod = Literal["fast", "reference"]  # keys of alignrec.llm.recommender.SEARCH_METHODS
 from alignrec.utils.io import atomic_write_json, atomic_write_text, owner_alive, process_owner, read_json
@@ -138,22 +137,6 @@ class EvaluateConfig:
             raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
         if max(self.ks) > self.top_k:
             raise ValueError(f"the largest K ({max(self.ks)}) exceeds top_k ({self.top_k}): lists would be too short")
-
-
-def check_catalogue(codes: ItemCodes, dataset: Any, where: str) -> None:
-    """The model's item codes must describe exactly the data set's items, in the same order."""
-    if codes.num_items != dataset.num_items:
-        raise InputError(
-            f"{where}: the model has codes for {codes.num_items} items but the data set {dataset.path} has "
-            f"{dataset.num_items}; was the model trained on this data set?"
-        )
-    ids = codes.item_ids
-    if ids is not None and list(ids) != list(dataset.item_ids):
-        first = next(i for i, (a, b) in enumerate(zip(ids, dataset.item_ids, strict=True)) if a != b)
-        raise InputError(
-            f"{where}: item {first} is {ids[first]!r} in the model's item codes but {dataset.item_ids[first]!r} "
-            f"in {dataset.path}; the codes belong to another data set"
-        )
 
 
 def evaluation_rows(config: EvaluateConfig, split_size: int) -> np.ndarray:
@@ -565,17 +548,16 @@ def evaluate(
     and return what this process searched (:func:`join_evaluation`).
     """
     from alignrec.data.dataset import load_dataset
-    from alignrec.llm.recommender import load_recommender, resolve_finetune
+    from alignrec.llm.finetuned import FinetunedRun
+    from alignrec.llm.recommender import load_recommender
 
-    from alignrec.tokenizer.codes import ItemCodes
-
-    paths = resolve_finetune(model)
+    paths = FinetunedRun.locate(model)
     dataset = load_dataset(data if data is not None else paths.dataset_dir)
     # Check the codes against the data set before loading the model (seconds to minutes).
-    check_catalogue(ItemCodes.load(paths.finetune_dir), dataset, str(paths.finetune_dir))
+    paths.check_catalogue(paths.codes(), dataset)
     if recommender is None:
         recommender, paths = load_recommender(model, config.device, config.dtype, llm_layers=config.llm_layers or None)
-    check_catalogue(recommender.codes, dataset, str(paths.finetune_dir))
+    paths.check_catalogue(recommender.codes, dataset)
     out_dir = Path(out) if out is not None else stage_dir(paths.run_dir, "evaluate")
 
     split = dataset.split(config.split)

@@ -1,7 +1,7 @@
 """Tokenised instruction examples and the padding collator used by fine-tuning.
 
-Examples are encoded with :func:`alignrec.tasks.prompts.encode_examples` — the same ids
-inference builds — so the loss is on the answer (and EOS) only. Over-long examples are dropped
+Examples are encoded with :func:`alignrec.llm.format.encode_records` — the same ids
+inference builds — so the loss is on the answer (and EOS, by the format's EOS rule) only. Over-long examples are dropped
 (and counted), never truncated: a cut answer would teach a wrong item, a cut prompt a history
 the model never sees at inference.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alignrec.tasks.prompts import DENSE_KINDS, IGNORE_INDEX, encode_examples
+from alignrec.llm.format import IGNORE_INDEX, encode_records as encode_task_records
 
 
 class EncodedExamples:
@@ -43,8 +43,7 @@ def encode_records(tokenizer: Any, records: Sequence[dict[str, Any]], max_length
     dropped = 0
     for start in range(0, len(records), chunk):
         part = records[start : start + chunk]
-        eos = [r.get("kind") not in DENSE_KINDS for r in part]
-        for input_ids, labels in encode_examples(tokenizer, [r["prompt"] for r in part], [r["answer"] for r in part], eos):
+        for input_ids, labels in encode_task_records(tokenizer, part):
             if len(input_ids) > max_length:
                 dropped += 1
                 continue

@@ -44,10 +44,24 @@ from typing import Any
 
 from alignrec.config import from_mapping, to_dict, write_run_record
 from alignrec.errors import InputError
-from alignrec.llm.finetuned import ModelSettings, codes_fingerprint
 from alignrec.finetune.config import RESUMABLE_CHANGES, FinetuneConfig
-from alignrec.utils.io import atomic_directory, atomic_path, atomic_write_json, read_json
-from alignrec.utils.log import get_logger, progress_enabled
+from alignrec.finetune.trainer import (
+    TRAIN_TIME_FILE,
+    CodeOnlyLoss,
+    ValidationRanker,
+    earlier_train_seconds,
+    loss_curve_callback,
+    plot_loss_curve,
+    ranking_trainer_class,
+    time_budget_callback,
+    train_time_callback,
+    training_arguments,
+)
+from alignrec.llm.finetuned import ModelSettings, codes_fingerprint
+from alignrec.llm.format import SequenceFormat
+from alignrec.llm.vocab import CodeVocabulary
+from alignrec.utils.io import atomic_directory, atomic_write_json, read_json
+from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
 
@@ -56,7 +70,7 @@ START_CONFIG = "finetune_config.json"
 
 
 @dataclass
-class FinetunePaths:
+class RecipePaths:
     """Where a fine-tuning run reads and writes."""
 
     run_dir: Path
@@ -72,7 +86,7 @@ class FinetunePaths:
 
     @classmethod
     def resolve(cls, config: FinetuneConfig, run_dir: str | os.PathLike[str],
-                out_dir: str | os.PathLike[str] | None = None) -> FinetunePaths:
+                out_dir: str | os.PathLike[str] | None = None) -> RecipePaths:
         run = Path(run_dir)
         codes = Path(config.codes) if config.codes else run / "tokenizer"
         return cls(
@@ -94,7 +108,8 @@ class PreparedModel:
 
     model: Any  # peft.PeftModel
     tokenizer: Any
-    code_token_ids: list[int]
+    code_token_ids: list[int]  # every code token, in ItemCodes.vocabulary() order
+    vocabulary: CodeVocabulary  # the same tokens by level and code: the one the loss, ranker and search use
     init_report: dict[str, Any]
     tied_embeddings: bool
     backbone: str
@@ -106,18 +121,6 @@ def module_name_of(model: Any, module: Any) -> str:
         if candidate is module:
             return name.rsplit(".", 1)[-1]
     raise ValueError("module not found in model")
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 on a GPU that supports it, else fp32; refuse fp16 without a GPU."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and not cuda:
-        raise InputError("precision fp16 needs a CUDA GPU (use fp32 or bf16 on a CPU)")
-    return precision
 
 
 def apply_lora(model: Any, config: FinetuneConfig, code_token_ids: list[int]) -> Any:
@@ -154,7 +157,7 @@ def apply_lora(model: Any, config: FinetuneConfig, code_token_ids: list[int]) ->
     return peft_model
 
 
-def prepare_model(config: FinetuneConfig, codes: Any, paths: FinetunePaths | None = None,
+def prepare_model(config: FinetuneConfig, codes: Any, paths: RecipePaths | None = None,
                   item_texts: list[str] | None = None, backbone: tuple[Any, Any] | None = None) -> PreparedModel:
     """Load (or take) the backbone, add and initialise the code tokens, apply LoRA.
 
@@ -179,6 +182,7 @@ def prepare_model(config: FinetuneConfig, codes: Any, paths: FinetunePaths | Non
         tokenizer.pad_token = tokenizer.eos_token
     tokens = codes.vocabulary()
     token_ids = add_code_tokens(tokenizer, model, tokens)
+    vocabulary = CodeVocabulary.from_tokenizer(tokenizer, codes.codebook_sizes)
     inputs = InitInputs(
         tokens=tokens,
         token_ids=token_ids,
@@ -195,7 +199,7 @@ def prepare_model(config: FinetuneConfig, codes: Any, paths: FinetunePaths | Non
     tied = output_matrix_is_tied(model)
     model.config.use_cache = False  # no KV cache while training (saved back to True in the merged model)
     peft_model = apply_lora(model, config, token_ids)
-    return PreparedModel(peft_model, tokenizer, token_ids, report, tied, name)
+    return PreparedModel(peft_model, tokenizer, token_ids, vocabulary, report, tied, name)
 
 
 def merge(prepared_model: Any) -> Any:
@@ -209,269 +213,6 @@ def trainable_parameter_counts(model: Any) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return {"trainable": int(trainable), "total": int(total)}
-
-
-# ----------------------------------------------------------------------------- trainer plumbing
-
-
-def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool) -> Any:
-    """``TrainingArguments`` for ``config`` (keyword names checked against the installed version)."""
-    import torch
-    from transformers import TrainingArguments
-
-    precision = resolve_precision(config.precision)
-    cuda = torch.cuda.is_available()
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    kwargs: dict[str, Any] = {
-        "output_dir": str(output_dir),
-        "per_device_train_batch_size": config.batch_size,
-        "per_device_eval_batch_size": config.eval_batch_size or config.batch_size,
-        "gradient_accumulation_steps": config.grad_accum,
-        "num_train_epochs": config.epochs,
-        "max_steps": config.max_steps or -1,
-        "learning_rate": config.learning_rate,
-        "lr_scheduler_type": config.lr_scheduler,
-        "weight_decay": config.weight_decay,
-        "max_grad_norm": config.max_grad_norm,
-        "logging_steps": config.logging_steps,
-        "logging_first_step": True,
-        "save_strategy": "steps",
-        "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
-        "eval_strategy": "steps" if (config.eval_steps and has_eval) else "no",
-        "bf16": precision == "bf16",
-        "fp16": precision == "fp16",
-        "report_to": "none",
-        "seed": config.seed,
-        "data_seed": config.seed,
-        "dataloader_num_workers": config.dataloader_workers,
-        "remove_unused_columns": False,
-        "label_names": ["labels"],
-        "prediction_loss_only": True,  # evaluation needs the loss only; never gather (B, T, V) logits
-        "use_cpu": not cuda,
-        "disable_tqdm": not progress_enabled(),
-        "ddp_find_unused_parameters": False if distributed else None,
-        "ddp_backend": config.ddp_backend or (("nccl" if cuda else "gloo") if distributed else None),
-        "deepspeed": config.deepspeed,
-    }
-    if config.gradient_checkpointing:
-        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
-        name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
-        kwargs[name] = True
-        kwargs[f"{name}_kwargs"] = {"use_reentrant": False}
-    if config.eval_steps and has_eval:
-        kwargs["eval_steps"] = config.eval_steps
-    if config.rank_eval_steps and has_eval:
-        # The ranking evaluation rides on the Trainer's evaluation; the best checkpoint by it is kept.
-        kwargs.update(eval_strategy="steps", eval_steps=config.rank_eval_steps, save_steps=config.rank_eval_steps,
-                      load_best_model_at_end=True, metric_for_best_model="eval_ndcg@10", greater_is_better=True)
-    # transformers 5 takes the warm-up ratio as a float warmup_steps; 4.x has warmup_ratio.
-    if "warmup_ratio" in known:
-        kwargs["warmup_ratio"] = config.warmup_ratio
-    else:
-        kwargs["warmup_steps"] = config.warmup_ratio
-    if config.group_by_length:
-        if "train_sampling_strategy" in known:
-            kwargs["train_sampling_strategy"] = "group_by_length"
-        else:
-            kwargs["group_by_length"] = True
-    if "include_num_input_tokens_seen" in known:
-        kwargs["include_num_input_tokens_seen"] = "non_padding"
-    if config.deepspeed and not cuda:
-        raise InputError("--deepspeed needs CUDA GPUs; on CPUs run plain DDP through torchrun")
-    return TrainingArguments(**{k: v for k, v in kwargs.items() if k in known and v is not None})
-
-
-def plot_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str = "fine-tuning loss") -> None:
-    """Training (and evaluation) loss against the optimizer step, written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
-    evaluation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
-    ranking = [(e["step"], e["eval_ndcg@10"], e["eval_hr@10"]) for e in log_history if "eval_ndcg@10" in e and "step" in e]
-    figure, axes = plt.subplots(1, 2 if ranking else 1, figsize=(12 if ranking else 7, 4), squeeze=False)
-    axis = axes[0][0]
-    if train:
-        axis.plot(*zip(*train), label="train loss", color="tab:blue")
-    if evaluation:
-        axis.plot(*zip(*evaluation), "o-", label="valid loss (inference prompt)", color="tab:orange")
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("cross-entropy on answer tokens")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    if train or evaluation:
-        axis.legend()
-    if ranking:
-        metric_axis = axes[0][1]
-        steps, ndcg, hr = zip(*ranking)
-        metric_axis.plot(steps, ndcg, "o-", label="valid NDCG@10", color="tab:green")
-        metric_axis.plot(steps, hr, "s--", label="valid HR@10", color="tab:purple")
-        metric_axis.set_xlabel("optimizer step")
-        metric_axis.set_title("validation ranking (constrained beam search)")
-        metric_axis.grid(alpha=0.3)
-        metric_axis.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
-
-
-def _loss_callback(out_dir: Path) -> Any:
-    from transformers import TrainerCallback
-
-    class LossCurveCallback(TrainerCallback):
-        """Keeps ``loss_curve.json`` current at every log and redraws the PNG at every save."""
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            if state.is_world_process_zero:
-                atomic_write_json(out_dir / "loss_curve.json", state.log_history)
-
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.is_world_process_zero:
-                plot_loss_curve(state.log_history, out_dir / "loss_curve.png")
-
-    return LossCurveCallback()
-
-
-TRAIN_TIME_FILE = "alignrec_train_seconds.json"  # in each checkpoint: training seconds up to it, all sessions
-
-
-def _train_time_callback(earlier_seconds: float) -> Any:
-    from transformers import TrainerCallback
-
-    class TrainTime(TrainerCallback):
-        """Writes, into every checkpoint, the training seconds up to it over every session (resumes add up)."""
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.started = time.perf_counter()
-
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
-                seconds = earlier_seconds + time.perf_counter() - self.started
-                atomic_write_json(folder / TRAIN_TIME_FILE, {"train_seconds": round(seconds, 2)})
-
-    return TrainTime()
-
-
-def earlier_train_seconds(checkpoint: str | None) -> float | None:
-    """Training seconds recorded in ``checkpoint`` (0 for a fresh start; None when it has no record)."""
-    if checkpoint is None:
-        return 0.0
-    try:
-        return float(read_json(Path(checkpoint) / TRAIN_TIME_FILE)["train_seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _time_budget_callback(minutes: float) -> Any:
-    from transformers import TrainerCallback
-
-    class TimeBudget(TrainerCallback):
-        """Stops training after ``minutes`` of wall-clock time (checked after every step)."""
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if time.perf_counter() - self.started >= minutes * 60:
-                control.should_training_stop = True
-                control.should_save = True
-                control.should_evaluate = bool(args.load_best_model_at_end)
-
-    return TimeBudget()
-
-
-class CodeOnlyLoss:
-    """``compute_loss_func`` of the Trainer for ``head: code`` (see :mod:`alignrec.llm.code_head`).
-
-    The batch asks the model for its final hidden states (the collator adds
-    ``output_hidden_states``); the loss is summed over the supervised positions and divided by
-    the Trainer's token count of the whole accumulated batch, like the models' own loss.
-    """
-
-    def __init__(self, model: Any, vocabulary: Any):
-        self.model = model  # the unwrapped (peft) model: its output rows are read directly
-        self.vocabulary = vocabulary
-
-    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-        from alignrec.llm.code_head import code_only_loss
-
-        hidden = outputs["hidden_states"][-1] if isinstance(outputs, dict) else outputs.hidden_states[-1]  # (B, T, D)
-        parts = code_only_loss(self.model, self.vocabulary, hidden, labels.to(hidden.device))
-        if num_items_in_batch is None:
-            return parts.total / max(parts.count, 1)
-        if hasattr(num_items_in_batch, "to"):
-            num_items_in_batch = num_items_in_batch.to(parts.total.device)
-        return parts.total / num_items_in_batch
-
-
-class ValidationRanker:
-    """HR@10 / NDCG@10 of constrained beam search on a fixed, seeded sample of validation users."""
-
-    def __init__(self, config: FinetuneConfig, dataset: Any, codes: Any, tokenizer: Any, settings: Any):
-        import numpy as np
-        import torch
-
-        from alignrec.llm.beam_search import code_token_ids
-        from alignrec.llm.recommender import GenerativeRecommender
-
-        split = dataset.split("valid")
-        rows = np.arange(len(split))
-        if config.rank_eval_users < len(rows):
-            rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.rank_eval_users, replace=False))
-        self.histories = [split.history(int(r)).tolist() for r in rows]
-        self.targets = split.targets[rows]
-        self.num_items = dataset.num_items
-        self.config = config
-        self.codes = codes
-        self.tokenizer = tokenizer
-        self.settings = settings
-        self.level_token_ids = code_token_ids(tokenizer, codes.codebook_sizes)
-        self.torch = torch
-        self.recommender_class = GenerativeRecommender
-
-    def __call__(self, model: Any) -> dict[str, float]:
-        from alignrec.metrics import evaluate_rankings
-
-        was_training = model.training
-        recommender = self.recommender_class(model, self.tokenizer, self.codes, "training", self.settings)
-        try:
-            output = recommender.recommend(self.histories, 10, self.config.rank_eval_beam,
-                                           batch_size=self.config.eval_batch_size or 32, show_progress=False)
-        finally:
-            model.train(was_training)
-        lists = [[int(i) for i in row if i >= 0] for row in output.items.tolist()]
-        result = evaluate_rankings(lists, self.targets, self.num_items, [10]).to_dict()
-        return {"ndcg@10": float(result["metrics"]["ndcg@10"]), "hr@10": float(result["metrics"]["hr@10"])}
-
-
-def _ranking_trainer_class() -> Any:
-    from transformers import EarlyStoppingCallback, Trainer
-
-    class RankingTrainer(Trainer):
-        """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...)."""
-
-        ranker: ValidationRanker | None = None
-
-        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-            if self.ranker is not None and eval_dataset is None:
-                ranking = {f"{metric_key_prefix}_{k}": v for k, v in self.ranker(self.accelerator.unwrap_model(self.model)).items()}
-                self.log(ranking)
-                metrics.update(ranking)
-                # The callbacks saw the loss-only metrics inside super().evaluate(); early stopping
-                # needs the ranking metric, so it is told again with the whole set.
-                for callback in self.callback_handler.callbacks:
-                    if isinstance(callback, EarlyStoppingCallback):
-                        callback.on_evaluate(self.args, self.state, self.control, metrics=metrics)
-            return metrics
-
-    return RankingTrainer
 
 
 # ----------------------------------------------------------------------------- the job
@@ -489,7 +230,7 @@ class FinetuneJob:
 
     def __init__(self, config: FinetuneConfig, run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
                  resume: bool = False, overwrite: bool = False, backbone: tuple[Any, Any] | None = None):
-        self.paths = FinetunePaths.resolve(config, run_dir, out_dir)
+        self.paths = RecipePaths.resolve(config, run_dir, out_dir)
         self.config = config
         self.resume = resume
         self.overwrite = overwrite
@@ -559,10 +300,9 @@ class FinetuneJob:
         """Read codes and tasks, build the model and the tokenised data sets."""
         import torch
 
-        from alignrec.tasks.build import read_examples
-        from alignrec.tasks.prompts import DENSE_KINDS
-        from alignrec.tokenizer.codes import ItemCodes
         from alignrec.finetune.data import encode_records
+        from alignrec.tasks.build import read_examples, read_format
+        from alignrec.tokenizer.codes import ItemCodes
 
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
@@ -584,9 +324,11 @@ class FinetuneJob:
         item_texts = self._item_texts() if self.config.new_token_init == "mlp" else None
         self.prepared = prepare_model(self.config, codes, self.paths, item_texts, self.backbone)
         tokenizer = self.prepared.tokenizer
+        sequence_format = read_format(self.paths.tasks_dir, train_records)
         self.settings = ModelSettings(
             head=self.config.head,
-            sequential_format="dense" if any(r.get("kind") in DENSE_KINDS for r in train_records) else "lcrec",
+            sequential_format=sequence_format.kind,
+            max_history=sequence_format.max_history,
             llm_layers=int(self.prepared.model.get_base_model().config.num_hidden_layers),
             codes_version=codes_fingerprint(codes),
         )
@@ -644,8 +386,6 @@ class FinetuneJob:
         """Run the Trainer (resuming when asked)."""
         from transformers import EarlyStoppingCallback
 
-        from alignrec.llm.beam_search import code_token_ids
-        from alignrec.llm.code_head import CodeVocabulary
         from alignrec.finetune.data import PaddingCollator, answer_loss
 
         if self.prepared is None:
@@ -661,21 +401,19 @@ class FinetuneJob:
                                    answer_logits_only=config.answer_logits_only and not code_head,
                                    hidden_states=code_head)
         if code_head:
-            vocabulary = CodeVocabulary.build(code_token_ids(self.prepared.tokenizer, self.codes.codebook_sizes),
-                                              len(self.prepared.tokenizer))
-            loss_function: Any = CodeOnlyLoss(self.prepared.model, vocabulary)
+            loss_function: Any = CodeOnlyLoss(self.prepared.model, self.prepared.vocabulary)
         else:
             loss_function = answer_loss if config.answer_logits_only else None
         earlier = earlier_train_seconds(self.resume_from)
         if earlier is None:
             log.warning("%s has no record of its training time (%s); the total counts this session only",
                         self.resume_from, TRAIN_TIME_FILE)
-        callbacks: list[Any] = [_loss_callback(self.paths.out_dir), _train_time_callback(earlier or 0.0)]
+        callbacks: list[Any] = [loss_curve_callback(self.paths.out_dir), train_time_callback(earlier or 0.0)]
         if config.max_train_minutes:
-            callbacks.append(_time_budget_callback(config.max_train_minutes))
+            callbacks.append(time_budget_callback(config.max_train_minutes))
         if config.early_stopping_patience and has_eval:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-        self.trainer = _ranking_trainer_class()(
+        self.trainer = ranking_trainer_class()(
             model=self.prepared.model,
             args=args,
             data_collator=collator,
@@ -688,7 +426,7 @@ class FinetuneJob:
             from alignrec.data import load_dataset
 
             self.trainer.ranker = ValidationRanker(config, load_dataset(self.paths.run_dir), self.codes,
-                                                   self.prepared.tokenizer, self.settings)
+                                                   self.prepared.tokenizer, self.settings, self.prepared.vocabulary)
         elif config.rank_eval_steps:
             log.warning("rank_eval_steps: no validation examples (tasks/valid.jsonl); the ranking evaluation is off")
         started = time.perf_counter()

@@ -32,11 +32,10 @@ from typing import Any
 
 import torch
 
-from alignrec.errors import InputError
 from alignrec.llm.shared_prefix import SharedPrefixCache, shared_prefix_attention_enabled, supports_shared_prefix
 from alignrec.llm.trie import CodeTrie
-from alignrec.llm.code_head import CodeVocabulary, level_log_probs
-from alignrec.tokenizer.codes import code_token
+from alignrec.llm.code_head import level_log_probs
+from alignrec.llm.vocab import CodeVocabulary
 
 NEG_INF = float("-inf")
 
@@ -48,27 +47,6 @@ class BeamSearchOutput:
 
     items: torch.Tensor  # (B, K) int64
     scores: torch.Tensor  # (B, K) float32
-
-
-def code_token_ids(tokenizer: Any, codebook_sizes: Sequence[int]) -> list[torch.Tensor]:
-    """Token id of every code at every level: ``ids[l][c]`` is the id of ``<letter_c>``.
-
-    Raises :class:`InputError` when the tokenizer lacks a code token (a model fine-tuned on a
-    different code set, or a plain backbone without the code tokens).
-    """
-    unknown = tokenizer.unk_token_id
-    per_level = []
-    for level, size in enumerate(codebook_sizes):
-        tokens = [code_token(level, code) for code in range(size)]
-        ids = tokenizer.convert_tokens_to_ids(tokens)
-        missing = [t for t, i in zip(tokens, ids, strict=True) if i is None or (unknown is not None and i == unknown)]
-        if missing:
-            raise InputError(
-                f"the tokenizer has no token for {len(missing)} item code(s) (first: {missing[0]}); "
-                "was the model fine-tuned with these item codes?"
-            )
-        per_level.append(torch.tensor(ids, dtype=torch.long))
-    return per_level
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,15 +90,14 @@ class _Scorer:
     ``code``: the decoder's last hidden state, scored against the level's code rows only.
     """
 
-    def __init__(self, model: Any, normalisation: str, level_token_ids: Sequence[torch.Tensor]):
+    def __init__(self, model: Any, normalisation: str, vocabulary: CodeVocabulary):
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
         self.model = model
         self.normalisation = normalisation
-        self.level_token_ids = level_token_ids
+        self.vocabulary = vocabulary
         if normalisation == "code":
             self.network = model.get_decoder()
-            self.vocabulary = CodeVocabulary(list(level_token_ids), torch.empty(0), torch.empty(0))
             self.extra: dict[str, Any] = {}
         else:
             self.network = model
@@ -142,7 +119,7 @@ class _Scorer:
         assert self.last is not None
         if self.normalisation == "code":
             return level_log_probs(self.model, self.vocabulary, self.last, level).gather(1, codes)
-        tokens = self.level_token_ids[level][codes]  # (N, F)
+        tokens = self.vocabulary.level_token_ids[level][codes]  # (N, F)
         return _last_log_probs(self.last, tokens)
 
 
@@ -151,7 +128,7 @@ def constrained_beam_search(
     model: Any,
     prompts: Sequence[Sequence[int]],
     trie: CodeTrie,
-    level_token_ids: Sequence[torch.Tensor],
+    vocabulary: CodeVocabulary,
     beam_size: int,
     top_k: int,
     pad_token_id: int,
@@ -160,8 +137,8 @@ def constrained_beam_search(
 ) -> BeamSearchOutput:
     """Top-``top_k`` distinct items for each prompt by beam search restricted to the trie.
 
-    ``prompts`` are token id lists (built with :func:`alignrec.tasks.prompts.encode_prompt`);
-    ``level_token_ids[l]`` (K_l,) maps level-l codes to token ids (:func:`code_token_ids`).
+    ``prompts`` are token id lists (:meth:`alignrec.llm.format.SequenceFormat.prompt_ids`);
+    ``vocabulary`` maps level-l codes to token ids (:class:`~alignrec.llm.vocab.CodeVocabulary`).
     Beams keep the ``beam_size`` best prefixes per user at each level; the final list is the
     best ``top_k`` complete sequences (``top_k <= beam_size``, as with HF's
     ``num_return_sequences``).
@@ -172,11 +149,13 @@ def constrained_beam_search(
     """
     if beam_size < 1 or not 1 <= top_k <= beam_size:
         raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, beam_size={beam_size}")
-    if len(level_token_ids) != trie.num_levels:
-        raise ValueError(f"{len(level_token_ids)} token tables for a {trie.num_levels}-level trie")
+    if vocabulary.num_levels != trie.num_levels:
+        raise ValueError(f"{vocabulary.num_levels} token tables for a {trie.num_levels}-level trie")
     device = next(model.parameters()).device
     trie = trie if trie.device == device else trie.to(device)
-    token_tables = [t.to(device) for t in level_token_ids]
+    if vocabulary.level_of.device != device:
+        vocabulary = vocabulary.to(device)
+    token_tables = vocabulary.level_token_ids
     users = len(prompts)
 
     input_ids, attention_mask = left_pad(prompts, pad_token_id)
@@ -184,7 +163,7 @@ def constrained_beam_search(
     # Positions count real tokens only, so a left-padded prompt is encoded exactly as alone.
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
     prompt_lengths = attention_mask.sum(dim=1)  # (B,)
-    scorer = _Scorer(model, normalisation, token_tables)
+    scorer = _Scorer(model, normalisation, vocabulary)
     cache = scorer.step(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
     if share_prompt_cache is None:
         share_prompt_cache = supports_shared_prefix(model)

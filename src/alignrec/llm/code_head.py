@@ -16,7 +16,6 @@ merged ``V x D`` copy peft would build for ``.weight``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from alignrec.llm.code_rows import row_of_token
-from alignrec.tasks.prompts import IGNORE_INDEX
+from alignrec.llm.vocab import CodeVocabulary
+from alignrec.llm.format import IGNORE_INDEX
 
 HEADS = ("code", "full")  # how code positions are normalised: level code tokens only, or the whole vocabulary
 
@@ -61,37 +61,6 @@ def output_rows(model: Any, token_ids: torch.Tensor) -> tuple[torch.Tensor, torc
     if bias is None and hasattr(head, "token_adapter"):
         bias = getattr(head.token_adapter.base_layer, "bias", None)
     return rows, (bias[token_ids.to(bias.device)] if bias is not None else None)
-
-
-@dataclass
-class CodeVocabulary:
-    """Token ids of the codes of every level, and the reverse map token id -> (level, code).
-
-    ``level_token_ids[l]`` (K_l,) is the token id of code ``c`` of level ``l`` at index ``c``;
-    ``level_of[t]`` / ``code_of[t]`` (V,) give a token's level and code (-1 for text tokens).
-    """
-
-    level_token_ids: list[torch.Tensor]
-    level_of: torch.Tensor  # (V,) int64
-    code_of: torch.Tensor  # (V,) int64
-
-    @classmethod
-    def build(cls, level_token_ids: Sequence[torch.Tensor], vocab_size: int) -> CodeVocabulary:
-        tables = [torch.as_tensor(t, dtype=torch.long) for t in level_token_ids]
-        size = max(vocab_size, 1 + max(int(t.max()) for t in tables))
-        level_of = torch.full((size,), -1, dtype=torch.long)
-        code_of = torch.full((size,), -1, dtype=torch.long)
-        for level, table in enumerate(tables):
-            level_of[table] = level
-            code_of[table] = torch.arange(len(table))
-        return cls(tables, level_of, code_of)
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.level_token_ids)
-
-    def to(self, device: Any) -> CodeVocabulary:
-        return CodeVocabulary([t.to(device) for t in self.level_token_ids], self.level_of.to(device), self.code_of.to(device))
 
 
 def level_logits(model: Any, vocabulary: CodeVocabulary, hidden: torch.Tensor, level: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from alignrec.llm.beam_search import BeamSearchOutput, left_pad
+from alignrec.llm.vocab import CodeVocabulary
 
 
 class PlainTrie:
@@ -73,7 +74,7 @@ def reference_beam_search(
     model: Any,
     prompts: Sequence[Sequence[int]],
     codes: np.ndarray,
-    level_token_ids: Sequence[torch.Tensor],
+    vocabulary: CodeVocabulary,
     beam_size: int,
     top_k: int,
     pad_token_id: int,
@@ -90,8 +91,9 @@ def reference_beam_search(
 
     trie = PlainTrie(codes)
     levels = trie.num_levels
+    level_token_ids = [t.cpu() for t in vocabulary.level_token_ids]
     code_of_token = [{int(t): code for code, t in enumerate(table.tolist())} for table in level_token_ids]
-    token_of_code = [table.tolist() for table in level_token_ids]
+    token_of_code = vocabulary.token_table
     filler = eos_token_id if eos_token_id is not None else pad_token_id
     device = next(model.parameters()).device
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from alignrec.tasks import prompts
+from alignrec.llm import format as prompts
 
 SPECIAL = ("<pad>", "<s>", "</s>", "<unk>")
 _WORD = re.compile(r"\w+|[^\w\s]+")  # the same split as pre_tokenizers.Whitespace

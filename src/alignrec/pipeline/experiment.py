@@ -6,7 +6,8 @@ An experiment config is a YAML/JSON mapping whose sections are the stages' own c
     name: ml100k-demo
     out: runs/ml100k-demo          # the run folder
     data: {dataset: ml-100k}       # alignrec prepare (or {synthetic: {num_users: 48, ...}})
-    backbone: null                 # or {hidden_size: 32, ...}: a tiny random LLM for sections with llm: tiny
+    llm: smollm2                   # the backbone of every LLM stage, named once (tiny: the backbone section)
+    backbone: null                 # or {hidden_size: 32, ...}: the tiny random LLM that llm: tiny builds
     behaviour: {model: dccf, epochs: 60}   # collab model whose item embeddings feed the tokenizer
     baselines: [{model: sasrec}, {model: pop}]  # evaluated on the same split, shown beside
     tokenizer: {method: alignment, levels: 4, codebook_size: 256}
@@ -109,8 +110,13 @@ class ExperimentConfig:
         default_factory=lambda: {"dataset": "ml-100k"},
         metadata={"help": "prepare settings; {synthetic: {...}, max_history: ...} builds a synthetic data set instead"},
     )
+    llm: str = field(
+        default="smollm2",
+        metadata={"help": "the backbone of every LLM stage (the tokenizer's text alignment and fine-tuning), named once: "
+                  "'smollm2' (offline GGUF), a .gguf file, a local HF folder, a hub id, or 'tiny' (the backbone section)"},
+    )
     backbone: dict[str, Any] | None = field(
-        default=None, metadata={"help": "tiny random backbone settings (null = none); sections with llm: tiny use it"}
+        default=None, metadata={"help": "tiny random backbone settings (null = none); llm: tiny uses it"}
     )
     behaviour: dict[str, Any] = field(
         default_factory=lambda: {"model": "dccf"},
@@ -185,24 +191,28 @@ class StageConfigs:
             data["format"] = "csv"  # the format write_synthetic records; no file is read
         backbone = None if experiment.backbone is None else from_mapping(
             TinyBackboneConfig, experiment.backbone, source=f"{where}: backbone")
+        # tokenizer.llm: none (no text alignment) switches a tokenizer feature off; it names no backbone
+        named = [name for name in ("tokenizer", "finetune")
+                 if "llm" in getattr(experiment, name) and str(getattr(experiment, name)["llm"]).lower() != "none"]
+        if named:
+            raise ConfigError(f"{where}: {', '.join(f'{n}.llm' for n in named)}: the backbone is named once per "
+                              f"experiment, by the top-level key llm (e.g. llm: {experiment.llm}); remove it from the section")
         configs = cls(
             prepare=from_mapping(PrepareConfig, data, source=f"{where}: data"),
             synthetic=synthetic,
             backbone=backbone,
             behaviour=collab_configs(experiment.behaviour, f"{where}: behaviour"),
             baselines=baselines,
-            tokenizer=from_mapping(TokenizerConfig, experiment.tokenizer, source=f"{where}: tokenizer"),
+            tokenizer=from_mapping(TokenizerConfig, {"llm": experiment.llm, **experiment.tokenizer}, source=f"{where}: tokenizer"),
             tasks=from_mapping(TasksConfig, experiment.tasks, source=f"{where}: tasks"),
-            finetune=from_mapping(FinetuneConfig, experiment.finetune, source=f"{where}: finetune"),
+            finetune=from_mapping(FinetuneConfig, {**experiment.finetune, "llm": experiment.llm}, source=f"{where}: finetune"),
             evaluate=from_mapping(EvaluateConfig, experiment.evaluate, source=f"{where}: evaluate"),
             precache=None
             if experiment.precache is None
             else from_mapping(PrecacheConfig, experiment.precache, source=f"{where}: precache"),
         )
-        if backbone is None:
-            tiny = [name for name in ("tokenizer", "tasks", "finetune") if getattr(configs, name).llm == TINY]
-            if tiny:
-                raise ConfigError(f"{where}: {', '.join(tiny)}: llm: {TINY} needs a backbone section (the tiny model to build)")
+        if backbone is None and experiment.llm == TINY:
+            raise ConfigError(f"{where}: llm: {TINY} needs a backbone section (the tiny model to build)")
         return configs
 
 
@@ -425,8 +435,8 @@ class ExperimentRunner:
         from alignrec.tasks.build import run_build
 
         tokenizer = self.result.stages["tokenizer"]
-        config, backbone = self._llm(dataclasses.replace(self.configs.tasks, codes=str(tokenizer.out)))
-        upstream = [self.result.stages["prepare"].key, tokenizer.key, *backbone]
+        config = dataclasses.replace(self.configs.tasks, codes=str(tokenizer.out))
+        upstream = [self.result.stages["prepare"].key, tokenizer.key]
 
         def work(out: Path, resume: bool) -> None:
             run_build(config, self.dataset_dir, out)

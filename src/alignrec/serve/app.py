@@ -269,13 +269,10 @@ def create_app(
     # The cold start: given, loaded below, or the reason it could not be (answered as 501).
     state: dict[str, Any] = {"assigner": assigner, "load_error": None}
     if config.run:
-        from alignrec.llm.recommender import resolve_finetune
-        from alignrec.llm.finetuned import check_pair
-        from alignrec.tokenizer.codes import ItemCodes
+        from alignrec.llm.finetuned import FinetunedRun
 
-        paths = resolve_finetune(config.run)
-        base_codes = ItemCodes.load(paths.finetune_dir)
-        check_pair(paths.finetune_dir, base_codes)  # new items get codes beside the model's own codes
+        paths = FinetunedRun.locate(config.run)
+        base_codes = paths.codes()  # checked to be the model's pair: new items get codes beside them
         registry = ItemRegistry(config.registry_path, base_codes)
         registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
         if assigner is None and token and load_cold_start:

@@ -35,6 +35,7 @@ import numpy as np
 
 from alignrec.config import to_dict
 from alignrec.errors import InputError
+from alignrec.layout import stage_dir
 from alignrec.serve.store import CacheEntry, CachedItem, open_store
 
 if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a command runs
@@ -162,19 +163,18 @@ def precache(
 ) -> dict[str, Any]:
     """Fill the cache; returns a report (also written to ``RUN/cache/precache-<i>-of-<n>.json``)."""
     from alignrec.data.dataset import load_dataset
-    from alignrec.evaluate.recipe import check_catalogue
-    from alignrec.llm.recommender import load_recommender, resolve_finetune
+    from alignrec.llm.finetuned import FinetunedRun
+    from alignrec.llm.recommender import load_recommender
     from alignrec.serve.items import ItemRegistry, catalogue_version
-    from alignrec.tokenizer.codes import ItemCodes
 
     started = time.perf_counter()
-    paths = resolve_finetune(model)
-    cache_dir = paths.run_dir / "cache"
+    paths = FinetunedRun.locate(model)
+    cache_dir = stage_dir(paths.run_dir, "precache")
     cache_url = cache or str(cache_dir / "cache.sqlite")
     dataset = load_dataset(data if data is not None else paths.dataset_dir)
-    base_codes = ItemCodes.load(paths.finetune_dir)
+    base_codes = paths.codes()
     # The fine-tuned part of the catalogue must be the data set's items, in order.
-    check_catalogue(base_codes, dataset, str(paths.finetune_dir))
+    paths.check_catalogue(base_codes, dataset)
     registry = ItemRegistry(items_registry or cache_dir / "items_registry.json", base_codes)
     catalogue = build_catalogue(dataset, registry)
     version = catalogue_version(catalogue.codes)
@@ -183,14 +183,14 @@ def precache(
     elif recommender.num_items != catalogue.codes.num_items:
         raise InputError(f"the recommender knows {recommender.num_items} items, the catalogue {catalogue.codes.num_items}")
 
-    # Every user's whole known history (train + valid + test items), newest max_history items.
-    limit = dataset.max_history
+    # Every user's whole known history (train + valid + test items), cut as the model's prompts are.
+    cut = recommender.format.history
     user_histories: dict[str, list[int]] = {
-        user_id: sequence[-limit:].tolist() for user_id, sequence in zip(dataset.user_ids, dataset.sequences, strict=True)
+        user_id: cut(sequence) for user_id, sequence in zip(dataset.user_ids, dataset.sequences, strict=True)
     }
     if histories is not None:
         for user_id, items in read_histories_file(histories, {i: n for n, i in enumerate(catalogue.ids)}).items():
-            user_histories[user_id] = items[-limit:]
+            user_histories[user_id] = cut(items)
 
     shard, shards = config.shard_index
     key = run_key(recommender.version, config)

@@ -6,22 +6,23 @@ writes ``OUT/train.jsonl`` and ``OUT/valid.jsonl``, one example a line::
     {"task": "sequential", "kind": "sequential", "phrasing": 0, "prompt": "<full rendered prompt>",
      "answer": "<a_1><b_2>", "user": 17, "item": 3}
 
-plus ``stats.json`` (per task: candidates, kept, capped, excluded as too long, skipped with the
-reason) and ``config.json`` (the resolved config, input hashes).
+plus ``format.json`` (the :class:`~alignrec.llm.format.SequenceFormat` of the sequential
+examples, which fine-tuning records in the model), ``stats.json`` (per task: candidates, kept,
+capped, skipped with the reason) and ``config.json`` (the resolved config, input hashes).
+Examples are text; fine-tuning encodes them with its backbone's tokenizer and drops (and counts)
+those longer than its ``max_length``.
 
 Task families (each switchable with ``--tasks``), with their kinds and phrasings in
-:data:`alignrec.tasks.prompts.PHRASINGS`:
+:data:`alignrec.llm.format.PHRASINGS`:
 
 - ``sequential``: next-item prediction from item codes, in one of two formats
   (``sequential_format``):
 
-  - ``dense`` (default): the short instruction :data:`~alignrec.tasks.prompts.DENSE_INSTRUCTION`
-    followed by a window of a user's training items as code tokens (at most
-    ``max_history + 1`` items). Windows end at ``m, m - stride, m - 2 stride, ...`` of a
-    training sequence of ``m`` items until one reaches its start; the answer is the window's
-    last ``stride`` items (all but the first in the window that reaches the start), so every
-    training interaction after a user's first is a target exactly once, with at least
-    ``max_history + 1 - stride`` items of context (``stride`` 1: its full available context);
+  - ``dense`` (default): the short instruction :data:`~alignrec.llm.format.DENSE_INSTRUCTION`
+    followed by a window of a user's training items as code tokens, the answer being the
+    window's target items (the windows of :mod:`alignrec.data.windows`, at most
+    ``max_history + 1`` items each, ``sequential_stride`` items apart): every training
+    interaction after a user's first is a target exactly once;
   - ``lcrec``: LC-Rec's one-target prompt, one example per training prefix of the leave-one-out
     split.
 
@@ -61,14 +62,14 @@ import numpy as np
 
 from alignrec.config import write_run_record
 from alignrec.errors import InputError
-from alignrec.tasks import prompts
+from alignrec.llm import format as prompts
+from alignrec.llm.format import SequenceFormat
 from alignrec.utils.io import atomic_directory, atomic_write_json, iter_jsonl, read_json
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
 
 TASK_FAMILIES = ("sequential", "negative", "text", "query", "ts_align", "history_to_title", "titles_to_item")
-DEFAULT_MAX_TOKENS = 2048
 
 
 @dataclass
@@ -83,14 +84,6 @@ class TasksConfig:
     code_descriptions: str | None = field(
         default=None, metadata={"help": "TS-Align cluster descriptions (default: CODES/code_descriptions.json)"}
     )
-    llm: str = field(
-        default="smollm2",
-        metadata={"help": "backbone whose tokenizer measures example lengths ('none' = no length filter)"},
-    )
-    max_tokens: int = field(
-        default=DEFAULT_MAX_TOKENS,
-        metadata={"help": "examples (prompt + answer + EOS) longer than this many tokens are excluded and counted"},
-    )
     sequential_format: Literal["dense", "lcrec"] = field(
         default="dense",
         metadata={"help": "sequential task: dense (instruction + a window of item codes, loss on every target item) "
@@ -99,7 +92,7 @@ class TasksConfig:
     sequential_stride: int = field(
         default=0,
         metadata={"help": "dense windows: items between consecutive window ends (1 = every target with its full "
-                  "context; 0 = max_history, consecutive windows share one item)"},
+                  "context; 0 = the data set's max_history, consecutive windows share one item)"},
     )
     phrasings: int = field(
         default=0, metadata={"help": "phrasings per task kind: 0 = all, n = the first n (1 = only the canonical one)"}
@@ -153,8 +146,6 @@ class TasksConfig:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if self.sequential_stride < 0:
             raise ValueError(f"sequential_stride must be >= 0, got {self.sequential_stride}")
-        if self.max_tokens < 8:
-            raise ValueError(f"max_tokens must be >= 8, got {self.max_tokens}")
         if self.negative_ratio < 0:
             raise ValueError(f"negative_ratio must be >= 0, got {self.negative_ratio}")
         if self.max_text_words < 1 or self.max_title_words < 1:
@@ -274,40 +265,6 @@ class TrainingRow:
     target: int
 
 
-@dataclass(frozen=True)
-class DenseWindow:
-    """One dense sequential example: ``context`` items (prompt only) then ``targets`` (the answer)."""
-
-    user: int
-    context: tuple[int, ...]
-    targets: tuple[int, ...]
-
-
-def window_bounds(length: int, window: int, stride: int) -> list[tuple[int, int, int]]:
-    """Dense windows over a training sequence of ``length`` items: ``(start, first_target, end)``.
-
-    Windows hold at most ``window`` items and end at ``length, length - stride, ...`` until one
-    reaches the sequence start; a window's targets are ``[first_target, end)``: its last
-    ``stride`` items, or every item but the sequence's first in the window that reaches the
-    start. So each item after the first is a target exactly once, with at least
-    ``window - stride`` items of context. Oldest window first. (The same windows as
-    :meth:`alignrec.collab.data.TrainingData.sequence_windows`, for one sequence.)
-    """
-    if window < 2:
-        raise ValueError(f"window must hold >= 2 items, got {window}")
-    if not 1 <= stride <= window - 1:
-        raise ValueError(f"stride must be in 1..{window - 1}, got {stride}")
-    bounds = []
-    end = length
-    while length >= 2:
-        if end <= window:
-            bounds.append((0, 1, end))
-            break
-        bounds.append((end - window, end - stride, end))
-        end -= stride
-    return bounds[::-1]
-
-
 class TaskContext:
     """Everything the task builders read, computed once and shared."""
 
@@ -321,6 +278,7 @@ class TaskContext:
         self.codes = codes
         self.config = config
         self.code_descriptions_path = code_descriptions
+        self.format = SequenceFormat(config.sequential_format, dataset.max_history, config.sequential_stride)
 
     def rng(self, name: str) -> np.random.Generator:
         return np.random.default_rng(stable_seed(self.config.seed, name))
@@ -335,7 +293,7 @@ class TaskContext:
         return [self.codes.item_string(i) for i in range(self.codes.num_items)]
 
     def history_text(self, history: Sequence[int]) -> str:
-        return prompts.format_history([self.item_strings[i] for i in history])
+        return prompts.format_history([self.item_strings[i] for i in self.format.history(history)])
 
     @cached_property
     def titles(self) -> list[str]:
@@ -390,29 +348,21 @@ class TaskContext:
             return self.training_rows
         return self.sample_rows("sequential", self.training_rows, self.config.limit("sequential"))
 
-    @property
-    def window_items(self) -> int:
-        """Items per dense window: the inference history plus one target."""
-        return self.dataset.max_history + 1
-
-    @property
-    def stride(self) -> int:
-        return self.config.sequential_stride or self.window_items - 1
-
     @cached_property
-    def dense_windows(self) -> list[DenseWindow]:
-        """The dense sequential windows of the selected users (after the cap)."""
+    def dense_windows(self) -> list[tuple[int, list[int], list[int]]]:
+        """The dense sequential windows (user, context, targets) of the selected users (after the cap)."""
         selected = set(self.users.tolist())
-        windows = [
-            DenseWindow(user, tuple(int(i) for i in sequence[start:first]), tuple(int(i) for i in sequence[first:end]))
-            for user, sequence in enumerate(self.dataset.training_sequences()) if user in selected
-            for start, first, end in window_bounds(len(sequence), self.window_items, self.stride)
-        ]
+        sequences = self.dataset.training_sequences()
+        windows = [w for w in self.format.windows(sequences) if w[0] in selected]
         return self.sample_rows("sequential", windows, self.config.limit("sequential"))
 
-    def codes_text(self, items: Sequence[int]) -> str:
-        """Items written as a plain stream of code tokens (the dense format)."""
-        return "".join(self.item_strings[i] for i in items)
+    def sequential_prompt(self, history: Sequence[int]) -> str:
+        """The sequential prompt of the format for a history (item indices)."""
+        return self.format.prompt_text([self.item_strings[i] for i in self.format.history(history)])
+
+    def items_text(self, items: Sequence[int]) -> str:
+        """Target items as the answer of a sequential example."""
+        return self.format.answer_text([self.item_strings[i] for i in items])
 
     def require_text(self) -> None:
         if not any(self.titles):
@@ -425,11 +375,10 @@ Builder = Callable[[TaskContext, np.random.Generator, Counter], Iterator[Example
 
 
 def build_sequential(context: TaskContext, rng: np.random.Generator, notes: Counter) -> Iterator[Example]:
-    if context.config.sequential_format == "dense":
-        for window in context.dense_windows:
-            prompt = prompts.DENSE_INSTRUCTION + context.codes_text(window.context)
-            yield Example("sequential", "sequential_dense", 0, prompt, context.codes_text(window.targets),
-                          window.user, window.targets[-1])
+    if context.format.kind == "dense":
+        for user, history, targets in context.dense_windows:
+            yield Example("sequential", context.format.task_kind, 0, context.sequential_prompt(history),
+                          context.items_text(targets), user, targets[-1])
         return
     for row in context.positive_rows:
         p = context.phrasing(rng, "sequential")
@@ -493,7 +442,6 @@ def build_query(context: TaskContext, rng: np.random.Generator, notes: Counter) 
     items = table.column("item_index").to_numpy()
     texts = table.column("text").to_pylist()
     selected = set(context.users.tolist())
-    max_history = context.dataset.max_history
     for user, item, text in zip(users.tolist(), items.tolist(), texts):
         if user not in selected:
             continue
@@ -506,7 +454,7 @@ def build_query(context: TaskContext, rng: np.random.Generator, notes: Counter) 
             notes["empty_reviews"] += 1
             continue
         position = sequence.index(item) if item in sequence else 0
-        history = sequence[max(0, position - max_history) : position]
+        history = context.format.history(sequence[:position])
         if history and rng.random() < 0.5:
             p = context.phrasing(rng, "history_query_to_item")
             prompt = prompts.phrase("history_query_to_item", p, history=context.history_text(history), query=query)
@@ -606,47 +554,8 @@ _CAPPED_INSIDE = {"sequential", "history_to_title", "titles_to_item"}
 def build_valid(context: TaskContext) -> list[Example]:
     """The sequential task on the validation split, with the inference prompt of the format."""
     rows = context.sample_rows("valid", context.split_rows("valid"), context.config.max_valid_samples)
-    if context.config.sequential_format == "dense":
-        return [
-            Example("sequential", "sequential_dense", 0, prompts.DENSE_INSTRUCTION + context.codes_text(row.history),
-                    context.item_strings[row.target], row.user, row.target)
-            for row in rows
-        ]
-    return [
-        Example("sequential", "sequential", 0, prompts.sequential_prompt([context.item_strings[i] for i in row.history]),
-                context.item_strings[row.target], row.user, row.target)
-        for row in rows
-    ]
-
-
-# ----------------------------------------------------------------------------- length filter
-
-
-class LengthFilter:
-    """Counts tokens of (prompt, answer) pairs the way fine-tuning encodes them."""
-
-    def __init__(self, tokenizer: Any, max_tokens: int):
-        self.tokenizer = tokenizer
-        self.max_tokens = max_tokens
-
-    def lengths(self, examples: Sequence[Example], batch_size: int = 2048) -> np.ndarray:
-        out = np.zeros(len(examples), dtype=np.int64)
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            encoded = prompts.encode_examples(self.tokenizer, [e.prompt for e in chunk], [e.answer for e in chunk],
-                                              [e.kind not in prompts.DENSE_KINDS for e in chunk])
-            out[start : start + len(chunk)] = [len(ids) for ids, _ in encoded]
-        return out
-
-
-def load_length_tokenizer(spec: str, vocabulary: Sequence[str]) -> Any:
-    """The backbone's tokenizer with the code tokens added (so a code counts as one token)."""
-    from alignrec.llm.backbone import load_tokenizer, resolve_backbone
-    from alignrec.llm.vocab import add_code_tokens
-
-    tokenizer = load_tokenizer(resolve_backbone(spec))
-    add_code_tokens(tokenizer, None, vocabulary)
-    return tokenizer
+    return [Example("sequential", context.format.task_kind, 0, context.sequential_prompt(row.history),
+                    context.items_text([row.target]), row.user, row.target) for row in rows]
 
 
 # ----------------------------------------------------------------------------- driver
@@ -659,17 +568,16 @@ class TaskSet:
     train: list[Example]
     valid: list[Example]
     stats: dict[str, Any]
+    format: SequenceFormat
 
 
-def build_tasks(dataset: Any, codes: Any, config: TasksConfig, tokenizer: Any | None = None,
-                code_descriptions: Path | None = None) -> TaskSet:
-    """Build every enabled task; exclude over-long examples when a tokenizer is given."""
+def build_tasks(dataset: Any, codes: Any, config: TasksConfig, code_descriptions: Path | None = None) -> TaskSet:
+    """Build every enabled task. Examples are text: fine-tuning encodes them for its backbone and
+    drops (and counts) those longer than its ``max_length``."""
     started = time.perf_counter()
     context = TaskContext(dataset, codes, config, code_descriptions)
-    length_filter = LengthFilter(tokenizer, config.max_tokens) if tokenizer is not None else None
     train: list[Example] = []
     task_stats: dict[str, Any] = {}
-    all_lengths: list[np.ndarray] = []
     for name in TASK_FAMILIES:
         if name not in config.tasks:
             task_stats[name] = {"status": "disabled"}
@@ -688,15 +596,6 @@ def build_tasks(dataset: Any, codes: Any, config: TasksConfig, tokenizer: Any | 
             notes["training_rows_before_cap"] = len(context.training_rows)
         else:
             examples = context.sample_rows(name, examples, config.limit(name))
-        too_long = 0
-        if length_filter is not None and examples:
-            lengths = length_filter.lengths(examples)
-            keep = lengths <= config.max_tokens
-            too_long = int((~keep).sum())
-            examples = [e for e, k in zip(examples, keep) if k]
-            all_lengths.append(lengths[keep])
-            if too_long:
-                log.warning("task %s: %d examples longer than %d tokens excluded", name, too_long, config.max_tokens)
         kinds = Counter(e.kind for e in examples)
         phrasing_counts: dict[str, dict[str, int]] = {}
         for e in examples:
@@ -705,8 +604,7 @@ def build_tasks(dataset: Any, codes: Any, config: TasksConfig, tokenizer: Any | 
         task_stats[name] = {
             "status": "built",
             "candidates": candidates,
-            "capped": candidates - len(examples) - too_long,
-            "excluded_too_long": too_long,
+            "capped": candidates - len(examples),
             "examples": len(examples),
             "kinds": dict(sorted(kinds.items())),
             "phrasings": {k: dict(sorted(v.items())) for k, v in sorted(phrasing_counts.items())},
@@ -718,32 +616,17 @@ def build_tasks(dataset: Any, codes: Any, config: TasksConfig, tokenizer: Any | 
         raise InputError(f"no training examples were built (tasks: {task_stats})")
 
     valid = build_valid(context)
-    valid_too_long = 0
-    if length_filter is not None and valid:
-        keep = length_filter.lengths(valid) <= config.max_tokens
-        valid_too_long = int((~keep).sum())
-        valid = [e for e, k in zip(valid, keep) if k]
 
     stats: dict[str, Any] = {
         "train_examples": len(train),
         "valid_examples": len(valid),
-        "valid_excluded_too_long": valid_too_long,
         "users": int(len(context.users)),
         "items": int(dataset.num_items),
         "tasks": task_stats,
-        "max_tokens": config.max_tokens if length_filter is not None else None,
+        "format": context.format.to_dict(),
     }
-    if all_lengths:
-        lengths = np.concatenate(all_lengths)
-        stats["tokens"] = {
-            "total": int(lengths.sum()),
-            "mean": round(float(lengths.mean()), 2),
-            "p50": int(np.percentile(lengths, 50)),
-            "p99": int(np.percentile(lengths, 99)),
-            "max": int(lengths.max()),
-        }
     stats["seconds"] = round(time.perf_counter() - started, 3)
-    return TaskSet(train, valid, stats)
+    return TaskSet(train, valid, stats, context.format)
 
 
 def write_jsonl(path: Path, examples: Sequence[Example]) -> None:
@@ -770,8 +653,24 @@ def default_paths(run_dir: Path, config: TasksConfig) -> tuple[Path, Path]:
     return codes_dir, descriptions
 
 
-def run_build(config: TasksConfig, run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
-              tokenizer: Any | None = None) -> Path:
+FORMAT_FILE = "format.json"  # in the tasks folder: the SequenceFormat of its sequential examples
+
+
+def read_format(tasks_dir: Path, records: Sequence[dict[str, Any]] = ()) -> SequenceFormat:
+    """The sequence format of a tasks folder (``format.json``). Folders written before it existed
+    hold none: their format is read from the records' kinds, with the default history cut."""
+    path = Path(tasks_dir) / FORMAT_FILE
+    if path.is_file():
+        try:
+            return SequenceFormat.from_mapping(read_json(path))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{path}: not a sequence format ({error})") from None
+    kind = "dense" if any(not prompts.answer_has_eos(r.get("kind")) for r in records) else "lcrec"
+    log.warning("%s: no %s (tasks built by an older alignrec); reading the format as %s", tasks_dir, FORMAT_FILE, kind)
+    return SequenceFormat(kind)
+
+
+def run_build(config: TasksConfig, run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> Path:
     """``alignrec tasks build``: read RUN's data set and codes, write OUT (default RUN/tasks)."""
     from alignrec.data import load_dataset
     from alignrec.tokenizer.codes import ItemCodes
@@ -781,20 +680,16 @@ def run_build(config: TasksConfig, run_dir: str | os.PathLike[str], out_dir: str
     dataset = load_dataset(run_dir)
     codes_dir, descriptions = default_paths(run_dir, config)
     codes = ItemCodes.load(codes_dir)
-    if tokenizer is None and config.llm.lower() != "none":
-        tokenizer = load_length_tokenizer(config.llm, codes.vocabulary())
-    elif tokenizer is None:
-        log.warning("--llm none: example lengths are not checked against max_tokens=%d", config.max_tokens)
-    task_set = build_tasks(dataset, codes, config, tokenizer, descriptions)
+    task_set = build_tasks(dataset, codes, config, descriptions)
     inputs = {"dataset": dataset.path, "codes": codes_dir / "item_codes.parquet"}
     if descriptions.is_file():
         inputs["code_descriptions"] = descriptions
     with atomic_directory(out) as tmp:
         write_jsonl(tmp / "train.jsonl", task_set.train)
         write_jsonl(tmp / "valid.jsonl", task_set.valid)
+        atomic_write_json(tmp / FORMAT_FILE, task_set.format.to_dict())
         atomic_write_json(tmp / "stats.json", task_set.stats)
-        write_run_record(tmp, config, stage="tasks", seed=config.seed, inputs=inputs,
-                         extra={"tokenizer": config.llm if tokenizer is not None else None})
+        write_run_record(tmp, config, stage="tasks", seed=config.seed, inputs=inputs)
     log.info("wrote %d training and %d validation examples to %s", len(task_set.train), len(task_set.valid), out)
     return out
 

@@ -6,7 +6,7 @@ import re
 import string
 
 from alignrec.llm.tiny import build_tiny_tokenizer
-from alignrec.tasks import prompts
+from alignrec.llm import format as prompts
 
 FIELDS = {"history": "<a_0><b_1>, <a_1><b_0>", "item": "<a_0><b_1>", "title": "Red Guitar", "description": "A guitar.",
           "query": "a loud guitar", "titles": '"Red Guitar", "Blue Drum"', "token": "<a_3>", "level": 1, "count": 4}

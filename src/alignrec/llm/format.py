@@ -1,27 +1,32 @@
-"""Prompt formatting and encoding shared by training (tasks, finetune) and inference.
+"""The format of everything the LLM reads and writes: one home for training and inference.
 
-Training and inference must build token ids the same way, or the model is asked a question it
-never saw: every example is ``encode(prompt) + encode(answer) + [eos]``, where the prompt is
-encoded with the tokenizer's special tokens (BOS for Llama-style models) and the answer
-without. The loss is on the answer only (labels of prompt tokens are -100).
-
-Every task kind has several phrasings (:data:`PHRASINGS`); phrasing 0 of ``sequential`` is
-LC-Rec's instruction and the inference prompt of models trained on the ``lcrec`` sequential
-format (:func:`sequential_prompt`). The wording of every other phrasing is ours.
-
-The ``dense`` sequential format (the default) has one short fixed instruction,
-:data:`DENSE_INSTRUCTION`, followed directly by a user's items as code tokens, oldest first. A
-training example is the instruction + a window of items; the loss is on every code of the
-window's target items, each predicted from the items before it. At inference the prompt is the
-instruction + the last items of the history (:func:`dense_prompt_ids`) and beam search
-continues it. Dense answers carry no end-of-sequence token: every item has exactly L codes, and
-inference never generates one.
+- **Prompts.** Every task kind has several phrasings (:data:`PHRASINGS`), rendered in one
+  frame (:data:`TEMPLATE`); phrasing 0 of ``sequential`` is LC-Rec's instruction and the
+  inference prompt of models trained on the ``lcrec`` sequential format.
+- **The sequence format** (:class:`SequenceFormat`, recorded in the fine-tuned model's
+  ``ModelSettings``): how a user's items become a prompt. ``dense`` (the default) is one short
+  fixed instruction, :data:`DENSE_INSTRUCTION`, followed directly by the items as code tokens,
+  oldest first; a training example is the instruction + a window of items
+  (:mod:`alignrec.data.windows`) with the loss on every code of the window's target items, and
+  the inference prompt is the instruction + the newest ``max_history`` items of the history.
+  ``lcrec`` is LC-Rec's one-target prompt.
+- **Token ids.** Every example is ``encode(prompt) + encode(answer) [+ eos]``: the prompt with
+  the tokenizer's special tokens (BOS for Llama-style models), the answer without; the loss is
+  on the answer only (labels of prompt tokens are -100). Dense answers carry no
+  end-of-sequence token (:func:`answer_has_eos`): every item has exactly L codes, and
+  inference never generates one. Inference builds the same ids from item indices directly
+  (:meth:`SequenceFormat.prompt_ids`; a round-trip test checks they equal the training ids).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from alignrec.data.windows import sequence_windows as windows_of
 
 IGNORE_INDEX = -100
 
@@ -119,6 +124,11 @@ SEQUENTIAL_FORMATS = ("dense", "lcrec")
 DENSE_KINDS = frozenset({"sequential_dense"})
 
 
+def answer_has_eos(kind: str | None) -> bool:
+    """The EOS rule: an answer ends with the end-of-sequence token unless it is a dense code stream."""
+    return kind not in DENSE_KINDS
+
+
 def render(instruction: str) -> str:
     """The full prompt text for an instruction."""
     return TEMPLATE.format(instruction=instruction)
@@ -148,16 +158,6 @@ def sequential_prompt(history_items: Sequence[str]) -> str:
     return render(SEQUENTIAL_INSTRUCTION.format(history=format_history(history_items)))
 
 
-def dense_prompt_ids(tokenizer: Any, history_token_ids: Sequence[int]) -> list[int]:
-    """Inference prompt of the dense format: the encoded instruction + the history's code token ids.
-
-    Training encodes the same thing as ``encode_prompt(DENSE_INSTRUCTION)`` followed by the
-    window's code string; code tokens are whole added tokens, so both give these ids (a test
-    checks it).
-    """
-    return encode_prompt(tokenizer, DENSE_INSTRUCTION) + [int(t) for t in history_token_ids]
-
-
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of a prompt (with the tokenizer's BOS if it adds one)."""
     return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
@@ -184,7 +184,7 @@ def encode_examples(tokenizer: Any, prompts: Sequence[str], answers: Sequence[st
     """:func:`encode_example` for many examples with one batched tokenizer call per side.
 
     Gives exactly the ids of :func:`encode_example` (a test checks it); only faster.
-    ``eos[i]`` = False leaves example i without EOS (dense answers); default: all with EOS.
+    ``eos[i]`` = False leaves example i without EOS (:func:`answer_has_eos`); default: all with EOS.
     """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts for {len(answers)} answers")
@@ -199,3 +199,86 @@ def encode_examples(tokenizer: Any, prompts: Sequence[str], answers: Sequence[st
         a = list(a) + (end if e else [])
         examples.append((list(p) + a, [IGNORE_INDEX] * len(p) + a))
     return examples
+
+
+def encode_records(tokenizer: Any, records: Sequence[Mapping[str, Any]]) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) of task records (``prompt``, ``answer``, ``kind``), with the EOS rule."""
+    eos = [answer_has_eos(r.get("kind")) for r in records]
+    return encode_examples(tokenizer, [r["prompt"] for r in records], [r["answer"] for r in records], eos)
+
+
+@dataclass(frozen=True)
+class SequenceFormat:
+    """How a user's items become the LLM's sequential examples and prompts (module docstring).
+
+    ``kind``: ``dense`` or ``lcrec``; ``max_history``: the newest items a prompt holds (the data
+    set's history cut); ``stride``: dense training windows, items between consecutive window ends
+    (0 = ``max_history``: consecutive windows share one item; 1 = every target with its full
+    context). Stored with the tasks (``tasks/format.json``) and in the fine-tuned model's settings.
+    """
+
+    kind: Literal["dense", "lcrec"] = "dense"
+    max_history: int = 20
+    stride: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SEQUENTIAL_FORMATS:
+            raise ValueError(f"sequential format must be one of {SEQUENTIAL_FORMATS}, got {self.kind!r}")
+        if self.max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+        if not 0 <= self.stride <= self.max_history:
+            raise ValueError(f"stride must be in 0..{self.max_history} (0 = max_history), got {self.stride}")
+
+    @classmethod
+    def from_mapping(cls, stored: Mapping[str, Any]) -> SequenceFormat:
+        return cls(**{k: stored[k] for k in ("kind", "max_history", "stride") if k in stored})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def task_kind(self) -> str:
+        """The ``kind`` of this format's sequential examples in the task files."""
+        return "sequential_dense" if self.kind == "dense" else "sequential"
+
+    # -- the history cut and the training windows ---------------------------------------
+    def history(self, items: Sequence[int]) -> list[int]:
+        """The part of a history (item indices, oldest first) that a prompt holds: its newest items."""
+        return [int(i) for i in items][-self.max_history :]
+
+    def windows(self, sequences: Sequence[np.ndarray]) -> list[tuple[int, list[int], list[int]]]:
+        """The dense training examples of these sequences: ``(sequence index, context items, target
+        items)``, by sequence and oldest window first. A window holds at most ``max_history + 1`` items
+        (an inference prompt's history plus one target)."""
+        bounds = windows_of([len(s) for s in sequences], self.max_history + 1, self.stride or self.max_history)
+        order = np.lexsort((bounds.end, bounds.sequence))  # oldest window of each sequence first
+        examples = []
+        for n in order.tolist():
+            items = sequences[int(bounds.sequence[n])]
+            start, first, end = int(bounds.start[n]), int(bounds.first_target[n]), int(bounds.end[n])
+            examples.append((int(bounds.sequence[n]), [int(i) for i in items[start:first]], [int(i) for i in items[first:end]]))
+        return examples
+
+    # -- text (what the tasks stage writes) ------------------------------------------------
+    def prompt_text(self, history: Sequence[str]) -> str:
+        """The sequential prompt for a history given as item strings (``<a_1><b_2>``, ...)."""
+        if self.kind == "dense":
+            return DENSE_INSTRUCTION + "".join(history)
+        return sequential_prompt(history)
+
+    @staticmethod
+    def answer_text(targets: Sequence[str]) -> str:
+        """The answer of a sequential example: its target items' code strings, in order."""
+        return "".join(targets)
+
+    # -- ids (what inference feeds the model) ------------------------------------------------
+    def prompt_ids(self, tokenizer: Any, vocabulary: Any, item_codes: Any, history: Sequence[int]) -> list[int]:
+        """Token ids of the sequential prompt for ``history`` (item indices, oldest first; cut to
+        ``max_history``): the ids training encodes for the same items. ``item_codes`` are the
+        :class:`~alignrec.tokenizer.codes.ItemCodes`, ``vocabulary`` their
+        :class:`~alignrec.llm.vocab.CodeVocabulary`."""
+        items = self.history(history)
+        if self.kind == "dense":
+            codes = item_codes.codes
+            return encode_prompt(tokenizer, DENSE_INSTRUCTION) + [t for i in items for t in vocabulary.item_token_ids(codes[i])]
+        return encode_prompt(tokenizer, sequential_prompt([item_codes.item_string(i) for i in items]))

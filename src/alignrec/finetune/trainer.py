@@ -1,0 +1,292 @@
+"""The Trainer glue of ``alignrec finetune``: what the recipe (:mod:`alignrec.finetune.recipe`)
+hands the Hugging Face Trainer.
+
+- :func:`training_arguments`: ``TrainingArguments`` from the config, with the shims that keep
+  one config across transformers 4.x and 5;
+- callbacks: the loss curve (JSON at every log, PNG at every save), training time across resumes,
+  a wall-clock budget;
+- :class:`CodeOnlyLoss`: the Trainer's ``compute_loss_func`` for the code-only head;
+- :class:`ValidationRanker` and the ranking trainer: HR@10 / NDCG@10 of constrained beam search
+  on validation users at every evaluation, for checkpoint selection and early stopping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from alignrec.errors import InputError
+from alignrec.finetune.config import FinetuneConfig
+from alignrec.utils.io import atomic_path, atomic_write_json, read_json
+from alignrec.utils.log import progress_enabled
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 on a GPU that supports it, else fp32; refuse fp16 without a GPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise InputError("precision fp16 needs a CUDA GPU (use fp32 or bf16 on a CPU)")
+    return precision
+
+
+def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool) -> Any:
+    """``TrainingArguments`` for ``config`` (keyword names checked against the installed version)."""
+    import torch
+    from transformers import TrainingArguments
+
+    precision = resolve_precision(config.precision)
+    cuda = torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.eval_batch_size or config.batch_size,
+        "gradient_accumulation_steps": config.grad_accum,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps or -1,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler,
+        "weight_decay": config.weight_decay,
+        "max_grad_norm": config.max_grad_norm,
+        "logging_steps": config.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "eval_strategy": "steps" if (config.eval_steps and has_eval) else "no",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "report_to": "none",
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "dataloader_num_workers": config.dataloader_workers,
+        "remove_unused_columns": False,
+        "label_names": ["labels"],
+        "prediction_loss_only": True,  # evaluation needs the loss only; never gather (B, T, V) logits
+        "use_cpu": not cuda,
+        "disable_tqdm": not progress_enabled(),
+        "ddp_find_unused_parameters": False if distributed else None,
+        "ddp_backend": config.ddp_backend or (("nccl" if cuda else "gloo") if distributed else None),
+        "deepspeed": config.deepspeed,
+    }
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+        name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+        kwargs[name] = True
+        kwargs[f"{name}_kwargs"] = {"use_reentrant": False}
+    if config.eval_steps and has_eval:
+        kwargs["eval_steps"] = config.eval_steps
+    if config.rank_eval_steps and has_eval:
+        # The ranking evaluation rides on the Trainer's evaluation; the best checkpoint by it is kept.
+        kwargs.update(eval_strategy="steps", eval_steps=config.rank_eval_steps, save_steps=config.rank_eval_steps,
+                      load_best_model_at_end=True, metric_for_best_model="eval_ndcg@10", greater_is_better=True)
+    # transformers 5 takes the warm-up ratio as a float warmup_steps; 4.x has warmup_ratio.
+    if "warmup_ratio" in known:
+        kwargs["warmup_ratio"] = config.warmup_ratio
+    else:
+        kwargs["warmup_steps"] = config.warmup_ratio
+    if config.group_by_length:
+        if "train_sampling_strategy" in known:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+        else:
+            kwargs["group_by_length"] = True
+    if "include_num_input_tokens_seen" in known:
+        kwargs["include_num_input_tokens_seen"] = "non_padding"
+    if config.deepspeed and not cuda:
+        raise InputError("--deepspeed needs CUDA GPUs; on CPUs run plain DDP through torchrun")
+    return TrainingArguments(**{k: v for k, v in kwargs.items() if k in known and v is not None})
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: Path, title: str = "fine-tuning loss") -> None:
+    """Training (and evaluation) loss against the optimizer step, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evaluation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    ranking = [(e["step"], e["eval_ndcg@10"], e["eval_hr@10"]) for e in log_history if "eval_ndcg@10" in e and "step" in e]
+    figure, axes = plt.subplots(1, 2 if ranking else 1, figsize=(12 if ranking else 7, 4), squeeze=False)
+    axis = axes[0][0]
+    if train:
+        axis.plot(*zip(*train), label="train loss", color="tab:blue")
+    if evaluation:
+        axis.plot(*zip(*evaluation), "o-", label="valid loss (inference prompt)", color="tab:orange")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("cross-entropy on answer tokens")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    if train or evaluation:
+        axis.legend()
+    if ranking:
+        metric_axis = axes[0][1]
+        steps, ndcg, hr = zip(*ranking)
+        metric_axis.plot(steps, ndcg, "o-", label="valid NDCG@10", color="tab:green")
+        metric_axis.plot(steps, hr, "s--", label="valid HR@10", color="tab:purple")
+        metric_axis.set_xlabel("optimizer step")
+        metric_axis.set_title("validation ranking (constrained beam search)")
+        metric_axis.grid(alpha=0.3)
+        metric_axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def loss_curve_callback(out_dir: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class LossCurveCallback(TrainerCallback):
+        """Keeps ``loss_curve.json`` current at every log and redraws the PNG at every save."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                atomic_write_json(out_dir / "loss_curve.json", state.log_history)
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                plot_loss_curve(state.log_history, out_dir / "loss_curve.png")
+
+    return LossCurveCallback()
+
+
+TRAIN_TIME_FILE = "alignrec_train_seconds.json"  # in each checkpoint: training seconds up to it, all sessions
+
+
+def train_time_callback(earlier_seconds: float) -> Any:
+    from transformers import TrainerCallback
+
+    class TrainTime(TrainerCallback):
+        """Writes, into every checkpoint, the training seconds up to it over every session (resumes add up)."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                seconds = earlier_seconds + time.perf_counter() - self.started
+                atomic_write_json(folder / TRAIN_TIME_FILE, {"train_seconds": round(seconds, 2)})
+
+    return TrainTime()
+
+
+def earlier_train_seconds(checkpoint: str | None) -> float | None:
+    """Training seconds recorded in ``checkpoint`` (0 for a fresh start; None when it has no record)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(read_json(Path(checkpoint) / TRAIN_TIME_FILE)["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def time_budget_callback(minutes: float) -> Any:
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stops training after ``minutes`` of wall-clock time (checked after every step)."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if time.perf_counter() - self.started >= minutes * 60:
+                control.should_training_stop = True
+                control.should_save = True
+                control.should_evaluate = bool(args.load_best_model_at_end)
+
+    return TimeBudget()
+
+
+class CodeOnlyLoss:
+    """``compute_loss_func`` of the Trainer for ``head: code`` (see :mod:`alignrec.llm.code_head`).
+
+    The batch asks the model for its final hidden states (the collator adds
+    ``output_hidden_states``); the loss is summed over the supervised positions and divided by
+    the Trainer's token count of the whole accumulated batch, like the models' own loss.
+    """
+
+    def __init__(self, model: Any, vocabulary: Any):
+        self.model = model  # the unwrapped (peft) model: its output rows are read directly
+        self.vocabulary = vocabulary
+
+    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        from alignrec.llm.code_head import code_only_loss
+
+        hidden = outputs["hidden_states"][-1] if isinstance(outputs, dict) else outputs.hidden_states[-1]  # (B, T, D)
+        parts = code_only_loss(self.model, self.vocabulary, hidden, labels.to(hidden.device))
+        if num_items_in_batch is None:
+            return parts.total / max(parts.count, 1)
+        if hasattr(num_items_in_batch, "to"):
+            num_items_in_batch = num_items_in_batch.to(parts.total.device)
+        return parts.total / num_items_in_batch
+
+
+class ValidationRanker:
+    """HR@10 / NDCG@10 of constrained beam search on a fixed, seeded sample of validation users."""
+
+    def __init__(self, config: FinetuneConfig, dataset: Any, codes: Any, tokenizer: Any, settings: Any,
+                 vocabulary: Any):
+        import numpy as np
+
+        split = dataset.split("valid")
+        rows = np.arange(len(split))
+        if config.rank_eval_users < len(rows):
+            rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.rank_eval_users, replace=False))
+        self.histories = [split.history(int(r)).tolist() for r in rows]
+        self.targets = split.targets[rows]
+        self.num_items = dataset.num_items
+        self.config = config
+        self.codes = codes
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.vocabulary = vocabulary
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        from alignrec.llm.recommender import GenerativeRecommender
+        from alignrec.metrics import evaluate_rankings
+
+        was_training = model.training
+        recommender = GenerativeRecommender(model, self.tokenizer, self.codes, "training", self.settings, self.vocabulary)
+        try:
+            output = recommender.recommend(self.histories, 10, self.config.rank_eval_beam,
+                                           batch_size=self.config.eval_batch_size or 32, show_progress=False)
+        finally:
+            model.train(was_training)
+        lists = [[int(i) for i in row if i >= 0] for row in output.items.tolist()]
+        result = evaluate_rankings(lists, self.targets, self.num_items, [10]).to_dict()
+        return {"ndcg@10": float(result["metrics"]["ndcg@10"]), "hr@10": float(result["metrics"]["hr@10"])}
+
+
+def ranking_trainer_class() -> Any:
+    from transformers import EarlyStoppingCallback, Trainer
+
+    class RankingTrainer(Trainer):
+        """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...)."""
+
+        ranker: ValidationRanker | None = None
+
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            if self.ranker is not None and eval_dataset is None:
+                ranking = {f"{metric_key_prefix}_{k}": v for k, v in self.ranker(self.accelerator.unwrap_model(self.model)).items()}
+                self.log(ranking)
+                metrics.update(ranking)
+                # The callbacks saw the loss-only metrics inside super().evaluate(); early stopping
+                # needs the ranking metric, so it is told again with the whole set.
+                for callback in self.callback_handler.callbacks:
+                    if isinstance(callback, EarlyStoppingCallback):
+                        callback.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+            return metrics
+
+    return RankingTrainer
