@@ -384,3 +384,48 @@ def test_deeply_nested_json_is_an_input_error_with_exit_code_2(tmp_path: Path, c
     reviews.write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     assert error_text(tmp_path, format="amazon18", inter=str(reviews)) == (
         f"{reviews}: line 1: expected one JSON object per line, nested a few levels (it is nested too deeply to parse)")
+
+
+# ----------------------------------------------------------------------------- reliability, round two
+
+
+@pytest.mark.parametrize("source", ["csv", "csv-items", "parquet", "parquet-items", "minionerec", "recbole"])
+def test_a_repeated_column_name_is_an_error(tmp_path: Path, source: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # csv.DictReader and pyarrow used to keep the last of the two columns, RecBole's reader the first
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id\nu,1\nu,2\nu,3\n", encoding="utf-8")
+    if source in {"csv", "csv-items"}:
+        path = tmp_path / ("items.csv" if source == "csv-items" else "repeated.csv")
+        path.write_text("user_id,item_id,timestamp,item_id\nu,1,1,2\nu,2,2,3\nu,3,3,4\n", encoding="utf-8")
+        where = "line 1 (header)"
+    elif source in {"parquet", "parquet-items"}:
+        path = tmp_path / ("items.parquet" if source == "parquet-items" else "repeated.parquet")
+        names = ["user_id", "item_id", "timestamp", "item_id"]
+        pq.write_table(pa.Table.from_arrays([pa.array(["u"] * 3), pa.array(["1", "2", "3"]), pa.array([1, 2, 3]),
+                                             pa.array(["2", "3", "4"])], names=names), path)
+        where = "schema"
+    elif source == "minionerec":
+        path = tmp_path / "valid.csv"
+        write_minionerec(tmp_path, b'user_id,history_item_id,item_id,item_id\nu,"[1, 2]",3,4\n')
+        where = "line 1 (header)"
+    else:
+        path = tmp_path / "x.inter"
+        path.write_text("user_id:token\titem_id:token\titem_id:float\nu\t1\t2\nu\t2\t3\nu\t3\t4\n", encoding="utf-8")
+        where = "line 1 (header)"
+    arguments = {
+        "csv": ["--format", "csv", "--inter", str(path)],
+        "parquet": ["--format", "csv", "--inter", str(path)],
+        "csv-items": ["--format", "csv", "--inter", str(events), "--items", str(path)],
+        "parquet-items": ["--format", "csv", "--inter", str(events), "--items", str(path)],
+        "minionerec": ["--format", "minionerec", "--dir", str(tmp_path)],
+        "recbole": ["--format", "recbole", "--inter", str(path)],
+    }[source]
+    from alignrec.cli import main
+
+    assert main(["prepare", *arguments, "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{path}: {where}: column 'item_id' appears more than once; expected each column name once")
+    assert not (tmp_path / "run" / "dataset").exists()

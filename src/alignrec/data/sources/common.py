@@ -75,6 +75,18 @@ def finite_timestamp(value: float, raw: Any, path: str | Path, where: str, expec
     return value
 
 
+def check_unique_columns(path: str | Path, where: str, names: list[str]) -> None:
+    """An error when a column name appears twice in a header or schema: a reader would silently
+    use one of the two columns (``csv.DictReader`` and pyarrow the last, RecBole the first)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DatasetFormatError(
+                f"{path}: {where}: column {_shorten(name)} appears more than once; expected each column name once"
+            )
+        seen.add(name)
+
+
 @contextlib.contextmanager
 def utf8_errors(path: Path, expected: str) -> Iterator[None]:
     """Turn a UnicodeDecodeError raised while reading ``path`` into an error naming its line."""

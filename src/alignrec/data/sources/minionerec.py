@@ -22,6 +22,7 @@ from alignrec.data.sources.common import (
     MAX_ID_LENGTH,
     allow_long_csv_fields,
     check_id,
+    check_unique_columns,
     fail,
     open_text,
     parse_listish,
@@ -75,6 +76,7 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
     for path in sample_paths:
         with open_text(path, newline="") as handle, utf8_errors(path, "a CSV file"):
             reader = csv.DictReader(handle)
+            check_unique_columns(path, "line 1 (header)", list(reader.fieldnames or []))
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 # the header as read (repr), so that a stray invisible character shows

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alignrec.data.dataset import DatasetFormatError, InteractionLogBuilder, ItemRecord, RawDataset
-from alignrec.data.sources.common import check_id, clean_text, fail, finite_timestamp, open_text, require_file, utf8_errors
+from alignrec.data.sources.common import check_id, check_unique_columns, clean_text, fail, finite_timestamp, open_text, require_file, utf8_errors
 from alignrec.utils.io import remove_stale_temporaries, temporary_prefix
 from alignrec.utils.log import get_logger
 
@@ -46,6 +46,7 @@ def _parse_header(path: Path, line: str) -> list[str]:
         if not sep or kind not in {"token", "token_seq", "float", "float_seq"}:
             fail(path, f"line 1, column {position + 1}", "a typed header field like 'item_id:token'", column)
         names.append(name)
+    check_unique_columns(path, "line 1 (header)", names)
     return names
 
 

@@ -32,6 +32,7 @@ from alignrec.data.sources.common import (
     categories_of,
     MAX_ID_LENGTH,
     check_id,
+    check_unique_columns,
     clean_text,
     fail,
     finite_timestamp,
@@ -71,9 +72,10 @@ def _delimiter(path: Path, sample: str) -> str:
 
 
 def _check_columns(path: Path, have: list[str], required: list[str]) -> None:
+    where = "schema" if path.suffix in PARQUET_SUFFIXES else "line 1 (header)"
+    check_unique_columns(path, where, have)
     missing = [c for c in required if c not in have]
     if missing:
-        where = "schema" if path.suffix in PARQUET_SUFFIXES else "line 1 (header)"
         raise DatasetFormatError(
             f"{path}: {where}: missing column(s) {missing}; the file has {have} "
             "(map yours with --user-column/--item-column/--time-column/...)"
