@@ -429,3 +429,46 @@ def test_a_repeated_column_name_is_an_error(tmp_path: Path, source: str, capsys:
     assert capsys.readouterr().err.strip().endswith(
         f"{path}: {where}: column 'item_id' appears more than once; expected each column name once")
     assert not (tmp_path / "run" / "dataset").exists()
+
+
+LONE_SURROGATE = "\ud800"  # json.loads('"\\ud800"'): half of a surrogate pair, no UTF-8 form
+
+
+def surrogate_error(where: str, position: int = 1) -> str:
+    return (f"{where}: expected Unicode text, got a lone surrogate '\\ud800' at character {position} "
+            "(an escape \\ud800-\\udfff must be one half of a pair)")
+
+
+def test_lone_surrogates_are_errors_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # pyarrow used to fail with a UnicodeEncodeError traceback when writing the data set
+    inter = tmp_path / "x.inter.json"
+    inter.write_text(json.dumps({LONE_SURROGATE: [1, 2, 3]}), encoding="utf-8")  # ensure_ascii: the file holds \ud800
+    assert error_text(tmp_path, format="lcrec", inter=str(inter)) == surrogate_error(f"{inter}: user '\\ud800'")
+    from alignrec.cli import main
+
+    assert main(["prepare", "--format", "lcrec", "--inter", str(inter), "--out", str(tmp_path / "cli")]) == 2
+    assert "expected Unicode text, got a lone surrogate '\\ud800' at character 1" in capsys.readouterr().err
+
+    inter.write_text(json.dumps({"u": [1, 2, 3]}), encoding="utf-8")
+    items = tmp_path / "x.item.json"
+    items.write_text(json.dumps({"1": {"title": "ok" + LONE_SURROGATE}, "2": {"title": "b"}}), encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(inter), items=str(items)) == (
+        surrogate_error(f"{items}: item '1', field title", 3))
+    items.write_text(json.dumps({"1": {"title": "a", "categories": ["x", LONE_SURROGATE]}}), encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(inter), items=str(items)) == (
+        surrogate_error(f"{items}: item '1', field categories"))
+
+
+def test_lone_surrogates_in_amazon_titles_and_reviews(tmp_path: Path) -> None:
+    reviews = tmp_path / "reviews_Toys_5.json"
+    lines = [{"reviewerID": "u", "asin": str(i), "unixReviewTime": i, "reviewText": "fine"} for i in (1, 2, 3)]
+    lines[2]["reviewText"] = "great " + LONE_SURROGATE
+    reviews.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), kcore=0) == (
+        surrogate_error(f"{reviews}: line 3, field reviewText", 7))
+    lines[2]["reviewText"] = "fine"
+    reviews.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    meta = tmp_path / "meta_Toys.json"
+    meta.write_text(json.dumps({"asin": "1", "title": "a"}) + "\n" + "{'asin': '2', 'title': '\\ud800'}\n", encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0) == (
+        surrogate_error(f"{meta}: line 2, field title"))

@@ -36,6 +36,7 @@ from alignrec.data.sources.common import (
     check_id,
     clean_text,
     fail,
+    field_text,
     finite_timestamp,
     iter_text_lines,
     require_file,
@@ -100,7 +101,8 @@ def read_meta(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[
             dropped["duplicate_meta_records"] += 1
             continue
         seen.add(asin)
-        title = clean_text(record.get("title"))
+        where = f"line {line_number}"
+        title = clean_text(field_text(record, "title", path, where))
         if not title:
             dropped["items_without_title"] += 1
             continue
@@ -109,9 +111,9 @@ def read_meta(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[
             continue
         items[asin] = ItemRecord(
             title=title,
-            description=clean_text(record.get("description")),  # 2014: a string; 2018: a list
-            brand=clean_text(record.get("brand")),
-            categories=categories_of(record.get("category", record.get("categories"))),  # 2018 / 2014
+            description=clean_text(field_text(record, "description", path, where)),  # 2014: a string; 2018: a list
+            brand=clean_text(field_text(record, "brand", path, where)),
+            categories=categories_of(field_text(record, "category" if "category" in record else "categories", path, where)),
         )
     return items
 
@@ -135,7 +137,8 @@ def read_reviews(path: Path, dropped: Counter[str]) -> tuple[InteractionLog, lis
         except OverflowError:  # an integer beyond the float range
             when = math.inf
         finite_timestamp(when, raw_time, path, where, "a Unix timestamp (seconds)")
-        text = " ".join(t for t in (clean_text(record.get("summary")), clean_text(record.get("reviewText"))) if t)
+        parts = [clean_text(field_text(record, name, path, f"line {line_number}")) for name in ("summary", "reviewText")]
+        text = " ".join(t for t in parts if t)
         if text:
             texts.append((len(events), text))
         events.add(user, asin, when)

@@ -12,7 +12,7 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -59,12 +59,44 @@ def require_file(path: str | Path | None, option: str, what: str) -> Path:
 
 
 def check_id(text: str, path: str | Path, where: str, what: str) -> str:
-    """``text`` if it is an acceptable id (non-empty, at most MAX_ID_LENGTH characters), else an error."""
+    """``text`` if it is an acceptable id (non-empty, at most MAX_ID_LENGTH characters, valid
+    Unicode), else an error."""
     if not text:
         fail(path, where, f"a non-empty {what}", text)
     if len(text) > MAX_ID_LENGTH:
         fail(path, where, f"a {what} of at most {MAX_ID_LENGTH} characters", f"{len(text)} characters: {text[:40]}...")
+    return check_unicode(text, path, where)
+
+
+def check_unicode(text: str, path: str | Path, where: str) -> str:
+    """``text`` if it can be written as UTF-8. JSON (and Python literals) accept an escape such
+    as ``"\\ud800"`` that is only half of a surrogate pair: such a string has no UTF-8 form, and
+    pyarrow would fail with a traceback when the data set is written."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise DatasetFormatError(
+                f"{path}: {where}: expected Unicode text, got a lone surrogate {text[error.start]!r} at character "
+                f"{error.start + 1} (an escape \\ud800-\\udfff must be one half of a pair)"
+            ) from None
     return text
+
+
+def check_text(value: Any, path: str | Path, where: str) -> Any:
+    """``value``, a text field (a string or a list of them, as read), unchanged once its strings
+    are checked with :func:`check_unicode`."""
+    if isinstance(value, str):
+        check_unicode(value, path, where)
+    elif isinstance(value, (list, tuple)):
+        for entry in value:
+            check_text(entry, path, where)
+    return value
+
+
+def field_text(record: Mapping[str, Any], name: str, path: str | Path, where: str) -> Any:
+    """``record.get(name)`` checked with :func:`check_text`; an error names ``where, field name``."""
+    return check_text(record.get(name), path, f"{where}, field {name}")
 
 
 def finite_timestamp(value: float, raw: Any, path: str | Path, where: str, expected: str) -> float:

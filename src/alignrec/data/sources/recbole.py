@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alignrec.data.dataset import DatasetFormatError, InteractionLogBuilder, ItemRecord, RawDataset
-from alignrec.data.sources.common import check_id, check_unique_columns, clean_text, fail, finite_timestamp, open_text, require_file, utf8_errors
+from alignrec.data.sources.common import (
+    check_id,
+    check_unique_columns,
+    clean_text,
+    fail,
+    finite_timestamp,
+    open_text,
+    require_file,
+    utf8_errors,
+)
 from alignrec.utils.io import remove_stale_temporaries, temporary_prefix
 from alignrec.utils.log import get_logger
 

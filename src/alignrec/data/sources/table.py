@@ -35,6 +35,7 @@ from alignrec.data.sources.common import (
     check_unique_columns,
     clean_text,
     fail,
+    field_text,
     finite_timestamp,
     open_text,
     require_file,
@@ -186,10 +187,10 @@ def read_items(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict
             dropped["duplicate_item_rows"] += 1
             continue
         items[item] = ItemRecord(
-            title=clean_text(row.get(config.title_column)),
-            description=clean_text(row.get(config.description_column)),
-            brand=clean_text(row.get(config.brand_column)),
-            categories=categories_of(row.get(config.categories_column)),
+            title=clean_text(field_text(row, config.title_column, path, where)),
+            description=clean_text(field_text(row, config.description_column, path, where)),
+            brand=clean_text(field_text(row, config.brand_column, path, where)),
+            categories=categories_of(field_text(row, config.categories_column, path, where)),
         )
     return items
 
@@ -214,7 +215,7 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
         when = parse_timestamp(row[time_column], inter_path, f"{where}, field {time_column}") if time_column else None
         events.add(user, item, when)
         if config.review_column and row.get(config.review_column):
-            reviews.append((user, item, clean_text(row[config.review_column])))
+            reviews.append((user, item, clean_text(field_text(row, config.review_column, inter_path, where))))
 
     inputs = {"inter": str(inter_path)}
     dropped: Counter[str] = Counter()
