@@ -472,3 +472,18 @@ def test_lone_surrogates_in_amazon_titles_and_reviews(tmp_path: Path) -> None:
     meta.write_text(json.dumps({"asin": "1", "title": "a"}) + "\n" + "{'asin': '2', 'title': '\\ud800'}\n", encoding="utf-8")
     assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0) == (
         surrogate_error(f"{meta}: line 2, field title"))
+
+
+def test_amazon_duplicate_keys_are_an_error(tmp_path: Path) -> None:
+    # json keeps the last value: the review used to count for user 'b', silently
+    reviews = tmp_path / "reviews_Toys_5.json"
+    good = "".join(json.dumps({"reviewerID": "a", "asin": str(i), "unixReviewTime": i}) + "\n" for i in (1, 2, 3))
+    reviews.write_text(good + '{"reviewerID": "a", "asin": "4", "reviewerID": "b", "unixReviewTime": 4}\n', encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), kcore=0) == (
+        f"{reviews}: line 4, column 34: key 'reviewerID' appears a second time in the same object; expected every key "
+        "once (a JSON reader keeps only the last value, which would silently lose the others)")
+    reviews.write_text(good, encoding="utf-8")
+    meta = tmp_path / "meta_Toys.json"
+    meta.write_text('{"asin": "1", "title": "a"}\n{"asin": "2", "title": "b", "title": "c"}\n', encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0).startswith(
+        f"{meta}: line 2, column 29: key 'title' appears a second time in the same object")

@@ -8,7 +8,8 @@
   HTML entities/tags in some titles.
 
 Files may be gzip-compressed or plain (detected from their first bytes). Lines are parsed as
-JSON, then as a Python literal; anything else is an error naming the file and line. Metadata:
+JSON, then as a Python literal; anything else is an error naming the file and line, and so
+is a key repeated in a JSON line (``json`` would keep the last value). Metadata:
 titles are cleaned (HTML entities and tags removed, whitespace collapsed); items without a
 title (or, with ``--title-max-words``, with an overlong one) are dropped and counted, and so
 are repeated metadata records (the first is kept). Reviews: exact repeats (same user, item
@@ -21,7 +22,6 @@ Files must be UTF-8 (a byte-order mark is fine); ``unixReviewTime`` must be a fi
 from __future__ import annotations
 
 import ast
-import json
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -41,6 +41,8 @@ from alignrec.data.sources.common import (
     iter_text_lines,
     require_file,
 )
+from alignrec.errors import InputError
+from alignrec.utils.io import loads_unique_keys
 
 if TYPE_CHECKING:
     from alignrec.data.prepare import PrepareConfig
@@ -60,9 +62,11 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not line:
             continue
         try:
-            record = json.loads(line)
+            record = loads_unique_keys(line, path, line_offset=line_number - 1)
         except RecursionError:
             fail(path, f"line {line_number}", "one JSON object per line, nested a few levels (it is nested too deeply to parse)")
+        except InputError:  # a repeated key (an InputError is a ValueError: the literal fallback would accept the line)
+            raise
         except ValueError:  # JSONDecodeError, or a number of more than 4300 digits
             try:
                 record = ast.literal_eval(line)
