@@ -487,3 +487,70 @@ def test_amazon_duplicate_keys_are_an_error(tmp_path: Path) -> None:
     meta.write_text('{"asin": "1", "title": "a"}\n{"asin": "2", "title": "b", "title": "c"}\n', encoding="utf-8")
     assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0).startswith(
         f"{meta}: line 2, column 29: key 'title' appears a second time in the same object")
+
+
+def test_item_text_that_is_not_text_is_an_error(tmp_path: Path) -> None:
+    # str() used to store the titles "nan" and "{'en': 'x'}"
+    inter = tmp_path / "x.inter.json"
+    inter.write_text(json.dumps({"u": [1, 2, 3]}), encoding="utf-8")
+    items = tmp_path / "x.item.json"
+    reviews = tmp_path / "reviews_Toys_5.json"
+    reviews.write_text("".join(json.dumps({"reviewerID": "u", "asin": str(i), "unixReviewTime": i}) + "\n" for i in (1, 2, 3)))
+    meta = tmp_path / "meta_Toys.json"
+    for title, shown in [("NaN", "not float, got nan"), ('{"en": "x"}', "not dict, got {'en': 'x'}")]:
+        items.write_text('{"1": {"title": "a"}, "2": {"title": ' + title + "}}", encoding="utf-8")
+        assert error_text(tmp_path, format="lcrec", inter=str(inter), items=str(items)) == (
+            f"{items}: item '2', field title: expected text (a string or a list of strings), {shown}")
+        meta.write_text('{"asin": "1", "title": "a"}\n{"asin": "2", "title": "b", "brand": ' + title + "}\n", encoding="utf-8")
+        assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0) == (
+            f"{meta}: line 2, field brand: expected text (a string or a list of strings), {shown}")
+
+    # integers are text written without quotes: kept
+    items.write_text(json.dumps({str(i): {"title": 1984 + i, "categories": ["a", 7]} for i in (1, 2, 3)}), encoding="utf-8")
+    run_prepare(tmp_path, format="lcrec", inter=str(inter), items=str(items))
+    from alignrec.data import load_dataset
+
+    dataset = load_dataset(tmp_path / "run")
+    assert [(item.title, item.categories) for item in dataset.items] == [("1985", ["a", "7"]), ("1986", ["a", "7"]), ("1987", ["a", "7"])]
+
+
+def test_timestamps_that_only_float_reads_as_numbers_are_errors(tmp_path: Path) -> None:
+    # float() reads "1_0" as 10 and "\u0663" (Arabic-Indic 3) as 3: such a line used to be ordered by that number
+    inter = tmp_path / "events.csv"
+    atomic = tmp_path / "x.inter"
+    reviews = tmp_path / "reviews_Toys_5.json"
+    for value in ["1_0", "\u0663", "\uff11"]:  # an underscore, Arabic-Indic 3, fullwidth 1
+        inter.write_text(f"user_id,item_id,timestamp\nu,a,3\nu,b,{value}\nu,c,1\n", encoding="utf-8")
+        assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+            f"{inter}: line 3, field timestamp: expected a number or an ISO-8601 date/time "
+            f"(e.g. 2018-03-01 or 2018-03-01T12:30:00), got {value!r}")
+        atomic.write_text(f"user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\nu\tb\t{value}\n", encoding="utf-8")
+        assert error_text(tmp_path, format="recbole", inter=str(atomic)) == (
+            f"{atomic}: line 3, field timestamp: expected a number, got {value!r}")
+        reviews.write_text(json.dumps({"reviewerID": "u", "asin": "a", "unixReviewTime": value}) + "\n", encoding="utf-8")
+        assert error_text(tmp_path, format="amazon18", inter=str(reviews)) == (
+            f"{reviews}: line 1, field unixReviewTime: expected a Unix timestamp (seconds), got {value!r}")
+
+    # plain decimal numbers still order the events
+    inter.write_text("user_id,item_id,timestamp\nu,a, 3 \nu,b,-1.5\nu,c,1e1\nu,d,+.5\n", encoding="utf-8")
+    run_prepare(tmp_path, format="csv", inter=str(inter))
+    from alignrec.data import load_dataset
+
+    dataset = load_dataset(tmp_path / "run")
+    assert [dataset.item_ids[i] for i in dataset.sequences[0]] == ["b", "d", "a", "c"]  # -1.5, 0.5, 3, 10
+
+
+def test_csv_rows_with_fewer_or_more_fields_than_the_header_are_errors(tmp_path: Path) -> None:
+    # a short item row used to give an empty title; an extra MiniOneRec field was ignored
+    inter = tmp_path / "events.csv"
+    inter.write_text("user_id,item_id\nu,1\nu,2\nu,3\n", encoding="utf-8")
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,brand\n1,a,x\n2\n3,c,z\n", encoding="utf-8")
+    assert error_text(tmp_path, format="csv", inter=str(inter), items=str(items)) == (
+        f"{items}: line 3: expected 3 fields like the header, got '1 fields'")
+    write_minionerec(tmp_path, b'user_id,history_item_id,item_id\nu,"[1, 2]",3\nv,"[1, 2]",3,4\n')
+    assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)) == (
+        f"{tmp_path / 'valid.csv'}: line 3: expected 3 fields like the header, got '4 fields'")
+    write_minionerec(tmp_path, b'user_id,history_item_id,item_id\nu,"[1, 2]"\n')
+    assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)) == (
+        f"{tmp_path / 'valid.csv'}: line 2: expected 3 fields like the header, got '2 fields'")

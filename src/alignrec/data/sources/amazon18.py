@@ -39,6 +39,7 @@ from alignrec.data.sources.common import (
     field_text,
     finite_timestamp,
     iter_text_lines,
+    plain_number,
     require_file,
 )
 from alignrec.errors import InputError
@@ -132,14 +133,16 @@ def read_reviews(path: Path, dropped: Counter[str]) -> tuple[InteractionLog, lis
         asin = _text_id(record.get("asin"), path, f"line {line_number}, field asin", "a non-empty product id")
         raw_time = record.get("unixReviewTime")
         where = f"line {line_number}, field unixReviewTime"
-        try:
-            if isinstance(raw_time, bool) or not isinstance(raw_time, (int, float, str)):
-                raise ValueError
-            when = float(raw_time)
-        except ValueError:
+        when: float | None = None
+        if isinstance(raw_time, str):
+            when = plain_number(raw_time)
+        elif isinstance(raw_time, (int, float)) and not isinstance(raw_time, bool):
+            try:
+                when = float(raw_time)
+            except OverflowError:  # an integer beyond the float range
+                when = math.inf
+        if when is None:
             fail(path, where, "a Unix timestamp (seconds)", raw_time)
-        except OverflowError:  # an integer beyond the float range
-            when = math.inf
         finite_timestamp(when, raw_time, path, where, "a Unix timestamp (seconds)")
         parts = [clean_text(field_text(record, name, path, f"line {line_number}")) for name in ("summary", "reviewText")]
         text = " ".join(t for t in parts if t)

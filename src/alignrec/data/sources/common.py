@@ -24,6 +24,7 @@ _SPACE = re.compile(r"\s+")
 # A single string holding several categories: "a|b|c" or "a,b,c" (LC-Rec joins with a bare
 # comma). A comma followed by a space is part of a name ("Arts, Crafts & Sewing").
 _CATEGORY_SEPARATOR = re.compile(r"\||,(?!\s)")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|nan|inf|infinity)", re.ASCII | re.IGNORECASE)
 GZIP_MAGIC = b"\x1f\x8b"
 # Longest id accepted. Real ids are short (ASINs 10 characters, user hashes ~30); a longer
 # field is a broken file (a whole record in one column), and numeric ids of more than 4300
@@ -84,19 +85,32 @@ def check_unicode(text: str, path: str | Path, where: str) -> str:
 
 
 def check_text(value: Any, path: str | Path, where: str) -> Any:
-    """``value``, a text field (a string or a list of them, as read), unchanged once its strings
-    are checked with :func:`check_unicode`."""
+    """``value``, a text field as read, unchanged if it is text: missing (None), a string, an
+    integer, or a (nested) list of those, its strings checked with :func:`check_unicode`.
+    Anything else is an error: ``str()`` would turn NaN into a title "nan" and ``{"en": "x"}``
+    into "{'en': 'x'}" without a word."""
     if isinstance(value, str):
         check_unicode(value, path, where)
     elif isinstance(value, (list, tuple)):
         for entry in value:
             check_text(entry, path, where)
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        fail(path, where, f"text (a string or a list of strings), not {type(value).__name__}", value)
     return value
 
 
 def field_text(record: Mapping[str, Any], name: str, path: str | Path, where: str) -> Any:
     """``record.get(name)`` checked with :func:`check_text`; an error names ``where, field name``."""
     return check_text(record.get(name), path, f"{where}, field {name}")
+
+
+def plain_number(text: str) -> float | None:
+    """``text`` as a float if it is a plain decimal number (``12``, ``-1.5``, ``1e9``; also
+    ``nan``/``inf``, for :func:`finite_timestamp` to refuse by name), else None. ``float()``
+    alone also reads ``1_0`` as 10 and other scripts' digits (``\u0663``, Arabic-Indic 3) as
+    numbers, which a data file never means."""
+    text = text.strip()
+    return float(text) if _PLAIN_NUMBER.fullmatch(text) else None
 
 
 def finite_timestamp(value: float, raw: Any, path: str | Path, where: str, expected: str) -> float:
@@ -117,6 +131,15 @@ def check_unique_columns(path: str | Path, where: str, names: list[str]) -> None
                 f"{path}: {where}: column {_shorten(name)} appears more than once; expected each column name once"
             )
         seen.add(name)
+
+
+def check_row_width(path: str | Path, line: int, row: dict[Any, Any], width: int) -> None:
+    """An error unless a ``csv.DictReader`` row has as many fields as the header (``width``): the
+    reader puts extra fields under the key None and fills missing ones with None, so a shifted or
+    cut line would otherwise be read with fields silently dropped or empty."""
+    if None in row or None in row.values():
+        count = width + len(row[None]) if None in row else sum(value is not None for value in row.values())
+        fail(path, f"line {line}", f"{width} fields like the header", f"{count} fields")
 
 
 @contextlib.contextmanager

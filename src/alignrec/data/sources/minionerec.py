@@ -22,6 +22,7 @@ from alignrec.data.sources.common import (
     MAX_ID_LENGTH,
     allow_long_csv_fields,
     check_id,
+    check_row_width,
     check_unique_columns,
     fail,
     open_text,
@@ -83,6 +84,7 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
                 fail(path, "line 1 (header)", f"columns {list(REQUIRED_COLUMNS)}; missing {missing}", reader.fieldnames)
             for row in reader:
                 line = reader.line_num
+                check_row_width(path, line, row, len(reader.fieldnames or []))
                 user = (row["user_id"] or "").strip()
                 if not user:
                     fail(path, f"line {line}, field user_id", "a non-empty user id", row["user_id"])

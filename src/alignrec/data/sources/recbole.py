@@ -30,6 +30,7 @@ from alignrec.data.sources.common import (
     fail,
     finite_timestamp,
     open_text,
+    plain_number,
     require_file,
     utf8_errors,
 )
@@ -91,9 +92,8 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
     for line_number, fields in rows:
         timestamp = None
         if time_col is not None:
-            try:
-                timestamp = float(fields[time_col])
-            except ValueError:
+            timestamp = plain_number(fields[time_col])
+            if timestamp is None:
                 fail(inter_path, f"line {line_number}, field timestamp", "a number", fields[time_col])
             finite_timestamp(timestamp, fields[time_col], inter_path, f"line {line_number}, field timestamp", "a number")
         user, item = fields[user_col].strip(), fields[item_col].strip()

@@ -32,12 +32,14 @@ from alignrec.data.sources.common import (
     categories_of,
     MAX_ID_LENGTH,
     check_id,
+    check_row_width,
     check_unique_columns,
     clean_text,
     fail,
     field_text,
     finite_timestamp,
     open_text,
+    plain_number,
     require_file,
     utf8_errors,
 )
@@ -110,8 +112,7 @@ def iter_rows(path: Path, required: list[str]) -> Iterator[tuple[str, dict[str, 
         fields = list(reader.fieldnames or [])
         _check_columns(path, fields, required)
         for row in reader:
-            if None in row:
-                fail(path, f"line {reader.line_num}", f"{len(fields)} fields like the header", f"{len(fields) + len(row[None])} fields")
+            check_row_width(path, reader.line_num, row, len(fields))
             yield f"line {reader.line_num}", row
 
 
@@ -131,12 +132,9 @@ def parse_timestamp(value: Any, path: Path, where: str) -> float:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).timestamp()
     text = "" if value is None else str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        # float() takes "nan", "inf" and turns "1e400" into inf: none of them can be ordered
+    number = plain_number(text)
+    if number is not None:
+        # "nan", "inf" and "1e400" (inf) are numbers too, but none of them can be ordered
         return finite_timestamp(number, value, path, where, "a number or an ISO-8601 date/time")
     try:
         parsed = dt.datetime.fromisoformat(text)
