@@ -554,3 +554,29 @@ def test_csv_rows_with_fewer_or_more_fields_than_the_header_are_errors(tmp_path:
     write_minionerec(tmp_path, b'user_id,history_item_id,item_id\nu,"[1, 2]"\n')
     assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)) == (
         f"{tmp_path / 'valid.csv'}: line 2: expected 3 fields like the header, got '2 fields'")
+
+
+def test_float_ids_beyond_2_53_are_errors(tmp_path: Path) -> None:
+    # 2**53 + 1 and 2**53 are one float: two users used to merge into one silently
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inter = tmp_path / "events.parquet"
+    users = [float(2**53 - 1)] * 3 + [float(2**53 + 1)] * 3
+    pq.write_table(pa.table({"user_id": pa.array(users, pa.float64()), "item_id": ["a", "b", "c"] * 2}), inter)
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: row 4, field user_id: expected a user id (a string or an integer; a float column holds ids exactly "
+        "only below 2**53 = 9007199254740992), got 9007199254740992.0")
+    # below the limit a float id is still its integer
+    pq.write_table(pa.table({"user_id": pa.array([float(2**53 - 1)] * 3, pa.float64()), "item_id": ["a", "b", "c"]}), inter)
+    run_prepare(tmp_path, format="csv", inter=str(inter))
+    from alignrec.data import load_dataset
+
+    assert load_dataset(tmp_path / "run").user_ids == ["9007199254740991"]
+
+    folder = tmp_path / "minionerec"
+    folder.mkdir()
+    write_minionerec(folder, b'user_id,history_item_id,item_id\nA,"[1.0, 9007199254740993.0]",3\n')
+    assert error_text(folder, format="minionerec", dir=str(folder)) == (
+        f"{folder / 'valid.csv'}: line 2, field history_item_id: expected a list of integer item ids, "
+        "got '[1.0, 9007199254740993.0]'")

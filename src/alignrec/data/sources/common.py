@@ -30,6 +30,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 # field is a broken file (a whole record in one column), and numeric ids of more than 4300
 # digits are beyond what int() converts.
 MAX_ID_LENGTH = 1000
+# Floats hold every integer of smaller magnitude exactly; beyond it neighbours share a float
+# (2**53 + 1 reads as 2**53), so two ids read from a float column could become one.
+FLOAT_EXACT_INTEGERS = 2**53
 # Text files are read as UTF-8; "utf-8-sig" also accepts (and drops) a byte-order mark at the start.
 ENCODING = "utf-8-sig"
 
@@ -102,6 +105,13 @@ def check_text(value: Any, path: str | Path, where: str) -> Any:
 def field_text(record: Mapping[str, Any], name: str, path: str | Path, where: str) -> Any:
     """``record.get(name)`` checked with :func:`check_text`; an error names ``where, field name``."""
     return check_text(record.get(name), path, f"{where}, field {name}")
+
+
+def integral_float_text(value: float) -> str | None:
+    """``"12"`` for the float 12.0; None for a float that is not an integer (1.7, NaN, inf) or is
+    at least :data:`FLOAT_EXACT_INTEGERS` in magnitude, where distinct ids may have been rounded
+    to the same float."""
+    return str(int(value)) if value.is_integer() and abs(value) < FLOAT_EXACT_INTEGERS else None
 
 
 def plain_number(text: str) -> float | None:

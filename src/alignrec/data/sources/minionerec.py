@@ -25,6 +25,7 @@ from alignrec.data.sources.common import (
     check_row_width,
     check_unique_columns,
     fail,
+    integral_float_text,
     open_text,
     parse_listish,
     utf8_errors,
@@ -41,7 +42,7 @@ SAMPLE_FILES = ("train.csv", "valid.csv", "test.csv")
 
 def integer_id(value: Any) -> str | None:
     """``value`` as a canonical integer id (``"007"`` -> ``"7"``), or None when it is not one:
-    an int, an integral float (``3.0``) or a string of ASCII digits with an optional sign."""
+    an int, an integral float below 2**53 (``3.0``) or a string of ASCII digits with an optional sign."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -50,7 +51,7 @@ def integer_id(value: Any) -> str | None:
         text = str(value)
         return text if len(text.lstrip("-")) <= MAX_ID_LENGTH else None
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else None
+        return integral_float_text(value)
     if isinstance(value, str):
         text = value.strip()
         digits = text[1:] if text[:1] in "+-" else text

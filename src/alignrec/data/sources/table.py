@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from alignrec.data.dataset import DatasetFormatError, InteractionLogBuilder, ItemRecord, RawDataset
 from alignrec.data.sources.common import (
+    FLOAT_EXACT_INTEGERS,
+    MAX_ID_LENGTH,
     allow_long_csv_fields,
     categories_of,
-    MAX_ID_LENGTH,
     check_id,
     check_row_width,
     check_unique_columns,
@@ -38,6 +39,7 @@ from alignrec.data.sources.common import (
     fail,
     field_text,
     finite_timestamp,
+    integral_float_text,
     open_text,
     plain_number,
     require_file,
@@ -148,7 +150,7 @@ def parse_timestamp(value: Any, path: Path, where: str) -> float:
 def _integral_text(value: float | decimal.Decimal) -> str | None:
     """``"12"`` for 12.0 or Decimal("12"); None for a value that is not a (reasonably sized) integer."""
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else None  # is_integer() is False for NaN and inf
+        return integral_float_text(value)
     if not value.is_finite() or value != value.to_integral_value() or value.adjusted() >= MAX_ID_LENGTH:
         return None
     return str(int(value))
@@ -163,8 +165,10 @@ def _id(row: dict[str, Any], column: str, path: Path, where: str, what: str) -> 
         text = str(value)
     elif isinstance(value, (float, decimal.Decimal)):
         integral = _integral_text(value)
-        if integral is None:  # 1.7, NaN (a gap in a pandas column), inf, 1E+5000: no id
-            fail(path, f"{where}, field {column}", f"a {what} (a string or an integer)", value)
+        if integral is None:  # 1.7, NaN (a gap in a pandas column), inf, 1E+5000, 2.0**53: no id
+            beyond = isinstance(value, float) and value.is_integer()
+            exact = f"; a float column holds ids exactly only below 2**53 = {FLOAT_EXACT_INTEGERS}" if beyond else ""
+            fail(path, f"{where}, field {column}", f"a {what} (a string or an integer{exact})", value)
         text = integral  # a float/decimal column of ids: 12.0 -> "12"
     elif value is None:
         text = ""
