@@ -122,3 +122,66 @@ def test_run_record(tmp_path: Path) -> None:
     # sha256("hello")
     assert record["inputs"]["data"]["sha256"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     assert {"python", "cpu_count"} <= set(record["machine"])
+
+
+def test_integers_stay_exact_through_flags_and_files(tmp_path: Path) -> None:
+    # they used to pass through float(): 2**53 + 1 was stored as 2**53
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Example)
+    assert config_from_args(Example, parser.parse_args(["--steps", "9007199254740993"])).steps == 9007199254740993
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 9007199254740993\nlimit: -9223372036854775808\n", encoding="utf-8")
+    config = config_from_args(Example, parser.parse_args([]), str(path))
+    assert (config.steps, config.limit) == (9007199254740993, -(2**63))
+    assert from_mapping(Example, {"steps": "20.0", "ks": ["1e1", 2.0]}).steps == 20
+    assert from_mapping(Example, {"ks": ["1e1", 2.0]}).ks == [10, 2]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("steps: " + "1" * 400, "steps: expected an integer from -2**63 to 2**63 - 1, got " + "1" * 28 + "..." + "1" * 29),
+        ("steps: 9223372036854775808", "steps: expected an integer from -2**63 to 2**63 - 1, got 9223372036854775808"),
+        ("steps: 9007199254740993.0", "steps: expected an integer without a decimal point or exponent (a float is exact "
+                                      "only below 2**53), got 9007199254740992.0"),
+        ("rate: " + "1" * 400, "rate: expected a number, got " + "1" * 28 + "..." + "1" * 29),
+    ],
+    ids=["400 digits", "2**63", "float 2**53 + 1", "float of 400 digits"],
+)
+def test_out_of_range_numbers_are_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    # a 400-digit integer used to crash with an OverflowError traceback (float() of it)
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Example)
+    with pytest.raises(ConfigError) as caught:
+        config_from_args(Example, parser.parse_args([]), str(path))
+    assert str(caught.value) == f"{path} + command line: {message}"
+
+
+def test_yaml_aliases_are_refused(tmp_path: Path) -> None:
+    # "billion laughs": 9 levels of 9 aliases each used to expand to ~10**9 strings (a 254 MB error message)
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert len(path.read_bytes()) < 700
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    assert str(caught.value) == f"{path}: line 2, column 10: invalid YAML (alias *a0 found; expected no aliases (write the value out))"
+    path.write_text("name: &n x\nsteps: 4\n", encoding="utf-8")  # an anchor alone is harmless
+    assert load_config_file(path) == {"name": "x", "steps": 4}
+
+
+def test_error_messages_are_bounded(tmp_path: Path) -> None:
+    huge = "x" * 10_000_000
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(Example, {"steps": huge, "name": "a"}, source="cfg.yaml")
+    assert str(caught.value) == "cfg.yaml: steps: expected an integer, got '" + "x" * 57 + "..." + "x" * 58 + "'"
+    with pytest.raises(ConfigError) as caught:
+        from_mapping(Example, {f"key{i}": 1 for i in range(100_000)}, source="cfg.yaml")
+    assert len(str(caught.value)) < 500
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: " + "9" * 5000 + "\n", encoding="utf-8")  # beyond int()'s 4300 digits: a ValueError inside yaml
+    with pytest.raises(ConfigError, match=rf"^{path}: invalid YAML \(Exceeds the limit \(4300 digits\)"):
+        load_config_file(path)

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import math
 import os
 import platform
+import re
+import reprlib
 import subprocess
 import sys
 import types
@@ -29,6 +32,17 @@ from alignrec.errors import AlignrecError
 from alignrec.utils.io import atomic_write_json, hash_inputs
 
 C = TypeVar("C")
+
+# Integer settings are stored as signed 64-bit integers (numpy, torch, Parquet): wider ones are refused.
+INT_RANGE = (-(2**63), 2**63 - 1)
+# A float holds every integer below 2**53 exactly; 2.0**53 may have been 2**53 + 1.
+FLOAT_EXACT_INTEGERS = 2**53
+_INTEGER_TEXT = re.compile(r"[+-]?\d+", re.ASCII)
+# A value shown in an error message is cut short (a config value can be megabytes long).
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 120
+_SHOWN.maxlong = 60
+MAX_MESSAGE_LENGTH = 2000
 
 
 class ConfigError(AlignrecError, ValueError):
@@ -48,6 +62,41 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, abridged for an error message (bounded however large ``value`` is)."""
+    return _SHOWN.repr(value)
+
+
+def _integer(value: Any, where: str) -> int:
+    """``value`` (an int, an integral float below 2**53, or the text of one) as an exact int in
+    INT_RANGE. Never through float(): ``9007199254740993`` would become ...992."""
+    number: int | float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if _INTEGER_TEXT.fullmatch(text):
+            # int() refuses 4300+ digits: a number that long is out of range anyway
+            number = int(text) if len(text.lstrip("+-0")) <= 19 else math.inf
+        else:
+            try:
+                number = float(text)  # "20.0", "1e3"
+            except ValueError:
+                pass
+    if isinstance(number, float) and not math.isinf(number):
+        if number.is_integer() and abs(number) >= FLOAT_EXACT_INTEGERS:  # 2.0**53: was it 2**53 + 1?
+            raise ConfigError(f"{where}: expected an integer without a decimal point or exponent (a float is exact "
+                              f"only below 2**53), got {_shown(value)}")
+        number = int(number) if number.is_integer() else None  # NaN, 7.5: no integer
+    if number is None:
+        raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
+    if not INT_RANGE[0] <= number <= INT_RANGE[1]:
+        raise ConfigError(f"{where}: expected an integer from -2**63 to 2**63 - 1, got {_shown(value)}")
+    return int(number)
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Coerce a YAML/JSON/CLI value to the annotated type, or raise ConfigError naming ``where``."""
     tp, optional = _unwrap_optional(tp)
@@ -59,20 +108,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{where}: expected one of {list(choices)}, got {value!r}")
+            raise ConfigError(f"{where}: expected one of {list(choices)}, got {_shown(value)}")
         return value
     if origin in (list, tuple):
         args = typing.get_args(tp)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_shown(value)}")
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_shown(value)}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -85,28 +134,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in {"false", "no", "0", "off"}:
             return False
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {_shown(value)}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            as_float = float(value)
-            if not as_float.is_integer():
-                raise ValueError
-            return int(as_float)
-        except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        return _integer(value, where)
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
         try:
             return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond the float range
+            raise ConfigError(f"{where}: expected a number, got {_shown(value)}") from None
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {_shown(value)}")
     if tp is Path:
         return Path(value)
     return value
@@ -118,16 +159,32 @@ def from_mapping(cls: type[C], data: Mapping[str, Any], source: str = "config") 
         raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+        raise ConfigError(f"{source}: unknown key(s) {_shown(unknown)}; valid keys: {sorted(names)}")
     kwargs = {key: _coerce(value, hints[key], f"{source}: {key}") for key, value in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"{source}: {error}") from None
+        message = str(error)  # __post_init__ messages may show a whole value
+        if len(message) > MAX_MESSAGE_LENGTH:
+            message = message[:MAX_MESSAGE_LENGTH] + f"... ({len(message)} characters)"
+        raise ConfigError(f"{source}: {message}") from None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (``*name``): nested aliases expand exponentially (650 bytes of
+    "billion laughs" became a 254 MB value), and config files have no need of them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} found; expected no aliases (write the value out)", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -138,11 +195,14 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise ConfigError(f"{path}: {where}: invalid YAML ({getattr(error, 'problem', error)})") from None
+    except (ValueError, RecursionError) as error:  # an integer of 4300+ digits; nesting deeper than the parser's limit
+        problem = "nested too deeply" if isinstance(error, RecursionError) else str(error)[:200]
+        raise ConfigError(f"{path}: invalid YAML ({problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -384,3 +384,199 @@ def test_deeply_nested_json_is_an_input_error_with_exit_code_2(tmp_path: Path, c
     reviews.write_text('{"reviewerID": "u", "asin": "a", "unixReviewTime": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     assert error_text(tmp_path, format="amazon18", inter=str(reviews)) == (
         f"{reviews}: line 1: expected one JSON object per line, nested a few levels (it is nested too deeply to parse)")
+
+
+# ----------------------------------------------------------------------------- reliability, round two
+
+
+@pytest.mark.parametrize("source", ["csv", "csv-items", "parquet", "parquet-items", "minionerec", "recbole"])
+def test_a_repeated_column_name_is_an_error(tmp_path: Path, source: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # csv.DictReader and pyarrow used to keep the last of the two columns, RecBole's reader the first
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id\nu,1\nu,2\nu,3\n", encoding="utf-8")
+    if source in {"csv", "csv-items"}:
+        path = tmp_path / ("items.csv" if source == "csv-items" else "repeated.csv")
+        path.write_text("user_id,item_id,timestamp,item_id\nu,1,1,2\nu,2,2,3\nu,3,3,4\n", encoding="utf-8")
+        where = "line 1 (header)"
+    elif source in {"parquet", "parquet-items"}:
+        path = tmp_path / ("items.parquet" if source == "parquet-items" else "repeated.parquet")
+        names = ["user_id", "item_id", "timestamp", "item_id"]
+        pq.write_table(pa.Table.from_arrays([pa.array(["u"] * 3), pa.array(["1", "2", "3"]), pa.array([1, 2, 3]),
+                                             pa.array(["2", "3", "4"])], names=names), path)
+        where = "schema"
+    elif source == "minionerec":
+        path = tmp_path / "valid.csv"
+        write_minionerec(tmp_path, b'user_id,history_item_id,item_id,item_id\nu,"[1, 2]",3,4\n')
+        where = "line 1 (header)"
+    else:
+        path = tmp_path / "x.inter"
+        path.write_text("user_id:token\titem_id:token\titem_id:float\nu\t1\t2\nu\t2\t3\nu\t3\t4\n", encoding="utf-8")
+        where = "line 1 (header)"
+    arguments = {
+        "csv": ["--format", "csv", "--inter", str(path)],
+        "parquet": ["--format", "csv", "--inter", str(path)],
+        "csv-items": ["--format", "csv", "--inter", str(events), "--items", str(path)],
+        "parquet-items": ["--format", "csv", "--inter", str(events), "--items", str(path)],
+        "minionerec": ["--format", "minionerec", "--dir", str(tmp_path)],
+        "recbole": ["--format", "recbole", "--inter", str(path)],
+    }[source]
+    from alignrec.cli import main
+
+    assert main(["prepare", *arguments, "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{path}: {where}: column 'item_id' appears more than once; expected each column name once")
+    assert not (tmp_path / "run" / "dataset").exists()
+
+
+LONE_SURROGATE = "\ud800"  # json.loads('"\\ud800"'): half of a surrogate pair, no UTF-8 form
+
+
+def surrogate_error(where: str, position: int = 1) -> str:
+    return (f"{where}: expected Unicode text, got a lone surrogate '\\ud800' at character {position} "
+            "(an escape \\ud800-\\udfff must be one half of a pair)")
+
+
+def test_lone_surrogates_are_errors_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # pyarrow used to fail with a UnicodeEncodeError traceback when writing the data set
+    inter = tmp_path / "x.inter.json"
+    inter.write_text(json.dumps({LONE_SURROGATE: [1, 2, 3]}), encoding="utf-8")  # ensure_ascii: the file holds \ud800
+    assert error_text(tmp_path, format="lcrec", inter=str(inter)) == surrogate_error(f"{inter}: user '\\ud800'")
+    from alignrec.cli import main
+
+    assert main(["prepare", "--format", "lcrec", "--inter", str(inter), "--out", str(tmp_path / "cli")]) == 2
+    assert "expected Unicode text, got a lone surrogate '\\ud800' at character 1" in capsys.readouterr().err
+
+    inter.write_text(json.dumps({"u": [1, 2, 3]}), encoding="utf-8")
+    items = tmp_path / "x.item.json"
+    items.write_text(json.dumps({"1": {"title": "ok" + LONE_SURROGATE}, "2": {"title": "b"}}), encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(inter), items=str(items)) == (
+        surrogate_error(f"{items}: item '1', field title", 3))
+    items.write_text(json.dumps({"1": {"title": "a", "categories": ["x", LONE_SURROGATE]}}), encoding="utf-8")
+    assert error_text(tmp_path, format="lcrec", inter=str(inter), items=str(items)) == (
+        surrogate_error(f"{items}: item '1', field categories"))
+
+
+def test_lone_surrogates_in_amazon_titles_and_reviews(tmp_path: Path) -> None:
+    reviews = tmp_path / "reviews_Toys_5.json"
+    lines = [{"reviewerID": "u", "asin": str(i), "unixReviewTime": i, "reviewText": "fine"} for i in (1, 2, 3)]
+    lines[2]["reviewText"] = "great " + LONE_SURROGATE
+    reviews.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), kcore=0) == (
+        surrogate_error(f"{reviews}: line 3, field reviewText", 7))
+    lines[2]["reviewText"] = "fine"
+    reviews.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    meta = tmp_path / "meta_Toys.json"
+    meta.write_text(json.dumps({"asin": "1", "title": "a"}) + "\n" + "{'asin': '2', 'title': '\\ud800'}\n", encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0) == (
+        surrogate_error(f"{meta}: line 2, field title"))
+
+
+def test_amazon_duplicate_keys_are_an_error(tmp_path: Path) -> None:
+    # json keeps the last value: the review used to count for user 'b', silently
+    reviews = tmp_path / "reviews_Toys_5.json"
+    good = "".join(json.dumps({"reviewerID": "a", "asin": str(i), "unixReviewTime": i}) + "\n" for i in (1, 2, 3))
+    reviews.write_text(good + '{"reviewerID": "a", "asin": "4", "reviewerID": "b", "unixReviewTime": 4}\n', encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), kcore=0) == (
+        f"{reviews}: line 4, column 34: key 'reviewerID' appears a second time in the same object; expected every key "
+        "once (a JSON reader keeps only the last value, which would silently lose the others)")
+    reviews.write_text(good, encoding="utf-8")
+    meta = tmp_path / "meta_Toys.json"
+    meta.write_text('{"asin": "1", "title": "a"}\n{"asin": "2", "title": "b", "title": "c"}\n', encoding="utf-8")
+    assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0).startswith(
+        f"{meta}: line 2, column 29: key 'title' appears a second time in the same object")
+
+
+def test_item_text_that_is_not_text_is_an_error(tmp_path: Path) -> None:
+    # str() used to store the titles "nan" and "{'en': 'x'}"
+    inter = tmp_path / "x.inter.json"
+    inter.write_text(json.dumps({"u": [1, 2, 3]}), encoding="utf-8")
+    items = tmp_path / "x.item.json"
+    reviews = tmp_path / "reviews_Toys_5.json"
+    reviews.write_text("".join(json.dumps({"reviewerID": "u", "asin": str(i), "unixReviewTime": i}) + "\n" for i in (1, 2, 3)))
+    meta = tmp_path / "meta_Toys.json"
+    for title, shown in [("NaN", "not float, got nan"), ('{"en": "x"}', "not dict, got {'en': 'x'}")]:
+        items.write_text('{"1": {"title": "a"}, "2": {"title": ' + title + "}}", encoding="utf-8")
+        assert error_text(tmp_path, format="lcrec", inter=str(inter), items=str(items)) == (
+            f"{items}: item '2', field title: expected text (a string or a list of strings), {shown}")
+        meta.write_text('{"asin": "1", "title": "a"}\n{"asin": "2", "title": "b", "brand": ' + title + "}\n", encoding="utf-8")
+        assert error_text(tmp_path, format="amazon18", inter=str(reviews), items=str(meta), kcore=0) == (
+            f"{meta}: line 2, field brand: expected text (a string or a list of strings), {shown}")
+
+    # integers are text written without quotes: kept
+    items.write_text(json.dumps({str(i): {"title": 1984 + i, "categories": ["a", 7]} for i in (1, 2, 3)}), encoding="utf-8")
+    run_prepare(tmp_path, format="lcrec", inter=str(inter), items=str(items))
+    from alignrec.data import load_dataset
+
+    dataset = load_dataset(tmp_path / "run")
+    assert [(item.title, item.categories) for item in dataset.items] == [("1985", ["a", "7"]), ("1986", ["a", "7"]), ("1987", ["a", "7"])]
+
+
+def test_timestamps_that_only_float_reads_as_numbers_are_errors(tmp_path: Path) -> None:
+    # float() reads "1_0" as 10 and "\u0663" (Arabic-Indic 3) as 3: such a line used to be ordered by that number
+    inter = tmp_path / "events.csv"
+    atomic = tmp_path / "x.inter"
+    reviews = tmp_path / "reviews_Toys_5.json"
+    for value in ["1_0", "\u0663", "\uff11"]:  # an underscore, Arabic-Indic 3, fullwidth 1
+        inter.write_text(f"user_id,item_id,timestamp\nu,a,3\nu,b,{value}\nu,c,1\n", encoding="utf-8")
+        assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+            f"{inter}: line 3, field timestamp: expected a number or an ISO-8601 date/time "
+            f"(e.g. 2018-03-01 or 2018-03-01T12:30:00), got {value!r}")
+        atomic.write_text(f"user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\nu\tb\t{value}\n", encoding="utf-8")
+        assert error_text(tmp_path, format="recbole", inter=str(atomic)) == (
+            f"{atomic}: line 3, field timestamp: expected a number, got {value!r}")
+        reviews.write_text(json.dumps({"reviewerID": "u", "asin": "a", "unixReviewTime": value}) + "\n", encoding="utf-8")
+        assert error_text(tmp_path, format="amazon18", inter=str(reviews)) == (
+            f"{reviews}: line 1, field unixReviewTime: expected a Unix timestamp (seconds), got {value!r}")
+
+    # plain decimal numbers still order the events
+    inter.write_text("user_id,item_id,timestamp\nu,a, 3 \nu,b,-1.5\nu,c,1e1\nu,d,+.5\n", encoding="utf-8")
+    run_prepare(tmp_path, format="csv", inter=str(inter))
+    from alignrec.data import load_dataset
+
+    dataset = load_dataset(tmp_path / "run")
+    assert [dataset.item_ids[i] for i in dataset.sequences[0]] == ["b", "d", "a", "c"]  # -1.5, 0.5, 3, 10
+
+
+def test_csv_rows_with_fewer_or_more_fields_than_the_header_are_errors(tmp_path: Path) -> None:
+    # a short item row used to give an empty title; an extra MiniOneRec field was ignored
+    inter = tmp_path / "events.csv"
+    inter.write_text("user_id,item_id\nu,1\nu,2\nu,3\n", encoding="utf-8")
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,brand\n1,a,x\n2\n3,c,z\n", encoding="utf-8")
+    assert error_text(tmp_path, format="csv", inter=str(inter), items=str(items)) == (
+        f"{items}: line 3: expected 3 fields like the header, got '1 fields'")
+    write_minionerec(tmp_path, b'user_id,history_item_id,item_id\nu,"[1, 2]",3\nv,"[1, 2]",3,4\n')
+    assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)) == (
+        f"{tmp_path / 'valid.csv'}: line 3: expected 3 fields like the header, got '4 fields'")
+    write_minionerec(tmp_path, b'user_id,history_item_id,item_id\nu,"[1, 2]"\n')
+    assert error_text(tmp_path, format="minionerec", dir=str(tmp_path)) == (
+        f"{tmp_path / 'valid.csv'}: line 2: expected 3 fields like the header, got '2 fields'")
+
+
+def test_float_ids_beyond_2_53_are_errors(tmp_path: Path) -> None:
+    # 2**53 + 1 and 2**53 are one float: two users used to merge into one silently
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inter = tmp_path / "events.parquet"
+    users = [float(2**53 - 1)] * 3 + [float(2**53 + 1)] * 3
+    pq.write_table(pa.table({"user_id": pa.array(users, pa.float64()), "item_id": ["a", "b", "c"] * 2}), inter)
+    assert error_text(tmp_path, format="csv", inter=str(inter)) == (
+        f"{inter}: row 4, field user_id: expected a user id (a string or an integer; a float column holds ids exactly "
+        "only below 2**53 = 9007199254740992), got 9007199254740992.0")
+    # below the limit a float id is still its integer
+    pq.write_table(pa.table({"user_id": pa.array([float(2**53 - 1)] * 3, pa.float64()), "item_id": ["a", "b", "c"]}), inter)
+    run_prepare(tmp_path, format="csv", inter=str(inter))
+    from alignrec.data import load_dataset
+
+    assert load_dataset(tmp_path / "run").user_ids == ["9007199254740991"]
+
+    folder = tmp_path / "minionerec"
+    folder.mkdir()
+    write_minionerec(folder, b'user_id,history_item_id,item_id\nA,"[1.0, 9007199254740993.0]",3\n')
+    assert error_text(folder, format="minionerec", dir=str(folder)) == (
+        f"{folder / 'valid.csv'}: line 2, field history_item_id: expected a list of integer item ids, "
+        "got '[1.0, 9007199254740993.0]'")

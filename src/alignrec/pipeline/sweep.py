@@ -109,6 +109,12 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
+def results_stem(config: SweepConfig, label: str) -> str:
+    """``<name>_<label>``, the results files' and default sweep folder's name, with every character
+    but letters, digits and ``-_.`` replaced: a label such as ``../x`` or ``a/b`` stays in its folder."""
+    return _safe(f"{config.name}_{label}")
+
+
 def run_sweep(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None,
               base: str | Path | None = None, out: str | Path | None = None,
               results: str | Path | None = None) -> dict[str, Any]:
@@ -133,7 +139,7 @@ def run_sweep(path: str | Path, overrides: list[str] | None = None, only: list[s
     base_raw = apply_overrides(base_raw, overrides or [])
     base_experiment = load_experiment(data=base_raw)  # validates the base before any cell runs
     label = config.label or data_label(base_experiment)
-    root = Path(config.out) if config.out else Path("runs") / "sweeps" / f"{config.name}_{_safe(label)}"
+    root = Path(config.out) if config.out else Path("runs") / "sweeps" / results_stem(config, label)
     cells = expand_cells(config)
     if only:
         unknown = sorted(set(only) - {c.name for c in cells})
@@ -212,7 +218,7 @@ def write_results(config: SweepConfig, label: str, rows: list[dict[str, Any]], b
     import datetime as dt
     import sys
 
-    name = f"{config.name}_{label}"
+    name = results_stem(config, label)
     record = {
         "name": name,
         "complete": complete,

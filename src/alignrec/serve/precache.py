@@ -108,6 +108,8 @@ def run_key(version: str, config: PrecacheConfig) -> str:
 
 def read_histories_file(path: str | os.PathLike[str], item_index_of: dict[str, int]) -> dict[str, list[int]]:
     """``{"user_id": ..., "items": [item ids, oldest first]}`` per line -> {user id: item indices}."""
+    from alignrec.data.sources.common import check_unicode  # the ingestion check: a user id must be UTF-8-writable
+
     path = Path(path)
     out: dict[str, list[int]] = {}
     for number, record in iter_jsonl(path, missing="histories file not found"):
@@ -121,7 +123,7 @@ def read_histories_file(path: str | os.PathLike[str], item_index_of: dict[str, i
             indices.append(index)
         if not indices:
             raise InputError(f"{path}: line {number}, field items: a history needs at least one item")
-        out[str(record["user_id"])] = indices
+        out[check_unicode(str(record["user_id"]), path, f"line {number}, field user_id")] = indices
     return out
 
 

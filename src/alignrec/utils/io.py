@@ -439,6 +439,16 @@ def _json_error(path: Path, text: str, error: BaseException, line_offset: int = 
     return InputError(f"{path}: invalid JSON ({error})")
 
 
+def loads_unique_keys(text: str, path: str | os.PathLike[str], line_offset: int = 0) -> Any:
+    """``json.loads(text)`` where a key repeated within one object is an InputError naming
+    ``path``, the line (``text`` is line ``line_offset + 1`` on), the column and the key, as in
+    ``read_json(unique_keys=True)``; other parse errors propagate as ``json.loads`` raises them."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object)
+    except _DuplicateKey as error:
+        raise _json_error(Path(path), text, error, line_offset) from None
+
+
 def read_json(path: str | os.PathLike[str], *, unique_keys: bool = False) -> Any:
     """Read a JSON file; a missing file or a parse error names the file (and line, column).
 

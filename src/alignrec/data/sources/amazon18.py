@@ -8,7 +8,8 @@
   HTML entities/tags in some titles.
 
 Files may be gzip-compressed or plain (detected from their first bytes). Lines are parsed as
-JSON, then as a Python literal; anything else is an error naming the file and line. Metadata:
+JSON, then as a Python literal; anything else is an error naming the file and line, and so
+is a key repeated in a JSON line (``json`` would keep the last value). Metadata:
 titles are cleaned (HTML entities and tags removed, whitespace collapsed); items without a
 title (or, with ``--title-max-words``, with an overlong one) are dropped and counted, and so
 are repeated metadata records (the first is kept). Reviews: exact repeats (same user, item
@@ -21,7 +22,6 @@ Files must be UTF-8 (a byte-order mark is fine); ``unixReviewTime`` must be a fi
 from __future__ import annotations
 
 import ast
-import json
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -36,10 +36,14 @@ from alignrec.data.sources.common import (
     check_id,
     clean_text,
     fail,
+    field_text,
     finite_timestamp,
     iter_text_lines,
+    plain_number,
     require_file,
 )
+from alignrec.errors import InputError
+from alignrec.utils.io import loads_unique_keys
 
 if TYPE_CHECKING:
     from alignrec.data.prepare import PrepareConfig
@@ -59,9 +63,11 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not line:
             continue
         try:
-            record = json.loads(line)
+            record = loads_unique_keys(line, path, line_offset=line_number - 1)
         except RecursionError:
             fail(path, f"line {line_number}", "one JSON object per line, nested a few levels (it is nested too deeply to parse)")
+        except InputError:  # a repeated key (an InputError is a ValueError: the literal fallback would accept the line)
+            raise
         except ValueError:  # JSONDecodeError, or a number of more than 4300 digits
             try:
                 record = ast.literal_eval(line)
@@ -100,7 +106,8 @@ def read_meta(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[
             dropped["duplicate_meta_records"] += 1
             continue
         seen.add(asin)
-        title = clean_text(record.get("title"))
+        where = f"line {line_number}"
+        title = clean_text(field_text(record, "title", path, where))
         if not title:
             dropped["items_without_title"] += 1
             continue
@@ -109,9 +116,9 @@ def read_meta(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict[
             continue
         items[asin] = ItemRecord(
             title=title,
-            description=clean_text(record.get("description")),  # 2014: a string; 2018: a list
-            brand=clean_text(record.get("brand")),
-            categories=categories_of(record.get("category", record.get("categories"))),  # 2018 / 2014
+            description=clean_text(field_text(record, "description", path, where)),  # 2014: a string; 2018: a list
+            brand=clean_text(field_text(record, "brand", path, where)),
+            categories=categories_of(field_text(record, "category" if "category" in record else "categories", path, where)),
         )
     return items
 
@@ -126,16 +133,19 @@ def read_reviews(path: Path, dropped: Counter[str]) -> tuple[InteractionLog, lis
         asin = _text_id(record.get("asin"), path, f"line {line_number}, field asin", "a non-empty product id")
         raw_time = record.get("unixReviewTime")
         where = f"line {line_number}, field unixReviewTime"
-        try:
-            if isinstance(raw_time, bool) or not isinstance(raw_time, (int, float, str)):
-                raise ValueError
-            when = float(raw_time)
-        except ValueError:
+        when: float | None = None
+        if isinstance(raw_time, str):
+            when = plain_number(raw_time)
+        elif isinstance(raw_time, (int, float)) and not isinstance(raw_time, bool):
+            try:
+                when = float(raw_time)
+            except OverflowError:  # an integer beyond the float range
+                when = math.inf
+        if when is None:
             fail(path, where, "a Unix timestamp (seconds)", raw_time)
-        except OverflowError:  # an integer beyond the float range
-            when = math.inf
         finite_timestamp(when, raw_time, path, where, "a Unix timestamp (seconds)")
-        text = " ".join(t for t in (clean_text(record.get("summary")), clean_text(record.get("reviewText"))) if t)
+        parts = [clean_text(field_text(record, name, path, f"line {line_number}")) for name in ("summary", "reviewText")]
+        text = " ".join(t for t in parts if t)
         if text:
             texts.append((len(events), text))
         events.add(user, asin, when)

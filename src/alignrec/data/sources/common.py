@@ -12,7 +12,7 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -24,11 +24,15 @@ _SPACE = re.compile(r"\s+")
 # A single string holding several categories: "a|b|c" or "a,b,c" (LC-Rec joins with a bare
 # comma). A comma followed by a space is part of a name ("Arts, Crafts & Sewing").
 _CATEGORY_SEPARATOR = re.compile(r"\||,(?!\s)")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|nan|inf|infinity)", re.ASCII | re.IGNORECASE)
 GZIP_MAGIC = b"\x1f\x8b"
 # Longest id accepted. Real ids are short (ASINs 10 characters, user hashes ~30); a longer
 # field is a broken file (a whole record in one column), and numeric ids of more than 4300
 # digits are beyond what int() converts.
 MAX_ID_LENGTH = 1000
+# Floats hold every integer of smaller magnitude exactly; beyond it neighbours share a float
+# (2**53 + 1 reads as 2**53), so two ids read from a float column could become one.
+FLOAT_EXACT_INTEGERS = 2**53
 # Text files are read as UTF-8; "utf-8-sig" also accepts (and drops) a byte-order mark at the start.
 ENCODING = "utf-8-sig"
 
@@ -59,12 +63,64 @@ def require_file(path: str | Path | None, option: str, what: str) -> Path:
 
 
 def check_id(text: str, path: str | Path, where: str, what: str) -> str:
-    """``text`` if it is an acceptable id (non-empty, at most MAX_ID_LENGTH characters), else an error."""
+    """``text`` if it is an acceptable id (non-empty, at most MAX_ID_LENGTH characters, valid
+    Unicode), else an error."""
     if not text:
         fail(path, where, f"a non-empty {what}", text)
     if len(text) > MAX_ID_LENGTH:
         fail(path, where, f"a {what} of at most {MAX_ID_LENGTH} characters", f"{len(text)} characters: {text[:40]}...")
+    return check_unicode(text, path, where)
+
+
+def check_unicode(text: str, path: str | Path, where: str) -> str:
+    """``text`` if it can be written as UTF-8. JSON (and Python literals) accept an escape such
+    as ``"\\ud800"`` that is only half of a surrogate pair: such a string has no UTF-8 form, and
+    pyarrow would fail with a traceback when the data set is written."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise DatasetFormatError(
+                f"{path}: {where}: expected Unicode text, got a lone surrogate {text[error.start]!r} at character "
+                f"{error.start + 1} (an escape \\ud800-\\udfff must be one half of a pair)"
+            ) from None
     return text
+
+
+def check_text(value: Any, path: str | Path, where: str) -> Any:
+    """``value``, a text field as read, unchanged if it is text: missing (None), a string, an
+    integer, or a (nested) list of those, its strings checked with :func:`check_unicode`.
+    Anything else is an error: ``str()`` would turn NaN into a title "nan" and ``{"en": "x"}``
+    into "{'en': 'x'}" without a word."""
+    if isinstance(value, str):
+        check_unicode(value, path, where)
+    elif isinstance(value, (list, tuple)):
+        for entry in value:
+            check_text(entry, path, where)
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        fail(path, where, f"text (a string or a list of strings), not {type(value).__name__}", value)
+    return value
+
+
+def field_text(record: Mapping[str, Any], name: str, path: str | Path, where: str) -> Any:
+    """``record.get(name)`` checked with :func:`check_text`; an error names ``where, field name``."""
+    return check_text(record.get(name), path, f"{where}, field {name}")
+
+
+def integral_float_text(value: float) -> str | None:
+    """``"12"`` for the float 12.0; None for a float that is not an integer (1.7, NaN, inf) or is
+    at least :data:`FLOAT_EXACT_INTEGERS` in magnitude, where distinct ids may have been rounded
+    to the same float."""
+    return str(int(value)) if value.is_integer() and abs(value) < FLOAT_EXACT_INTEGERS else None
+
+
+def plain_number(text: str) -> float | None:
+    """``text`` as a float if it is a plain decimal number (``12``, ``-1.5``, ``1e9``; also
+    ``nan``/``inf``, for :func:`finite_timestamp` to refuse by name), else None. ``float()``
+    alone also reads ``1_0`` as 10 and other scripts' digits (``\u0663``, Arabic-Indic 3) as
+    numbers, which a data file never means."""
+    text = text.strip()
+    return float(text) if _PLAIN_NUMBER.fullmatch(text) else None
 
 
 def finite_timestamp(value: float, raw: Any, path: str | Path, where: str, expected: str) -> float:
@@ -73,6 +129,27 @@ def finite_timestamp(value: float, raw: Any, path: str | Path, where: str, expec
     if not math.isfinite(value):
         fail(path, where, f"{expected}, a finite number", raw)
     return value
+
+
+def check_unique_columns(path: str | Path, where: str, names: list[str]) -> None:
+    """An error when a column name appears twice in a header or schema: a reader would silently
+    use one of the two columns (``csv.DictReader`` and pyarrow the last, RecBole the first)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DatasetFormatError(
+                f"{path}: {where}: column {_shorten(name)} appears more than once; expected each column name once"
+            )
+        seen.add(name)
+
+
+def check_row_width(path: str | Path, line: int, row: dict[Any, Any], width: int) -> None:
+    """An error unless a ``csv.DictReader`` row has as many fields as the header (``width``): the
+    reader puts extra fields under the key None and fills missing ones with None, so a shifted or
+    cut line would otherwise be read with fields silently dropped or empty."""
+    if None in row or None in row.values():
+        count = width + len(row[None]) if None in row else sum(value is not None for value in row.values())
+        fail(path, f"line {line}", f"{width} fields like the header", f"{count} fields")
 
 
 @contextlib.contextmanager

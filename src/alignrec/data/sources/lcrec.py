@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from alignrec.data.dataset import InteractionLogBuilder, ItemRecord, RawDataset
-from alignrec.data.sources.common import categories_of, check_id, clean_text, fail, parse_listish, require_file
+from alignrec.data.sources.common import (
+    categories_of,
+    check_id,
+    check_text,
+    clean_text,
+    fail,
+    field_text,
+    parse_listish,
+    require_file,
+)
 from alignrec.utils.io import read_json
 
 if TYPE_CHECKING:
@@ -25,12 +34,14 @@ def read_item_table(path: Any, records: Any) -> dict[str, ItemRecord]:
     for item_id, attributes in records.items():
         if not isinstance(attributes, dict):
             fail(path, f"item {item_id!r}", "an object with title/description/brand/categories", attributes)
-        check_id(str(item_id), path, f"item {str(item_id)[:40]!r}", "item id")
+        where = f"item {str(item_id)[:40]!r}"
+        check_id(str(item_id), path, where, "item id")
+        description = check_text(_description(attributes.get("description")), path, f"{where}, field description")
         items[str(item_id)] = ItemRecord(
-            title=clean_text(attributes.get("title")),
-            description=clean_text(_description(attributes.get("description"))),
-            brand=clean_text(attributes.get("brand")),
-            categories=categories_of(attributes.get("categories")),
+            title=clean_text(field_text(attributes, "title", path, where)),
+            description=clean_text(description),
+            brand=clean_text(field_text(attributes, "brand", path, where)),
+            categories=categories_of(field_text(attributes, "categories", path, where)),
         )
     return items
 

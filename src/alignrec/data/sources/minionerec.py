@@ -22,7 +22,10 @@ from alignrec.data.sources.common import (
     MAX_ID_LENGTH,
     allow_long_csv_fields,
     check_id,
+    check_row_width,
+    check_unique_columns,
     fail,
+    integral_float_text,
     open_text,
     parse_listish,
     utf8_errors,
@@ -39,7 +42,7 @@ SAMPLE_FILES = ("train.csv", "valid.csv", "test.csv")
 
 def integer_id(value: Any) -> str | None:
     """``value`` as a canonical integer id (``"007"`` -> ``"7"``), or None when it is not one:
-    an int, an integral float (``3.0``) or a string of ASCII digits with an optional sign."""
+    an int, an integral float below 2**53 (``3.0``) or a string of ASCII digits with an optional sign."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -48,7 +51,7 @@ def integer_id(value: Any) -> str | None:
         text = str(value)
         return text if len(text.lstrip("-")) <= MAX_ID_LENGTH else None
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else None
+        return integral_float_text(value)
     if isinstance(value, str):
         text = value.strip()
         digits = text[1:] if text[:1] in "+-" else text
@@ -75,12 +78,14 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
     for path in sample_paths:
         with open_text(path, newline="") as handle, utf8_errors(path, "a CSV file"):
             reader = csv.DictReader(handle)
+            check_unique_columns(path, "line 1 (header)", list(reader.fieldnames or []))
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 # the header as read (repr), so that a stray invisible character shows
                 fail(path, "line 1 (header)", f"columns {list(REQUIRED_COLUMNS)}; missing {missing}", reader.fieldnames)
             for row in reader:
                 line = reader.line_num
+                check_row_width(path, line, row, len(reader.fieldnames or []))
                 user = (row["user_id"] or "").strip()
                 if not user:
                     fail(path, f"line {line}, field user_id", "a non-empty user id", row["user_id"])

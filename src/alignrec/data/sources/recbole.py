@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alignrec.data.dataset import DatasetFormatError, InteractionLogBuilder, ItemRecord, RawDataset
-from alignrec.data.sources.common import check_id, clean_text, fail, finite_timestamp, open_text, require_file, utf8_errors
+from alignrec.data.sources.common import (
+    check_id,
+    check_unique_columns,
+    clean_text,
+    fail,
+    finite_timestamp,
+    open_text,
+    plain_number,
+    require_file,
+    utf8_errors,
+)
 from alignrec.utils.io import remove_stale_temporaries, temporary_prefix
 from alignrec.utils.log import get_logger
 
@@ -46,6 +56,7 @@ def _parse_header(path: Path, line: str) -> list[str]:
         if not sep or kind not in {"token", "token_seq", "float", "float_seq"}:
             fail(path, f"line 1, column {position + 1}", "a typed header field like 'item_id:token'", column)
         names.append(name)
+    check_unique_columns(path, "line 1 (header)", names)
     return names
 
 
@@ -81,9 +92,8 @@ def read_atomic(inter_path: Path, item_path: Path | None) -> RawDataset:
     for line_number, fields in rows:
         timestamp = None
         if time_col is not None:
-            try:
-                timestamp = float(fields[time_col])
-            except ValueError:
+            timestamp = plain_number(fields[time_col])
+            if timestamp is None:
                 fail(inter_path, f"line {line_number}, field timestamp", "a number", fields[time_col])
             finite_timestamp(timestamp, fields[time_col], inter_path, f"line {line_number}, field timestamp", "a number")
         user, item = fields[user_col].strip(), fields[item_col].strip()

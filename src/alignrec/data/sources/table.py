@@ -28,14 +28,20 @@ from typing import TYPE_CHECKING, Any
 
 from alignrec.data.dataset import DatasetFormatError, InteractionLogBuilder, ItemRecord, RawDataset
 from alignrec.data.sources.common import (
+    FLOAT_EXACT_INTEGERS,
+    MAX_ID_LENGTH,
     allow_long_csv_fields,
     categories_of,
-    MAX_ID_LENGTH,
     check_id,
+    check_row_width,
+    check_unique_columns,
     clean_text,
     fail,
+    field_text,
     finite_timestamp,
+    integral_float_text,
     open_text,
+    plain_number,
     require_file,
     utf8_errors,
 )
@@ -71,9 +77,10 @@ def _delimiter(path: Path, sample: str) -> str:
 
 
 def _check_columns(path: Path, have: list[str], required: list[str]) -> None:
+    where = "schema" if path.suffix in PARQUET_SUFFIXES else "line 1 (header)"
+    check_unique_columns(path, where, have)
     missing = [c for c in required if c not in have]
     if missing:
-        where = "schema" if path.suffix in PARQUET_SUFFIXES else "line 1 (header)"
         raise DatasetFormatError(
             f"{path}: {where}: missing column(s) {missing}; the file has {have} "
             "(map yours with --user-column/--item-column/--time-column/...)"
@@ -107,8 +114,7 @@ def iter_rows(path: Path, required: list[str]) -> Iterator[tuple[str, dict[str, 
         fields = list(reader.fieldnames or [])
         _check_columns(path, fields, required)
         for row in reader:
-            if None in row:
-                fail(path, f"line {reader.line_num}", f"{len(fields)} fields like the header", f"{len(fields) + len(row[None])} fields")
+            check_row_width(path, reader.line_num, row, len(fields))
             yield f"line {reader.line_num}", row
 
 
@@ -128,12 +134,9 @@ def parse_timestamp(value: Any, path: Path, where: str) -> float:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).timestamp()
     text = "" if value is None else str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        # float() takes "nan", "inf" and turns "1e400" into inf: none of them can be ordered
+    number = plain_number(text)
+    if number is not None:
+        # "nan", "inf" and "1e400" (inf) are numbers too, but none of them can be ordered
         return finite_timestamp(number, value, path, where, "a number or an ISO-8601 date/time")
     try:
         parsed = dt.datetime.fromisoformat(text)
@@ -147,7 +150,7 @@ def parse_timestamp(value: Any, path: Path, where: str) -> float:
 def _integral_text(value: float | decimal.Decimal) -> str | None:
     """``"12"`` for 12.0 or Decimal("12"); None for a value that is not a (reasonably sized) integer."""
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else None  # is_integer() is False for NaN and inf
+        return integral_float_text(value)
     if not value.is_finite() or value != value.to_integral_value() or value.adjusted() >= MAX_ID_LENGTH:
         return None
     return str(int(value))
@@ -162,8 +165,10 @@ def _id(row: dict[str, Any], column: str, path: Path, where: str, what: str) -> 
         text = str(value)
     elif isinstance(value, (float, decimal.Decimal)):
         integral = _integral_text(value)
-        if integral is None:  # 1.7, NaN (a gap in a pandas column), inf, 1E+5000: no id
-            fail(path, f"{where}, field {column}", f"a {what} (a string or an integer)", value)
+        if integral is None:  # 1.7, NaN (a gap in a pandas column), inf, 1E+5000, 2.0**53: no id
+            beyond = isinstance(value, float) and value.is_integer()
+            exact = f"; a float column holds ids exactly only below 2**53 = {FLOAT_EXACT_INTEGERS}" if beyond else ""
+            fail(path, f"{where}, field {column}", f"a {what} (a string or an integer{exact})", value)
         text = integral  # a float/decimal column of ids: 12.0 -> "12"
     elif value is None:
         text = ""
@@ -184,10 +189,10 @@ def read_items(path: Path, config: PrepareConfig, dropped: Counter[str]) -> dict
             dropped["duplicate_item_rows"] += 1
             continue
         items[item] = ItemRecord(
-            title=clean_text(row.get(config.title_column)),
-            description=clean_text(row.get(config.description_column)),
-            brand=clean_text(row.get(config.brand_column)),
-            categories=categories_of(row.get(config.categories_column)),
+            title=clean_text(field_text(row, config.title_column, path, where)),
+            description=clean_text(field_text(row, config.description_column, path, where)),
+            brand=clean_text(field_text(row, config.brand_column, path, where)),
+            categories=categories_of(field_text(row, config.categories_column, path, where)),
         )
     return items
 
@@ -212,7 +217,7 @@ def read(config: PrepareConfig) -> tuple[RawDataset, dict[str, str]]:
         when = parse_timestamp(row[time_column], inter_path, f"{where}, field {time_column}") if time_column else None
         events.add(user, item, when)
         if config.review_column and row.get(config.review_column):
-            reviews.append((user, item, clean_text(row[config.review_column])))
+            reviews.append((user, item, clean_text(field_text(row, config.review_column, inter_path, where))))
 
     inputs = {"inter": str(inter_path)}
     dropped: Counter[str] = Counter()
