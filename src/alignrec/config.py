@@ -238,10 +238,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
     """Add one ``--option`` per field of ``cls`` (defaults stay unset so that a config file
     and the dataclass defaults can fill them; see :func:`config_from_args`)."""
     hints = _field_types(cls)
-    group = parser.add_argument_group(f"{cls.__name__} options")
+    groups: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if not field.init or field.name in skip:
             continue
+        # A config's sections (field metadata "section", e.g. FinetuneConfig's "model and LoRA")
+        # become the help's option groups, so the help reads like the dataclass.
+        section = field.metadata.get("section", "options")
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{cls.__name__}: {section}")
+        group = groups[section]
         tp, _ = _unwrap_optional(hints[field.name])
         help_text = field.metadata.get("help", "")
         default = field.default if field.default is not dataclasses.MISSING else None

@@ -15,104 +15,122 @@ RESUMABLE_CHANGES = frozenset(
 
 @dataclass
 class FinetuneConfig:
-    """Settings of ``alignrec finetune`` (LoRA + trainable code-token rows, Hugging Face Trainer)."""
+    """Settings of ``alignrec finetune`` (LoRA + trainable code-token rows, Hugging Face Trainer).
 
+    Grouped in sections (the comments below; ``alignrec finetune --help`` shows the same groups):
+    inputs, the model and LoRA, the initialisation of the code-token rows, the schedule, batches
+    and speed, the validation ranking that selects the checkpoint, checkpoints and outputs, and
+    several processes. Every key is documented by its help text.
+    """
+
+    # -- inputs ------------------------------------------------------------------------------
     llm: str = field(
         default="smollm2",
-        metadata={"help": "backbone: 'smollm2' (offline GGUF), a .gguf file, a local HF folder or a hub id"},
+        metadata={"section": "inputs", "help": "backbone: 'smollm2' (offline GGUF), a .gguf file, a local HF folder or a hub id"},
     )
-    tasks: str | None = field(default=None, metadata={"help": "folder with train.jsonl/valid.jsonl (default: RUN/tasks)"})
-    codes: str | None = field(default=None, metadata={"help": "item codes folder (default: RUN/tokenizer)"})
-    new_token_init: Literal["default", "sa_init", "mlp"] = field(
-        default="default",
-        metadata={"help": "code-token rows: default (no codebook copy; the paper), sa_init (TS-Rec keywords), "
-                  "mlp (MLP projection of the codebook vectors; the paper's Table 7 ablation)"},
+    tasks: str | None = field(default=None, metadata={"section": "inputs", "help": "folder with train.jsonl/valid.jsonl (default: RUN/tasks)"})
+    codes: str | None = field(default=None, metadata={"section": "inputs", "help": "item codes folder (default: RUN/tokenizer)"})
+    max_train_examples: int = field(default=0, metadata={"section": "inputs", "help": "use at most this many training examples (0 = all)"})
+    max_eval_examples: int = field(default=200, metadata={"section": "inputs", "help": "validation examples for the evaluation loss"})
+    max_length: int = field(
+        default=1024, metadata={"section": "inputs", "help": "examples with more tokens are dropped (counted), never truncated"}
     )
-    code_descriptions: str | None = field(
-        default=None, metadata={"help": "sa_init keywords (default: CODES/code_descriptions.json)"}
-    )
-    codebooks: str | None = field(default=None, metadata={"help": "mlp init vectors (default: CODES/codebooks.safetensors)"})
-    mlp_layers: int = field(default=2, metadata={"help": "mlp init: number of linear layers (2 or 3)"})
-    mlp_hidden: int = field(default=0, metadata={"help": "mlp init: hidden width (0 = the LLM width)"})
-    mlp_steps: int = field(default=300, metadata={"help": "mlp init: Adam steps fitting the projection to item text"})
+    seed: int = field(default=42, metadata={"section": "inputs", "help": "random seed"})
 
+    # -- model and LoRA ----------------------------------------------------------------------
     llm_layers: int = field(
         default=0,
-        metadata={"help": "keep the first N decoder layers of the backbone (plus its final norm and head); 0 = all"},
+        metadata={"section": "model and LoRA", "help": "keep the first N decoder layers of the backbone (plus its final norm and head); 0 = all"},
     )
     head: Literal["code", "full"] = field(
         default="code",
-        metadata={"help": "loss at code positions: code (softmax over that level's code tokens only; beam search "
+        metadata={"section": "model and LoRA", "help": "loss at code positions: code (softmax over that level's code tokens only; beam search "
                   "scores the same way) or full (the whole vocabulary, the papers' setting)"},
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / r)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_r: int = field(default=8, metadata={"section": "model and LoRA", "help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"section": "model and LoRA", "help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"section": "model and LoRA", "help": "LoRA dropout"})
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["all-linear"],
-        metadata={"help": "modules that get LoRA adapters; 'all-linear' = every linear layer but the output layer "
+        metadata={"section": "model and LoRA", "help": "modules that get LoRA adapters; 'all-linear' = every linear layer but the output layer "
                   "(for Llama/Qwen/Mistral: q,k,v,o,gate,up,down projections)"},
     )
     train_code_tokens: bool = field(
-        default=True, metadata={"help": "train the embedding (and untied output) rows of the code tokens"}
+        default=True, metadata={"section": "model and LoRA", "help": "train the embedding (and untied output) rows of the code tokens"}
     )
 
-    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
-        default="cosine", metadata={"help": "learning-rate schedule"}
+    # -- code-token initialisation -----------------------------------------------------------
+    new_token_init: Literal["default", "sa_init", "mlp"] = field(
+        default="default",
+        metadata={"section": "code-token initialisation", "help": "code-token rows: default (no codebook copy; the paper), sa_init (TS-Rec keywords), "
+                  "mlp (MLP projection of the codebook vectors; the paper's Table 7 ablation)"},
     )
-    warmup_ratio: float = field(default=0.03, metadata={"help": "share of the steps with linear warm-up"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over train.jsonl (ignored when max_steps > 0)"})
-    max_steps: int = field(default=0, metadata={"help": "optimizer steps (0 = decided by epochs)"})
+    code_descriptions: str | None = field(
+        default=None, metadata={"section": "code-token initialisation", "help": "sa_init keywords (default: CODES/code_descriptions.json)"}
+    )
+    codebooks: str | None = field(default=None, metadata={"section": "code-token initialisation", "help": "mlp init vectors (default: CODES/codebooks.safetensors)"})
+    mlp_layers: int = field(default=2, metadata={"section": "code-token initialisation", "help": "mlp init: number of linear layers (2 or 3)"})
+    mlp_hidden: int = field(default=0, metadata={"section": "code-token initialisation", "help": "mlp init: hidden width (0 = the LLM width)"})
+    mlp_steps: int = field(default=300, metadata={"section": "code-token initialisation", "help": "mlp init: Adam steps fitting the projection to item text"})
+
+    # -- schedule ----------------------------------------------------------------------------
+    learning_rate: float = field(default=2e-4, metadata={"section": "schedule", "help": "peak learning rate"})
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
+        default="cosine", metadata={"section": "schedule", "help": "learning-rate schedule"}
+    )
+    warmup_ratio: float = field(default=0.03, metadata={"section": "schedule", "help": "share of the steps with linear warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"section": "schedule", "help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"section": "schedule", "help": "gradient clipping norm"})
+    epochs: float = field(default=1.0, metadata={"section": "schedule", "help": "passes over train.jsonl (ignored when max_steps > 0)"})
+    max_steps: int = field(default=0, metadata={"section": "schedule", "help": "optimizer steps (0 = decided by epochs)"})
     max_train_minutes: float = field(
-        default=0.0, metadata={"help": "stop training after this many wall-clock minutes (0 = no limit; runs stopped "
+        default=0.0, metadata={"section": "schedule", "help": "stop training after this many wall-clock minutes (0 = no limit; runs stopped "
                                "by time are not bit-reproducible, use max_steps for that)"}
     )
-    batch_size: int = field(default=8, metadata={"help": "examples per device per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    eval_batch_size: int = field(default=0, metadata={"help": "evaluation batch size (0 = batch_size)"})
-    max_length: int = field(
-        default=1024, metadata={"help": "examples with more tokens are dropped (counted), never truncated"}
-    )
-    max_train_examples: int = field(default=0, metadata={"help": "use at most this many training examples (0 = all)"})
-    max_eval_examples: int = field(default=200, metadata={"help": "validation examples for the evaluation loss"})
+
+    # -- batches and speed -------------------------------------------------------------------
+    batch_size: int = field(default=8, metadata={"section": "batches and speed", "help": "examples per device per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"section": "batches and speed", "help": "gradient accumulation steps"})
+    eval_batch_size: int = field(default=0, metadata={"section": "batches and speed", "help": "evaluation batch size (0 = batch_size)"})
     group_by_length: bool = field(
-        default=True, metadata={"help": "batch examples of similar length together (less padding)"}
+        default=True, metadata={"section": "batches and speed", "help": "batch examples of similar length together (less padding)"}
     )
     answer_logits_only: bool = field(
         default=True,
-        metadata={"help": "compute output logits only where an answer token is predicted (same loss, much less "
+        metadata={"section": "batches and speed", "help": "compute output logits only where an answer token is predicted (same loss, much less "
                   "work with large vocabularies; off = the model's own loss over full logits)"},
     )
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
+    gradient_checkpointing: bool = field(default=False, metadata={"section": "batches and speed", "help": "recompute activations in backward"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
-        default="auto", metadata={"help": "auto = bf16 on a GPU that supports it, else fp32"}
+        default="auto", metadata={"section": "batches and speed", "help": "auto = bf16 on a GPU that supports it, else fp32"}
     )
-    logging_steps: int = field(default=10, metadata={"help": "log the training loss every N steps"})
-    save_steps: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
-    eval_steps: int = field(default=0, metadata={"help": "evaluation loss every N steps (0 = only at the end)"})
+    dataloader_workers: int = field(default=0, metadata={"section": "batches and speed", "help": "data loader worker processes"})
+    torch_threads: int = field(default=0, metadata={"section": "batches and speed", "help": "CPU threads for torch (0 = torch's default)"})
+
+    # -- validation ranking ------------------------------------------------------------------
+    eval_steps: int = field(default=0, metadata={"section": "validation ranking", "help": "evaluation loss every N steps (0 = only at the end)"})
     rank_eval_steps: int = field(
         default=0,
-        metadata={"help": "every N steps: HR@10/NDCG@10 by constrained beam search on a fixed validation sample; "
+        metadata={"section": "validation ranking", "help": "every N steps: HR@10/NDCG@10 by constrained beam search on a fixed validation sample; "
                   "the best checkpoint by NDCG@10 is the one saved (0 = off)"},
     )
-    rank_eval_users: int = field(default=200, metadata={"help": "validation users of the ranking evaluation (seeded)"})
-    rank_eval_beam: int = field(default=20, metadata={"help": "beam size of the ranking evaluation"})
+    rank_eval_users: int = field(default=200, metadata={"section": "validation ranking", "help": "validation users of the ranking evaluation (seeded)"})
+    rank_eval_beam: int = field(default=20, metadata={"section": "validation ranking", "help": "beam size of the ranking evaluation"})
     early_stopping_patience: int = field(
-        default=0, metadata={"help": "stop after N ranking evaluations without a better NDCG@10 (0 = never)"}
+        default=0, metadata={"section": "validation ranking", "help": "stop after N ranking evaluations without a better NDCG@10 (0 = never)"}
     )
-    dataloader_workers: int = field(default=0, metadata={"help": "data loader worker processes"})
-    ddp_backend: str | None = field(
-        default=None, metadata={"help": "torch.distributed backend (default: nccl on GPUs, gloo on CPUs)"}
-    )
-    deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed JSON config (optional, GPU only)"})
-    torch_threads: int = field(default=0, metadata={"help": "CPU threads for torch (0 = torch's default)"})
-    save_adapter: bool = field(default=True, metadata={"help": "also save the unmerged LoRA adapter (OUT/adapter)"})
-    seed: int = field(default=42, metadata={"help": "random seed"})
 
+    # -- checkpoints and outputs -------------------------------------------------------------
+    logging_steps: int = field(default=10, metadata={"section": "checkpoints and outputs", "help": "log the training loss every N steps"})
+    save_steps: int = field(default=200, metadata={"section": "checkpoints and outputs", "help": "write a resumable checkpoint every N steps"})
+    save_total_limit: int = field(default=2, metadata={"section": "checkpoints and outputs", "help": "checkpoints kept"})
+    save_adapter: bool = field(default=True, metadata={"section": "checkpoints and outputs", "help": "also save the unmerged LoRA adapter (OUT/adapter)"})
+
+    # -- several processes -------------------------------------------------------------------
+    ddp_backend: str | None = field(
+        default=None, metadata={"section": "several processes", "help": "torch.distributed backend (default: nccl on GPUs, gloo on CPUs)"}
+    )
+    deepspeed: str | None = field(default=None, metadata={"section": "several processes", "help": "DeepSpeed JSON config (optional, GPU only)"})
     def __post_init__(self) -> None:
         positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "batch_size": self.batch_size,
                     "grad_accum": self.grad_accum, "max_length": self.max_length, "logging_steps": self.logging_steps,

@@ -1,0 +1,96 @@
+"""How many source files a reader walks through on the LLM path: measured, not guessed.
+
+Runs the handlers of ``alignrec finetune`` and ``alignrec evaluate`` on a tiny synthetic run (a random tiny
+Llama, random item codes) under ``sys.setprofile`` and lists every alignrec source file whose
+code ran between the command line and (finetune) the loss, (evaluate) the ranked item ids:
+the files a newcomer reading the path top to bottom opens. The run's set-up (data, codes,
+tasks, backbone) is not counted. Works on this tree and on older ones (``PYTHONPATH=OLD/src``).
+
+    python benchmarks/code_walk.py            # prints a JSON summary
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import alignrec
+from alignrec.cli import build_parser, main
+
+PACKAGE = Path(alignrec.__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def visited(files: set[str]):
+    def hook(frame, event, arg):  # noqa: ANN001 - the profiler's signature
+        if event == "call":
+            name = frame.f_code.co_filename
+            if name.startswith(str(PACKAGE)):
+                files.add(str(Path(name).relative_to(PACKAGE)))
+
+    sys.setprofile(hook)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+
+
+def walk(argv: list[str]) -> set[str]:
+    """The files a command's handler runs (the parser of every command is built before: not counted)."""
+    from alignrec.utils.log import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging("WARNING")
+    files: set[str] = set()
+    with visited(files):
+        args.handler(args)
+    return files
+
+
+def summary(files: set[str]) -> dict:
+    packages = sorted({f.split("/")[0] if "/" in f else "alignrec" for f in files})
+    return {"files": len(files), "packages": len(packages), "package_names": packages, "file_names": sorted(files)}
+
+
+def tiny_run(root: Path) -> tuple[Path, Path]:
+    import numpy as np
+
+    from alignrec.data import load_dataset
+    from alignrec.data.synthetic import write_synthetic
+    from alignrec.llm.tiny import build_tiny_backbone
+    from alignrec.tokenizer.codes import ItemCodes
+
+    run = root / "run"
+    write_synthetic(run, num_users=24, num_items=16, groups=4, length=6, kind="cyclic")
+    dataset = load_dataset(run)
+    items = np.arange(dataset.num_items)
+    codes = ItemCodes(np.stack([items // 4, items % 4], axis=1), [4, 4], list(dataset.item_ids))
+    codes.save(run / "tokenizer")
+    model, tokenizer = build_tiny_backbone(code_tokens=codes.vocabulary())
+    backbone = root / "backbone"
+    model.save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    tasks = ["tasks", "build", "--data", str(run), "--tasks", "sequential"]
+    try:
+        main([*tasks, "--llm", "none"])  # older trees measured example lengths with a tokenizer
+    except SystemExit:
+        main(tasks)
+    return run, backbone
+
+
+def main_walk() -> dict:
+    # the commands print their own summaries: keep stdout for this script's JSON
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(sys.stderr):
+        run, backbone = tiny_run(Path(folder))
+        training = walk(["finetune", "--data", str(run), "--llm", str(backbone), "--max-steps", "2", "--batch-size", "4",
+                         "--save-steps", "100", "--no-save-adapter"])
+        inference = walk(["evaluate", "--model", str(run), "--beam-size", "10", "--users", "8"])
+    return {"alignrec": str(PACKAGE), "finetune (CLI to loss and saved model)": summary(training),
+            "evaluate (CLI to ranked ids)": summary(inference)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main_walk(), indent=2))
