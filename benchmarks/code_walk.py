@@ -6,7 +6,9 @@ code ran between the command line and (finetune) the loss, (evaluate) the ranked
 the files a newcomer reading the path top to bottom opens. The run's set-up (data, codes,
 tasks, backbone) is not counted. Works on this tree and on older ones (``PYTHONPATH=OLD/src``).
 
-    python benchmarks/code_walk.py            # prints a JSON summary
+    git worktree add /tmp/before 54541ad
+    python benchmarks/code_walk.py --before /tmp/before/src   # writes benchmarks/results/code_walk.{json,md}
+    python benchmarks/code_walk.py --print                    # this tree only, JSON on stdout
 """
 
 from __future__ import annotations
@@ -92,5 +94,49 @@ def main_walk() -> dict:
             "evaluate (CLI to ranked ids)": summary(inference)}
 
 
+def walk_of(src: Path | None) -> dict:
+    """``main_walk`` of this tree (None) or of another checkout's ``src`` folder, in a fresh process."""
+    import os
+    import subprocess
+
+    if src is None:
+        return main_walk()
+    env = {**os.environ, "PYTHONPATH": str(src), "ALIGNREC_PROGRESS": "0"}
+    output = subprocess.run([sys.executable, __file__, "--print"], env=env, cwd=src.parent, check=True,
+                            capture_output=True, text=True).stdout
+    return json.loads(output)
+
+
+def main_cli(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from common import BenchmarkRun, git_commit
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", type=Path, help="src/ of an older checkout to compare with")
+    parser.add_argument("--print", action="store_true", help="print this tree's walk as JSON (nothing written)")
+    args = parser.parse_args(argv)
+    if args.print:
+        print(json.dumps(main_walk(), indent=2))
+        return
+    run = BenchmarkRun("code_walk", description=(
+        "Source files and packages of alignrec whose code runs in the handler of a command on a tiny run "
+        "(sys.setprofile; the parser of every command, built before, is not counted): what a reader of the "
+        "LLM path opens, from the command to the loss (finetune) and to the ranked item ids (evaluate)."))
+    trees = [("this tree", None)] if args.before is None else [("before", args.before.resolve()), ("this tree", None)]
+    files: dict[str, dict[str, list[str]]] = {}
+    for label, src in trees:
+        walks = walk_of(src)
+        commit = git_commit(src.parent) if src is not None else git_commit(Path(__file__).resolve().parents[1])
+        for walk_name, found in walks.items():
+            if not isinstance(found, dict):
+                continue
+            run.add_row({"tree": f"{label} ({commit[:7]})", "walk": walk_name, "files": found["files"],
+                         "packages": found["packages"], "package names": ", ".join(found["package_names"])})
+            files.setdefault(f"{label} ({commit[:7]})", {})[walk_name] = found["file_names"]
+    run.extra["file_names"] = files
+    run.finish(["tree", "walk", "files", "packages", "package names"])
+
+
 if __name__ == "__main__":
-    print(json.dumps(main_walk(), indent=2))
+    main_cli()

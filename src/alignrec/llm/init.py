@@ -87,7 +87,7 @@ def init_sa(model: Any, tokenizer: Any, inputs: InitInputs) -> dict[str, Any]:
     """TS-Rec SA-Init: row = mean over the token's keywords of the keyword's mean embedding."""
     import torch
 
-    from alignrec.tasks.build import read_code_descriptions
+    from alignrec.tokenizer.keywords import read_code_descriptions
 
     path = inputs.code_descriptions
     if path is None or not Path(path).is_file():

@@ -465,29 +465,12 @@ def build_query(context: TaskContext, rng: np.random.Generator, notes: Counter) 
                           context.item_strings[item], user, item)
 
 
-def read_code_descriptions(path: Path, vocabulary: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Read and check ``code_descriptions.json`` (token -> {level, code, items, keywords, description})."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected an object mapping code tokens to descriptions, got {type(data).__name__}")
-    known = set(vocabulary)
-    for token, entry in data.items():
-        if token not in known:
-            raise InputError(f"{path}: key {token!r} is not a code token of the item codes in use")
-        if not isinstance(entry, dict) or not isinstance(entry.get("description", ""), str):
-            raise InputError(f"{path}: {token}: expected an object with a string 'description'")
-        if "keywords" in entry and not (
-            isinstance(entry["keywords"], list) and all(isinstance(k, str) for k in entry["keywords"])
-        ):
-            raise InputError(f"{path}: {token}: 'keywords' must be a list of strings")
-    return data
-
-
 def build_ts_align(context: TaskContext, rng: np.random.Generator, notes: Counter) -> Iterator[Example]:
     path = context.code_descriptions_path
     if path is None or not path.is_file():
         raise TaskSkipped(f"no cluster descriptions ({path}); the tokenizer stage writes code_descriptions.json")
     from alignrec.tokenizer.codes import ItemCodes
+    from alignrec.tokenizer.keywords import read_code_descriptions
 
     descriptions = read_code_descriptions(path, context.codes.vocabulary())
     cleaned = {t: clip_words(e.get("description", ""), context.config.max_text_words) for t, e in descriptions.items()}

@@ -24,12 +24,16 @@ no keywords, empty description). Data sets without text get empty keywords every
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from alignrec.errors import InputError
 from alignrec.tokenizer.codes import code_token
+from alignrec.utils.io import read_json
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9]*(?:-[a-z0-9]+)*")
 
@@ -124,3 +128,21 @@ def _describe(keywords: list[str], members: np.ndarray, titles: list[str]) -> st
             best, best_hits = title, hits
     example = f', e.g. "{best[:80].strip()}"' if best else ""
     return f"Items about {about}{example}"
+
+
+def read_code_descriptions(path: str | os.PathLike[str], vocabulary: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Read and check ``code_descriptions.json`` (token -> {level, code, items, keywords, description})."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected an object mapping code tokens to descriptions, got {type(data).__name__}")
+    known = set(vocabulary)
+    for token, entry in data.items():
+        if token not in known:
+            raise InputError(f"{path}: key {token!r} is not a code token of the item codes in use")
+        if not isinstance(entry, dict) or not isinstance(entry.get("description", ""), str):
+            raise InputError(f"{path}: {token}: expected an object with a string 'description'")
+        if "keywords" in entry and not (
+            isinstance(entry["keywords"], list) and all(isinstance(k, str) for k in entry["keywords"])
+        ):
+            raise InputError(f"{path}: {token}: 'keywords' must be a list of strings")
+    return data
