@@ -114,10 +114,10 @@ def main() -> None:
                     {
                         "store": store,
                         "what": f"precache() {label}",
-                        "users": report["users_in_shard"],
+                        "users": report["users"],
                         "computed": report["computed"],
                         "seconds": round(seconds, 2),
-                        "users_per_s": round(report["users_in_shard"] / seconds, 1),
+                        "users_per_s": round(report["users"] / seconds, 1),
                         "search_s": report["search_s"],
                     }
                 )

@@ -58,3 +58,31 @@ def tiny_recommender(tiny_finetuned_run: Path):
     from alignrec.llm.tiny_run import load_tiny_recommender
 
     return load_tiny_recommender(tiny_finetuned_run)
+
+
+@pytest.fixture
+def torchrun():
+    """Launch ``python -m torch.distributed.run --nproc_per_node N ARGS...`` on CPUs (gloo, one
+    torch thread per process; N None: ``python ARGS...``, one process without a launcher) with
+    this checkout's alignrec; returns the finished process."""
+    import socket
+    import subprocess
+    import sys
+
+    import alignrec
+
+    source = str(Path(alignrec.__file__).resolve().parents[1])  # the children import the same alignrec
+
+    def launch(processes: int | None, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        environment = {**os.environ, "OMP_NUM_THREADS": "1", "ALIGNREC_PROGRESS": "0",
+                       "PYTHONPATH": os.pathsep.join([source, *filter(None, [os.environ.get("PYTHONPATH")])]),
+                       **(env or {})}
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
+                    "--master_port", str(port)] if processes else []
+        command = [sys.executable, *launcher, *args]
+        return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout)
+
+    return launch

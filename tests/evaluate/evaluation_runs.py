@@ -10,7 +10,7 @@ import pytest
 from alignrec.evaluate.recipe import EvaluateConfig, evaluate
 from alignrec.llm.recommender import GenerativeRecommender
 
-TIMING = ("elapsed_s", "users_per_s", "wall_s", "workers", "shards", "predictions")  # how a run went, not what it found
+TIMING = ("elapsed_s", "users_per_s", "wall_s", "world_size", "shards", "predictions")  # how a run went, not what it found
 
 
 class Killed(RuntimeError):

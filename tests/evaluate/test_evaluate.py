@@ -117,3 +117,16 @@ def test_config_method_names_match_the_search_registry():
 
     for config in (EvaluateConfig, PrecacheConfig):
         assert set(typing.get_args(typing.get_type_hints(config)["method"])) == set(SEARCH_METHODS)
+
+
+def test_old_configs_with_workers_are_refused(tmp_path):
+    """``workers`` (helper processes) is gone, for torchrun: a config that still sets it is an
+    error naming the key, not silently a one-process run."""
+    from alignrec.config import ConfigError, from_mapping
+    from alignrec.pipeline.experiment import load_experiment
+
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['workers'\]"):
+        from_mapping(EvaluateConfig, {"beam_size": 10, "workers": 2}, "evaluate")
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    with pytest.raises(ConfigError, match=r"workers"):
+        load_experiment(config, [f"out={tmp_path / 'run'}", "evaluate.workers=2"])

@@ -13,15 +13,7 @@ from evaluation_runs import Killed, count_searches, interrupted, scores_of, shar
 
 from alignrec.cli import main
 from alignrec.errors import InputError
-from alignrec.evaluate.recipe import EvaluateConfig, evaluate, shard_bounds
-
-
-@pytest.mark.parametrize(("rows", "size", "expected"), [
-    (5, 0, [(0, 5)]), (5, 2, [(0, 2), (2, 4), (4, 5)]), (4, 2, [(0, 2), (2, 4)]), (3, 1, [(0, 1), (1, 2), (2, 3)]),
-    (3, 10, [(0, 3)]), (0, 4, []),
-])
-def test_shard_bounds(rows, size, expected):
-    assert shard_bounds(rows, size) == expected
+from alignrec.evaluate.recipe import EvaluateConfig, evaluate
 
 
 def test_killed_evaluation_resumes_to_the_uninterrupted_files(tiny_run, tiny_recommender, tmp_path, uninterrupted,
@@ -200,6 +192,6 @@ def test_pipeline_stage_continues_an_interrupted_evaluation(tiny_run, tmp_path, 
     stage = evaluate_stage("evaluate.shard_users=20", "evaluate.beam_size=12")
     assert calls == [20, 20]  # the unfinished shards of beam 10 were discarded, not refused
     assert json.loads((stage.out / "metrics.json").read_text())["beam_size"] == 12
-    calls.clear()  # how many processes search is not part of the stage's key: the finished stage is kept
-    assert evaluate_stage("evaluate.shard_users=20", "evaluate.beam_size=12", "evaluate.workers=3").skipped
+    calls.clear()  # the same settings again: the finished stage is kept
+    assert evaluate_stage("evaluate.shard_users=20", "evaluate.beam_size=12").skipped
     assert calls == []

@@ -1,4 +1,4 @@
-"""``alignrec precache``: contents, incremental runs, shards, new items, kill -9 and resume."""
+"""``alignrec precache``: contents, incremental runs, two processes under torchrun, new items, kill -9 and resume."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from alignrec.cli import main
 from alignrec.data.dataset import load_dataset
 from alignrec.serve.items import ItemRegistry, NewItem
-from alignrec.serve.precache import PrecacheConfig, history_fingerprint, parse_shard, precache, shard_of
+from alignrec.serve.precache import PrecacheConfig, history_fingerprint, precache
 from alignrec.serve.store import open_store
 from alignrec.tokenizer.codes import ItemCodes
 
@@ -30,7 +30,7 @@ def test_entries_are_the_recommenders_top_k(tiny_run, tiny_recommender, store_ur
     config = PrecacheConfig(top_k=8, beam_size=10, commit_every=7, batch_size=5)
     report = precache(config, tiny_run, store_url, recommender=tiny_recommender)
     dataset = load_dataset(tiny_run)
-    assert report["computed"] == report["users_in_shard"] == report["entries_in_store"] == dataset.num_users == 40
+    assert report["computed"] == report["users"] == report["entries_in_store"] == dataset.num_users == 40
     histories = [seq[-dataset.max_history :].tolist() for seq in dataset.sequences]
     expected = tiny_recommender.recommend(histories, 8, 10, show_progress=False)
     entries = all_entries(store_url, dataset.user_ids)
@@ -73,28 +73,30 @@ def test_incremental_runs_compute_only_changed_and_new_users(tiny_run, tiny_reco
     assert precache(PrecacheConfig(top_k=4, beam_size=5, full=True), tiny_run, url, recommender=tiny_recommender)["computed"] == 40
 
 
-def test_shards_partition_the_users(tiny_run, tiny_recommender, store_url, tmp_path):
-    reports = [
-        precache(PrecacheConfig(top_k=5, beam_size=5, shard=f"{i}/3"), tiny_run, store_url, recommender=tiny_recommender)
-        for i in range(3)
-    ]
-    dataset = load_dataset(tiny_run)
-    assert sum(r["computed"] for r in reports) == 40 and reports[-1]["entries_in_store"] == 40
-    assert [r["computed"] for r in reports] == [sum(shard_of(u, 3) == i for u in dataset.user_ids) for i in range(3)]
-    assert min(r["computed"] for r in reports) > 0
-    # the same entries as one unsharded run
-    whole = f"sqlite:///{tmp_path / 'whole.sqlite'}"
-    precache(PrecacheConfig(top_k=5, beam_size=5), tiny_run, whole, recommender=tiny_recommender)
-    sharded, single = all_entries(store_url, dataset.user_ids), all_entries(whole, dataset.user_ids)
-    assert all([i.id for i in sharded[u].items] == [i.id for i in single[u].items] for u in dataset.user_ids)
-
-
-def test_shard_parsing():
-    assert parse_shard("2/5") == (2, 5)
-    for bad in ("5/5", "-1/2", "1", "a/b", "0/0"):
-        with pytest.raises(ValueError):
-            parse_shard(bad)
-    assert shard_of("u1", 7) == shard_of("u1", 7)  # stable across calls (and processes: blake2b)
+@pytest.mark.distributed
+def test_two_processes_fill_the_store_of_one(tiny_run, tiny_recommender, torchrun, tmp_path):
+    """Under torchrun the ranks split the users to compute (shards of commit_every users, shard i
+    to rank i % 2) and rank 0 writes every entry: the lists of one process, in one store."""
+    url = f"sqlite:///{tmp_path / 'two.sqlite'}"
+    flags = ["--model", str(tiny_run), "--cache", url, "--top-k", "5", "--beam-size", "5", "--batch-size", "4",
+             "--commit-every", "7", "--device", "cpu", "--dtype", "float32"]
+    done = torchrun(2, "-m", "alignrec.cli", "precache", *flags)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)  # rank 0 alone prints it
+    assert (report["world_size"], report["users"], report["computed"], report["entries_in_store"]) == (2, 40, 40, 40)
+    assert json.loads((tiny_run / "cache" / "precache.json").read_text())["world_size"] == 2
+    one = f"sqlite:///{tmp_path / 'one.sqlite'}"
+    precache(PrecacheConfig(top_k=5, beam_size=5, batch_size=4, commit_every=7), tiny_run, one, recommender=tiny_recommender)
+    users = load_dataset(tiny_run).user_ids
+    two_processes, one_process = all_entries(url, users), all_entries(one, users)
+    for user in users:
+        assert [i.id for i in two_processes[user].items] == [i.id for i in one_process[user].items]
+        assert [i.score for i in two_processes[user].items] == pytest.approx([i.score for i in one_process[user].items],
+                                                                              abs=1e-5)
+        assert two_processes[user].fingerprint == one_process[user].fingerprint
+    again = torchrun(2, "-m", "alignrec.cli", "precache", *flags)  # nothing changed: nothing to compute
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert (json.loads(again.stdout)["computed"], json.loads(again.stdout)["unchanged"]) == (0, 40)
 
 
 def test_registered_items_join_the_catalogue(tiny_run, tiny_recommender, fake_cold_start, tmp_path):

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(or a seeded sample with --users N) and write predictions.jsonl (re-scorable with "
             "`alignrec evaluate-predictions`), metrics.json and config.json to OUT (default RUN/evaluate). Users are "
             "searched in shards (--shard-users) saved under OUT/shards: run the same command again after a kill and "
-            "it continues from the last finished shard."
+            "it continues from the last finished shard. Several processes (GPUs, machines): launch it with "
+            "`torchrun --nproc-per-node N -m alignrec.cli evaluate ...` (or `accelerate launch`); the shards are "
+            "split among the ranks and rank 0 writes the files."
         ),
     )
     parser.add_argument("--model", required=True, help="run folder RUN or its RUN/finetune folder")
@@ -27,9 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="discard the finished shards under OUT/shards and search every user again (default: an "
                         "interrupted evaluation with the same settings and model continues where it stopped)")
-    parser.add_argument("--join", action="store_true",
-                        help="help the evaluation in progress at OUT (run with the same settings): search the shards no "
-                        "other worker has claimed, then exit; the evaluation's own process writes predictions and metrics")
     add_config_arguments(parser, EvaluateConfig)
     parser.set_defaults(handler=run)
 
@@ -38,17 +37,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from alignrec.config import config_from_args
+    from alignrec.distributed import launcher_ranks
     from alignrec.evaluate.recipe import EvaluateConfig, evaluate
 
-    from alignrec.errors import InputError
-
     config = config_from_args(EvaluateConfig, args, args.config)
-    if args.join and (args.restart or config.workers > 1):
-        raise InputError("--join helps an evaluation in progress: it cannot --restart it or start --workers of its own")
-    report = evaluate(config, args.model, args.data, args.out, resume=not args.restart, join=args.join)
-    keys = (("joined", "shards_searched", "users_searched", "complete") if args.join else
-            ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "wall_s", "workers", "shards",
-             "predictions"))
-    summary = {key: report[key] for key in keys}
-    print(json.dumps(summary, indent=2))
+    report = evaluate(config, args.model, args.data, args.out, resume=not args.restart)
+    if launcher_ranks().is_main:  # every rank has the report; one prints it
+        keys = ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "wall_s", "world_size", "shards",
+                "predictions")
+        print(json.dumps({key: report[key] for key in keys}, indent=2))
     return 0

@@ -31,35 +31,26 @@ seconds (each measured when that shard was searched, in whichever run), and ``us
 the evaluated users over that sum: the search rate, as an uninterrupted run would report it.
 ``shards`` says how many shards there were and how many this invocation reused.
 
-Several processes (``workers``, or ``alignrec evaluate --join`` from another shell): a worker
-claims a shard before searching it by writing ``OUT/shards/NNNNN.claim`` (its pid, process start
-time and host), deciding under an exclusive lock on ``OUT/shards/claims.lock``; it takes the first
-shard that is neither finished nor claimed by a live worker, and removes the claim once the shard
-file is written. A claim whose process has exited (killed, crashed; the pid gone or reused) is
-taken over; one from another host counts as live while its file keeps being touched (every
-``HEARTBEAT_S`` during a search, abandoned after ``STALE_AFTER_S``). With ``workers`` N > 1 the
-evaluation starts N - 1 helper processes (``spawn``), each loading the model itself and using
-``torch threads // N`` threads, as does the evaluation's own process; that process waits for
-the shards others are still searching and assembles the files, so they are the same whatever
-searched which shard. Each shard header names the process that searched it (``searched_by``).
-``elapsed_s`` stays the sum of the shards' search seconds, so ``users_per_s`` is the rate of one
-worker; ``wall_s`` is this invocation's time.
+Several processes (``torchrun --nproc-per-node N -m alignrec.cli evaluate ...``, or ``accelerate
+launch``; one machine or several): the shards are split among the ranks by
+:mod:`alignrec.distributed` (shard ``i`` is searched by rank ``i % world_size``). Rank 0 checks
+the manifest (or writes a new one) before the others look at any shard; each rank searches those
+of its shards that have no trusted file yet and writes their files; after a barrier rank 0
+assembles ``predictions.jsonl`` and ``metrics.json`` from every shard file. A killed job is
+resumed by running it again, with any number of processes: the shards do not depend on who
+searched them. ``elapsed_s`` stays the sum of the shards' search seconds, so ``users_per_s`` is
+the rate of one process; ``wall_s`` is this invocation's time and ``world_size`` its processes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import datetime as _dt
-import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
-import threading
+import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -67,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from alignrec.config import write_run_record
+from alignrec.distributed import Ranks, process_group, shard_bounds
 from alignrec.errors import InputError
 from alignrec.layout import stage_dir
 from alignrec.metrics import evaluate_rankings
@@ -76,16 +68,12 @@ if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a comm
     from alignrec.llm.recommender import GenerativeRecommender
 
 SearchMethod = Literal["fast", "reference"]  # keys of alignrec.llm.recommender.SEARCH_METHODS
-from alignrec.utils.io import atomic_write_json, atomic_write_text, owner_alive, process_owner, read_json
+from alignrec.utils.io import atomic_write_json, atomic_write_text, read_json
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
 
 MANIFEST = "manifest.json"  # in OUT/shards: the settings the shards were searched with
-CLAIMS_LOCK = "claims.lock"  # in OUT/shards: held while a worker picks its next shard
-HEARTBEAT_S = 60.0  # a worker touches its claim this often while it searches the shard
-STALE_AFTER_S = 600.0  # another host's claim untouched for this long is taken over
-WAIT_S = 2.0  # how often a worker with nothing left to claim looks again
 
 
 @dataclass
@@ -112,11 +100,7 @@ class EvaluateConfig:
         metadata={"help": "users per shard; each finished shard is saved under OUT/shards, so a killed evaluation "
                   "resumes after the last one (0 = one shard)"},
     )
-    workers: int = field(
-        default=1,
-        metadata={"help": "processes searching shards at once on this machine, each with torch threads // workers "
-                  "threads (more can join from another shell: alignrec evaluate --join); the lists do not depend on it"},
-    )
+
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -129,8 +113,6 @@ class EvaluateConfig:
             raise ValueError(f"llm_layers must be >= 0, got {self.llm_layers}")
         if self.shard_users < 0:
             raise ValueError(f"shard_users must be >= 0 (0 = one shard), got {self.shard_users}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.users is not None and self.users < 1:
             raise ValueError(f"users must be >= 1, got {self.users}")
         if not self.ks or min(self.ks) < 1:
@@ -146,12 +128,6 @@ def evaluation_rows(config: EvaluateConfig, split_size: int) -> np.ndarray:
         rng = np.random.default_rng(config.seed)
         rows = np.sort(rng.choice(split_size, size=config.users, replace=False))
     return rows
-
-
-def shard_bounds(num_rows: int, shard_users: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` positions of each shard in the evaluated rows (``shard_users`` 0 = one shard)."""
-    size = shard_users or max(num_rows, 1)
-    return [(start, min(start + size, num_rows)) for start in range(0, num_rows, size)]
 
 
 def rows_digest(user_ids: Sequence[str], histories: Sequence[Sequence[int]], targets: Sequence[int]) -> str:
@@ -302,231 +278,37 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def claim_path(shard_dir: Path, index: int) -> Path:
-    return shard_dir / f"{index:05d}.claim"
-
-
-@contextlib.contextmanager
-def claims_lock(shard_dir: Path) -> Iterator[None]:
-    """The exclusive lock under which a worker picks its next shard (every worker of OUT takes it)."""
-    with open(shard_dir / CLAIMS_LOCK, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def claim_held(path: Path, me: dict[str, Any]) -> bool:
-    """Whether the claim at ``path`` belongs to another worker that may still be searching its shard."""
-    try:
-        claim = json.loads(path.read_text(encoding="utf-8"))
-        age = time.time() - path.stat().st_mtime
-    except (OSError, ValueError):
-        return False  # no claim, or one torn by a kill mid-write: nobody's
-    owner = claim.get("owner") if isinstance(claim, dict) else None
-    if not isinstance(owner, dict) or owner == me:
-        return False  # this process holds no claim while it picks one: a leftover of its own is void
-    if owner.get("host") != me["host"]:
-        return age < STALE_AFTER_S  # another machine's worker: alive while it keeps touching the claim
-    return owner_alive(owner)
-
-
-class ShardFiles:
-    """The shard files of one evaluation as a worker sees them: finished shards are read once, and
-    a file found untrusted is read (and logged) again only after it has changed."""
-
-    def __init__(self, shard_dir: Path, bounds: list[tuple[int, int]], users: EvaluationUsers):
-        self.shard_dir, self.bounds, self.users = shard_dir, bounds, users
-        self.shards: list[Shard | None] = [None] * len(bounds)
-        self._untrusted: dict[int, tuple[int, int]] = {}  # shard -> (mtime_ns, size) of the file found untrusted
-
-    def take(self, index: int) -> Shard | None:
-        """The shard if its file is finished and checks out (kept in ``shards``)."""
-        if self.shards[index] is None:
-            path = shard_path(self.shard_dir, index)
-            try:
-                stat = path.stat()
-            except OSError:
-                return None
-            if self._untrusted.get(index) == (stat.st_mtime_ns, stat.st_size):
-                return None
-            start, stop = self.bounds[index]
-            self.shards[index] = read_shard(path, index, self.users.user_ids[start:stop], self.users.digest(start, stop))
-            if self.shards[index] is None:
-                self._untrusted[index] = (stat.st_mtime_ns, stat.st_size)
-        return self.shards[index]
-
-    def users_done(self) -> int:
-        return sum(b - a for (a, b), shard in zip(self.bounds, self.shards, strict=True) if shard is not None)
-
-    @property
-    def complete(self) -> bool:
-        return all(shard is not None for shard in self.shards)
-
-
-def next_shard(files: ShardFiles, me: dict[str, Any]) -> int | None:
-    """Under the claims lock: take in the shards other workers have finished, then claim the first
-    shard that is neither finished nor claimed by a live worker; None when none is left."""
-    shard_dir = files.shard_dir
-    with claims_lock(shard_dir):
-        for index in range(len(files.bounds)):
-            if files.shards[index] is not None or claim_held(claim_path(shard_dir, index), me):
-                continue
-            if files.take(index) is not None:
-                continue
-            atomic_write_json(claim_path(shard_dir, index),
-                              {"owner": me, "shard": index, "claimed": _dt.datetime.now(_dt.timezone.utc).isoformat()})
-            return index
-    return None
-
-
-@contextlib.contextmanager
-def holding(claim: Path) -> Iterator[None]:
-    """Keep ``claim`` fresh (its modification time) while its shard is searched; remove it afterwards."""
-    done = threading.Event()
-
-    def beat() -> None:
-        while not done.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(claim)
-
-    heartbeat = threading.Thread(target=beat, name="alignrec-claim-heartbeat", daemon=True)
-    heartbeat.start()
-    try:
-        yield
-    finally:
-        done.set()
-        heartbeat.join()
-        with contextlib.suppress(FileNotFoundError):
-            claim.unlink()
-
-
-@dataclass
-class SearchedShards:
-    shards: list[Shard | None]  # per shard, in user order (None: not finished when this worker stopped)
-    reused: int  # shards finished before this worker started
-    searched: list[int]  # the shards this worker searched
-    complete: bool  # every shard finished (always, for a worker that waits for the others)
-
-
 def search_shards(config: EvaluateConfig, recommender: GenerativeRecommender, users: EvaluationUsers,
-                  shard_dir: Path, item_ids: Sequence[str], wait: bool = True) -> SearchedShards:
-    """Search the shards nobody else has finished or is searching, one claim at a time (module
-    docstring); ``wait``: then wait for the shards other workers are searching (the evaluation's
-    own process) rather than stop (a joined worker)."""
-    files = ShardFiles(shard_dir, shard_bounds(len(users.rows), config.shard_users), users)
-    bounds = files.bounds
-    reused = sum(files.take(index) is not None for index in range(len(bounds)))
-    if reused:
-        log.info("resuming: %d of %d shards finished earlier, %d users left", reused, len(bounds),
-                 len(users.rows) - files.users_done())
-    me = process_owner()
-    searched: list[int] = []
-    waiting = False
-    started, done_at_start = time.perf_counter(), files.users_done()
-    while True:
-        index = next_shard(files, me)
-        if index is None:
-            if not wait or files.complete:
-                break
-            if not waiting:
-                log.info("waiting for the shards other workers are searching (%d users left)",
-                         len(users.rows) - files.users_done())
-                waiting = True
-            time.sleep(WAIT_S)
-            continue
-        waiting = False
-        start, stop = bounds[index]
-        with holding(claim_path(shard_dir, index)):
-            began = time.perf_counter()
-            output = recommender.recommend(users.histories[start:stop], config.top_k, config.beam_size,
-                                           config.batch_size, config.method)
-            seconds = time.perf_counter() - began
-            lines = prediction_lines(output, users.user_ids[start:stop], item_ids)
-            write_shard(shard_path(shard_dir, index), index, lines, users.digest(start, stop), seconds, searched_by=me)
-        files.shards[index] = Shard(lines, round(seconds, 3))
-        searched.append(index)
-        done = files.users_done()
-        rate = (done - done_at_start) / (time.perf_counter() - started)  # every worker's shards since this one began
-        log.info("shard %d/%d: %d/%d users done, %.2f users/s, ETA %s", index + 1, len(bounds), done, len(users.rows),
-                 rate, _duration((len(users.rows) - done) / rate))
-    return SearchedShards(files.shards, reused, searched, files.complete)
-
-
-def _helper(config: dict[str, Any], model: str, data: str, out: str, threads: int, deterministic: bool,
-            log_level: int) -> None:
-    """A helper process of ``workers`` > 1 (started with ``spawn``): join the evaluation at ``out``."""
-    import torch
-
-    from alignrec.utils.log import setup_logging
-
-    setup_logging(log_level)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    evaluate(EvaluateConfig(**{**config, "workers": 1}), model, data, out, join=True)
-
-
-@contextlib.contextmanager
-def helper_workers(config: EvaluateConfig, model: str | Path, data: Path, out_dir: Path) -> Iterator[None]:
-    """Start ``config.workers - 1`` helper processes on the evaluation at ``out_dir``, and this
-    process's share of the torch threads; afterwards wait for them (or stop them on an error)."""
-    if config.workers == 1:
-        yield
-        return
-    import torch
-
-    threads = torch.get_num_threads()
-    each = max(1, threads // config.workers)
-    context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=_helper, name=f"alignrec-evaluate-{i + 1}", daemon=True,
-                               args=(dataclasses.asdict(config), str(model), str(data), str(out_dir), each,
-                                     torch.are_deterministic_algorithms_enabled(), log.getEffectiveLevel()))
-               for i in range(config.workers - 1)]
-    for helper in helpers:
-        helper.start()
-    log.info("%d workers search the shards, %d torch thread(s) each", config.workers, each)
-    torch.set_num_threads(each)
-    failed = True
-    try:
-        yield
-        failed = False
-    finally:
-        torch.set_num_threads(threads)
-        for helper in helpers:
-            if failed:
-                helper.terminate()
-            helper.join()
-            if not failed and helper.exitcode:
-                log.warning("worker process %s exited with code %s; the other workers searched its shards", helper.name,
-                            helper.exitcode)
-
-
-def join_evaluation(config: EvaluateConfig, recommender: GenerativeRecommender, users: EvaluationUsers,
-                    settings: dict[str, Any], shard_dir: Path, item_ids: Sequence[str]) -> dict[str, Any]:
-    """Search shards of the evaluation in progress at ``shard_dir`` (same settings and model) until
-    none is left to claim; the evaluation's own process assembles the files."""
-    manifest = shard_dir / MANIFEST
-    if not manifest.is_file():
-        raise InputError(f"{shard_dir}: no evaluation to join ({MANIFEST} is missing); start it with `alignrec evaluate` "
-                         "(without --join) first")
-    recorded = read_json(manifest)
-    differences = _differences(recorded.get("settings") or {}, settings)
-    if differences:
-        raise InputError(f"{shard_dir}: the evaluation there has other settings or another model: "
-                         f"{'; '.join(differences)}. Join it with the same settings and model")
-    report: dict[str, Any] = {"joined": str(shard_dir.parent), "shards_searched": 0, "users_searched": 0}
-    if recorded.get("complete"):
-        log.info("%s: this evaluation has finished; nothing to join", shard_dir.parent)
-        return {**report, "complete": True}
-    searched = search_shards(config, recommender, users, shard_dir, item_ids, wait=False)
+                  shard_dir: Path, item_ids: Sequence[str], ranks: Ranks) -> tuple[list[int], list[int]]:
+    """Search this rank's shards (shard i is rank i % world_size's) that have no trusted file yet,
+    writing each one's file when it is done; returns (reused, searched) shard numbers."""
     bounds = shard_bounds(len(users.rows), config.shard_users)
-    report.update(shards_searched=len(searched.searched),
-                  users_searched=sum(bounds[i][1] - bounds[i][0] for i in searched.searched), complete=searched.complete)
-    log.info("joined %s: searched %d shard(s); nothing left to claim%s", shard_dir.parent, len(searched.searched),
-             "" if searched.complete else
-             " (other workers are finishing theirs; the evaluation's own process writes the files)")
-    return report
+    mine = list(ranks.shards(len(bounds)))
+    reused, todo = [], []
+    for index in mine:
+        start, stop = bounds[index]
+        shard = read_shard(shard_path(shard_dir, index), index, users.user_ids[start:stop], users.digest(start, stop))
+        (todo if shard is None else reused).append(index)
+    where = f"rank {ranks.rank}/{ranks.world_size}: " if ranks.distributed else ""
+    total = sum(bounds[i][1] - bounds[i][0] for i in mine)
+    done = total - sum(bounds[i][1] - bounds[i][0] for i in todo)
+    if reused:
+        log.info("%sresuming: %d of %d shards finished earlier, %d users left", where, len(reused), len(mine), total - done)
+    searched_by = {"host": socket.gethostname(), "pid": os.getpid(), "rank": ranks.rank, "world_size": ranks.world_size}
+    started, done_at_start = time.perf_counter(), done
+    for index in todo:
+        start, stop = bounds[index]
+        began = time.perf_counter()
+        output = recommender.recommend(users.histories[start:stop], config.top_k, config.beam_size, config.batch_size,
+                                       config.method)
+        seconds = time.perf_counter() - began
+        lines = prediction_lines(output, users.user_ids[start:stop], item_ids)
+        write_shard(shard_path(shard_dir, index), index, lines, users.digest(start, stop), seconds, searched_by)
+        done += stop - start
+        rate = (done - done_at_start) / (time.perf_counter() - started)
+        log.info("%sshard %d/%d: %d/%d users done, %.2f users/s, ETA %s", where, index + 1, len(bounds), done, total, rate,
+                 _duration((total - done) / rate))
+    return reused, todo
 
 
 def evaluate(
@@ -537,16 +319,20 @@ def evaluate(
     recommender: GenerativeRecommender | None = None,
     resume: bool = True,
     on_mismatch: Literal["refuse", "restart"] = "refuse",
-    join: bool = False,
 ) -> dict[str, Any]:
     """Run the evaluation; returns the metrics report (also written to ``OUT/metrics.json``).
 
     ``resume``: keep the finished shards under ``OUT/shards`` that match this run (False: discard
     them); ``on_mismatch``: what to do with an unfinished evaluation of other settings there
-    (see the module docstring). ``join``: help the evaluation in progress at OUT instead (same
-    settings and model): search shards until none is left to claim, write no files but shards,
-    and return what this process searched (:func:`join_evaluation`).
+    (see the module docstring). Under a launcher (``WORLD_SIZE`` > 1) every rank calls this, and
+    every rank returns the report rank 0 wrote.
     """
+    with process_group(config.device) as ranks:
+        return _evaluate(ranks, config, model, data, out, recommender, resume, on_mismatch)
+
+
+def _evaluate(ranks: Ranks, config: EvaluateConfig, model: str | Path, data: str | Path | None, out: str | Path | None,
+              recommender: GenerativeRecommender | None, resume: bool, on_mismatch: str) -> dict[str, Any]:
     from alignrec.data.dataset import load_dataset
     from alignrec.llm.finetuned import FinetunedRun
     from alignrec.llm.recommender import load_recommender
@@ -556,7 +342,8 @@ def evaluate(
     # Check the codes against the data set before loading the model (seconds to minutes).
     paths.check_catalogue(paths.codes(), dataset)
     if recommender is None:
-        recommender, paths = load_recommender(model, config.device, config.dtype, llm_layers=config.llm_layers or None)
+        recommender, paths = load_recommender(model, ranks.device(config.device), config.dtype,
+                                              llm_layers=config.llm_layers or None)
     paths.check_catalogue(recommender.codes, dataset)
     out_dir = Path(out) if out is not None else stage_dir(paths.run_dir, "evaluate")
 
@@ -569,16 +356,31 @@ def evaluate(
                             [split.history(int(r)).tolist() for r in rows], split.targets[rows])
     settings = search_settings(config, recommender, users, len(split))
     shard_dir = out_dir / "shards"
-    if join:
-        return join_evaluation(config, recommender, users, settings, shard_dir, dataset.item_ids)
     began = time.perf_counter()
-    open_shards(shard_dir, settings, resume, on_mismatch)
-    shards_total = len(shard_bounds(len(rows), config.shard_users))
-    log.info("beam search (%s) for %d %s users in %d shard(s), beam %d, top %d", config.method, len(rows), config.split,
-             shards_total, config.beam_size, config.top_k)
-    with helper_workers(config, model, dataset.path, out_dir):
-        searched = search_shards(config, recommender, users, shard_dir, dataset.item_ids)
-    shards = [shard for shard in searched.shards if shard is not None]  # all of them: the search waited for the others
+    # Rank 0 keeps, replaces or refuses the shards there before any rank looks at one.
+    ranks.from_main(lambda: open_shards(shard_dir, settings, resume, on_mismatch))
+    bounds = shard_bounds(len(rows), config.shard_users)
+    if ranks.is_main:
+        log.info("beam search (%s) for %d %s users in %d shard(s), beam %d, top %d%s", config.method, len(rows),
+                 config.split, len(bounds), config.beam_size, config.top_k,
+                 f", {ranks.world_size} processes" if ranks.distributed else "")
+    reused, _ = search_shards(config, recommender, users, shard_dir, dataset.item_ids, ranks)
+    reused_by_rank = ranks.gather(len(reused))  # also the barrier: every rank's shard files are written
+    report = ranks.from_main(lambda: _write_results(config, recommender, dataset, users, len(split), settings, bounds,
+                                                    shard_dir, out_dir, paths, sum(reused_by_rank), ranks, began))
+    return report
+
+
+def _write_results(config: EvaluateConfig, recommender: GenerativeRecommender, dataset: Any, users: EvaluationUsers,
+                   users_in_split: int, settings: dict[str, Any], bounds: list[tuple[int, int]], shard_dir: Path,
+                   out_dir: Path, paths: Any, reused: int, ranks: Ranks, began: float) -> dict[str, Any]:
+    """Rank 0, once every shard is written: predictions.jsonl and metrics.json from the shard files."""
+    shards = []
+    for index, (start, stop) in enumerate(bounds):
+        shard = read_shard(shard_path(shard_dir, index), index, users.user_ids[start:stop], users.digest(start, stop))
+        if shard is None:
+            raise RuntimeError(f"{shard_path(shard_dir, index)}: missing or untrusted after its search")
+        shards.append(shard)
     lines = [line for shard in shards for line in shard.lines]
     elapsed = sum(shard.elapsed_s for shard in shards)
     atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
@@ -590,18 +392,17 @@ def evaluate(
     report.update(
         {
             "split": config.split,
-            "users_in_split": len(split),
-            "sampled": bool(len(rows) < len(split)),
+            "users_in_split": users_in_split,
+            "sampled": bool(len(users.rows) < users_in_split),
             "method": config.method,
             "beam_size": config.beam_size,
             "top_k": config.top_k,
             "model_version": recommender.version,
             "elapsed_s": round(elapsed, 3),
-            "users_per_s": round(len(rows) / elapsed, 3) if elapsed > 0 else None,
+            "users_per_s": round(len(users.rows) / elapsed, 3) if elapsed > 0 else None,
             "wall_s": round(time.perf_counter() - began, 3),
-            "workers": config.workers,
-            "shards": {"users_per_shard": config.shard_users or len(rows), "count": shards_total,
-                       "reused": searched.reused},
+            "world_size": ranks.world_size,
+            "shards": {"users_per_shard": config.shard_users or len(users.rows), "count": len(bounds), "reused": reused},
             "predictions": str(out_dir / "predictions.jsonl"),
         }
     )

@@ -470,9 +470,7 @@ class ExperimentRunner:
             # settings cannot be current (the stage key decided these are), so they are replaced
             evaluate(config, finetune_stage.out, data=self.dataset_dir, out=out, resume=resume, on_mismatch="restart")
 
-        # how many processes search does not change the lists: not part of the stage's key
-        settings = {key: value for key, value in to_dict(config).items() if key != "workers"}
-        self.stage("evaluate", FOLDERS["evaluate"], settings, upstream, work, code=STAGE_CODE["evaluate"])
+        self.stage("evaluate", FOLDERS["evaluate"], to_dict(config), upstream, work, code=STAGE_CODE["evaluate"])
 
     def _precache(self) -> None:
         if self.configs.precache is None or self.layout != "run":

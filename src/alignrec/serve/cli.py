@@ -12,12 +12,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "precache",
-        help="compute every user's top-K by constrained beam search into a cache store (resumable, incremental, shardable)",
+        help="compute every user's top-K by constrained beam search into a cache store (resumable, incremental)",
         description=(
             "Run beam search for every user (whole known history) and store the top-K per user in a cache "
             "(SQLite file by default, or redis://). Only users that are new, whose history changed, or whose "
             "entry came from another model or settings are computed, so an interrupted run is finished by "
-            "running it again. --shard i/n splits users between processes or machines."
+            "running it again. Several processes (GPUs, machines): launch it with `torchrun --nproc-per-node N -m "
+            "alignrec.cli precache ...`; rank 0 writes the store."
         ),
     )
     parser.add_argument("--model", required=True, help="run folder RUN or its RUN/finetune folder")
@@ -46,12 +47,14 @@ def run_precache(args: argparse.Namespace) -> int:
     import json
 
     from alignrec.config import config_from_args
+    from alignrec.distributed import launcher_ranks
     from alignrec.serve.precache import PrecacheConfig, precache
 
     config = config_from_args(PrecacheConfig, args, args.config)
     report = precache(config, args.model, args.cache, args.data, args.items_registry, args.histories)
     report.pop("config")
-    print(json.dumps(report, indent=2))
+    if launcher_ranks().is_main:  # every rank has the report; one prints it
+        print(json.dumps(report, indent=2))
     return 0
 
 

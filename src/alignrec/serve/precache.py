@@ -1,25 +1,30 @@
 """``alignrec precache``: every user's top-K by constrained beam search, into a cache store.
 
-Resumable, incremental and shardable by the same mechanism: each entry records a fingerprint of
-the history it was computed from and a *run key* (model version + search settings). A run
-computes only the users of its shard whose stored fingerprint or run key differs from the
-current one (or who have no entry), and commits them to the store in transactions of
-``commit_every`` users. So:
+Resumable and incremental by the same mechanism: each entry records a fingerprint of the history
+it was computed from and a *run key* (model version + search settings). A run computes only the
+users whose stored fingerprint or run key differs from the current one (or who have no entry),
+and commits them to the store in transactions of ``commit_every`` users. So:
 
 - killed midway (even ``kill -9``), a second run skips what was committed and finishes the
   rest; a user is one key, so there are no duplicates, and nothing committed is lost;
 - after new interactions (a re-prepared data set or a ``--histories`` file), only users whose
   history changed, and new users, are computed;
-- a new model (another version) recomputes everyone;
-- ``--shard i/n`` takes the users whose id hashes to ``i`` modulo ``n``, a split that does not
-  move when users are added; n processes (GPUs, machines) can fill one store together.
+- a new model (another version) recomputes everyone.
+
+Several processes (GPUs, machines): launch the same command with ``torchrun --nproc-per-node N
+-m alignrec.cli precache ...`` (or ``accelerate launch``). Rank 0 alone opens the store: it
+reads what is there, decides which users to compute and sends the list to every rank; the list
+is cut into shards of ``commit_every`` users, split among the ranks as
+:mod:`alignrec.distributed` splits every inference job (shard i to rank i % world_size). The
+ranks search one shard each at a time, and rank 0 gathers their entries and commits them
+together; so the store never has two writers, and a kill loses at most the shards in flight.
 
 Items registered through ``POST /v1/items`` (the registry file) are part of the catalogue the
 beam search may return. Each entry also records the version of the catalogue it was computed
 against (:func:`alignrec.serve.items.catalogue_version`): after a registration every list
 computed before is *stale* (beam search over the grown trie may now return the new item, or
 keep other beams), the API flags it, and the next run recomputes it — resumably, like any other
-change. ``--full`` recomputes every user of the shard.
+change. ``--full`` recomputes every user.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from alignrec.config import to_dict
+from alignrec.distributed import Ranks, process_group, shard_bounds
 from alignrec.errors import InputError
 from alignrec.layout import stage_dir
 from alignrec.serve.store import CacheEntry, CachedItem, open_store
@@ -58,11 +64,10 @@ class PrecacheConfig:
     beam_size: int = field(default=20, metadata={"help": "beams per user (>= top_k)"})
     batch_size: int = field(default=16, metadata={"help": "users per beam-search batch"})
     commit_every: int = field(default=256, metadata={"help": "users per store transaction (work lost to a crash is at most this)"})
-    shard: str = field(default="0/1", metadata={"help": "i/n: cache only the users whose id hashes to i modulo n"})
-    full: bool = field(default=False, metadata={"help": "recompute every user of the shard, changed or not"})
-    max_users: int | None = field(default=None, metadata={"help": "stop after this many users of the shard (quick runs)"})
+    full: bool = field(default=False, metadata={"help": "recompute every user, changed or not"})
+    max_users: int | None = field(default=None, metadata={"help": "consider only the first this many users (quick runs)"})
     method: Literal["fast", "reference"] = field(default="fast", metadata={"help": "beam search: fast (batched, KV cache) or reference (HF generate)"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N (under torchrun, auto and cuda: each rank's GPU)"})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "model weights dtype"})
 
     def __post_init__(self) -> None:
@@ -72,28 +77,6 @@ class PrecacheConfig:
             raise ValueError("batch_size and commit_every must be >= 1")
         if self.max_users is not None and self.max_users < 1:
             raise ValueError(f"max_users must be >= 1, got {self.max_users}")
-        parse_shard(self.shard)
-
-    @property
-    def shard_index(self) -> tuple[int, int]:
-        return parse_shard(self.shard)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n) with 0 <= i < n."""
-    try:
-        index, count = (int(part) for part in str(text).split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {text!r}: need 0 <= i < n")
-    return index, count
-
-
-def shard_of(user_id: str, count: int) -> int:
-    """Stable shard of a user id (the same in every process and Python version)."""
-    digest = hashlib.blake2b(user_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % count
 
 
 def history_fingerprint(item_ids: list[str]) -> str:
@@ -102,7 +85,7 @@ def history_fingerprint(item_ids: list[str]) -> str:
 
 
 def run_key(version: str, config: PrecacheConfig) -> str:
-    """What else an entry depends on: the model and the search settings (not the shard)."""
+    """What else an entry depends on: the model and the search settings."""
     return f"{version}:b{config.beam_size}:k{config.top_k}"
 
 
@@ -163,7 +146,25 @@ def precache(
     histories: str | os.PathLike[str] | None = None,
     recommender: GenerativeRecommender | None = None,
 ) -> dict[str, Any]:
-    """Fill the cache; returns a report (also written to ``RUN/cache/precache-<i>-of-<n>.json``)."""
+    """Fill the cache; returns a report (also written to ``RUN/cache/precache.json``). Under a
+    launcher (``WORLD_SIZE`` > 1) every rank calls this (module docstring) and returns the report."""
+    with process_group(config.device) as ranks:
+        return _precache(ranks, config, model, cache, data, items_registry, histories, recommender)
+
+
+@dataclass
+class _Plan:
+    """What rank 0 found in the store: the users to compute, in order, and the counts."""
+
+    pending: list[tuple[str, str]]  # (user id, history fingerprint)
+    users: int
+    unchanged: int
+    stale: int
+
+
+def _precache(ranks: Ranks, config: PrecacheConfig, model: str | os.PathLike[str], cache: str | None,
+              data: str | os.PathLike[str] | None, items_registry: str | os.PathLike[str] | None,
+              histories: str | os.PathLike[str] | None, recommender: GenerativeRecommender | None) -> dict[str, Any]:
     from alignrec.data.dataset import load_dataset
     from alignrec.llm.finetuned import FinetunedRun
     from alignrec.llm.recommender import load_recommender
@@ -178,10 +179,11 @@ def precache(
     # The fine-tuned part of the catalogue must be the data set's items, in order.
     paths.check_catalogue(base_codes, dataset)
     registry = ItemRegistry(items_registry or cache_dir / "items_registry.json", base_codes)
-    catalogue = build_catalogue(dataset, registry)
+    # Rank 0 reads the registry; every rank searches the same catalogue, even if an item is registered meanwhile.
+    catalogue = ranks.from_main(lambda: build_catalogue(dataset, registry))
     version = catalogue_version(catalogue.codes)
     if recommender is None:
-        recommender, _ = load_recommender(model, config.device, config.dtype, codes=catalogue.codes)
+        recommender, _ = load_recommender(model, ranks.device(config.device), config.dtype, codes=catalogue.codes)
     elif recommender.num_items != catalogue.codes.num_items:
         raise InputError(f"the recommender knows {recommender.num_items} items, the catalogue {catalogue.codes.num_items}")
 
@@ -194,28 +196,27 @@ def precache(
         for user_id, items in read_histories_file(histories, {i: n for n, i in enumerate(catalogue.ids)}).items():
             user_histories[user_id] = cut(items)
 
-    shard, shards = config.shard_index
     key = run_key(recommender.version, config)
-    store = open_store(cache_url, create=True)
-    try:
+    store = None  # rank 0's: the only process that opens the store
+
+    def plan() -> _Plan:
+        nonlocal store
+        store = open_store(cache_url, create=True)
         stored = store.fingerprints()
         stored_catalogues = store.catalogue_versions()
-        pending: list[tuple[str, list[int], str]] = []
-        in_shard = skipped = stale = 0
+        pending: list[tuple[str, str]] = []
+        users = skipped = stale = 0
         for user_id, history in user_histories.items():
-            if shards > 1 and shard_of(user_id, shards) != shard:
-                continue
-            in_shard += 1
-            if config.max_users is not None and in_shard > config.max_users:
-                in_shard -= 1
+            if config.max_users is not None and users == config.max_users:
                 break
+            users += 1
             fingerprint = history_fingerprint([catalogue.ids[i] for i in history])
             if not config.full and stored.get(user_id) == (fingerprint, key):
                 if stored_catalogues.get(user_id, "") == version:
                     skipped += 1
                     continue
                 stale += 1  # same history and model, but items were registered since
-            pending.append((user_id, history, fingerprint))
+            pending.append((user_id, fingerprint))
         # The current catalogue version goes into the metadata under the registry's lock, read
         # from the registry as it is now: an item registered since this run loaded the catalogue
         # keeps its newer version there (and this run's lists count as stale, as they are).
@@ -232,54 +233,70 @@ def precache(
                     "popular": popular_items(dataset, catalogue),
                 }
             )
-        log.info(
-            "precache shard %d/%d: %d users, %d unchanged, %d to compute (%d of them stale: items registered since) into %s",
-            shard, shards, in_shard, skipped, len(pending), stale, store.describe(),
-        )
-        bar = progress_bar(len(pending), "precache", unit="user")
+        log.info("precache: %d users, %d unchanged, %d to compute (%d of them stale: items registered since) into %s%s",
+                 users, skipped, len(pending), stale, store.describe(),
+                 f", {ranks.world_size} processes" if ranks.distributed else "")
+        return _Plan(pending, users, skipped, stale)
+
+    try:
+        planned = ranks.from_main(plan)
+        pending = planned.pending
+        bounds = shard_bounds(len(pending), config.commit_every)
+        bar = progress_bar(len(pending), "precache", unit="user") if ranks.is_main else None
         search_seconds = 0.0
-        for start in range(0, len(pending), config.commit_every):
-            chunk = pending[start : start + config.commit_every]
-            search_started = time.perf_counter()
-            output = recommender.recommend(
-                [h for _, h, _ in chunk], config.top_k, config.beam_size, config.batch_size, config.method, show_progress=False
-            )
-            search_seconds += time.perf_counter() - search_started
-            now = time.time()
-            entries = []
-            for row, (user_id, _, fingerprint) in enumerate(chunk):
-                items = [
-                    catalogue.item(int(i), round(float(s), 6))
-                    for i, s in zip(output.items[row].tolist(), output.scores[row].tolist(), strict=True)
-                    if i >= 0
-                ]
-                entries.append(CacheEntry(user_id, items, recommender.version, key, fingerprint, now, catalogue=version))
-            store.put_many(entries)
-            bar.update(len(chunk))
-        bar.close()
-        store.set_meta({"updated": time.time()})
-        total_entries = store.count()
-        describe = store.describe()
+        # Round r: rank k searches shard r * world_size + k (shard i is rank i % world_size's), then
+        # rank 0 commits the round's entries, in shard order.
+        for first in range(0, len(bounds), ranks.world_size):
+            entries: list[CacheEntry] = []
+            index = first + ranks.rank
+            if index < len(bounds):
+                chunk = pending[slice(*bounds[index])]
+                search_started = time.perf_counter()
+                output = recommender.recommend(
+                    [user_histories[u] for u, _ in chunk], config.top_k, config.beam_size, config.batch_size,
+                    config.method, show_progress=False,
+                )
+                search_seconds += time.perf_counter() - search_started
+                now = time.time()
+                for row, (user_id, fingerprint) in enumerate(chunk):
+                    items = [
+                        catalogue.item(int(i), round(float(s), 6))
+                        for i, s in zip(output.items[row].tolist(), output.scores[row].tolist(), strict=True)
+                        if i >= 0
+                    ]
+                    entries.append(CacheEntry(user_id, items, recommender.version, key, fingerprint, now, catalogue=version))
+            gathered = ranks.gather(entries)
+            if store is not None:
+                round_entries = [entry for part in gathered for entry in part]
+                store.put_many(round_entries)
+                bar.update(len(round_entries))
+        search_seconds = sum(ranks.gather(search_seconds))  # one process's rate, whatever the world size
+        if store is not None:
+            bar.close()
+            store.set_meta({"updated": time.time()})
+            total_entries, describe = store.count(), store.describe()
     finally:
-        store.close()
-    elapsed = time.perf_counter() - started
-    report = {
-        "store": describe,
-        "shard": config.shard,
-        "users_in_shard": in_shard,
-        "computed": len(pending),
-        "unchanged": skipped,
-        "stale": stale,
-        "entries_in_store": total_entries,
-        "model_version": recommender.version,
-        "run_key": key,
-        "catalogue_items": catalogue.codes.num_items,
-        "catalogue": version,
-        "registered_items": catalogue.codes.num_items - base_codes.num_items,
-        "search_s": round(search_seconds, 3),
-        "elapsed_s": round(elapsed, 3),
-        "users_per_s": round(len(pending) / search_seconds, 3) if search_seconds > 0 else None,
-        "config": to_dict(config),
-    }
-    atomic_write_json(cache_dir / f"precache-{shard}-of-{shards}.json", report)
-    return report
+        if store is not None:
+            store.close()
+    report = None
+    if ranks.is_main:
+        report = {
+            "store": describe,
+            "users": planned.users,
+            "computed": len(pending),
+            "unchanged": planned.unchanged,
+            "stale": planned.stale,
+            "entries_in_store": total_entries,
+            "model_version": recommender.version,
+            "run_key": key,
+            "catalogue_items": catalogue.codes.num_items,
+            "catalogue": version,
+            "registered_items": catalogue.codes.num_items - base_codes.num_items,
+            "search_s": round(search_seconds, 3),
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "users_per_s": round(len(pending) / search_seconds, 3) if search_seconds > 0 else None,
+            "world_size": ranks.world_size,
+            "config": to_dict(config),
+        }
+        atomic_write_json(cache_dir / "precache.json", report)
+    return ranks.broadcast(report)
