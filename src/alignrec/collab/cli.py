@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from alignrec.commands import add_command, argument, print_summary
+
 
 class _ModelFlagsParser(argparse.ArgumentParser):
     """A ``collab`` subcommand parser; with ``model_flags=True`` (``collab train``) it gains the
@@ -32,7 +34,6 @@ class _ModelFlagsParser(argparse.ArgumentParser):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from alignrec.collab.config import CollabConfig
-    from alignrec.config import add_config_arguments
 
     parser = subparsers.add_parser(
         "collab",
@@ -42,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="collab_command", required=True, metavar="COMMAND",
                                      parser_class=_ModelFlagsParser)
 
-    train = commands.add_parser(
-        "train",
+    add_command(
+        commands, "train", config=CollabConfig, config_help="training and model settings", handler=run_train,
         model_flags=True,
         help="train one model, evaluate it (full ranking) and export its item embeddings",
         description=(
@@ -52,14 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "item_embeddings.safetensors + item_ids.json, model.safetensors, train_log.json and config.json "
             "to --out (default RUN/collab/<model>)."
         ),
+        arguments=[
+            argument("--data", required=True, help="run folder (or its dataset/ folder) written by `alignrec prepare`"),
+            argument("--out", help="output folder (default: DATA/collab/<model>)"),
+            argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists"),
+        ],
     )
-    train.add_argument("--data", required=True, help="run folder (or its dataset/ folder) written by `alignrec prepare`")
-    train.add_argument("--out", help="output folder (default: DATA/collab/<model>)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
-    train.add_argument("--config", help="YAML/JSON file with training and model settings (flags override it)")
-    add_config_arguments(train, CollabConfig)
-    train.set_defaults(handler=run_train)
-
     models = commands.add_parser("models", help="list the models and their default settings")
     models.set_defaults(handler=run_models)
 
@@ -67,22 +66,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from alignrec.collab.config import resolve_configs
     from alignrec.collab.trainer import train
-    from alignrec.utils.io import to_json
 
     train_config, model_config = resolve_configs(args, args.config)
     result = train(train_config, model_config, args.data, out_dir=args.out, resume=args.resume)
-    summary = {"out": str(result.out_dir), "model": train_config.model, "test": result.metrics["test"],
-               "best_epoch": result.metrics["best_epoch"], "epochs_run": result.metrics["epochs_run"]}
-    print(to_json(summary), end="")
-    return 0
+    return print_summary({"out": str(result.out_dir), "model": train_config.model, "test": result.metrics["test"],
+                          "best_epoch": result.metrics["best_epoch"], "epochs_run": result.metrics["epochs_run"]})
 
 
 def run_models(args: argparse.Namespace) -> int:
     from alignrec.collab.registry import get_model_spec, model_names
     from alignrec.config import to_dict
-    from alignrec.utils.io import to_json
 
-    listing = {name: {"description": get_model_spec(name).description,
-                      "defaults": to_dict(get_model_spec(name).config_class())} for name in model_names()}
-    print(to_json(listing), end="")
-    return 0
+    return print_summary({name: {"description": get_model_spec(name).description,
+                                 "defaults": to_dict(get_model_spec(name).config_class())} for name in model_names()})

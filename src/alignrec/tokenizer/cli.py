@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from alignrec.commands import add_command, argument, command_config, print_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from alignrec.config import add_config_arguments
     from alignrec.tokenizer.config import TokenizerConfig
 
     parser = subparsers.add_parser(
@@ -16,49 +16,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Stage 3, Alignment Tokenization: item embeddings -> L codes per item.",
     )
     commands = parser.add_subparsers(dest="tokenize_command", required=True, metavar="ACTION")
-
-    train = commands.add_parser(
-        "train",
+    add_command(
+        commands, "train", config=TokenizerConfig, config_help="tokenizer settings", handler=run_train,
         help="train a tokenizer on RUN_DIR's data set and write RUN_DIR/tokenizer",
         description=(
             "Train L x K residual codebooks (alignment = ours; rqvae = LC-Rec/TIGER RQ-VAE; rqkmeans = plain residual "
             "k-means) on behaviour item embeddings, with the LLM alignment loss when items have text; write item codes, "
             "codebooks, the report, code descriptions and the cold-start map."
         ),
+        arguments=[
+            argument("--data", required=True, help="run folder made by `alignrec prepare` (RUN_DIR or RUN_DIR/dataset)"),
+            argument("--embeddings", help="behaviour item embeddings: a collab run folder, a .safetensors file (tensor "
+                     "'item_embeddings'), or 'spectral' (computed here from the training sequences); default "
+                     "RUN_DIR/collab/dccf"),
+            argument("--out", help="output folder (default RUN_DIR/tokenizer)"),
+        ],
     )
-    train.add_argument("--data", required=True, help="run folder made by `alignrec prepare` (RUN_DIR or RUN_DIR/dataset)")
-    train.add_argument(
-        "--embeddings",
-        help="behaviour item embeddings: a collab run folder, a .safetensors file (tensor 'item_embeddings'), or "
-        "'spectral' (computed here from the training sequences); default RUN_DIR/collab/dccf",
-    )
-    train.add_argument("--out", help="output folder (default RUN_DIR/tokenizer)")
-    train.add_argument("--config", help="YAML/JSON file with tokenizer settings (flags override it)")
-    add_config_arguments(train, TokenizerConfig)
-    train.set_defaults(handler=run_train)
-
-    assign = commands.add_parser(
-        "assign",
+    add_command(
+        commands, "assign", handler=run_assign,
         help="give new items unique codes with a trained tokenizer (no retraining)",
         description=(
             "Read new items (.jsonl/.json/.csv/.parquet with item_id, title, description) and, optionally, their "
             "behaviour embeddings; write the extended item codes (old items first) and new_items.json to --out."
         ),
+        arguments=[
+            argument("--tokenizer", required=True, help="folder written by `alignrec tokenize train`"),
+            argument("--items", required=True, help="new items file (.jsonl, .json, .csv or .parquet)"),
+            argument("--embeddings", help="optional .safetensors with 'item_embeddings' (one row per new item, same order)"),
+            argument("--out", required=True, help="folder for item_codes.parquet + codes_meta.json + new_items.json"),
+        ],
     )
-    assign.add_argument("--tokenizer", required=True, help="folder written by `alignrec tokenize train`")
-    assign.add_argument("--items", required=True, help="new items file (.jsonl, .json, .csv or .parquet)")
-    assign.add_argument("--embeddings", help="optional .safetensors with 'item_embeddings' (one row per new item, same order)")
-    assign.add_argument("--out", required=True, help="folder for item_codes.parquet + codes_meta.json + new_items.json")
-    assign.set_defaults(handler=run_assign)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from alignrec.config import config_from_args
-    from alignrec.tokenizer.config import TokenizerConfig
     from alignrec.tokenizer.train import train_tokenizer
 
-    config = config_from_args(TokenizerConfig, args, args.config)
-    result = train_tokenizer(config, args.data, embeddings=args.embeddings, out_dir=args.out)
+    result = train_tokenizer(command_config(args), args.data, embeddings=args.embeddings, out_dir=args.out)
     report = result.report
     summary = {
         "out": str(result.out_dir),
@@ -70,8 +63,7 @@ def run_train(args: argparse.Namespace) -> int:
         "train_seconds": report["train_seconds"],
         "text": report["text"]["summary"],
     }
-    print(json.dumps(summary, indent=2))
-    return 0
+    return print_summary(summary)
 
 
 def run_assign(args: argparse.Namespace) -> int:
@@ -84,5 +76,5 @@ def run_assign(args: argparse.Namespace) -> int:
     start = len(assigner.item_ids)
     codes = assigner.assign(texts=None if embeddings is not None else texts, behaviour_embeddings=embeddings, item_ids=ids)
     assigner.save(args.out, new_from=start)
-    print(json.dumps({"out": args.out, "new_items": len(ids), "total_items": len(assigner.item_ids), "levels": int(codes.shape[1])}, indent=2))
-    return 0
+    return print_summary({"out": args.out, "new_items": len(ids), "total_items": len(assigner.item_ids),
+                          "levels": int(codes.shape[1])})

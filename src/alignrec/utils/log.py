@@ -53,11 +53,46 @@ def progress_enabled() -> bool:
     return os.environ.get("ALIGNREC_PROGRESS", "1") not in {"0", "false", "no"}
 
 
+class _LineWriter:
+    """tqdm's output for a log file: each status it draws becomes one plain line (no carriage
+    returns, no redraws); :func:`_bar_options` makes it draw every few percent."""
+
+    def __init__(self, stream: object) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")  # type: ignore[attr-defined]
+
+    def flush(self) -> None:
+        self.stream.flush()  # type: ignore[attr-defined]
+
+
+LOG_STEP = 0.05  # a bar writes to a log file every 5% of its total (or every LOG_SECONDS without a total)
+LOG_SECONDS = 60.0
+
+
+def _bar_options(total: int | None) -> dict[str, object]:
+    """tqdm settings: a redrawn bar on a terminal; in a log file or CI, a line every few percent."""
+    stream = sys.stderr
+    if stream.isatty():
+        return {"dynamic_ncols": True}
+    if total:
+        return {"file": _LineWriter(stream), "miniters": max(1, int(total * LOG_STEP)), "mininterval": 0.0,
+                "maxinterval": float("inf"), "ncols": 100}
+    return {"file": _LineWriter(stream), "mininterval": LOG_SECONDS, "ncols": 100}
+
+
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """A tqdm progress bar on stderr, honouring ALIGNREC_PROGRESS."""
-    return iter(tqdm(iterable, desc=desc, total=total, unit=unit, disable=not progress_enabled(), dynamic_ncols=True))
+    """A tqdm progress bar on stderr, honouring ALIGNREC_PROGRESS (a line every few percent when
+    stderr is not a terminal)."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    return iter(tqdm(iterable, desc=desc, total=total, unit=unit, disable=not progress_enabled(), **_bar_options(total)))
 
 
 def progress_bar(total: int | None, desc: str, unit: str = "it") -> tqdm:
-    """A manually advanced progress bar (``bar.update(n)``), honouring ALIGNREC_PROGRESS."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(), dynamic_ncols=True)
+    """A manually advanced progress bar (``bar.update(n)``), honouring ALIGNREC_PROGRESS (a line
+    every few percent when stderr is not a terminal)."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(), **_bar_options(total))
