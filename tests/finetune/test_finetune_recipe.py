@@ -200,6 +200,47 @@ def test_resume_continues_and_refuses_changed_settings(tmp_path: Path) -> None:
     assert fresh.metrics["steps"] == 4
 
 
+def test_resume_refuses_changed_inputs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Checkpoints learnt from the tasks and codes the run started with: a resume on other ones is refused."""
+    from alignrec.finetune.recipe import START_CONFIG
+
+    run = write_cyclic_run(tmp_path / "run", users=8)
+    config = FinetuneConfig(max_steps=2, **{**FAST, "save_steps": 2})
+    FinetuneJob(config, run, backbone=tiny_backbone()).run()
+    start_file = run / "finetune" / "trainer_state" / START_CONFIG
+    inputs = json.loads(start_file.read_text())["inputs"]
+    assert sorted(inputs) == ["codes", "codes_meta", "format", "train", "valid"]
+
+    train = run / "tasks" / "train.jsonl"
+    original = train.read_bytes()
+    train.write_bytes(b"".join(reversed(original.splitlines(keepends=True))))  # the same examples, reordered
+    with pytest.raises(InputError, match="train") as refused:
+        FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()
+    assert f"train ({train}) changed" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert "codes (" not in str(refused.value)
+    train.write_bytes(original)
+
+    codes = cyclic_codes()
+    codes.codes[[0, 1]] = codes.codes[[1, 0]]  # two items swap their codes
+    codes.item_ids = list(load_dataset(run).item_ids)
+    codes.save(run / "tokenizer")
+    with pytest.raises(InputError, match="--resume") as refused:
+        FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()
+    assert f"codes ({run / 'tokenizer' / 'item_codes.parquet'}) changed" in str(refused.value)
+    assert "train (" not in str(refused.value)
+    codes.codes[[0, 1]] = codes.codes[[1, 0]]
+    codes.save(run / "tokenizer")
+    FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()  # the inputs it started with: resumes
+
+    # a start record of an older alignrec has no hashes: the resume goes on, with a warning, and records them now
+    start_file.write_text(json.dumps({"config": json.loads(start_file.read_text())["config"]}))
+    train.write_bytes(b"".join(reversed(original.splitlines(keepends=True))))
+    with caplog.at_level("WARNING", logger="alignrec"):
+        FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()
+    assert any("records no input hashes" in r.getMessage() for r in caplog.records)
+    assert json.loads(start_file.read_text())["inputs"]["train"]["sha256"] != inputs["train"]["sha256"]
+
+
 def test_cli_with_a_backbone_folder(tmp_path: Path) -> None:
     run = write_cyclic_run(tmp_path / "run", users=8, tasks=("sequential", "negative"))
     model, tokenizer = tiny_backbone(tied=True)
