@@ -30,6 +30,8 @@ config the run started with is stored there; a resumed run must use the same set
 the ones in :data:`alignrec.finetune.config.RESUMABLE_CHANGES` (how long, how often to log/save).
 The hashes of its inputs (the tasks, the codes) are stored beside it: a resume on changed inputs
 is refused (the checkpoints learnt from the old ones).
+``metrics.json`` counts every session: ``steps``, ``train_loss`` (the mean over every step) and
+``train_seconds_total``.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ from alignrec.finetune.trainer import (
     CodeOnlyLoss,
     ValidationRanker,
     earlier_train_seconds,
+    log_at_checkpoints_callback,
     loss_curve_callback,
     plot_loss_curve,
     ranking_trainer_class,
+    run_train_loss,
     time_budget_callback,
     train_time_callback,
     training_arguments,
@@ -454,6 +458,7 @@ class FinetuneJob:
             callbacks.append(time_budget_callback(config.max_train_minutes))
         if config.early_stopping_patience and has_eval:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        callbacks.append(log_at_checkpoints_callback())  # last: after the time budget asks for a save
         self.trainer = ranking_trainer_class()(
             model=self.prepared.model,
             args=args,
@@ -478,10 +483,12 @@ class FinetuneJob:
         this_session = wall > 0 and not self.resume_from  # a resumed run counts from where it resumed
         epochs = float(state.epoch or 0)
         code_labels = int(self.metrics.get("code_label_tokens_per_epoch", 0) * epochs)
+        resumed_step = int(read_json(Path(self.resume_from) / "trainer_state.json")["global_step"]) if self.resume_from else 0
+        train_loss = run_train_loss(state.log_history, resumed_step, float(output.training_loss), int(state.global_step))
         self.metrics.update(
             steps=int(state.global_step),
             epochs=round(epochs, 4),
-            train_loss=round(float(output.training_loss), 6),
+            train_loss=round(train_loss, 6) if train_loss is not None else None,  # every session of this run
             train_seconds=round(wall, 2),  # this session
             # every session of this run (resumes add up); None when a checkpoint had no record
             train_seconds_total=round(earlier + wall, 2) if earlier is not None else None,
