@@ -200,6 +200,86 @@ def test_resume_continues_and_refuses_changed_settings(tmp_path: Path) -> None:
     assert fresh.metrics["steps"] == 4
 
 
+def test_a_resumed_run_trains_max_steps_and_reports_the_loss_of_every_session(tmp_path: Path) -> None:
+    """60 examples in batches of 8 make 8 steps an epoch: a run of 6 steps ends inside its first epoch, which a
+    resume from any of its checkpoints re-enters."""
+    import shutil
+
+    run = write_cyclic_run(tmp_path / "run", users=12)
+    out = tmp_path / "run" / "finetune"
+    config = FinetuneConfig(max_steps=6, **{**FAST, "save_steps": 2, "logging_steps": 5})
+    whole = FinetuneJob(config, run, backbone=tiny_backbone()).run().metrics
+    assert whole["train_examples"] == 60 and whole["steps"] == 6
+    logged = [(e["step"], e["loss"]) for e in json.loads((out / "loss_curve.json").read_text()) if "loss" in e]
+    assert [step for step, _ in logged] == [1, 2, 4, 5, 6]  # every 5 steps, the first, and every checkpoint
+
+    # resumed from its final checkpoint: nothing is left to train (the Trainer used to run a 7th step at lr 0)
+    again = FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).run().metrics
+    assert again["steps"] == 6
+    assert [e["step"] for e in json.loads((out / "loss_curve.json").read_text()) if "loss" in e] == [1, 2, 4, 5, 6]
+    assert json.loads((out / "metrics.json").read_text())["train_loss"] == pytest.approx(whole["train_loss"], abs=1e-6)
+
+    # killed after checkpoint-4: the resume trains steps 5 and 6, and the mean still covers steps 1 to 6
+    shutil.rmtree(out / "trainer_state" / "checkpoint-6")
+    resumed = FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).run().metrics
+    assert resumed["steps"] == 6
+    assert json.loads((out / "metrics.json").read_text())["train_loss"] == pytest.approx(whole["train_loss"], abs=1e-5)
+
+
+def test_run_train_loss_weighs_each_log_by_its_steps() -> None:
+    from alignrec.finetune.trainer import run_train_loss
+
+    history = [{"loss": 4.0, "step": 1}, {"loss": 2.0, "step": 4}, {"eval_loss": 9.0, "step": 4}, {"loss": 7.0, "step": 6}]
+    # resumed from checkpoint-4: steps 1-4 from the log (4 x 1 + 2 x 3), steps 5-8 from the session (1.5 x 4);
+    # the log at step 6 came after the checkpoint and is this session's
+    assert run_train_loss(history, 4, 1.5, 8) == pytest.approx((4.0 + 6.0 + 6.0) / 8)
+    assert run_train_loss(history, 0, 3.0, 6) == pytest.approx(3.0)  # a fresh start: the session alone
+    assert run_train_loss(history, 6, 0.0, 6) == pytest.approx((4.0 + 6.0 + 14.0) / 6)  # resumed at the end
+    assert run_train_loss(history, 5, 1.0, 6) == pytest.approx((4.0 + 6.0 + 1.0) / 5)  # step 5 never logged: left out
+    assert run_train_loss([], 0, 0.0, 0) is None
+
+
+def test_resume_refuses_changed_inputs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Checkpoints learnt from the tasks and codes the run started with: a resume on other ones is refused."""
+    from alignrec.finetune.recipe import START_CONFIG
+
+    run = write_cyclic_run(tmp_path / "run", users=8)
+    config = FinetuneConfig(max_steps=2, **{**FAST, "save_steps": 2})
+    FinetuneJob(config, run, backbone=tiny_backbone()).run()
+    start_file = run / "finetune" / "trainer_state" / START_CONFIG
+    inputs = json.loads(start_file.read_text())["inputs"]
+    assert sorted(inputs) == ["codes", "codes_meta", "format", "train", "valid"]
+
+    train = run / "tasks" / "train.jsonl"
+    original = train.read_bytes()
+    train.write_bytes(b"".join(reversed(original.splitlines(keepends=True))))  # the same examples, reordered
+    with pytest.raises(InputError, match="train") as refused:
+        FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()
+    assert f"train ({train}) changed" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert "codes (" not in str(refused.value)
+    train.write_bytes(original)
+
+    codes = cyclic_codes()
+    codes.codes[[0, 1]] = codes.codes[[1, 0]]  # two items swap their codes
+    codes.item_ids = list(load_dataset(run).item_ids)
+    codes.save(run / "tokenizer")
+    with pytest.raises(InputError, match="--resume") as refused:
+        FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()
+    assert f"codes ({run / 'tokenizer' / 'item_codes.parquet'}) changed" in str(refused.value)
+    assert "train (" not in str(refused.value)
+    codes.codes[[0, 1]] = codes.codes[[1, 0]]
+    codes.save(run / "tokenizer")
+    FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()  # the inputs it started with: resumes
+
+    # a start record of an older alignrec has no hashes: the resume goes on, with a warning, and records them now
+    start_file.write_text(json.dumps({"config": json.loads(start_file.read_text())["config"]}))
+    train.write_bytes(b"".join(reversed(original.splitlines(keepends=True))))
+    with caplog.at_level("WARNING", logger="alignrec"):
+        FinetuneJob(config, run, resume=True, backbone=tiny_backbone()).prepare()
+    assert any("records no input hashes" in r.getMessage() for r in caplog.records)
+    assert json.loads(start_file.read_text())["inputs"]["train"]["sha256"] != inputs["train"]["sha256"]
+
+
 def test_cli_with_a_backbone_folder(tmp_path: Path) -> None:
     run = write_cyclic_run(tmp_path / "run", users=8, tasks=("sequential", "negative"))
     model, tokenizer = tiny_backbone(tied=True)

@@ -28,6 +28,10 @@ Resuming (``--resume``) continues from the newest checkpoint in ``OUT/trainer_st
 starts from the beginning when there is none yet). The
 config the run started with is stored there; a resumed run must use the same settings except
 the ones in :data:`alignrec.finetune.config.RESUMABLE_CHANGES` (how long, how often to log/save).
+The hashes of its inputs (the tasks, the codes) are stored beside it: a resume on changed inputs
+is refused (the checkpoints learnt from the old ones).
+``metrics.json`` counts every session: ``steps``, ``train_loss`` (the mean over every step) and
+``train_seconds_total``.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ from alignrec.finetune.trainer import (
     CodeOnlyLoss,
     ValidationRanker,
     earlier_train_seconds,
+    log_at_checkpoints_callback,
     loss_curve_callback,
     plot_loss_curve,
     ranking_trainer_class,
+    run_train_loss,
     time_budget_callback,
     train_time_callback,
     training_arguments,
@@ -60,7 +66,7 @@ from alignrec.finetune.trainer import (
 from alignrec.llm.finetuned import ModelSettings, codes_fingerprint
 from alignrec.llm.format import SequenceFormat
 from alignrec.llm.vocab import CodeVocabulary
-from alignrec.utils.io import atomic_directory, atomic_write_json, read_json
+from alignrec.utils.io import atomic_directory, atomic_write_json, read_json, sha256_file
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -238,6 +244,7 @@ class FinetuneJob:
         self.trainer: Any = None
         self.prepared: PreparedModel | None = None
         self.metrics: dict[str, Any] = {}
+        self._inputs: dict[str, dict[str, str]] | None = None
 
     # -- checks ---------------------------------------------------------------------------
     def _checkpoint(self) -> str | None:
@@ -279,6 +286,7 @@ class FinetuneJob:
                     f"--resume: settings differ from the run being resumed ({start_file}): {detail}; only "
                     f"{sorted(RESUMABLE_CHANGES)} may change"
                 )
+            self._check_inputs_unchanged(read_json(start_file).get("inputs"), start_file)
             log.info("resuming from %s", checkpoint)
             return checkpoint
         if checkpoint is not None:
@@ -290,6 +298,40 @@ class FinetuneJob:
             if self._is_main():
                 shutil.rmtree(self.paths.trainer_dir)
         return None
+
+    def _input_hashes(self) -> dict[str, dict[str, str]]:
+        """``{name: {"path", "sha256"}}`` of the inputs the checkpoints learn from (the files present; hashed once)."""
+        from alignrec.tasks.build import FORMAT_FILE
+
+        if self._inputs is None:
+            tasks, codes = self.paths.tasks_dir, self.paths.codes_dir
+            files = {"train": tasks / "train.jsonl", "valid": tasks / "valid.jsonl", "format": tasks / FORMAT_FILE,
+                     "codes": codes / "item_codes.parquet", "codes_meta": codes / "codes_meta.json"}
+            self._inputs = {name: {"path": str(path), "sha256": sha256_file(path)}
+                            for name, path in files.items() if path.is_file()}
+        return self._inputs
+
+    def _check_inputs_unchanged(self, started: dict[str, dict[str, str]] | None, start_file: Path) -> None:
+        """Refuse a resume whose tasks or codes differ from the ones the run started with."""
+        if started is None:
+            log.warning("--resume: %s was written by an older alignrec and records no input hashes; "
+                        "cannot check that the tasks and codes are the ones the run started with", start_file)
+            return
+        now = self._input_hashes()
+        changed = []
+        for name in sorted(set(started) | set(now)):
+            if name not in now:
+                changed.append(f"{name} ({started[name]['path']}) is gone")
+            elif name not in started:
+                changed.append(f"{name} ({now[name]['path']}) is new")
+            elif now[name]["sha256"] != started[name]["sha256"]:
+                changed.append(f"{name} ({now[name]['path']}) changed")
+        if changed:
+            raise InputError(
+                f"--resume: the inputs differ from the ones the run started with ({start_file}): {'; '.join(changed)}; "
+                "its checkpoints learnt from the old ones. Run again with --overwrite instead of --resume to start "
+                "again on these inputs, or restore the old ones to continue"
+            )
 
     @staticmethod
     def _is_main() -> bool:
@@ -353,7 +395,10 @@ class FinetuneJob:
             parameters=trainable_parameter_counts(self.prepared.model),
         )
         if self._is_main():
-            atomic_write_json(self.paths.trainer_dir / START_CONFIG, {"config": to_dict(self.config)})
+            # The input hashes are the same as at the start (a resume refuses others), or recorded now when an
+            # older alignrec started the run without them.
+            atomic_write_json(self.paths.trainer_dir / START_CONFIG,
+                              {"config": to_dict(self.config), "inputs": self._input_hashes()})
 
     def _code_labels(self, data: Any) -> int:
         """Supervised tokens that are code tokens (what the code-only head learns from)."""
@@ -413,6 +458,7 @@ class FinetuneJob:
             callbacks.append(time_budget_callback(config.max_train_minutes))
         if config.early_stopping_patience and has_eval:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        callbacks.append(log_at_checkpoints_callback())  # last: after the time budget asks for a save
         self.trainer = ranking_trainer_class()(
             model=self.prepared.model,
             args=args,
@@ -437,10 +483,12 @@ class FinetuneJob:
         this_session = wall > 0 and not self.resume_from  # a resumed run counts from where it resumed
         epochs = float(state.epoch or 0)
         code_labels = int(self.metrics.get("code_label_tokens_per_epoch", 0) * epochs)
+        resumed_step = int(read_json(Path(self.resume_from) / "trainer_state.json")["global_step"]) if self.resume_from else 0
+        train_loss = run_train_loss(state.log_history, resumed_step, float(output.training_loss), int(state.global_step))
         self.metrics.update(
             steps=int(state.global_step),
             epochs=round(epochs, 4),
-            train_loss=round(float(output.training_loss), 6),
+            train_loss=round(train_loss, 6) if train_loss is not None else None,  # every session of this run
             train_seconds=round(wall, 2),  # this session
             # every session of this run (resumes add up); None when a checkpoint had no record
             train_seconds_total=round(earlier + wall, 2) if earlier is not None else None,

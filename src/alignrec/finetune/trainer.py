@@ -4,7 +4,7 @@ hands the Hugging Face Trainer.
 - :func:`training_arguments`: ``TrainingArguments`` from the config, with the shims that keep
   one config across transformers 4.x and 5;
 - callbacks: the loss curve (JSON at every log, PNG at every save), training time across resumes,
-  a wall-clock budget;
+  a wall-clock budget, a log at every checkpoint (:func:`run_train_loss`: the mean loss over every session);
 - :class:`CodeOnlyLoss`: the Trainer's ``compute_loss_func`` for the code-only head;
 - :class:`ValidationRanker` and the ranking trainer: HR@10 / NDCG@10 of constrained beam search
   on validation users at every evaluation, for checkpoint selection and early stopping.
@@ -21,7 +21,9 @@ from typing import Any
 from alignrec.errors import InputError
 from alignrec.finetune.config import FinetuneConfig
 from alignrec.utils.io import atomic_path, atomic_write_json, read_json
-from alignrec.utils.log import progress_enabled
+from alignrec.utils.log import get_logger, progress_enabled
+
+log = get_logger(__name__)
 
 
 def resolve_precision(precision: str) -> str:
@@ -190,6 +192,48 @@ def earlier_train_seconds(checkpoint: str | None) -> float | None:
         return None
 
 
+def log_at_checkpoints_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class LogAtCheckpoints(TrainerCallback):
+        """Logs the training loss at every step that saves or evaluates (after the callbacks that ask for a save).
+
+        Each logged ``loss`` is the mean over the steps since the previous log; with a log at every
+        checkpoint, a checkpoint's log history covers every step up to it, which a resumed run needs for
+        its whole-run mean (:func:`run_train_loss`): the steps after the last log are not in the checkpoint.
+        """
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if control.should_save or control.should_evaluate:
+                control.should_log = True
+
+    return LogAtCheckpoints()
+
+
+def run_train_loss(log_history: list[dict[str, Any]], resumed_step: int, session_loss: float,
+                   global_step: int) -> float | None:
+    """Mean training loss over every step of a run, all sessions (the Trainer's own covers its session only).
+
+    The steps up to ``resumed_step`` (the checkpoint this session resumed from; 0 for a fresh start) come
+    from the log history: each ``loss`` entry is the mean over the steps since the previous entry. The
+    steps of this session (up to ``global_step``) come from the Trainer's mean over them, ``session_loss``.
+    Steps that no entry covers (a checkpoint of an older alignrec saved between two logs) are left out.
+    """
+    total, steps, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry and entry["step"] <= resumed_step:
+            total += float(entry["loss"]) * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    if previous < resumed_step:
+        log.warning("the loss of steps %d-%d was not logged before checkpoint-%d; train_loss leaves them out",
+                    previous + 1, resumed_step, resumed_step)
+    session = global_step - resumed_step
+    total += session_loss * session
+    steps += session
+    return total / steps if steps else None
+
+
 def time_budget_callback(minutes: float) -> Any:
     from transformers import TrainerCallback
 
@@ -272,9 +316,20 @@ def ranking_trainer_class() -> Any:
     from transformers import EarlyStoppingCallback, Trainer
 
     class RankingTrainer(Trainer):
-        """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...)."""
+        """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...), and which
+        trains no step past ``max_steps`` when it resumes."""
 
         ranker: ValidationRanker | None = None
+
+        def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
+            # A resume from a checkpoint at max_steps (the final one) re-enters the unfinished epoch when
+            # max_steps is not a whole number of epochs, and the Trainer checks global_step >= max_steps
+            # only after an update (DefaultFlowCallback.on_step_end): it fetched and trained one more step
+            # (steps=31 of 30, at learning rate 0 on a linear schedule). No batches once the run has all its steps.
+            if self.state.global_step >= self.state.max_steps > 0:
+                self.control.should_training_stop = True
+                return [], None
+            return super().get_batch_samples(*args, **kwargs)
 
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
