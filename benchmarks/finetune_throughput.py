@@ -69,7 +69,7 @@ def time_steps(model, batches, collator, loss_from, device, precision: str) -> t
     import torch
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     seconds, tokens, padded, loss_value = 0.0, 0, 0, float("nan")
     for index, features in enumerate(batches):
         batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in collator(features).items()}
@@ -119,11 +119,12 @@ def main() -> None:
     from alignrec.finetune.config import FinetuneConfig
     from alignrec.finetune.data import PaddingCollator, answer_loss
     from alignrec.finetune.recipe import apply_lora, prepare_model, trainable_parameter_counts
-    from alignrec.finetune.trainer import CodeOnlyLoss, resolve_precision
+    from alignrec.finetune.trainer import CodeOnlyLoss
+    from alignrec.llm.backbone import resolve_dtype
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision("auto")
+    precision = str(resolve_dtype("auto", device)).removeprefix("torch.")
     run = BenchmarkRun("finetune_throughput", description=(
         "LoRA fine-tuning throughput (forward + backward + AdamW step) of SmolLM2-135M: code labels (supervised "
         "code tokens) per second, for LC-Rec's one-target prompts vs dense windows, full vs code-only head, and "

@@ -322,3 +322,20 @@ def test_config_validation() -> None:
                        ({"lora": 8}, "unknown key")]:
         with pytest.raises(ConfigError, match=match):
             from_mapping(FinetuneConfig, bad)
+
+
+def test_one_dtype_setting_and_old_start_records_read_under_its_name() -> None:
+    import torch
+
+    from alignrec.finetune.recipe import renamed_settings
+    from alignrec.llm.backbone import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(InputError, match="float16 needs a CUDA GPU"):
+        resolve_dtype("float16", torch.device("cpu"))
+    with pytest.raises(InputError, match="expected one of auto, float32, bfloat16, float16"):
+        resolve_dtype("fp32", "cpu")
+    # a start record written when the setting was called precision resumes under dtype
+    assert renamed_settings({"precision": "bf16", "lora_r": 8}) == {"lora_r": 8, "dtype": "bfloat16"}
+    assert renamed_settings({"dtype": "float32"}) == {"dtype": "float32"}
+    assert FinetuneConfig(dtype="bfloat16").dtype == "bfloat16"

@@ -101,8 +101,9 @@ class FinetuneConfig:
                   "work with large vocabularies; off = the model's own loss over full logits)"},
     )
     gradient_checkpointing: bool = field(default=False, metadata={"section": "batches and speed", "help": "recompute activations in backward"})
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
-        default="auto", metadata={"section": "batches and speed", "help": "auto = bf16 on a GPU that supports it, else fp32"}
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"section": "batches and speed", "help": "mixed precision of training (weights stay "
+                                  "float32): auto = bfloat16 on a GPU that supports it, else float32; float16 needs a GPU"}
     )
     dataloader_workers: int = field(default=0, metadata={"section": "batches and speed", "help": "data loader worker processes"})
     torch_threads: int = field(default=0, metadata={"section": "batches and speed", "help": "CPU threads for torch (0 = torch's default)"})

@@ -105,6 +105,17 @@ class RecipePaths:
         )
 
 
+def renamed_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """A start record's settings under today's names: ``precision`` (fp32/bf16/fp16) became ``dtype``
+    (float32/bfloat16/float16, the value set of every dtype setting)."""
+    if "precision" not in stored:
+        return stored
+    names = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    renamed = {key: value for key, value in stored.items() if key != "precision"}
+    renamed["dtype"] = names.get(str(stored["precision"]), str(stored["precision"]))
+    return renamed
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -277,7 +288,7 @@ class FinetuneJob:
                 # Nothing saved yet (e.g. stopped before the first checkpoint): a fresh start is the resume.
                 log.warning("--resume: no checkpoint in %s yet; starting from the beginning", self.paths.trainer_dir)
                 return None
-            saved = from_mapping(FinetuneConfig, read_json(start_file)["config"], source=str(start_file))
+            saved = from_mapping(FinetuneConfig, renamed_settings(read_json(start_file)["config"]), source=str(start_file))
             changed = sorted(k for k, v in to_dict(saved).items()
                              if to_dict(self.config)[k] != v and k not in RESUMABLE_CHANGES)
             if changed:

@@ -26,25 +26,16 @@ from alignrec.utils.log import get_logger, progress_enabled
 log = get_logger(__name__)
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 on a GPU that supports it, else fp32; refuse fp16 without a GPU."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and not cuda:
-        raise InputError("precision fp16 needs a CUDA GPU (use fp32 or bf16 on a CPU)")
-    return precision
-
-
 def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool) -> Any:
     """``TrainingArguments`` for ``config`` (keyword names checked against the installed version)."""
     import torch
     from transformers import TrainingArguments
 
-    precision = resolve_precision(config.precision)
+    from alignrec.llm.backbone import resolve_dtype
+
     cuda = torch.cuda.is_available()
+    # Weights stay float32; bfloat16/float16 is the Trainer's mixed precision (autocast).
+    dtype = resolve_dtype(config.dtype, "cuda" if cuda else "cpu")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     kwargs: dict[str, Any] = {
@@ -64,8 +55,8 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool)
         "save_steps": config.save_steps,
         "save_total_limit": config.save_total_limit,
         "eval_strategy": "steps" if (config.eval_steps and has_eval) else "no",
-        "bf16": precision == "bf16",
-        "fp16": precision == "fp16",
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
         "report_to": "none",
         "seed": config.seed,
         "data_seed": config.seed,

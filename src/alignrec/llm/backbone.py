@@ -143,3 +143,22 @@ def keep_first_layers(model: Any, layers: int) -> int:
     if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (Qwen2, Gemma, ...)
         config.layer_types = config.layer_types[:layers]
     return depth
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # the one value set of every dtype setting
+
+
+def resolve_dtype(name: str, device: Any) -> Any:
+    """The torch dtype of a ``dtype`` setting on ``device`` (a torch device or its type name):
+    ``auto`` is bfloat16 on a GPU that supports it, else float32; float16 needs a GPU."""
+    import torch
+
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    if name == "auto":
+        return torch.bfloat16 if device_type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise InputError(f"dtype {name!r}: expected one of {', '.join(DTYPES)}")
+    if name == "float16" and device_type != "cuda":
+        raise InputError("dtype float16 needs a CUDA GPU (use float32 or bfloat16 on a CPU)")
+    return table[name]

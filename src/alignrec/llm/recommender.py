@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from alignrec.errors import InputError
+from alignrec.llm.backbone import resolve_dtype
 from alignrec.llm.beam_search import BeamSearchOutput, constrained_beam_search
 from alignrec.llm.finetuned import FinetunedRun, ModelSettings
 from alignrec.llm.reference import reference_beam_search
@@ -34,17 +35,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise InputError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in table:
-        raise InputError(f"dtype {dtype!r}: expected one of auto, {', '.join(table)}")
-    return table[dtype]
 
 
 # --------------------------------------------------------------------------- search registry
