@@ -24,6 +24,7 @@ I/O, the cold start), health checks, routed lookups — runs in worker threads, 
 # and must resolve names imported inside create_app.
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import os
@@ -39,7 +40,7 @@ from alignrec.errors import InputError
 from alignrec.serve.store import CacheError, CacheStore, open_store
 
 if TYPE_CHECKING:
-    from alignrec.serve.items import CodeAssigner
+    from alignrec.serve.items import CodeAssigner, ItemRegistry
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -230,77 +231,72 @@ class _CacheView:
         self.values = {**self.values, **values}
 
 
-def create_app(
-    config: ServeConfig,
-    store: CacheStore | None = None,
-    assigner: "CodeAssigner | None" = None,
-    admin_token: str | None = None,
-    load_cold_start: bool = True,
-) -> Any:
-    """Build the FastAPI app. ``store`` / ``assigner`` / ``admin_token`` default to what
-    ``config`` names (cache URL, the tokenizer's cold start, the token environment variable).
+@dataclass
+class _ServeState:
+    """What the routes of one app share: the store and its metadata, the ``k`` bounds, the
+    admin token, metrics, and registration (the registry and the cold start, or why not)."""
 
-    When registration is enabled (``config.run`` and an admin token) and no ``assigner`` is
-    given, the tokenizer's cold start is loaded here, before the server accepts connections —
-    not by the first ``POST /v1/items`` (``load_cold_start=False`` skips it: a start-up check).
-    """
-    from fastapi import FastAPI, Path as PathParam, Query, Request
-    from fastapi.encoders import jsonable_encoder
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
-    from starlette.exceptions import HTTPException
+    config: ServeConfig
+    store: CacheStore
+    view: _CacheView
+    max_k: int
+    default_k: int
+    token: str
+    metrics: Metrics
+    registry: "ItemRegistry | None" = None
+    assigner: "CodeAssigner | None" = None
+    load_error: Exception | None = None  # why the cold start could not be loaded (answered as 501)
 
-    from alignrec.serve import items as items_module
-    from alignrec.serve.items import ItemRegistry, NewItem, RegistrationError, catalogue_version
 
+def _load_state(
+    config: ServeConfig, store: CacheStore | None, assigner: "CodeAssigner | None", admin_token: str | None, load_cold_start: bool
+) -> _ServeState:
+    """Open the store, read the ``k`` bounds from its metadata and, with ``config.run``, open the
+    items registry and load the cold start (see :func:`create_app`)."""
     store = store if store is not None else open_store(config.cache_url, create=False)
     view = _CacheView(store)
     cached_k = view.meta().get("top_k")
     if cached_k is None:
         raise CacheError(f"{store.describe()}: the cache has no entries yet (run `alignrec precache` first)")
     max_k = config.max_k or int(cached_k)
-    default_k = min(config.default_k, max_k)
     token = admin_token if admin_token is not None else os.environ.get(config.admin_token_env, "")
-    metrics = Metrics()
-
-    registry: "ItemRegistry | None" = None
-    # The cold start: given, loaded below, or the reason it could not be (answered as 501).
-    state: dict[str, Any] = {"assigner": assigner, "load_error": None}
+    state = _ServeState(config, store, view, max_k, min(config.default_k, max_k), token, Metrics(), assigner=assigner)
     if config.run:
         from alignrec.infer.recommender import resolve_finetune
         from alignrec.llm.finetuned import check_pair
+        from alignrec.serve import items as items_module
+        from alignrec.serve.items import ItemRegistry
         from alignrec.tokenizer.codes import ItemCodes
 
         paths = resolve_finetune(config.run)
         base_codes = ItemCodes.load(paths.finetune_dir)
         check_pair(paths.finetune_dir, base_codes)  # new items get codes beside the model's own codes
-        registry = ItemRegistry(config.registry_path, base_codes)
-        registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
+        state.registry = ItemRegistry(config.registry_path, base_codes)
+        state.registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
         if assigner is None and token and load_cold_start:
             started = time.perf_counter()
             try:
-                state["assigner"] = items_module.load_code_assigner(paths.run_dir / "tokenizer")
+                state.assigner = items_module.load_code_assigner(paths.run_dir / "tokenizer")
                 log.info("cold start loaded in %.1f s", time.perf_counter() - started)
             except Exception as error:  # noqa: BLE001 - a tokenizer problem must not stop the reads
                 log.warning("item registration will answer 501: %s", error)
-                state["load_error"] = error
+                state.load_error = error
+    return state
 
-    # One thread for registrations: the cold start is stateful (it reserves the codes it hands
-    # out), and the registry file lock orders registrations between processes anyway.
-    registration_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignrec-register")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
-        registration_thread.shutdown(wait=False, cancel_futures=True)
+def _json_response(payload: Any, status: int = 200) -> Any:
+    from fastapi.responses import Response
 
-    # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
-    app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
+    return Response(_dumps(payload), status_code=status, media_type="application/json")
 
-    def json_response(payload: Any, status: int = 200) -> Response:
-        return Response(_dumps(payload), status_code=status, media_type="application/json")
+
+def _add_error_handlers(app: Any) -> None:
+    """Every error is JSON ``{"error", "detail"}``; store failures are 503, details in the log."""
+    from fastapi import Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -322,50 +318,64 @@ def create_app(
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse(error_body("internal_error", "unexpected server error (see the server log)"), status_code=500)
 
-    def lookup(user_id: str, k: int) -> tuple[int, bytes]:
-        """(status, JSON body) of a validated recommendations request; shared by the fast path
-        and the FastAPI route, so both answer identically."""
-        try:
-            raw = store.get_json(user_id)
-            meta = view.meta()
-        except CacheError as error:
-            log.error("cache error: %s", error)
-            return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
-        if raw is None:
-            if config.fallback == "popularity" and meta.get("popular"):
-                metrics.lookups.labels("fallback").inc()
-                payload = {
-                    "user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity",
-                    "model_version": meta.get("model_version"), "stale": None,
-                }
-                return 200, _dumps(payload)
-            metrics.lookups.labels("miss").inc()
-            return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"))
-        metrics.lookups.labels("hit").inc()
-        try:
-            entry = _loads(raw)
-            current = meta.get("catalogue")
-            # Stale: computed against another catalogue than the current one (items registered
-            # since); unknown (null) for a cache written before catalogue versions existed.
-            stale = None if current is None else entry.get("catalogue") != current
+
+def _lookup(state: _ServeState, user_id: str, k: int) -> tuple[int, bytes]:
+    """(status, JSON body) of a validated recommendations request; shared by the fast path
+    and the FastAPI route, so both answer identically."""
+    store, metrics = state.store, state.metrics
+    try:
+        raw = store.get_json(user_id)
+        meta = state.view.meta()
+    except CacheError as error:
+        log.error("cache error: %s", error)
+        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
+    if raw is None:
+        if state.config.fallback == "popularity" and meta.get("popular"):
+            metrics.lookups.labels("fallback").inc()
             payload = {
-                "user_id": user_id, "items": entry["items"][:k], "fallback": None,
-                "model_version": entry["model_version"], "created": entry["created"], "stale": stale,
+                "user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity",
+                "model_version": meta.get("model_version"), "stale": None,
             }
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.error("cache error: %s: corrupt cache entry for user %r", store.describe(), user_id)
-            return 503, _dumps(error_body("cache_error", f"corrupt cache entry for user {user_id!r}"))
-        return 200, _dumps(payload)
+            return 200, _dumps(payload)
+        metrics.lookups.labels("miss").inc()
+        return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"))
+    metrics.lookups.labels("hit").inc()
+    try:
+        entry = _loads(raw)
+        current = meta.get("catalogue")
+        # Stale: computed against another catalogue than the current one (items registered
+        # since); unknown (null) for a cache written before catalogue versions existed.
+        stale = None if current is None else entry.get("catalogue") != current
+        payload = {
+            "user_id": user_id, "items": entry["items"][:k], "fallback": None,
+            "model_version": entry["model_version"], "created": entry["created"], "stale": stale,
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.error("cache error: %s: corrupt cache entry for user %r", store.describe(), user_id)
+        return 503, _dumps(error_body("cache_error", f"corrupt cache entry for user {user_id!r}"))
+    return 200, _dumps(payload)
+
+
+def _add_read_routes(app: Any, state: _ServeState) -> None:
+    """``GET /v1/users/{user_id}/recommendations`` through FastAPI: requests the fast path
+    (:class:`FastLookupMiddleware`) leaves to it, and their validation errors."""
+    from fastapi import Path as PathParam, Query
+    from fastapi.responses import Response
 
     # A plain `def`: FastAPI runs it in a worker thread (the store read may block); plain
     # requests never get here, the fast path in FastLookupMiddleware answers them.
     @app.get(RECOMMENDATIONS_ROUTE)
     def recommendations(
         user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)],
-        k: Annotated[int, Query(ge=1, le=max_k)] = default_k,
+        k: Annotated[int, Query(ge=1, le=state.max_k)] = state.default_k,
     ) -> Response:
-        status, body = lookup(user_id, k)
+        status, body = _lookup(state, user_id, k)
         return Response(body, status_code=status, media_type="application/json")
+
+
+def _new_item_body_model() -> Any:
+    """The pydantic model of a ``POST /v1/items`` body (pydantic is imported only when serving)."""
+    from pydantic import BaseModel, ConfigDict, Field
 
     class NewItemBody(BaseModel):
         model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -379,75 +389,100 @@ def create_app(
             default=None, min_length=1, max_length=8192
         )
 
+    return NewItemBody
+
+
+def _register(state: _ServeState, body_model: Any, body: bytes) -> tuple[int, Any]:
+    """Parse, validate and register one item: (status, JSON payload). Runs in the
+    registration thread — JSON parsing, the registry's file lock and I/O and the cold start
+    all may take a while, and none of it may hold up the event loop."""
+    from fastapi.encoders import jsonable_encoder
+    from pydantic import ValidationError
+
+    from alignrec.serve.items import NewItem, RegistrationError, catalogue_version
+
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        return 400, error_body("invalid_json", "the JSON body is nested too deeply")
+    except (ValueError, UnicodeDecodeError) as error:
+        return 400, error_body("invalid_json", str(error))
+    try:
+        item = body_model.model_validate(parsed)
+    except ValidationError as error:
+        details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
+        return 422, jsonable_encoder(error_body("invalid_request", details))
+    if state.assigner is None:
+        log.warning("item registration refused: %s", state.load_error)
+        detail = "item registration is not available: the run's tokenizer has no usable cold start (details in the server log)"
+        return 501, error_body("not_implemented", detail)
+    assert state.registry is not None
+    published: dict[str, Any] = {}
+
+    def publish(catalogue: Any) -> None:  # under the registry lock, before the registry is replaced
+        published.update(catalogue=catalogue_version(catalogue), catalogue_items=catalogue.num_items)
+        state.store.set_meta(published)
+
+    try:
+        record = state.registry.register(NewItem(**item.model_dump()), state.assigner, before_commit=publish)
+    except RegistrationError as error:
+        code = {409: "conflict", 422: "invalid_item", 501: "not_implemented"}.get(error.status, "registration_failed")
+        return error.status, error_body(code, str(error))
+    except CacheError as error:
+        log.error("item registration: cache error: %s", error)
+        return 503, error_body("cache_error", STORE_UNAVAILABLE)
+    except InputError as error:
+        log.error("items registry: %s", error)
+        return 500, error_body("registry_error", "the items registry cannot be read or written (details in the server log)")
+    state.view.update({"catalogue": published["catalogue"]})
+    state.metrics.items_registered.inc()
+    code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
+    item_index = published["catalogue_items"] - 1
+    return 201, {"id": record.item_id, "item_index": item_index, "codes": record.codes, "code_string": code_string}
+
+
+def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPoolExecutor) -> None:
+    """``POST /v1/items``: the admin token, body size and type checked here, the rest
+    (:func:`_register`) in ``registration_thread``."""
+    from fastapi import Request
+    from fastapi.responses import Response
+
+    config = state.config
+    body_model = _new_item_body_model()
     # The body is read by hand (size limit first), so its schema is declared for the docs here.
-    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": NewItemBody.model_json_schema()}}}}
-
-    def register(body: bytes) -> tuple[int, Any]:
-        """Parse, validate and register one item: (status, JSON payload). Runs in the
-        registration thread — JSON parsing, the registry's file lock and I/O and the cold start
-        all may take a while, and none of it may hold up the event loop."""
-        try:
-            parsed = json.loads(body)
-        except RecursionError:
-            return 400, error_body("invalid_json", "the JSON body is nested too deeply")
-        except (ValueError, UnicodeDecodeError) as error:
-            return 400, error_body("invalid_json", str(error))
-        try:
-            item = NewItemBody.model_validate(parsed)
-        except ValidationError as error:
-            details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
-            return 422, jsonable_encoder(error_body("invalid_request", details))
-        if state["assigner"] is None:
-            log.warning("item registration refused: %s", state["load_error"])
-            detail = "item registration is not available: the run's tokenizer has no usable cold start (details in the server log)"
-            return 501, error_body("not_implemented", detail)
-        assert registry is not None
-        published: dict[str, Any] = {}
-
-        def publish(catalogue: Any) -> None:  # under the registry lock, before the registry is replaced
-            published.update(catalogue=catalogue_version(catalogue), catalogue_items=catalogue.num_items)
-            store.set_meta(published)
-
-        try:
-            record = registry.register(NewItem(**item.model_dump()), state["assigner"], before_commit=publish)
-        except RegistrationError as error:
-            code = {409: "conflict", 422: "invalid_item", 501: "not_implemented"}.get(error.status, "registration_failed")
-            return error.status, error_body(code, str(error))
-        except CacheError as error:
-            log.error("item registration: cache error: %s", error)
-            return 503, error_body("cache_error", STORE_UNAVAILABLE)
-        except InputError as error:
-            log.error("items registry: %s", error)
-            return 500, error_body("registry_error", "the items registry cannot be read or written (details in the server log)")
-        view.update({"catalogue": published["catalogue"]})
-        metrics.items_registered.inc()
-        code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
-        item_index = published["catalogue_items"] - 1
-        return 201, {"id": record.item_id, "item_index": item_index, "codes": record.codes, "code_string": code_string}
+    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": body_model.model_json_schema()}}}}
 
     @app.post("/v1/items", status_code=201, openapi_extra=body_schema)
     async def register_item(request: Request) -> Response:
-        if not token:
-            return json_response(error_body("forbidden", "item registration is disabled (no admin token configured)"), 403)
+        if not state.token:
+            return _json_response(error_body("forbidden", "item registration is disabled (no admin token configured)"), 403)
         offered = request.headers.get("authorization", "")
         scheme, _, credential = offered.partition(" ")
         # Constant-time comparison, so response timing does not leak the token.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), token.encode()):
-            return json_response(error_body("unauthorized", "a valid admin token is required (Authorization: Bearer ...)"), 401)
-        if registry is None:
-            return json_response(error_body("not_configured", "start the server with --run RUN to register items"), 503)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), state.token.encode()):
+            return _json_response(error_body("unauthorized", "a valid admin token is required (Authorization: Bearer ...)"), 401)
+        if state.registry is None:
+            return _json_response(error_body("not_configured", "start the server with --run RUN to register items"), 503)
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
-            return json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+            return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return json_response(error_body("unsupported_media_type", "send application/json"), 415)
+            return _json_response(error_body("unsupported_media_type", "send application/json"), 415)
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > config.max_body_bytes:
-                return json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
-        status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, register, bytes(body))
-        return json_response(payload, status)
+                return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+        status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, _register, state, body_model, bytes(body))
+        return _json_response(payload, status)
+
+
+def _add_health_routes(app: Any, state: _ServeState) -> None:
+    """``GET /healthz`` (the store reachable, its metadata) and ``GET /metrics`` (Prometheus)."""
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    store = state.store
 
     # Plain `def`: in a worker thread, so a slow or unreachable store never holds up the loop.
     @app.get("/healthz")
@@ -456,18 +491,52 @@ def create_app(
             meta = {key: store.get_meta(key) for key in ("model_version", "updated", "top_k")}
         except CacheError as error:
             log.error("health check: cache error: %s", error)
-            return json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
-        return json_response({"status": "ok", "store": store.scheme, **meta})
+            return _json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
+        return _json_response({"status": "ok", "store": store.scheme, **meta})
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def create_app(
+    config: ServeConfig,
+    store: CacheStore | None = None,
+    assigner: "CodeAssigner | None" = None,
+    admin_token: str | None = None,
+    load_cold_start: bool = True,
+) -> Any:
+    """Build the FastAPI app. ``store`` / ``assigner`` / ``admin_token`` default to what
+    ``config`` names (cache URL, the tokenizer's cold start, the token environment variable).
+
+    When registration is enabled (``config.run`` and an admin token) and no ``assigner`` is
+    given, the tokenizer's cold start is loaded here, before the server accepts connections —
+    not by the first ``POST /v1/items`` (``load_cold_start=False`` skips it: a start-up check).
+    """
+    from fastapi import FastAPI
+
+    state = _load_state(config, store, assigner, admin_token, load_cold_start)
+    # One thread for registrations: the cold start is stateful (it reserves the codes it hands
+    # out), and the registry file lock orders registrations between processes anyway.
+    registration_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignrec-register")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        registration_thread.shutdown(wait=False, cancel_futures=True)
+
+    # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
+    app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
+    _add_error_handlers(app)
+    _add_read_routes(app, state)
+    _add_item_routes(app, state, registration_thread)
+    _add_health_routes(app, state)
     # Added last = outermost: metrics see every request, the fast path answers plain lookups.
-    app.add_middleware(FastLookupMiddleware, lookup=lookup, default_k=default_k, max_k=max_k)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.store = store
-    app.state.metrics = metrics
+    lookup = functools.partial(_lookup, state)
+    app.add_middleware(FastLookupMiddleware, lookup=lookup, default_k=state.default_k, max_k=state.max_k)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.state.store = state.store
+    app.state.metrics = state.metrics
     return app
 
 
