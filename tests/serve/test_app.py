@@ -535,6 +535,15 @@ def test_fast_path_answers_like_the_fastapi_route(filled, user, fallback):
         assert 'route="/v1/users/{user_id}/recommendations",status=' in metrics
 
 
+@pytest.mark.parametrize("user", ["u1%0A", "u1%0D%0A", "%0Au1"])
+def test_a_newline_in_the_id_is_a_422_on_both_paths(client, user):
+    """`$` also matches before a final newline: the fast path must not take "u1\\n" for an id."""
+    fast = client.get(f"/v1/users/{user}/recommendations")
+    routed = client.get(f"/v1/users/{user}/recommendations?other=1")
+    assert fast.status_code == routed.status_code == 422, (fast.text, routed.text)
+    assert fast.json()["error"] == "invalid_request"
+
+
 def test_worker_processes_build_the_app_from_the_environment(filled, monkeypatch):
     """`alignrec serve --workers N` hands its config to uvicorn's worker processes as JSON."""
     from alignrec.config import to_dict

@@ -47,9 +47,10 @@ log = get_logger(__name__)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$"  # user and item ids: no '/', spaces or control characters
 RECOMMENDATIONS_ROUTE = "/v1/users/{user_id}/recommendations"
-_RECOMMENDATIONS_PATH = re.compile(r"^/v1/users/([^/]+)/recommendations$")
+# Matched with fullmatch: a `$` alone also matches before a final newline ("u1\n" would pass).
+_RECOMMENDATIONS_PATH = re.compile(r"/v1/users/([^/]+)/recommendations")
 _VALID_ID = re.compile(ID_PATTERN)
-_PLAIN_K = re.compile(rb"^k=([1-9][0-9]{0,5})$")
+_PLAIN_K = re.compile(rb"k=([1-9][0-9]{0,5})")
 
 try:  # orjson: ~10x faster JSON for the lookup path; the standard library otherwise
     import orjson
@@ -184,7 +185,7 @@ class FastLookupMiddleware:
     def _k(self, query: bytes) -> int | None:
         if not query:
             return self.default_k
-        match = _PLAIN_K.match(query)
+        match = _PLAIN_K.fullmatch(query)
         if match is None:
             return None
         k = int(match.group(1))
@@ -192,11 +193,11 @@ class FastLookupMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            match = _RECOMMENDATIONS_PATH.match(scope["path"])
+            match = _RECOMMENDATIONS_PATH.fullmatch(scope["path"])
             if match is not None:
                 user_id = match.group(1)
                 k = self._k(scope.get("query_string", b""))
-                if k is not None and _VALID_ID.match(user_id):
+                if k is not None and _VALID_ID.fullmatch(user_id):
                     scope["alignrec.route"] = RECOMMENDATIONS_ROUTE
                     status, body = self.lookup(user_id, k)
                     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
