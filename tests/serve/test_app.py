@@ -244,6 +244,22 @@ def test_malformed_raw_bodies(admin):
     assert client.post("/v1/items", content=chunks(), headers=headers).status_code == 413
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"item_id": "first", "title": "t", "item_id": "second"}', "item_id"),
+        (b'{"item_id": "a", "title": "t", "embedding": [1.0], "embedding": [2.0]}', "embedding"),
+    ],
+)
+def test_duplicate_json_keys_are_a_400_naming_the_key(admin, body, key):
+    """A repeated key is refused (json.loads would keep the second value and register it)."""
+    client, registry_path, cold_start = admin
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    response = client.post("/v1/items", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (400, {"error": "invalid_json", "detail": f"duplicate key {key!r} in a JSON object"})
+    assert not registry_path.exists() and cold_start.calls == []
+
+
 def test_cold_start_unavailable_is_a_clear_501(filled, tiny_run, tmp_path):
     """The tiny run has item codes but no trained tokenizer model in RUN/tokenizer (or the
     installation lacks the cold-start module): registration says so instead of failing."""

@@ -393,6 +393,20 @@ def _new_item_body_model() -> Any:
     return NewItemBody
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice (the parser would silently keep the last value)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for request bodies: a repeated key is an error, not "last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
 def _register(state: _ServeState, body_model: Any, body: bytes) -> tuple[int, Any]:
     """Parse, validate and register one item: (status, JSON payload). Runs in the
     registration thread — JSON parsing, the registry's file lock and I/O and the cold start
@@ -403,7 +417,7 @@ def _register(state: _ServeState, body_model: Any, body: bytes) -> tuple[int, An
     from alignrec.serve.items import NewItem, RegistrationError, catalogue_version
 
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(body, object_pairs_hook=_unique_keys)
     except RecursionError:
         return 400, error_body("invalid_json", "the JSON body is nested too deeply")
     except (ValueError, UnicodeDecodeError) as error:
