@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
@@ -129,11 +133,16 @@ def test_fuzzed_lookups_never_5xx(client, user, k):
 
 
 @pytest.fixture
-def admin(tiny_run, tmp_path, fake_cold_start):
+def admin_app(tiny_run, tmp_path, fake_cold_start):
     url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
     fill(url)
     config = ServeConfig(cache=url, run=str(tiny_run), items_registry=str(tmp_path / "registry.json"), max_body_bytes=2048)
-    with TestClient(create_app(config, assigner=fake_cold_start, admin_token=TOKEN), raise_server_exceptions=False) as c:
+    return create_app(config, assigner=fake_cold_start, admin_token=TOKEN)
+
+
+@pytest.fixture
+def admin(admin_app, tmp_path, fake_cold_start):
+    with TestClient(admin_app, raise_server_exceptions=False) as c:
         yield c, tmp_path / "registry.json", fake_cold_start
 
 
@@ -458,17 +467,19 @@ def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]
     return int(lines[0].split()[1]), headers, body
 
 
-@pytest.mark.parametrize("protocol", ["httptools", "h11"])
-def test_unparseable_requests_get_a_json_400(filled, protocol):
-    """Both of uvicorn's HTTP implementations, with the options `alignrec serve` runs them with."""
+@contextlib.contextmanager
+def running_server(app, config: ServeConfig | None = None, protocol: str | None = None) -> Iterator[int]:
+    """Serve ``app`` in a thread with the uvicorn options `alignrec serve` uses (``config``'s;
+    ``protocol``: force uvicorn's "h11" or "httptools"), logging left to pytest; yields the port."""
     import uvicorn
 
     from alignrec.serve import protocol as protocols
     from alignrec.serve.app import uvicorn_options
 
-    options = uvicorn_options(ServeConfig(cache=filled, port=free_port()))
-    options["http"] = protocols.JSONErrorsH11Protocol if protocol == "h11" else protocols.JSONErrorsHttpToolsProtocol
-    server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(cache=filled)), **options))
+    options = uvicorn_options(dataclasses.replace(config or ServeConfig(cache="unused"), port=free_port()))
+    if protocol is not None:
+        options["http"] = protocols.JSONErrorsH11Protocol if protocol == "h11" else protocols.JSONErrorsHttpToolsProtocol
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, **options))
     thread = threading.Thread(target=server.run)
     thread.start()
     try:
@@ -476,17 +487,43 @@ def test_unparseable_requests_get_a_json_400(filled, protocol):
         while not server.started:
             assert thread.is_alive() and time.monotonic() < deadline
             time.sleep(0.02)
-        status, headers, body = raw_exchange(options["port"], b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
-        assert (status, headers["content-type"]) == (400, "application/json")
-        assert json.loads(body) == {"error": "bad_request", "detail": "Invalid HTTP request received."}
-        good = raw_exchange(options["port"], b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert good[0] == 200 and json.loads(good[2])["status"] == "ok"
-        # no WebSocket upgrades: the request is served as plain HTTP
-        upgrade = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"
-        assert raw_exchange(options["port"], upgrade)[0] == 200
+        yield options["port"]
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_unparseable_requests_get_a_json_400(filled, protocol):
+    """Both of uvicorn's HTTP implementations, with the options `alignrec serve` runs them with."""
+    with running_server(create_app(ServeConfig(cache=filled)), protocol=protocol) as port:
+        status, headers, body = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert (status, headers["content-type"]) == (400, "application/json")
+        assert json.loads(body) == {"error": "bad_request", "detail": "Invalid HTTP request received."}
+        good = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert good[0] == 200 and json.loads(good[2])["status"] == "ok"
+        # no WebSocket upgrades: the request is served as plain HTTP
+        upgrade = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"
+        assert raw_exchange(port, upgrade)[0] == 200
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_a_client_leaving_mid_body_is_no_server_error(admin_app, caplog, protocol):
+    """A client that closes its connection halfway through a POST body: nothing is registered,
+    nothing is logged as an error, and /metrics counts a 499 (client closed request), not a 500."""
+    head = f"POST /v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+    caplog.set_level(logging.INFO)
+    with running_server(admin_app, protocol=protocol) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(head.encode() + b'{"item_id": "half')
+            time.sleep(0.2)  # the route is reading the body
+        deadline = time.monotonic() + 10
+        while 'route="/v1/items"' not in (metrics := httpx.get(f"http://127.0.0.1:{port}/metrics").text):
+            assert time.monotonic() < deadline, "the abandoned request was never counted"
+            time.sleep(0.05)
+    assert 'alignrec_http_requests_total{method="POST",route="/v1/items",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
 
 
 def free_port() -> int:

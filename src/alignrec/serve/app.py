@@ -75,6 +75,7 @@ META_KEYS = ("model_version", "top_k", "updated", "popular", "catalogue")
 FLOAT32_MAX = 3.4028234663852886e38  # embeddings are cast to float32: larger values would become inf
 # Error details the clients see; the full error, which names files and hosts, goes to the log.
 STORE_UNAVAILABLE = "the cache store cannot be reached or read (details in the server log)"
+CLIENT_CLOSED_REQUEST = 499  # the status metrics count for a request the client abandoned (nginx's convention)
 
 
 @dataclass
@@ -461,6 +462,7 @@ def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPo
     (:func:`_register`) in ``registration_thread``."""
     from fastapi import Request
     from fastapi.responses import Response
+    from starlette.requests import ClientDisconnect
 
     config = state.config
     body_model = _new_item_body_model()
@@ -484,10 +486,16 @@ def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPo
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             return _json_response(error_body("unsupported_media_type", "send application/json"), 415)
         body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > config.max_body_bytes:
-                return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+        try:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > config.max_body_bytes:
+                    return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+        except ClientDisconnect:
+            # The client went away mid-body: nothing to register and no one to answer. Not a
+            # server error: counted as 499 (the client closed the request), logged at debug.
+            log.debug("POST /v1/items: the client disconnected before sending the whole body")
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, _register, state, body_model, bytes(body))
         return _json_response(payload, status)
 
