@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlparse
 
 from alignrec.errors import InputError, MissingDependencyError
 
@@ -36,6 +36,27 @@ CACHE_FORMAT_VERSION = 1
 
 class CacheError(InputError):
     """A cache store is missing, unreachable, corrupt or of another format."""
+
+
+_SECRET_PARAMETERS = ("password", "username", "user")  # query parameters redis-py takes credentials from
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials (``user:password@`` and ``?password=``) replaced by ``***``:
+    every message or log line that shows a store URL goes through this."""
+    try:
+        parsed = urlparse(url)
+        has_credentials = "@" in parsed.netloc
+        query = parse_qsl(parsed.query, keep_blank_values=True)
+    except ValueError:
+        return "<unparseable URL>"
+    secret_query = any(name.lower() in _SECRET_PARAMETERS for name, _ in query)
+    if not has_credentials and not secret_query:
+        return url
+    netloc = "***@" + parsed.netloc.rpartition("@")[2] if has_credentials else parsed.netloc
+    if secret_query:
+        query = [(name, "***" if name.lower() in _SECRET_PARAMETERS else value) for name, value in query]
+    return parsed._replace(netloc=netloc, query=urlencode(query, safe="*")).geturl()
 
 
 @dataclass
@@ -199,7 +220,7 @@ class SQLiteStore(CacheStore):
         parsed = urlparse(url)
         path = url if parsed.scheme == "" else (parsed.netloc + parsed.path)
         if not path:
-            raise CacheError(f"{url}: expected sqlite:///path/to/cache.sqlite")
+            raise CacheError(f"{redact_url(url)}: expected sqlite:///path/to/cache.sqlite")
         return cls(path, create=create)
 
     def _connection(self) -> sqlite3.Connection:
@@ -297,10 +318,13 @@ class RedisStore(CacheStore):
         except ImportError:
             raise MissingDependencyError("the Redis cache store needs the redis client: pip install 'alignrec[redis]'") from None
         self._redis_errors = (redis.RedisError, OSError)
-        parsed = urlparse(url)
-        self._where = f"redis://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''} (namespace {namespace})"
+        try:
+            parsed = urlparse(url)
+            self._where = f"redis://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''} (namespace {namespace})"
+            self.client = client or redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        except ValueError as error:  # a bad port or option; the message never holds the password
+            raise CacheError(f"{redact_url(url)}: not a valid Redis URL ({error})") from None
         self.namespace = namespace
-        self.client = client or redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._fingerprints_key = f"{namespace}:fingerprints"
         self._catalogues_key = f"{namespace}:catalogues"
         self._meta_key = f"{namespace}:meta"
@@ -321,7 +345,7 @@ class RedisStore(CacheStore):
         query = parse_qs(parsed.query)
         namespace = query.pop("namespace", ["alignrec"])[0]
         if not namespace or any(c in namespace for c in " :\n"):
-            raise CacheError(f"{url}: namespace must be a non-empty word without spaces or ':'")
+            raise CacheError(f"{redact_url(url)}: namespace must be a non-empty word without spaces or ':'")
         clean = parsed._replace(query="").geturl()
         return cls(clean, namespace=namespace, create=create)
 
@@ -403,7 +427,7 @@ def open_store(url: str | os.PathLike[str], create: bool = False) -> CacheStore:
     if scheme == "rediss":
         scheme = "redis"
     if scheme not in CACHE_STORES:
-        raise CacheError(f"{url}: unknown cache store {scheme!r}; expected one of {sorted(CACHE_STORES)}")
+        raise CacheError(f"{redact_url(url)}: unknown cache store {scheme!r}; expected one of {sorted(CACHE_STORES)}")
     return CACHE_STORES[scheme].from_url(url, create)
 
 
@@ -416,4 +440,5 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "open_store",
+    "redact_url",
 ]
