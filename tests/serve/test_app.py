@@ -146,6 +146,13 @@ def admin(admin_app, tmp_path, fake_cold_start):
         yield c, tmp_path / "registry.json", fake_cold_start
 
 
+def registry_records(path) -> list[dict]:
+    """The item records of a registry file (JSON Lines: a header, then one item per line)."""
+    header, *lines = path.read_text().splitlines()
+    assert json.loads(header)["version"] == 2
+    return [json.loads(line) for line in lines]
+
+
 def post(client, body, token=TOKEN, **kwargs):
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     return client.post("/v1/items", json=body, headers=headers, **kwargs)
@@ -158,8 +165,8 @@ def test_register_item_persists_unique_codes(admin, tiny_run):
     body = response.json()
     assert body["id"] == "new-1" and body["item_index"] == 24
     assert body["code_string"] == "".join(f"<{'abc'[level]}_{code}>" for level, code in enumerate(body["codes"]))
-    saved = json.loads(registry_path.read_text())
-    assert saved["items"][0]["title"] == "Fresh guitar" and saved["items"][0]["codes"] == body["codes"]
+    saved = registry_records(registry_path)
+    assert saved[0]["title"] == "Fresh guitar" and saved[0]["codes"] == body["codes"]
     assert cold_start.calls == [["new-1"]]
     # the cold start saw the fine-tuned catalogue; the new codes belong to no known item
     from alignrec.tokenizer.codes import ItemCodes
@@ -171,7 +178,7 @@ def test_register_item_persists_unique_codes(admin, tiny_run):
     # ids are unique across the catalogue and the registry
     assert post(client, {"item_id": "new-1", "title": "again"}).status_code == 409
     assert post(client, {"item_id": "3", "title": "clashes with a fine-tuned item"}).status_code == 409
-    assert len(json.loads(registry_path.read_text())["items"]) == 2
+    assert len(registry_records(registry_path)) == 2
 
 
 def test_registering_an_item_makes_cached_lists_stale(tiny_run, tmp_path, fake_cold_start):
@@ -309,7 +316,7 @@ def test_a_slow_registration_does_not_hold_up_other_requests(admin, monkeypatch)
     assert waited < 1.0, f"requests waited {waited:.2f} s for the registration"
     assert still_registering
     assert answers["health"].status_code == answers["routed"].status_code == answers["fast"].status_code == 200
-    assert answers["post"].status_code == 201 and json.loads(registry_path.read_text())["items"][0]["item_id"] == "slow-1"
+    assert answers["post"].status_code == 201 and registry_records(registry_path)[0]["item_id"] == "slow-1"
 
 
 def test_cold_start_is_loaded_at_start_up_not_by_the_first_post(filled, tiny_run, tmp_path, monkeypatch, fake_cold_start):
@@ -440,6 +447,50 @@ def test_missing_and_corrupt_cache(tmp_path, capsys):
         response = c.get("/v1/users/u1/recommendations")
         assert response.status_code == 503 and response.json()["error"] == "cache_error" and "'u1'" in response.json()["detail"]
         assert c.get("/v1/users/u2/recommendations").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("popular", {"a": 1}), ("popular", [1, 2]), ("top_k", "12"), ("top_k", 0), ("model_version", 5), ("catalogue", [1])],
+)
+def test_corrupt_metadata_is_refused_at_start_up_and_a_503_later(store_url, monkeypatch, key, value):
+    """Metadata of the wrong shape (e.g. popular = {"a": 1}) names the store and key at
+    start-up; written while the server runs, it is a 503 (it was a 500 for unknown users)."""
+    from alignrec.serve import app as app_module
+
+    fill(store_url)
+    with open_store(store_url) as store:
+        whole = store.get_meta(key)
+        store.set_meta({key: value})
+        with pytest.raises(CacheError, match=f"corrupt metadata {key!r}"):
+            create_app(ServeConfig(cache=store_url, fallback="popularity"))
+        store.set_meta({key: whole})
+        with TestClient(create_app(ServeConfig(cache=store_url, fallback="popularity")), raise_server_exceptions=False) as c:
+            assert c.get("/v1/users/stranger/recommendations").status_code == 200
+            store.set_meta({key: value})
+            monkeypatch.setattr(app_module, "META_TTL_S", 0.0)  # re-read at once
+            for path in ("/v1/users/stranger/recommendations", "/v1/users/stranger/recommendations?other=1", "/v1/users/u1/recommendations", "/healthz"):
+                response = c.get(path)
+                assert response.status_code == 503, (path, response.text)
+
+
+def test_a_registry_entry_outside_the_codebooks_is_a_start_up_error(tiny_run, tmp_path, fake_cold_start, capsys):
+    """A registry record with codes [999, 1, 2] (codebooks of 4): create_app and `alignrec
+    precache` refuse it naming the file (the server used to start, then answer the next POST with
+    a 500, and precache crashed)."""
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({
+        "format": "alignrec-items-registry", "version": 1, "codebook_sizes": [4, 4, 4],
+        "items": [{"item_id": "bad", "title": "t", "description": "", "brand": "", "categories": [], "codes": [999, 1, 2], "created": 1.0}],
+    }))
+    url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    fill(url)
+    from alignrec.errors import InputError
+
+    with pytest.raises(InputError, match=r"registry.json: items\[0\] \('bad'\) has codes \[999, 1, 2\] outside the codebooks"):
+        create_app(ServeConfig(cache=url, run=str(tiny_run), items_registry=str(registry)), assigner=fake_cold_start, admin_token=TOKEN)
+    assert main(["precache", "--model", str(tiny_run), "--cache", url, "--items-registry", str(registry)]) == 2
+    assert "outside the codebooks" in capsys.readouterr().err
 
 
 def test_redis_going_away_is_a_503(fresh_redis):

@@ -212,19 +212,46 @@ def error_body(code: str, detail: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail}
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _meta_problem(key: str, value: Any) -> str | None:
+    """What is wrong with the metadata value ``key`` as the server uses it (None: fine or absent)."""
+    if value is None:
+        return None
+    if key == "top_k" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return "must be an integer >= 1"
+    if key in ("model_version", "catalogue") and not isinstance(value, str):
+        return "must be a string"
+    if key == "updated" and not _is_number(value):
+        return "must be a number"
+    if key == "popular" and not (
+        isinstance(value, list) and all(isinstance(item, dict) and isinstance(item.get("id"), str) for item in value)
+    ):
+        return "must be a list of items with string ids"
+    return None
+
+
 class _CacheView:
     """Cache metadata, re-read at most every ``META_TTL_S`` seconds (pre-cache runs and other
-    server processes update it)."""
+    server processes update it) and checked on every read: a value of the wrong shape is a
+    :class:`CacheError` naming the store and the key — at start-up an error, later a 503."""
 
     def __init__(self, store: CacheStore):
         self.store = store
         self._read_at = -float("inf")
         self.values: dict[str, Any] = {}
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self, refresh: bool = False) -> dict[str, Any]:
         now = time.monotonic()
-        if now - self._read_at > META_TTL_S:
-            self.values = {key: self.store.get_meta(key) for key in META_KEYS}
+        if refresh or now - self._read_at > META_TTL_S:
+            values = {key: self.store.get_meta(key) for key in META_KEYS}
+            for key, value in values.items():
+                problem = _meta_problem(key, value)
+                if problem is not None:
+                    raise CacheError(f"{self.store.describe()}: corrupt metadata {key!r}: {problem} (found {str(value)[:100]})")
+            self.values = values
             self._read_at = now
         return self.values
 
@@ -511,7 +538,7 @@ def _add_health_routes(app: Any, state: _ServeState) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         try:
-            meta = {key: store.get_meta(key) for key in ("model_version", "updated", "top_k")}
+            meta = {key: state.view.meta(refresh=True)[key] for key in ("model_version", "updated", "top_k")}
         except CacheError as error:
             log.error("health check: cache error: %s", error)
             return _json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
