@@ -493,6 +493,33 @@ def test_a_registry_entry_outside_the_codebooks_is_a_start_up_error(tiny_run, tm
     assert "outside the codebooks" in capsys.readouterr().err
 
 
+def test_a_deleted_or_replaced_cache_file_is_noticed(tmp_path, monkeypatch):
+    """A server holds its SQLite file open: deleted, it kept serving the unlinked file and
+    /healthz said ok; replaced (a rebuilt cache moved into place), it kept the old one."""
+    from alignrec.serve.store import SQLiteStore
+
+    path = tmp_path / "cache.sqlite"
+    fill(f"sqlite:///{path}")
+    with TestClient(create_app(ServeConfig(cache=str(path))), raise_server_exceptions=False) as c:
+        assert c.get("/v1/users/u1/recommendations").json()["model_version"] == "v1"
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"cache.sqlite{suffix}").unlink(missing_ok=True)
+        monkeypatch.setattr(SQLiteStore, "FILE_CHECK_S", 0.0, raising=False)  # lookups check at most every second
+        assert c.get("/v1/users/u1/recommendations").status_code == 503
+        assert c.get("/healthz").status_code == 503  # and every health check
+        assert not path.exists()  # not recreated as an empty database
+        rebuilt = tmp_path / "rebuilt" / "cache.sqlite"
+        with open_store(rebuilt, create=True) as store:
+            store.put_many([CacheEntry("u1", [CachedItem("fresh", "Fresh", "<a_1>", -1.0)], "v2", "v2:b20:k12", "fp", 99.0)])
+            store.set_meta({"top_k": 12, "model_version": "v2", "popular": []})
+        os.replace(rebuilt, path)
+        health = c.get("/healthz")
+        assert health.status_code == 200 and health.json()["model_version"] == "v2"
+        body = c.get("/v1/users/u1/recommendations").json()
+        assert (body["model_version"], [item["id"] for item in body["items"]]) == ("v2", ["fresh"])
+        assert c.get("/v1/users/u1/recommendations?other=1").json()["model_version"] == "v2"
+
+
 def test_redis_going_away_is_a_503(fresh_redis):
     server = fresh_redis
     url = server.url("gone")

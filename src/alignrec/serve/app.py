@@ -538,6 +538,7 @@ def _add_health_routes(app: Any, state: _ServeState) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         try:
+            store.check_source()  # a deleted or replaced cache file is noticed here at once
             meta = {key: state.view.meta(refresh=True)[key] for key in ("model_version", "updated", "top_k")}
         except CacheError as error:
             log.error("health check: cache error: %s", error)

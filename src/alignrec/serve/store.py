@@ -29,6 +29,9 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlparse
 
 from alignrec.errors import InputError, MissingDependencyError
+from alignrec.utils.log import get_logger
+
+log = get_logger(__name__)
 
 CACHE_FORMAT = "alignrec-cache"
 CACHE_FORMAT_VERSION = 1
@@ -158,6 +161,10 @@ class CacheStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional for implementations
         """Release connections."""
 
+    def check_source(self) -> None:  # noqa: B027 - optional for implementations
+        """Notice now (not at the next periodic check) a store that went away or was replaced;
+        raise :class:`CacheError` when it cannot be used. Health checks call it."""
+
     def check_format(self) -> None:
         """Refuse a store written by something else (or a newer cache format)."""
         found = self.get_meta("format")
@@ -182,9 +189,16 @@ class CacheStore(ABC):
 
 
 class SQLiteStore(CacheStore):
-    """The embedded default: one SQLite file in WAL mode, one connection per thread."""
+    """The embedded default: one SQLite file in WAL mode, one connection per thread.
+
+    Connections hold the file they opened, even after it is deleted or replaced by another
+    file under the same name; so the store checks the file's identity (device, inode) at most
+    every ``FILE_CHECK_S`` seconds and on :meth:`check_source`: a replaced file is reopened
+    (each thread's connection at its next query), a deleted one is a :class:`CacheError`.
+    """
 
     scheme = "sqlite"
+    FILE_CHECK_S = 1.0
 
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS entries (user_id TEXT PRIMARY KEY, value TEXT NOT NULL, "
@@ -199,21 +213,56 @@ class SQLiteStore(CacheStore):
             if not create:
                 raise CacheError(f"{self.path}: cache not found (run `alignrec precache` first)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.create = create
         self._local = threading.local()
+        self._identity: tuple[int, int] | None = None  # of the file opened (set once it is open)
+        self._generation = 0  # bumped when the file is replaced: connections of an older one are reopened
+        self._checked_at = time.monotonic()
+        self._problem: str | None = None  # why the file cannot be used now (deleted), until the next check
+        self._switch = threading.Lock()
         try:
-            connection = self._connection()
+            connection = self._connection()  # creates the file (with `create`)
+            self._identity = self._file_identity()
             if create:
                 with connection:
                     for statement in self._SCHEMA:
                         connection.execute(statement)
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: not a readable SQLite cache ({error})") from None
+        self._check_schema()
+        if create:
+            self.mark_format()
+
+    def _check_schema(self) -> None:
+        try:
+            tables = {row[0] for row in self._connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as error:
             raise CacheError(f"{self.path}: not a readable SQLite cache ({error})") from None
         if not {"entries", "meta"} <= tables:
             raise CacheError(f"{self.path}: not an alignrec cache (tables entries/meta missing)")
         self.check_format()
-        if create:
-            self.mark_format()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def check_source(self) -> None:
+        identity = self._file_identity()
+        self._checked_at = time.monotonic()
+        if identity is None:
+            self._problem = f"{self.path}: the cache file was deleted (the server kept reading the deleted file)"
+            raise CacheError(self._problem)
+        self._problem = None
+        if identity != self._identity:
+            with self._switch:
+                if identity != self._identity:
+                    self._identity = identity
+                    self._generation += 1
+                    log.warning("%s: the cache file was replaced; reopening it", self.path)
+            self._check_schema()
 
     @classmethod
     def from_url(cls, url: str, create: bool) -> SQLiteStore:
@@ -224,13 +273,23 @@ class SQLiteStore(CacheStore):
         return cls(path, create=create)
 
     def _connection(self) -> sqlite3.Connection:
+        if self._identity is not None and time.monotonic() - self._checked_at > self.FILE_CHECK_S:
+            self.check_source()
+        elif self._problem is not None:
+            raise CacheError(self._problem)
         connection = getattr(self._local, "connection", None)
+        if connection is not None and self._local.generation != self._generation:
+            connection.close()  # of a file that was replaced since
+            connection = None
         if connection is None:
             # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE for writes).
-            connection = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=True)
+            # mode=rw unless creating: a deleted file must not come back as an empty database.
+            target = self.path.resolve().as_uri() + ("" if self.create else "?mode=rw")
+            connection = sqlite3.connect(target, uri=True, timeout=self.timeout_s, isolation_level=None, check_same_thread=True)
             connection.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never block the writer
             connection.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; a crash loses at most the last commits
             self._local.connection = connection
+            self._local.generation = self._generation
         return connection
 
     def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
