@@ -532,6 +532,48 @@ def test_redis_going_away_is_a_503(fresh_redis):
         assert c.get("/healthz").status_code == 503
 
 
+def test_a_hung_redis_is_a_prompt_503_and_other_routes_do_not_wait(fresh_redis):
+    """Redis paused (SIGSTOP): a lookup is a 503 within the store timeout (default 1 s) instead
+    of 10-30 s, and /metrics and /openapi.json, which do not touch the store, answer at once
+    (the fast path used to read Redis in the event loop)."""
+    import signal
+
+    server = fresh_redis
+    url = server.url("hung")
+    fill(url)
+    answers, waited = {}, {}
+
+    def timed(name, path):
+        started = time.perf_counter()
+        answers[name] = c.get(path)
+        waited[name] = time.perf_counter() - started
+
+    with TestClient(create_app(ServeConfig(cache=url)), raise_server_exceptions=False) as c:
+        assert c.get("/v1/users/u1/recommendations").status_code == 200
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            readers = [threading.Thread(target=timed, args=(name, path)) for name, path in (
+                ("fast", "/v1/users/u1/recommendations"), ("routed", "/v1/users/u1/recommendations?other=1"), ("health", "/healthz")
+            )]
+            for reader in readers:
+                reader.start()
+            time.sleep(0.2)  # the reads are waiting on Redis
+            timed("metrics", "/metrics")
+            timed("openapi", "/openapi.json")
+            for reader in readers:
+                reader.join(60)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert waited["metrics"] < 0.5 and waited["openapi"] < 0.5, waited
+        for name in ("fast", "routed", "health"):
+            assert answers[name].status_code == 503 and waited[name] < 2.5, (name, answers[name].text, waited)
+        assert answers["fast"].json() == {"error": "cache_error", "detail": "the cache store cannot be reached or read (details in the server log)"}
+        deadline = time.monotonic() + 10  # and once Redis answers again, so does the server
+        while c.get("/v1/users/u1/recommendations").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes, read the answer until the server closes: (status, headers, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:

@@ -13,11 +13,12 @@ Routes (all answers are JSON; errors are ``{"error": code, "detail": ...}``):
 
 Every parameter is validated (id patterns, k bounds, body size and schema): malformed requests
 get a 4xx JSON answer, never a 5xx; error details never name files or hosts (the server log
-has them). The plain read path is one key lookup and a slice, in the event loop (both stores
-answer in tens of microseconds; a hop to a thread would cost more than the read), without
-response-model validation. Everything else that can block — registration (file lock, registry
-I/O, the cold start), health checks, routed lookups — runs in worker threads, and the cold start
-(with its text embedder) is loaded before the server accepts connections.
+has them). The plain read path is one key lookup and a slice, without response-model
+validation. Nothing that can block runs in the event loop: store calls (lookups, health checks)
+run in a pool of store threads and are answered 503 when the store takes longer than
+``store_timeout_s`` (a hung Redis); registration (file lock, registry I/O, the cold start) runs in
+its own thread, and the cold start (with its text embedder) is loaded before the server accepts
+connections.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime
@@ -75,6 +76,7 @@ META_KEYS = ("model_version", "top_k", "updated", "popular", "catalogue")
 FLOAT32_MAX = 3.4028234663852886e38  # embeddings are cast to float32: larger values would become inf
 # Error details the clients see; the full error, which names files and hosts, goes to the log.
 STORE_UNAVAILABLE = "the cache store cannot be reached or read (details in the server log)"
+STORE_THREADS = 16  # threads for store calls: a hung store holds each for at most store_timeout_s
 CLIENT_CLOSED_REQUEST = 499  # the status metrics count for a request the client abandoned (nginx's convention)
 
 
@@ -93,6 +95,7 @@ class ServeConfig:
     admin_token_env: str = field(default="ALIGNREC_ADMIN_TOKEN", metadata={"help": "environment variable holding the admin token"})
     max_body_bytes: int = field(default=65536, metadata={"help": "largest request body accepted"})
     items_registry: str = field(default="", metadata={"help": "registry of new items (default RUN/cache/items_registry.json)"})
+    store_timeout_s: float = field(default=1.0, metadata={"help": "seconds a request waits for the cache store before it is answered 503"})
 
     def __post_init__(self) -> None:
         if not self.cache and not self.run:
@@ -105,6 +108,8 @@ class ServeConfig:
             raise ValueError(f"need 1 <= default_k <= max_k, got {self.default_k}, {self.max_k}")
         if not 1024 <= self.max_body_bytes <= 16 * 2**20:
             raise ValueError(f"max_body_bytes must be between 1 KiB and 16 MiB, got {self.max_body_bytes}")
+        if not 0 < self.store_timeout_s <= 60:
+            raise ValueError(f"store_timeout_s must be in (0, 60], got {self.store_timeout_s}")
 
     @property
     def cache_url(self) -> str:
@@ -177,7 +182,7 @@ class FastLookupMiddleware:
     route, which answers it (errors included) exactly as without this middleware.
     """
 
-    def __init__(self, app: Any, lookup: Callable[[str, int], tuple[int, bytes]], default_k: int, max_k: int):
+    def __init__(self, app: Any, lookup: Callable[[str, int], Awaitable[tuple[int, bytes]]], default_k: int, max_k: int):
         self.app = app
         self.lookup = lookup
         self.default_k = default_k
@@ -200,7 +205,7 @@ class FastLookupMiddleware:
                 k = self._k(scope.get("query_string", b""))
                 if k is not None and _VALID_ID.fullmatch(user_id):
                     scope["alignrec.route"] = RECOMMENDATIONS_ROUTE
-                    status, body = self.lookup(user_id, k)
+                    status, body = await self.lookup(user_id, k)
                     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                     await send({"type": "http.response.start", "status": status, "headers": headers})
                     await send({"type": "http.response.body", "body": body})
@@ -272,6 +277,7 @@ class _ServeState:
     default_k: int
     token: str
     metrics: Metrics
+    store_threads: ThreadPoolExecutor
     registry: "ItemRegistry | None" = None
     assigner: "CodeAssigner | None" = None
     load_error: Exception | None = None  # why the cold start could not be loaded (answered as 501)
@@ -282,14 +288,15 @@ def _load_state(
 ) -> _ServeState:
     """Open the store, read the ``k`` bounds from its metadata and, with ``config.run``, open the
     items registry and load the cold start (see :func:`create_app`)."""
-    store = store if store is not None else open_store(config.cache_url, create=False)
+    store = store if store is not None else open_store(config.cache_url, create=False, timeout_s=config.store_timeout_s)
     view = _CacheView(store)
     cached_k = view.meta().get("top_k")
     if cached_k is None:
         raise CacheError(f"{store.describe()}: the cache has no entries yet (run `alignrec precache` first)")
     max_k = config.max_k or int(cached_k)
     token = admin_token if admin_token is not None else os.environ.get(config.admin_token_env, "")
-    state = _ServeState(config, store, view, max_k, min(config.default_k, max_k), token, Metrics(), assigner=assigner)
+    store_threads = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="alignrec-store")
+    state = _ServeState(config, store, view, max_k, min(config.default_k, max_k), token, Metrics(), store_threads, assigner=assigner)
     if config.run:
         from alignrec.infer.recommender import resolve_finetune
         from alignrec.llm.finetuned import check_pair
@@ -385,20 +392,40 @@ def _lookup(state: _ServeState, user_id: str, k: int) -> tuple[int, bytes]:
     return 200, _dumps(payload)
 
 
+async def _store_call(state: _ServeState, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` — anything that calls the store — in the store threads, waiting at most
+    ``store_timeout_s``: a hung store (a paused Redis) is a prompt :class:`CacheError`, and the
+    event loop, with every route that does not touch the store, never waits for it."""
+    timeout_s = state.config.store_timeout_s
+    future = asyncio.get_running_loop().run_in_executor(state.store_threads, function, *args)
+    try:
+        return await asyncio.wait_for(future, timeout_s)
+    except asyncio.TimeoutError:
+        raise CacheError(f"{state.store.describe()}: no answer within {timeout_s} s") from None
+
+
+async def _bounded_lookup(state: _ServeState, user_id: str, k: int) -> tuple[int, bytes]:
+    """:func:`_lookup` off the event loop, within ``store_timeout_s`` (else 503)."""
+    try:
+        return await _store_call(state, _lookup, state, user_id, k)
+    except CacheError as error:
+        log.error("cache error: %s", error)
+        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
+
+
 def _add_read_routes(app: Any, state: _ServeState) -> None:
     """``GET /v1/users/{user_id}/recommendations`` through FastAPI: requests the fast path
     (:class:`FastLookupMiddleware`) leaves to it, and their validation errors."""
     from fastapi import Path as PathParam, Query
     from fastapi.responses import Response
 
-    # A plain `def`: FastAPI runs it in a worker thread (the store read may block); plain
-    # requests never get here, the fast path in FastLookupMiddleware answers them.
+    # Plain requests never get here: the fast path in FastLookupMiddleware answers them.
     @app.get(RECOMMENDATIONS_ROUTE)
-    def recommendations(
+    async def recommendations(
         user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)],
         k: Annotated[int, Query(ge=1, le=state.max_k)] = state.default_k,
     ) -> Response:
-        status, body = _lookup(state, user_id, k)
+        status, body = await _bounded_lookup(state, user_id, k)
         return Response(body, status_code=status, media_type="application/json")
 
 
@@ -534,12 +561,14 @@ def _add_health_routes(app: Any, state: _ServeState) -> None:
 
     store = state.store
 
-    # Plain `def`: in a worker thread, so a slow or unreachable store never holds up the loop.
+    def read_health() -> dict[str, Any]:
+        store.check_source()  # a deleted or replaced cache file is noticed here at once
+        return {key: state.view.meta(refresh=True)[key] for key in ("model_version", "updated", "top_k")}
+
     @app.get("/healthz")
-    def healthz() -> Response:
+    async def healthz() -> Response:
         try:
-            store.check_source()  # a deleted or replaced cache file is noticed here at once
-            meta = {key: state.view.meta(refresh=True)[key] for key in ("model_version", "updated", "top_k")}
+            meta = await _store_call(state, read_health)
         except CacheError as error:
             log.error("health check: cache error: %s", error)
             return _json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
@@ -575,6 +604,7 @@ def create_app(
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         registration_thread.shutdown(wait=False, cancel_futures=True)
+        state.store_threads.shutdown(wait=False, cancel_futures=True)
 
     # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
     app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
@@ -583,7 +613,7 @@ def create_app(
     _add_item_routes(app, state, registration_thread)
     _add_health_routes(app, state)
     # Added last = outermost: metrics see every request, the fast path answers plain lookups.
-    lookup = functools.partial(_lookup, state)
+    lookup = functools.partial(_bounded_lookup, state)
     app.add_middleware(FastLookupMiddleware, lookup=lookup, default_k=state.default_k, max_k=state.max_k)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.state.store = state.store

@@ -119,8 +119,9 @@ class CacheStore(ABC):
 
     @classmethod
     @abstractmethod
-    def from_url(cls, url: str, create: bool) -> CacheStore:
-        """Open the store at ``url``; without ``create`` a missing store is a :class:`CacheError`."""
+    def from_url(cls, url: str, create: bool, timeout_s: float | None = None) -> CacheStore:
+        """Open the store at ``url``; without ``create`` a missing store is a :class:`CacheError`.
+        ``timeout_s``: how long one call may wait on a network store (None: the store's default)."""
 
     @abstractmethod
     def get_json(self, user_id: str) -> str | None:
@@ -265,7 +266,7 @@ class SQLiteStore(CacheStore):
             self._check_schema()
 
     @classmethod
-    def from_url(cls, url: str, create: bool) -> SQLiteStore:
+    def from_url(cls, url: str, create: bool, timeout_s: float | None = None) -> SQLiteStore:  # a local file: no network timeout
         parsed = urlparse(url)
         path = url if parsed.scheme == "" else (parsed.netloc + parsed.path)
         if not path:
@@ -371,7 +372,7 @@ class RedisStore(CacheStore):
 
     scheme = "redis"
 
-    def __init__(self, url: str, namespace: str = "alignrec", create: bool = False, client: Any = None):
+    def __init__(self, url: str, namespace: str = "alignrec", create: bool = False, client: Any = None, timeout_s: float | None = None):
         try:
             import redis
         except ImportError:
@@ -380,7 +381,7 @@ class RedisStore(CacheStore):
         try:
             parsed = urlparse(url)
             self._where = f"redis://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''} (namespace {namespace})"
-            self.client = client or redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+            self.client = client or redis.Redis.from_url(url, **self._client_options(redis, timeout_s))
         except ValueError as error:  # a bad port or option; the message never holds the password
             raise CacheError(f"{redact_url(url)}: not a valid Redis URL ({error})") from None
         self.namespace = namespace
@@ -398,15 +399,29 @@ class RedisStore(CacheStore):
         if create:
             self.mark_format()
 
+    @staticmethod
+    def _client_options(redis: Any, timeout_s: float | None) -> dict[str, Any]:
+        """Socket timeouts and retries. With ``timeout_s`` (the server's) a call that gets no
+        answer fails after ``timeout_s``, once: redis-py's default retries a timeout three times
+        with backoff, so a hung server held each call for a minute."""
+        if timeout_s is None:
+            return {"socket_timeout": 10, "socket_connect_timeout": 5}
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # One retry on a broken connection (e.g. after a Redis restart), none on a timeout.
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": retry}
+
     @classmethod
-    def from_url(cls, url: str, create: bool) -> RedisStore:
+    def from_url(cls, url: str, create: bool, timeout_s: float | None = None) -> RedisStore:
         parsed = urlparse(url)
         query = parse_qs(parsed.query)
         namespace = query.pop("namespace", ["alignrec"])[0]
         if not namespace or any(c in namespace for c in " :\n"):
             raise CacheError(f"{redact_url(url)}: namespace must be a non-empty word without spaces or ':'")
         clean = parsed._replace(query="").geturl()
-        return cls(clean, namespace=namespace, create=create)
+        return cls(clean, namespace=namespace, create=create, timeout_s=timeout_s)
 
     def _user_key(self, user_id: str) -> str:
         return f"{self.namespace}:user:{user_id}"
@@ -476,8 +491,9 @@ class RedisStore(CacheStore):
 CACHE_STORES: dict[str, type[CacheStore]] = {"sqlite": SQLiteStore, "redis": RedisStore}
 
 
-def open_store(url: str | os.PathLike[str], create: bool = False) -> CacheStore:
-    """Open a cache store by URL (``sqlite:///...``, ``redis://...``, or a plain file path)."""
+def open_store(url: str | os.PathLike[str], create: bool = False, timeout_s: float | None = None) -> CacheStore:
+    """Open a cache store by URL (``sqlite:///...``, ``redis://...``, or a plain file path);
+    ``timeout_s``: how long one call may wait on a network store (None: the store's default)."""
     url = str(url)
     scheme = urlparse(url).scheme
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
@@ -487,7 +503,7 @@ def open_store(url: str | os.PathLike[str], create: bool = False) -> CacheStore:
         scheme = "redis"
     if scheme not in CACHE_STORES:
         raise CacheError(f"{redact_url(url)}: unknown cache store {scheme!r}; expected one of {sorted(CACHE_STORES)}")
-    return CACHE_STORES[scheme].from_url(url, create)
+    return CACHE_STORES[scheme].from_url(url, create, timeout_s)
 
 
 __all__ = [
