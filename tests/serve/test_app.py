@@ -593,12 +593,9 @@ def running_server(app, config: ServeConfig | None = None, protocol: str | None 
     ``protocol``: force uvicorn's "h11" or "httptools"), logging left to pytest; yields the port."""
     import uvicorn
 
-    from alignrec.serve import protocol as protocols
     from alignrec.serve.app import uvicorn_options
 
-    options = uvicorn_options(dataclasses.replace(config or ServeConfig(cache="unused"), port=free_port()))
-    if protocol is not None:
-        options["http"] = protocols.JSONErrorsH11Protocol if protocol == "h11" else protocols.JSONErrorsHttpToolsProtocol
+    options = uvicorn_options(dataclasses.replace(config or ServeConfig(cache="unused"), port=free_port()), protocol or "auto")
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, **options))
     thread = threading.Thread(target=server.run)
     thread.start()
@@ -644,6 +641,50 @@ def test_a_client_leaving_mid_body_is_no_server_error(admin_app, caplog, protoco
     assert 'alignrec_http_requests_total{method="POST",route="/v1/items",status="499"} 1.0' in metrics
     assert 'status="500"' not in metrics
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+def closed_by_server(connection: socket.socket, within_s: float) -> float | None:
+    """Seconds until the server closed ``connection`` (reading and dropping what it sends), or
+    None if it was still open after ``within_s``."""
+    started = time.perf_counter()
+    connection.settimeout(within_s)
+    try:
+        while connection.recv(65536):
+            pass
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_incomplete_requests_and_idle_connections_are_closed(filled, protocol):
+    """A connection that sends nothing, half the headers, or half a body is closed after
+    request_timeout_s; an idle keep-alive connection after keep_alive_timeout_s; a slow client
+    sending a byte at a time cannot stretch the deadline (uvicorn held all of these forever)."""
+    config = ServeConfig(cache=filled, request_timeout_s=0.5, keep_alive_timeout_s=0.3)
+    with running_server(create_app(config), config, protocol) as port:
+        openers = {
+            "silent": b"",
+            "half the headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+            "half a body": b"POST /v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        }
+        connections = {name: socket.create_connection(("127.0.0.1", port)) for name in [*openers, "byte by byte", "kept alive"]}
+        try:
+            for name, data in openers.items():
+                connections[name].sendall(data)
+            connections["kept alive"].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(OSError):  # the server closes it midway
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+                    connections["byte by byte"].sendall(bytes([byte]))
+                    time.sleep(0.1)
+            closed = {name: closed_by_server(connection, within_s=3.0) for name, connection in connections.items()}
+        finally:
+            for connection in connections.values():
+                connection.close()
+        assert all(seconds is not None for seconds in closed.values()), closed
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200  # normal requests are unaffected
 
 
 def free_port() -> int:

@@ -96,6 +96,8 @@ class ServeConfig:
     max_body_bytes: int = field(default=65536, metadata={"help": "largest request body accepted"})
     items_registry: str = field(default="", metadata={"help": "registry of new items (default RUN/cache/items_registry.json)"})
     store_timeout_s: float = field(default=1.0, metadata={"help": "seconds a request waits for the cache store before it is answered 503"})
+    request_timeout_s: float = field(default=10.0, metadata={"help": "seconds a client has to send a whole request (headers and body) before its connection is closed"})
+    keep_alive_timeout_s: float = field(default=5.0, metadata={"help": "seconds an idle keep-alive connection stays open"})
 
     def __post_init__(self) -> None:
         if not self.cache and not self.run:
@@ -108,8 +110,9 @@ class ServeConfig:
             raise ValueError(f"need 1 <= default_k <= max_k, got {self.default_k}, {self.max_k}")
         if not 1024 <= self.max_body_bytes <= 16 * 2**20:
             raise ValueError(f"max_body_bytes must be between 1 KiB and 16 MiB, got {self.max_body_bytes}")
-        if not 0 < self.store_timeout_s <= 60:
-            raise ValueError(f"store_timeout_s must be in (0, 60], got {self.store_timeout_s}")
+        for name in ("store_timeout_s", "request_timeout_s", "keep_alive_timeout_s"):
+            if not 0 < getattr(self, name) <= 600:
+                raise ValueError(f"{name} must be in (0, 600] seconds, got {getattr(self, name)}")
 
     @property
     def cache_url(self) -> str:
@@ -631,12 +634,17 @@ def app_from_environment() -> Any:
     return create_app(from_mapping(ServeConfig, json.loads(raw), source=CONFIG_ENVIRONMENT))
 
 
-def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
-    """How ``alignrec serve`` runs uvicorn: unparseable requests get a JSON 400, and no
-    WebSocket upgrades (the API has none; an upgrade request is served as plain HTTP)."""
+def uvicorn_options(config: ServeConfig, implementation: str = "auto") -> dict[str, Any]:
+    """How ``alignrec serve`` runs uvicorn: unparseable requests get a JSON 400, incomplete
+    requests and idle keep-alive connections are closed after their timeouts, and no WebSocket
+    upgrades (the API has none; an upgrade request is served as plain HTTP). ``implementation``:
+    uvicorn's HTTP parser, "auto" (httptools when installed), "h11" or "httptools"."""
     from alignrec.serve.protocol import http_protocol
 
-    return {"host": config.host, "port": config.port, "log_level": "warning", "access_log": False, "http": http_protocol(), "ws": "none"}
+    return {
+        "host": config.host, "port": config.port, "log_level": "warning", "access_log": False, "ws": "none",
+        "http": http_protocol(config.request_timeout_s, implementation), "timeout_keep_alive": config.keep_alive_timeout_s,
+    }
 
 
 def run_server(config: ServeConfig) -> None:
