@@ -217,6 +217,7 @@ class ItemRegistry:
         self._offset = 0  # bytes read: the end of the last complete line
         self._version: int | None = None
         self._items: list[RegisteredItem] = []
+        self._item_ids: list[str] = []  # in order (extended_codes copies it in C, no loop over the items)
         self._ids: set[str] = set()
         self._taken: set[bytes] = set()  # code rows of the registered items (the base's are in _base_taken)
         self._codes = np.empty((0, self.base.num_levels), dtype=np.int64)  # first len(_items) rows used; grows by doubling
@@ -328,6 +329,7 @@ class ItemRegistry:
             self._codes = grown
         self._codes[used : used + len(items)] = [item.codes for item in items]
         self._items.extend(items)
+        self._item_ids.extend(item.item_id for item in items)
         self._ids |= ids
         self._taken |= rows
 
@@ -342,7 +344,7 @@ class ItemRegistry:
         if not items:
             return self.base, items
         codes = np.concatenate([self.base.codes, self._codes[: len(items)]])
-        ids = list(self.base.item_ids or []) + [i.item_id for i in items]
+        ids = list(self.base.item_ids or []) + self._item_ids
         return ItemCodes(codes, list(self.base.codebook_sizes), ids), items
 
     def _append(self, record: RegisteredItem) -> None:
