@@ -449,6 +449,18 @@ def test_missing_and_corrupt_cache(tmp_path, capsys):
         assert c.get("/v1/users/u2/recommendations").status_code == 200
 
 
+def test_a_registry_damaged_while_serving_is_a_503(admin):
+    """A registry line written wrong by another process: the next POST is a 503 naming no file."""
+    client, registry_path, _ = admin
+    assert post(client, {"item_id": "n1", "title": "t"}).status_code == 201
+    with open(registry_path, "a") as handle:
+        handle.write('{"item_id": "x", "title": "t", "description": "", "brand": "", "categories": [], "codes": [999, 1, 2], "created": 1.0}\n')
+    response = post(client, {"item_id": "n2", "title": "u"})
+    assert (response.status_code, response.json()["error"]) == (503, "registry_error")
+    assert str(registry_path) not in response.text
+    assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [("popular", {"a": 1}), ("popular", [1, 2]), ("top_k", "12"), ("top_k", 0), ("model_version", 5), ("catalogue", [1])],

@@ -504,9 +504,9 @@ def _register(state: _ServeState, body_model: Any, body: bytes) -> tuple[int, An
     except CacheError as error:
         log.error("item registration: cache error: %s", error)
         return 503, error_body("cache_error", STORE_UNAVAILABLE)
-    except InputError as error:
+    except InputError as error:  # a damaged registry (another process wrote it), or a disk error: the store is unusable
         log.error("items registry: %s", error)
-        return 500, error_body("registry_error", "the items registry cannot be read or written (details in the server log)")
+        return 503, error_body("registry_error", "the items registry cannot be read or written (details in the server log)")
     state.view.update({"catalogue": published["catalogue"]})
     state.metrics.items_registered.inc()
     code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
