@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
@@ -129,12 +133,24 @@ def test_fuzzed_lookups_never_5xx(client, user, k):
 
 
 @pytest.fixture
-def admin(tiny_run, tmp_path, fake_cold_start):
+def admin_app(tiny_run, tmp_path, fake_cold_start):
     url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
     fill(url)
     config = ServeConfig(cache=url, run=str(tiny_run), items_registry=str(tmp_path / "registry.json"), max_body_bytes=2048)
-    with TestClient(create_app(config, assigner=fake_cold_start, admin_token=TOKEN), raise_server_exceptions=False) as c:
+    return create_app(config, assigner=fake_cold_start, admin_token=TOKEN)
+
+
+@pytest.fixture
+def admin(admin_app, tmp_path, fake_cold_start):
+    with TestClient(admin_app, raise_server_exceptions=False) as c:
         yield c, tmp_path / "registry.json", fake_cold_start
+
+
+def registry_records(path) -> list[dict]:
+    """The item records of a registry file (JSON Lines: a header, then one item per line)."""
+    header, *lines = path.read_text().splitlines()
+    assert json.loads(header)["version"] == 2
+    return [json.loads(line) for line in lines]
 
 
 def post(client, body, token=TOKEN, **kwargs):
@@ -149,8 +165,8 @@ def test_register_item_persists_unique_codes(admin, tiny_run):
     body = response.json()
     assert body["id"] == "new-1" and body["item_index"] == 24
     assert body["code_string"] == "".join(f"<{'abc'[level]}_{code}>" for level, code in enumerate(body["codes"]))
-    saved = json.loads(registry_path.read_text())
-    assert saved["items"][0]["title"] == "Fresh guitar" and saved["items"][0]["codes"] == body["codes"]
+    saved = registry_records(registry_path)
+    assert saved[0]["title"] == "Fresh guitar" and saved[0]["codes"] == body["codes"]
     assert cold_start.calls == [["new-1"]]
     # the cold start saw the fine-tuned catalogue; the new codes belong to no known item
     from alignrec.tokenizer.codes import ItemCodes
@@ -162,7 +178,7 @@ def test_register_item_persists_unique_codes(admin, tiny_run):
     # ids are unique across the catalogue and the registry
     assert post(client, {"item_id": "new-1", "title": "again"}).status_code == 409
     assert post(client, {"item_id": "3", "title": "clashes with a fine-tuned item"}).status_code == 409
-    assert len(json.loads(registry_path.read_text())["items"]) == 2
+    assert len(registry_records(registry_path)) == 2
 
 
 def test_registering_an_item_makes_cached_lists_stale(tiny_run, tmp_path, fake_cold_start):
@@ -244,6 +260,22 @@ def test_malformed_raw_bodies(admin):
     assert client.post("/v1/items", content=chunks(), headers=headers).status_code == 413
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"item_id": "first", "title": "t", "item_id": "second"}', "item_id"),
+        (b'{"item_id": "a", "title": "t", "embedding": [1.0], "embedding": [2.0]}', "embedding"),
+    ],
+)
+def test_duplicate_json_keys_are_a_400_naming_the_key(admin, body, key):
+    """A repeated key is refused (json.loads would keep the second value and register it)."""
+    client, registry_path, cold_start = admin
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    response = client.post("/v1/items", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (400, {"error": "invalid_json", "detail": f"duplicate key {key!r} in a JSON object"})
+    assert not registry_path.exists() and cold_start.calls == []
+
+
 def test_cold_start_unavailable_is_a_clear_501(filled, tiny_run, tmp_path):
     """The tiny run has item codes but no trained tokenizer model in RUN/tokenizer (or the
     installation lacks the cold-start module): registration says so instead of failing."""
@@ -284,7 +316,7 @@ def test_a_slow_registration_does_not_hold_up_other_requests(admin, monkeypatch)
     assert waited < 1.0, f"requests waited {waited:.2f} s for the registration"
     assert still_registering
     assert answers["health"].status_code == answers["routed"].status_code == answers["fast"].status_code == 200
-    assert answers["post"].status_code == 201 and json.loads(registry_path.read_text())["items"][0]["item_id"] == "slow-1"
+    assert answers["post"].status_code == 201 and registry_records(registry_path)[0]["item_id"] == "slow-1"
 
 
 def test_cold_start_is_loaded_at_start_up_not_by_the_first_post(filled, tiny_run, tmp_path, monkeypatch, fake_cold_start):
@@ -417,6 +449,89 @@ def test_missing_and_corrupt_cache(tmp_path, capsys):
         assert c.get("/v1/users/u2/recommendations").status_code == 200
 
 
+def test_a_registry_damaged_while_serving_is_a_503(admin):
+    """A registry line written wrong by another process: the next POST is a 503 naming no file."""
+    client, registry_path, _ = admin
+    assert post(client, {"item_id": "n1", "title": "t"}).status_code == 201
+    with open(registry_path, "a") as handle:
+        handle.write('{"item_id": "x", "title": "t", "description": "", "brand": "", "categories": [], "codes": [999, 1, 2], "created": 1.0}\n')
+    response = post(client, {"item_id": "n2", "title": "u"})
+    assert (response.status_code, response.json()["error"]) == (503, "registry_error")
+    assert str(registry_path) not in response.text
+    assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("popular", {"a": 1}), ("popular", [1, 2]), ("top_k", "12"), ("top_k", 0), ("model_version", 5), ("catalogue", [1])],
+)
+def test_corrupt_metadata_is_refused_at_start_up_and_a_503_later(store_url, monkeypatch, key, value):
+    """Metadata of the wrong shape (e.g. popular = {"a": 1}) names the store and key at
+    start-up; written while the server runs, it is a 503 (it was a 500 for unknown users)."""
+    from alignrec.serve import app as app_module
+
+    fill(store_url)
+    with open_store(store_url) as store:
+        whole = store.get_meta(key)
+        store.set_meta({key: value})
+        with pytest.raises(CacheError, match=f"corrupt metadata {key!r}"):
+            create_app(ServeConfig(cache=store_url, fallback="popularity"))
+        store.set_meta({key: whole})
+        with TestClient(create_app(ServeConfig(cache=store_url, fallback="popularity")), raise_server_exceptions=False) as c:
+            assert c.get("/v1/users/stranger/recommendations").status_code == 200
+            store.set_meta({key: value})
+            monkeypatch.setattr(app_module, "META_TTL_S", 0.0)  # re-read at once
+            for path in ("/v1/users/stranger/recommendations", "/v1/users/stranger/recommendations?other=1", "/v1/users/u1/recommendations", "/healthz"):
+                response = c.get(path)
+                assert response.status_code == 503, (path, response.text)
+
+
+def test_a_registry_entry_outside_the_codebooks_is_a_start_up_error(tiny_run, tmp_path, fake_cold_start, capsys):
+    """A registry record with codes [999, 1, 2] (codebooks of 4): create_app and `alignrec
+    precache` refuse it naming the file (the server used to start, then answer the next POST with
+    a 500, and precache crashed)."""
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({
+        "format": "alignrec-items-registry", "version": 1, "codebook_sizes": [4, 4, 4],
+        "items": [{"item_id": "bad", "title": "t", "description": "", "brand": "", "categories": [], "codes": [999, 1, 2], "created": 1.0}],
+    }))
+    url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    fill(url)
+    from alignrec.errors import InputError
+
+    with pytest.raises(InputError, match=r"registry.json: items\[0\] \('bad'\) has codes \[999, 1, 2\] outside the codebooks"):
+        create_app(ServeConfig(cache=url, run=str(tiny_run), items_registry=str(registry)), assigner=fake_cold_start, admin_token=TOKEN)
+    assert main(["precache", "--model", str(tiny_run), "--cache", url, "--items-registry", str(registry)]) == 2
+    assert "outside the codebooks" in capsys.readouterr().err
+
+
+def test_a_deleted_or_replaced_cache_file_is_noticed(tmp_path, monkeypatch):
+    """A server holds its SQLite file open: deleted, it kept serving the unlinked file and
+    /healthz said ok; replaced (a rebuilt cache moved into place), it kept the old one."""
+    from alignrec.serve.store import SQLiteStore
+
+    path = tmp_path / "cache.sqlite"
+    fill(f"sqlite:///{path}")
+    with TestClient(create_app(ServeConfig(cache=str(path))), raise_server_exceptions=False) as c:
+        assert c.get("/v1/users/u1/recommendations").json()["model_version"] == "v1"
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"cache.sqlite{suffix}").unlink(missing_ok=True)
+        monkeypatch.setattr(SQLiteStore, "FILE_CHECK_S", 0.0, raising=False)  # lookups check at most every second
+        assert c.get("/v1/users/u1/recommendations").status_code == 503
+        assert c.get("/healthz").status_code == 503  # and every health check
+        assert not path.exists()  # not recreated as an empty database
+        rebuilt = tmp_path / "rebuilt" / "cache.sqlite"
+        with open_store(rebuilt, create=True) as store:
+            store.put_many([CacheEntry("u1", [CachedItem("fresh", "Fresh", "<a_1>", -1.0)], "v2", "v2:b20:k12", "fp", 99.0)])
+            store.set_meta({"top_k": 12, "model_version": "v2", "popular": []})
+        os.replace(rebuilt, path)
+        health = c.get("/healthz")
+        assert health.status_code == 200 and health.json()["model_version"] == "v2"
+        body = c.get("/v1/users/u1/recommendations").json()
+        assert (body["model_version"], [item["id"] for item in body["items"]]) == ("v2", ["fresh"])
+        assert c.get("/v1/users/u1/recommendations?other=1").json()["model_version"] == "v2"
+
+
 def test_redis_going_away_is_a_503(fresh_redis):
     server = fresh_redis
     url = server.url("gone")
@@ -427,6 +542,48 @@ def test_redis_going_away_is_a_503(fresh_redis):
         response = c.get("/v1/users/u1/recommendations")
         assert response.status_code == 503 and response.json()["error"] == "cache_error"
         assert c.get("/healthz").status_code == 503
+
+
+def test_a_hung_redis_is_a_prompt_503_and_other_routes_do_not_wait(fresh_redis):
+    """Redis paused (SIGSTOP): a lookup is a 503 within the store timeout (default 1 s) instead
+    of 10-30 s, and /metrics and /openapi.json, which do not touch the store, answer at once
+    (the fast path used to read Redis in the event loop)."""
+    import signal
+
+    server = fresh_redis
+    url = server.url("hung")
+    fill(url)
+    answers, waited = {}, {}
+
+    def timed(name, path):
+        started = time.perf_counter()
+        answers[name] = c.get(path)
+        waited[name] = time.perf_counter() - started
+
+    with TestClient(create_app(ServeConfig(cache=url)), raise_server_exceptions=False) as c:
+        assert c.get("/v1/users/u1/recommendations").status_code == 200
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            readers = [threading.Thread(target=timed, args=(name, path)) for name, path in (
+                ("fast", "/v1/users/u1/recommendations"), ("routed", "/v1/users/u1/recommendations?other=1"), ("health", "/healthz")
+            )]
+            for reader in readers:
+                reader.start()
+            time.sleep(0.2)  # the reads are waiting on Redis
+            timed("metrics", "/metrics")
+            timed("openapi", "/openapi.json")
+            for reader in readers:
+                reader.join(60)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert waited["metrics"] < 0.5 and waited["openapi"] < 0.5, waited
+        for name in ("fast", "routed", "health"):
+            assert answers[name].status_code == 503 and waited[name] < 2.5, (name, answers[name].text, waited)
+        assert answers["fast"].json() == {"error": "cache_error", "detail": "the cache store cannot be reached or read (details in the server log)"}
+        deadline = time.monotonic() + 10  # and once Redis answers again, so does the server
+        while c.get("/v1/users/u1/recommendations").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -442,17 +599,16 @@ def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]
     return int(lines[0].split()[1]), headers, body
 
 
-@pytest.mark.parametrize("protocol", ["httptools", "h11"])
-def test_unparseable_requests_get_a_json_400(filled, protocol):
-    """Both of uvicorn's HTTP implementations, with the options `alignrec serve` runs them with."""
+@contextlib.contextmanager
+def running_server(app, config: ServeConfig | None = None, protocol: str | None = None) -> Iterator[int]:
+    """Serve ``app`` in a thread with the uvicorn options `alignrec serve` uses (``config``'s;
+    ``protocol``: force uvicorn's "h11" or "httptools"), logging left to pytest; yields the port."""
     import uvicorn
 
-    from alignrec.serve import protocol as protocols
     from alignrec.serve.app import uvicorn_options
 
-    options = uvicorn_options(ServeConfig(cache=filled, port=free_port()))
-    options["http"] = protocols.JSONErrorsH11Protocol if protocol == "h11" else protocols.JSONErrorsHttpToolsProtocol
-    server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(cache=filled)), **options))
+    options = uvicorn_options(dataclasses.replace(config or ServeConfig(cache="unused"), port=free_port()), protocol or "auto")
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, **options))
     thread = threading.Thread(target=server.run)
     thread.start()
     try:
@@ -460,17 +616,87 @@ def test_unparseable_requests_get_a_json_400(filled, protocol):
         while not server.started:
             assert thread.is_alive() and time.monotonic() < deadline
             time.sleep(0.02)
-        status, headers, body = raw_exchange(options["port"], b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
-        assert (status, headers["content-type"]) == (400, "application/json")
-        assert json.loads(body) == {"error": "bad_request", "detail": "Invalid HTTP request received."}
-        good = raw_exchange(options["port"], b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert good[0] == 200 and json.loads(good[2])["status"] == "ok"
-        # no WebSocket upgrades: the request is served as plain HTTP
-        upgrade = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"
-        assert raw_exchange(options["port"], upgrade)[0] == 200
+        yield options["port"]
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_unparseable_requests_get_a_json_400(filled, protocol):
+    """Both of uvicorn's HTTP implementations, with the options `alignrec serve` runs them with."""
+    with running_server(create_app(ServeConfig(cache=filled)), protocol=protocol) as port:
+        status, headers, body = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert (status, headers["content-type"]) == (400, "application/json")
+        assert json.loads(body) == {"error": "bad_request", "detail": "Invalid HTTP request received."}
+        good = raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert good[0] == 200 and json.loads(good[2])["status"] == "ok"
+        # no WebSocket upgrades: the request is served as plain HTTP
+        upgrade = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"
+        assert raw_exchange(port, upgrade)[0] == 200
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_a_client_leaving_mid_body_is_no_server_error(admin_app, caplog, protocol):
+    """A client that closes its connection halfway through a POST body: nothing is registered,
+    nothing is logged as an error, and /metrics counts a 499 (client closed request), not a 500."""
+    head = f"POST /v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+    caplog.set_level(logging.INFO)
+    with running_server(admin_app, protocol=protocol) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(head.encode() + b'{"item_id": "half')
+            time.sleep(0.2)  # the route is reading the body
+        deadline = time.monotonic() + 10
+        while 'route="/v1/items"' not in (metrics := httpx.get(f"http://127.0.0.1:{port}/metrics").text):
+            assert time.monotonic() < deadline, "the abandoned request was never counted"
+            time.sleep(0.05)
+    assert 'alignrec_http_requests_total{method="POST",route="/v1/items",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+def closed_by_server(connection: socket.socket, within_s: float) -> float | None:
+    """Seconds until the server closed ``connection`` (reading and dropping what it sends), or
+    None if it was still open after ``within_s``."""
+    started = time.perf_counter()
+    connection.settimeout(within_s)
+    try:
+        while connection.recv(65536):
+            pass
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_incomplete_requests_and_idle_connections_are_closed(filled, protocol):
+    """A connection that sends nothing, half the headers, or half a body is closed after
+    request_timeout_s; an idle keep-alive connection after keep_alive_timeout_s; a slow client
+    sending a byte at a time cannot stretch the deadline (uvicorn held all of these forever)."""
+    config = ServeConfig(cache=filled, request_timeout_s=0.5, keep_alive_timeout_s=0.3)
+    with running_server(create_app(config), config, protocol) as port:
+        openers = {
+            "silent": b"",
+            "half the headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+            "half a body": b"POST /v1/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        }
+        connections = {name: socket.create_connection(("127.0.0.1", port)) for name in [*openers, "byte by byte", "kept alive"]}
+        try:
+            for name, data in openers.items():
+                connections[name].sendall(data)
+            connections["kept alive"].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(OSError):  # the server closes it midway
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\n":
+                    connections["byte by byte"].sendall(bytes([byte]))
+                    time.sleep(0.1)
+            closed = {name: closed_by_server(connection, within_s=3.0) for name, connection in connections.items()}
+        finally:
+            for connection in connections.values():
+                connection.close()
+        assert all(seconds is not None for seconds in closed.values()), closed
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200  # normal requests are unaffected
 
 
 def free_port() -> int:
@@ -533,6 +759,15 @@ def test_fast_path_answers_like_the_fastapi_route(filled, user, fallback):
         metrics = c.get("/metrics").text
         # both paths are counted under the route template
         assert 'route="/v1/users/{user_id}/recommendations",status=' in metrics
+
+
+@pytest.mark.parametrize("user", ["u1%0A", "u1%0D%0A", "%0Au1"])
+def test_a_newline_in_the_id_is_a_422_on_both_paths(client, user):
+    """`$` also matches before a final newline: the fast path must not take "u1\\n" for an id."""
+    fast = client.get(f"/v1/users/{user}/recommendations")
+    routed = client.get(f"/v1/users/{user}/recommendations?other=1")
+    assert fast.status_code == routed.status_code == 422, (fast.text, routed.text)
+    assert fast.json()["error"] == "invalid_request"
 
 
 def test_worker_processes_build_the_app_from_the_environment(filled, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +57,7 @@ def post(client, body):
 
 
 def test_new_items_get_their_groups_codes_and_stay_unique(trained_run, tmp_path):
+    from alignrec.serve.items import ItemRegistry
     from alignrec.tokenizer.codes import ItemCodes
 
     run, groups, centers = trained_run
@@ -79,8 +79,8 @@ def test_new_items_get_their_groups_codes_and_stay_unique(trained_run, tmp_path)
     # unique against the catalogue and each other, and persisted in the registry
     everything = [tuple(row) for row in known.codes.tolist()] + [tuple(c) for _, c in created]
     assert len(set(everything)) == len(everything)
-    saved = json.loads((tmp_path / "registry.json").read_text())
-    assert [item["item_id"] for item in saved["items"]] == [f"cold-{n}" for n in range(6)]
+    saved = ItemRegistry(tmp_path / "registry.json", known).items()
+    assert [item.item_id for item in saved] == [f"cold-{n}" for n in range(6)]
 
 
 def test_codes_registered_by_another_process_are_reserved(trained_run, tmp_path):

@@ -107,6 +107,43 @@ def test_redis_errors(redis_server, tmp_path):
         open_store(redis_server.url("a:b"))
 
 
+def closed_port() -> int:
+    with socket.socket() as probe:  # bound, never listening: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_redact_url():
+    from alignrec.serve.store import redact_url
+
+    assert redact_url("redis://:s3cret@127.0.0.1:6379/0?namespace=g") == "redis://***@127.0.0.1:6379/0?namespace=g"
+    assert redact_url("redis://admin:s3cret@h/0") == "redis://***@h/0"
+    assert redact_url("redis://h/0?password=s3cret&namespace=g") == "redis://h/0?password=***&namespace=g"
+    assert redact_url("sqlite:///tmp/c.sqlite") == "sqlite:///tmp/c.sqlite"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret@127.0.0.1:{port}/0?namespace=a:b",  # a bad namespace
+        "redis://user:s3cret@127.0.0.1:{port}/0?namespace=bad name",
+        "rediz://:s3cret@127.0.0.1:{port}/0",  # an unknown store
+        "redis://:s3cret@127.0.0.1:{port}/0",  # nobody listens
+        "redis://127.0.0.1:{port}/0?password=s3cret",
+        "redis://:s3cret@127.0.0.1:notaport/0",
+    ],
+)
+def test_store_errors_never_show_a_password(url, capsys):
+    from alignrec.cli import main
+
+    url = url.format(port=closed_port())
+    with pytest.raises(CacheError) as caught:
+        open_store(url)
+    assert "s3cret" not in str(caught.value)
+    assert main(["serve", "--cache", url]) == 2
+    assert "s3cret" not in capsys.readouterr().err
+
+
 def test_readers_never_see_a_half_written_entry(store_url):
     """A writer rewrites 200 users' 20-item entries with a new version again and again, in
     transactions of 50 users; readers (other connections) check that every entry they get is

@@ -13,17 +13,19 @@ Routes (all answers are JSON; errors are ``{"error": code, "detail": ...}``):
 
 Every parameter is validated (id patterns, k bounds, body size and schema): malformed requests
 get a 4xx JSON answer, never a 5xx; error details never name files or hosts (the server log
-has them). The plain read path is one key lookup and a slice, in the event loop (both stores
-answer in tens of microseconds; a hop to a thread would cost more than the read), without
-response-model validation. Everything else that can block — registration (file lock, registry
-I/O, the cold start), health checks, routed lookups — runs in worker threads, and the cold start
-(with its text embedder) is loaded before the server accepts connections.
+has them). The plain read path is one key lookup and a slice, without response-model
+validation. Nothing that can block runs in the event loop: store calls (lookups, health checks)
+run in a pool of store threads and are answered 503 when the store takes longer than
+``store_timeout_s`` (a hung Redis); registration (file lock, registry I/O, the cold start) runs in
+its own thread, and the cold start (with its text embedder) is loaded before the server accepts
+connections.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime
 # and must resolve names imported inside create_app.
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import os
@@ -36,19 +38,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from alignrec.errors import InputError
+from alignrec.layout import stage_dir
 from alignrec.serve.store import CacheError, CacheStore, open_store
 
 if TYPE_CHECKING:
-    from alignrec.serve.items import CodeAssigner
+    from alignrec.serve.items import CodeAssigner, ItemRegistry
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$"  # user and item ids: no '/', spaces or control characters
 RECOMMENDATIONS_ROUTE = "/v1/users/{user_id}/recommendations"
-_RECOMMENDATIONS_PATH = re.compile(r"^/v1/users/([^/]+)/recommendations$")
+# Matched with fullmatch: a `$` alone also matches before a final newline ("u1\n" would pass).
+_RECOMMENDATIONS_PATH = re.compile(r"/v1/users/([^/]+)/recommendations")
 _VALID_ID = re.compile(ID_PATTERN)
-_PLAIN_K = re.compile(rb"^k=([1-9][0-9]{0,5})$")
+_PLAIN_K = re.compile(rb"k=([1-9][0-9]{0,5})")
 
 try:  # orjson: ~10x faster JSON for the lookup path; the standard library otherwise
     import orjson
@@ -73,6 +77,8 @@ META_KEYS = ("model_version", "top_k", "updated", "popular", "catalogue")
 FLOAT32_MAX = 3.4028234663852886e38  # embeddings are cast to float32: larger values would become inf
 # Error details the clients see; the full error, which names files and hosts, goes to the log.
 STORE_UNAVAILABLE = "the cache store cannot be reached or read (details in the server log)"
+STORE_THREADS = 16  # threads for store calls: a hung store holds each for at most store_timeout_s
+CLIENT_CLOSED_REQUEST = 499  # the status metrics count for a request the client abandoned (nginx's convention)
 
 
 @dataclass
@@ -90,6 +96,9 @@ class ServeConfig:
     admin_token_env: str = field(default="ALIGNREC_ADMIN_TOKEN", metadata={"help": "environment variable holding the admin token"})
     max_body_bytes: int = field(default=65536, metadata={"help": "largest request body accepted"})
     items_registry: str = field(default="", metadata={"help": "registry of new items (default RUN/cache/items_registry.json)"})
+    store_timeout_s: float = field(default=1.0, metadata={"help": "seconds a request waits for the cache store before it is answered 503"})
+    request_timeout_s: float = field(default=10.0, metadata={"help": "seconds a client has to send a whole request (headers and body) before its connection is closed"})
+    keep_alive_timeout_s: float = field(default=5.0, metadata={"help": "seconds an idle keep-alive connection stays open"})
 
     def __post_init__(self) -> None:
         if not self.cache and not self.run:
@@ -102,14 +111,17 @@ class ServeConfig:
             raise ValueError(f"need 1 <= default_k <= max_k, got {self.default_k}, {self.max_k}")
         if not 1024 <= self.max_body_bytes <= 16 * 2**20:
             raise ValueError(f"max_body_bytes must be between 1 KiB and 16 MiB, got {self.max_body_bytes}")
+        for name in ("store_timeout_s", "request_timeout_s", "keep_alive_timeout_s"):
+            if not 0 < getattr(self, name) <= 600:
+                raise ValueError(f"{name} must be in (0, 600] seconds, got {getattr(self, name)}")
 
     @property
     def cache_url(self) -> str:
-        return self.cache or str(Path(self.run) / "cache" / "cache.sqlite")
+        return self.cache or str(stage_dir(self.run, "precache") / "cache.sqlite")
 
     @property
     def registry_path(self) -> Path:
-        return Path(self.items_registry) if self.items_registry else Path(self.run) / "cache" / "items_registry.json"
+        return Path(self.items_registry) if self.items_registry else stage_dir(self.run, "precache") / "items_registry.json"
 
 
 class Metrics:
@@ -174,7 +186,7 @@ class FastLookupMiddleware:
     route, which answers it (errors included) exactly as without this middleware.
     """
 
-    def __init__(self, app: Any, lookup: Callable[[str, int], tuple[int, bytes]], default_k: int, max_k: int):
+    def __init__(self, app: Any, lookup: Callable[[str, int], Awaitable[tuple[int, bytes]]], default_k: int, max_k: int):
         self.app = app
         self.lookup = lookup
         self.default_k = default_k
@@ -183,7 +195,7 @@ class FastLookupMiddleware:
     def _k(self, query: bytes) -> int | None:
         if not query:
             return self.default_k
-        match = _PLAIN_K.match(query)
+        match = _PLAIN_K.fullmatch(query)
         if match is None:
             return None
         k = int(match.group(1))
@@ -191,13 +203,13 @@ class FastLookupMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            match = _RECOMMENDATIONS_PATH.match(scope["path"])
+            match = _RECOMMENDATIONS_PATH.fullmatch(scope["path"])
             if match is not None:
                 user_id = match.group(1)
                 k = self._k(scope.get("query_string", b""))
-                if k is not None and _VALID_ID.match(user_id):
+                if k is not None and _VALID_ID.fullmatch(user_id):
                     scope["alignrec.route"] = RECOMMENDATIONS_ROUTE
-                    status, body = self.lookup(user_id, k)
+                    status, body = await self.lookup(user_id, k)
                     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                     await send({"type": "http.response.start", "status": status, "headers": headers})
                     await send({"type": "http.response.body", "body": body})
@@ -209,19 +221,46 @@ def error_body(code: str, detail: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail}
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _meta_problem(key: str, value: Any) -> str | None:
+    """What is wrong with the metadata value ``key`` as the server uses it (None: fine or absent)."""
+    if value is None:
+        return None
+    if key == "top_k" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return "must be an integer >= 1"
+    if key in ("model_version", "catalogue") and not isinstance(value, str):
+        return "must be a string"
+    if key == "updated" and not _is_number(value):
+        return "must be a number"
+    if key == "popular" and not (
+        isinstance(value, list) and all(isinstance(item, dict) and isinstance(item.get("id"), str) for item in value)
+    ):
+        return "must be a list of items with string ids"
+    return None
+
+
 class _CacheView:
     """Cache metadata, re-read at most every ``META_TTL_S`` seconds (pre-cache runs and other
-    server processes update it)."""
+    server processes update it) and checked on every read: a value of the wrong shape is a
+    :class:`CacheError` naming the store and the key — at start-up an error, later a 503."""
 
     def __init__(self, store: CacheStore):
         self.store = store
         self._read_at = -float("inf")
         self.values: dict[str, Any] = {}
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self, refresh: bool = False) -> dict[str, Any]:
         now = time.monotonic()
-        if now - self._read_at > META_TTL_S:
-            self.values = {key: self.store.get_meta(key) for key in META_KEYS}
+        if refresh or now - self._read_at > META_TTL_S:
+            values = {key: self.store.get_meta(key) for key in META_KEYS}
+            for key, value in values.items():
+                problem = _meta_problem(key, value)
+                if problem is not None:
+                    raise CacheError(f"{self.store.describe()}: corrupt metadata {key!r}: {problem} (found {str(value)[:100]})")
+            self.values = values
             self._read_at = now
         return self.values
 
@@ -230,74 +269,71 @@ class _CacheView:
         self.values = {**self.values, **values}
 
 
-def create_app(
-    config: ServeConfig,
-    store: CacheStore | None = None,
-    assigner: "CodeAssigner | None" = None,
-    admin_token: str | None = None,
-    load_cold_start: bool = True,
-) -> Any:
-    """Build the FastAPI app. ``store`` / ``assigner`` / ``admin_token`` default to what
-    ``config`` names (cache URL, the tokenizer's cold start, the token environment variable).
+@dataclass
+class _ServeState:
+    """What the routes of one app share: the store and its metadata, the ``k`` bounds, the
+    admin token, metrics, and registration (the registry and the cold start, or why not)."""
 
-    When registration is enabled (``config.run`` and an admin token) and no ``assigner`` is
-    given, the tokenizer's cold start is loaded here, before the server accepts connections —
-    not by the first ``POST /v1/items`` (``load_cold_start=False`` skips it: a start-up check).
-    """
-    from fastapi import FastAPI, Path as PathParam, Query, Request
-    from fastapi.encoders import jsonable_encoder
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
-    from starlette.exceptions import HTTPException
+    config: ServeConfig
+    store: CacheStore
+    view: _CacheView
+    max_k: int
+    default_k: int
+    token: str
+    metrics: Metrics
+    store_threads: ThreadPoolExecutor
+    registry: "ItemRegistry | None" = None
+    assigner: "CodeAssigner | None" = None
+    load_error: Exception | None = None  # why the cold start could not be loaded (answered as 501)
 
-    from alignrec.serve import items as items_module
-    from alignrec.serve.items import ItemRegistry, NewItem, RegistrationError, catalogue_version
 
-    store = store if store is not None else open_store(config.cache_url, create=False)
+def _load_state(
+    config: ServeConfig, store: CacheStore | None, assigner: "CodeAssigner | None", admin_token: str | None, load_cold_start: bool
+) -> _ServeState:
+    """Open the store, read the ``k`` bounds from its metadata and, with ``config.run``, open the
+    items registry and load the cold start (see :func:`create_app`)."""
+    store = store if store is not None else open_store(config.cache_url, create=False, timeout_s=config.store_timeout_s)
     view = _CacheView(store)
     cached_k = view.meta().get("top_k")
     if cached_k is None:
         raise CacheError(f"{store.describe()}: the cache has no entries yet (run `alignrec precache` first)")
     max_k = config.max_k or int(cached_k)
-    default_k = min(config.default_k, max_k)
     token = admin_token if admin_token is not None else os.environ.get(config.admin_token_env, "")
-    metrics = Metrics()
-
-    registry: "ItemRegistry | None" = None
-    # The cold start: given, loaded below, or the reason it could not be (answered as 501).
-    state: dict[str, Any] = {"assigner": assigner, "load_error": None}
+    store_threads = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="alignrec-store")
+    state = _ServeState(config, store, view, max_k, min(config.default_k, max_k), token, Metrics(), store_threads, assigner=assigner)
     if config.run:
         from alignrec.llm.finetuned import FinetunedRun
+        from alignrec.serve import items as items_module
+        from alignrec.serve.items import ItemRegistry
 
         paths = FinetunedRun.locate(config.run)
         base_codes = paths.codes()  # checked to be the model's pair: new items get codes beside them
-        registry = ItemRegistry(config.registry_path, base_codes)
-        registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
+        state.registry = ItemRegistry(config.registry_path, base_codes)
+        state.registry.items()  # a corrupt registry is a start-up error, not a surprise on the first POST
         if assigner is None and token and load_cold_start:
             started = time.perf_counter()
             try:
-                state["assigner"] = items_module.load_code_assigner(paths.run_dir / "tokenizer")
+                state.assigner = items_module.load_code_assigner(paths.run_dir / "tokenizer")
                 log.info("cold start loaded in %.1f s", time.perf_counter() - started)
             except Exception as error:  # noqa: BLE001 - a tokenizer problem must not stop the reads
                 log.warning("item registration will answer 501: %s", error)
-                state["load_error"] = error
+                state.load_error = error
+    return state
 
-    # One thread for registrations: the cold start is stateful (it reserves the codes it hands
-    # out), and the registry file lock orders registrations between processes anyway.
-    registration_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignrec-register")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
-        registration_thread.shutdown(wait=False, cancel_futures=True)
+def _json_response(payload: Any, status: int = 200) -> Any:
+    from fastapi.responses import Response
 
-    # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
-    app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
+    return Response(_dumps(payload), status_code=status, media_type="application/json")
 
-    def json_response(payload: Any, status: int = 200) -> Response:
-        return Response(_dumps(payload), status_code=status, media_type="application/json")
+
+def _add_error_handlers(app: Any) -> None:
+    """Every error is JSON ``{"error", "detail"}``; store failures are 503, details in the log."""
+    from fastapi import Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -319,50 +355,84 @@ def create_app(
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse(error_body("internal_error", "unexpected server error (see the server log)"), status_code=500)
 
-    def lookup(user_id: str, k: int) -> tuple[int, bytes]:
-        """(status, JSON body) of a validated recommendations request; shared by the fast path
-        and the FastAPI route, so both answer identically."""
-        try:
-            raw = store.get_json(user_id)
-            meta = view.meta()
-        except CacheError as error:
-            log.error("cache error: %s", error)
-            return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
-        if raw is None:
-            if config.fallback == "popularity" and meta.get("popular"):
-                metrics.lookups.labels("fallback").inc()
-                payload = {
-                    "user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity",
-                    "model_version": meta.get("model_version"), "stale": None,
-                }
-                return 200, _dumps(payload)
-            metrics.lookups.labels("miss").inc()
-            return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"))
-        metrics.lookups.labels("hit").inc()
-        try:
-            entry = _loads(raw)
-            current = meta.get("catalogue")
-            # Stale: computed against another catalogue than the current one (items registered
-            # since); unknown (null) for a cache written before catalogue versions existed.
-            stale = None if current is None else entry.get("catalogue") != current
-            payload = {
-                "user_id": user_id, "items": entry["items"][:k], "fallback": None,
-                "model_version": entry["model_version"], "created": entry["created"], "stale": stale,
-            }
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.error("cache error: %s: corrupt cache entry for user %r", store.describe(), user_id)
-            return 503, _dumps(error_body("cache_error", f"corrupt cache entry for user {user_id!r}"))
-        return 200, _dumps(payload)
 
-    # A plain `def`: FastAPI runs it in a worker thread (the store read may block); plain
-    # requests never get here, the fast path in FastLookupMiddleware answers them.
+def _lookup(state: _ServeState, user_id: str, k: int) -> tuple[int, bytes]:
+    """(status, JSON body) of a validated recommendations request; shared by the fast path
+    and the FastAPI route, so both answer identically."""
+    store, metrics = state.store, state.metrics
+    try:
+        raw = store.get_json(user_id)
+        meta = state.view.meta()
+    except CacheError as error:
+        log.error("cache error: %s", error)
+        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
+    if raw is None:
+        if state.config.fallback == "popularity" and meta.get("popular"):
+            metrics.lookups.labels("fallback").inc()
+            payload = {
+                "user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity",
+                "model_version": meta.get("model_version"), "stale": None,
+            }
+            return 200, _dumps(payload)
+        metrics.lookups.labels("miss").inc()
+        return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"))
+    metrics.lookups.labels("hit").inc()
+    try:
+        entry = _loads(raw)
+        current = meta.get("catalogue")
+        # Stale: computed against another catalogue than the current one (items registered
+        # since); unknown (null) for a cache written before catalogue versions existed.
+        stale = None if current is None else entry.get("catalogue") != current
+        payload = {
+            "user_id": user_id, "items": entry["items"][:k], "fallback": None,
+            "model_version": entry["model_version"], "created": entry["created"], "stale": stale,
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.error("cache error: %s: corrupt cache entry for user %r", store.describe(), user_id)
+        return 503, _dumps(error_body("cache_error", f"corrupt cache entry for user {user_id!r}"))
+    return 200, _dumps(payload)
+
+
+async def _store_call(state: _ServeState, function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` — anything that calls the store — in the store threads, waiting at most
+    ``store_timeout_s``: a hung store (a paused Redis) is a prompt :class:`CacheError`, and the
+    event loop, with every route that does not touch the store, never waits for it."""
+    timeout_s = state.config.store_timeout_s
+    future = asyncio.get_running_loop().run_in_executor(state.store_threads, function, *args)
+    try:
+        return await asyncio.wait_for(future, timeout_s)
+    except asyncio.TimeoutError:
+        raise CacheError(f"{state.store.describe()}: no answer within {timeout_s} s") from None
+
+
+async def _bounded_lookup(state: _ServeState, user_id: str, k: int) -> tuple[int, bytes]:
+    """:func:`_lookup` off the event loop, within ``store_timeout_s`` (else 503)."""
+    try:
+        return await _store_call(state, _lookup, state, user_id, k)
+    except CacheError as error:
+        log.error("cache error: %s", error)
+        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
+
+
+def _add_read_routes(app: Any, state: _ServeState) -> None:
+    """``GET /v1/users/{user_id}/recommendations`` through FastAPI: requests the fast path
+    (:class:`FastLookupMiddleware`) leaves to it, and their validation errors."""
+    from fastapi import Path as PathParam, Query
+    from fastapi.responses import Response
+
+    # Plain requests never get here: the fast path in FastLookupMiddleware answers them.
     @app.get(RECOMMENDATIONS_ROUTE)
-    def recommendations(
+    async def recommendations(
         user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)],
-        k: Annotated[int, Query(ge=1, le=max_k)] = default_k,
+        k: Annotated[int, Query(ge=1, le=state.max_k)] = state.default_k,
     ) -> Response:
-        status, body = lookup(user_id, k)
+        status, body = await _bounded_lookup(state, user_id, k)
         return Response(body, status_code=status, media_type="application/json")
+
+
+def _new_item_body_model() -> Any:
+    """The pydantic model of a ``POST /v1/items`` body (pydantic is imported only when serving)."""
+    from pydantic import BaseModel, ConfigDict, Field
 
     class NewItemBody(BaseModel):
         model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -376,95 +446,179 @@ def create_app(
             default=None, min_length=1, max_length=8192
         )
 
+    return NewItemBody
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice (the parser would silently keep the last value)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for request bodies: a repeated key is an error, not "last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
+def _register(state: _ServeState, body_model: Any, body: bytes) -> tuple[int, Any]:
+    """Parse, validate and register one item: (status, JSON payload). Runs in the
+    registration thread — JSON parsing, the registry's file lock and I/O and the cold start
+    all may take a while, and none of it may hold up the event loop."""
+    from fastapi.encoders import jsonable_encoder
+    from pydantic import ValidationError
+
+    from alignrec.serve.items import NewItem, RegistrationError, catalogue_version
+
+    try:
+        parsed = json.loads(body, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        return 400, error_body("invalid_json", "the JSON body is nested too deeply")
+    except (ValueError, UnicodeDecodeError) as error:
+        return 400, error_body("invalid_json", str(error))
+    try:
+        item = body_model.model_validate(parsed)
+    except ValidationError as error:
+        details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
+        return 422, jsonable_encoder(error_body("invalid_request", details))
+    if state.assigner is None:
+        log.warning("item registration refused: %s", state.load_error)
+        detail = "item registration is not available: the run's tokenizer has no usable cold start (details in the server log)"
+        return 501, error_body("not_implemented", detail)
+    assert state.registry is not None
+    published: dict[str, Any] = {}
+
+    def publish(catalogue: Any) -> None:  # under the registry lock, before the registry is replaced
+        published.update(catalogue=catalogue_version(catalogue), catalogue_items=catalogue.num_items)
+        state.store.set_meta(published)
+
+    try:
+        record = state.registry.register(NewItem(**item.model_dump()), state.assigner, before_commit=publish)
+    except RegistrationError as error:
+        code = {409: "conflict", 422: "invalid_item", 501: "not_implemented"}.get(error.status, "registration_failed")
+        return error.status, error_body(code, str(error))
+    except CacheError as error:
+        log.error("item registration: cache error: %s", error)
+        return 503, error_body("cache_error", STORE_UNAVAILABLE)
+    except InputError as error:  # a damaged registry (another process wrote it), or a disk error: the store is unusable
+        log.error("items registry: %s", error)
+        return 503, error_body("registry_error", "the items registry cannot be read or written (details in the server log)")
+    state.view.update({"catalogue": published["catalogue"]})
+    state.metrics.items_registered.inc()
+    code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
+    item_index = published["catalogue_items"] - 1
+    return 201, {"id": record.item_id, "item_index": item_index, "codes": record.codes, "code_string": code_string}
+
+
+def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPoolExecutor) -> None:
+    """``POST /v1/items``: the admin token, body size and type checked here, the rest
+    (:func:`_register`) in ``registration_thread``."""
+    from fastapi import Request
+    from fastapi.responses import Response
+    from starlette.requests import ClientDisconnect
+
+    config = state.config
+    body_model = _new_item_body_model()
     # The body is read by hand (size limit first), so its schema is declared for the docs here.
-    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": NewItemBody.model_json_schema()}}}}
-
-    def register(body: bytes) -> tuple[int, Any]:
-        """Parse, validate and register one item: (status, JSON payload). Runs in the
-        registration thread — JSON parsing, the registry's file lock and I/O and the cold start
-        all may take a while, and none of it may hold up the event loop."""
-        try:
-            parsed = json.loads(body)
-        except RecursionError:
-            return 400, error_body("invalid_json", "the JSON body is nested too deeply")
-        except (ValueError, UnicodeDecodeError) as error:
-            return 400, error_body("invalid_json", str(error))
-        try:
-            item = NewItemBody.model_validate(parsed)
-        except ValidationError as error:
-            details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
-            return 422, jsonable_encoder(error_body("invalid_request", details))
-        if state["assigner"] is None:
-            log.warning("item registration refused: %s", state["load_error"])
-            detail = "item registration is not available: the run's tokenizer has no usable cold start (details in the server log)"
-            return 501, error_body("not_implemented", detail)
-        assert registry is not None
-        published: dict[str, Any] = {}
-
-        def publish(catalogue: Any) -> None:  # under the registry lock, before the registry is replaced
-            published.update(catalogue=catalogue_version(catalogue), catalogue_items=catalogue.num_items)
-            store.set_meta(published)
-
-        try:
-            record = registry.register(NewItem(**item.model_dump()), state["assigner"], before_commit=publish)
-        except RegistrationError as error:
-            code = {409: "conflict", 422: "invalid_item", 501: "not_implemented"}.get(error.status, "registration_failed")
-            return error.status, error_body(code, str(error))
-        except CacheError as error:
-            log.error("item registration: cache error: %s", error)
-            return 503, error_body("cache_error", STORE_UNAVAILABLE)
-        except InputError as error:
-            log.error("items registry: %s", error)
-            return 500, error_body("registry_error", "the items registry cannot be read or written (details in the server log)")
-        view.update({"catalogue": published["catalogue"]})
-        metrics.items_registered.inc()
-        code_string = "".join(f"<{chr(ord('a') + level)}_{code}>" for level, code in enumerate(record.codes))
-        item_index = published["catalogue_items"] - 1
-        return 201, {"id": record.item_id, "item_index": item_index, "codes": record.codes, "code_string": code_string}
+    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": body_model.model_json_schema()}}}}
 
     @app.post("/v1/items", status_code=201, openapi_extra=body_schema)
     async def register_item(request: Request) -> Response:
-        if not token:
-            return json_response(error_body("forbidden", "item registration is disabled (no admin token configured)"), 403)
+        if not state.token:
+            return _json_response(error_body("forbidden", "item registration is disabled (no admin token configured)"), 403)
         offered = request.headers.get("authorization", "")
         scheme, _, credential = offered.partition(" ")
         # Constant-time comparison, so response timing does not leak the token.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), token.encode()):
-            return json_response(error_body("unauthorized", "a valid admin token is required (Authorization: Bearer ...)"), 401)
-        if registry is None:
-            return json_response(error_body("not_configured", "start the server with --run RUN to register items"), 503)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), state.token.encode()):
+            return _json_response(error_body("unauthorized", "a valid admin token is required (Authorization: Bearer ...)"), 401)
+        if state.registry is None:
+            return _json_response(error_body("not_configured", "start the server with --run RUN to register items"), 503)
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
-            return json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+            return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return json_response(error_body("unsupported_media_type", "send application/json"), 415)
+            return _json_response(error_body("unsupported_media_type", "send application/json"), 415)
         body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > config.max_body_bytes:
-                return json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
-        status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, register, bytes(body))
-        return json_response(payload, status)
-
-    # Plain `def`: in a worker thread, so a slow or unreachable store never holds up the loop.
-    @app.get("/healthz")
-    def healthz() -> Response:
         try:
-            meta = {key: store.get_meta(key) for key in ("model_version", "updated", "top_k")}
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > config.max_body_bytes:
+                    return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+        except ClientDisconnect:
+            # The client went away mid-body: nothing to register and no one to answer. Not a
+            # server error: counted as 499 (the client closed the request), logged at debug.
+            log.debug("POST /v1/items: the client disconnected before sending the whole body")
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, _register, state, body_model, bytes(body))
+        return _json_response(payload, status)
+
+
+def _add_health_routes(app: Any, state: _ServeState) -> None:
+    """``GET /healthz`` (the store reachable, its metadata) and ``GET /metrics`` (Prometheus)."""
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    store = state.store
+
+    def read_health() -> dict[str, Any]:
+        store.check_source()  # a deleted or replaced cache file is noticed here at once
+        return {key: state.view.meta(refresh=True)[key] for key in ("model_version", "updated", "top_k")}
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        try:
+            meta = await _store_call(state, read_health)
         except CacheError as error:
             log.error("health check: cache error: %s", error)
-            return json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
-        return json_response({"status": "ok", "store": store.scheme, **meta})
+            return _json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
+        return _json_response({"status": "ok", "store": store.scheme, **meta})
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def create_app(
+    config: ServeConfig,
+    store: CacheStore | None = None,
+    assigner: "CodeAssigner | None" = None,
+    admin_token: str | None = None,
+    load_cold_start: bool = True,
+) -> Any:
+    """Build the FastAPI app. ``store`` / ``assigner`` / ``admin_token`` default to what
+    ``config`` names (cache URL, the tokenizer's cold start, the token environment variable).
+
+    When registration is enabled (``config.run`` and an admin token) and no ``assigner`` is
+    given, the tokenizer's cold start is loaded here, before the server accepts connections —
+    not by the first ``POST /v1/items`` (``load_cold_start=False`` skips it: a start-up check).
+    """
+    from fastapi import FastAPI
+
+    state = _load_state(config, store, assigner, admin_token, load_cold_start)
+    # One thread for registrations: the cold start is stateful (it reserves the codes it hands
+    # out), and the registry file lock orders registrations between processes anyway.
+    registration_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignrec-register")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        registration_thread.shutdown(wait=False, cancel_futures=True)
+        state.store_threads.shutdown(wait=False, cancel_futures=True)
+
+    # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
+    app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
+    _add_error_handlers(app)
+    _add_read_routes(app, state)
+    _add_item_routes(app, state, registration_thread)
+    _add_health_routes(app, state)
     # Added last = outermost: metrics see every request, the fast path answers plain lookups.
-    app.add_middleware(FastLookupMiddleware, lookup=lookup, default_k=default_k, max_k=max_k)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.store = store
-    app.state.metrics = metrics
+    lookup = functools.partial(_bounded_lookup, state)
+    app.add_middleware(FastLookupMiddleware, lookup=lookup, default_k=state.default_k, max_k=state.max_k)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.state.store = state.store
+    app.state.metrics = state.metrics
     return app
 
 
@@ -478,12 +632,17 @@ def app_from_environment() -> Any:
     return create_app(from_mapping(ServeConfig, json.loads(raw), source=CONFIG_ENVIRONMENT))
 
 
-def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
-    """How ``alignrec serve`` runs uvicorn: unparseable requests get a JSON 400, and no
-    WebSocket upgrades (the API has none; an upgrade request is served as plain HTTP)."""
+def uvicorn_options(config: ServeConfig, implementation: str = "auto") -> dict[str, Any]:
+    """How ``alignrec serve`` runs uvicorn: unparseable requests get a JSON 400, incomplete
+    requests and idle keep-alive connections are closed after their timeouts, and no WebSocket
+    upgrades (the API has none; an upgrade request is served as plain HTTP). ``implementation``:
+    uvicorn's HTTP parser, "auto" (httptools when installed), "h11" or "httptools"."""
     from alignrec.serve.protocol import http_protocol
 
-    return {"host": config.host, "port": config.port, "log_level": "warning", "access_log": False, "http": http_protocol(), "ws": "none"}
+    return {
+        "host": config.host, "port": config.port, "log_level": "warning", "access_log": False, "ws": "none",
+        "http": http_protocol(config.request_timeout_s, implementation), "timeout_keep_alive": config.keep_alive_timeout_s,
+    }
 
 
 def run_server(config: ServeConfig) -> None:

@@ -1,26 +1,87 @@
-"""uvicorn's HTTP protocols, answering requests they cannot parse with JSON.
+"""uvicorn's HTTP protocols, answering requests they cannot parse with JSON, with a deadline
+for incomplete requests.
 
 A request that is not valid HTTP (a malformed request line or header, headers over the size
 limit) never reaches the app: uvicorn answers it itself, with a plain-text 400. The classes here
 give the same answer in the API's error shape, ``{"error": "bad_request", "detail": ...}``, so
 every error a client of ``alignrec serve`` can get is JSON. :func:`http_protocol` picks the one
 that matches uvicorn's own choice (httptools when installed, h11 otherwise).
+
+uvicorn times out idle keep-alive connections only after a response: a connection that sends
+nothing, or half a request, is held forever (hundreds of them exhaust the server). Here a
+request must arrive whole — headers and body — within ``request_timeout_s`` of its first byte
+(of the connection, for the first request), or the connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Callable
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
 
 
 def bad_request_body(message: str) -> bytes:
     return json.dumps({"error": "bad_request", "detail": message}).encode("utf-8")
 
 
-class JSONErrorsH11Protocol(H11Protocol):
+class RequestDeadline:
+    """Mixin for uvicorn's HTTP protocols: close a connection whose request is not complete
+    ``request_timeout_s`` after it began. A request the app is answering is never cut short
+    (uvicorn's keep-alive timeout takes over once the response is sent)."""
+
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    cycle: Any
+    transport: Any
+    loop: asyncio.AbstractEventLoop
+
+    def __init__(self, *args: Any, request_timeout_s: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if request_timeout_s is not None:
+            self.request_timeout_s = request_timeout_s
+        self._request_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_request_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._request_deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm_request_deadline()  # the first bytes of the next request on this connection
+        super().data_received(data)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        self._disarm_request_deadline()
+        super().on_response_complete()  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_request_deadline()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm_request_deadline(self) -> None:
+        self._request_deadline = self.loop.call_later(self.request_timeout_s, self._request_timed_out)
+
+    def _disarm_request_deadline(self) -> None:
+        if self._request_deadline is not None:
+            self._request_deadline.cancel()
+            self._request_deadline = None
+
+    def _request_timed_out(self) -> None:
+        self._request_deadline = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.more_body and not cycle.response_complete:
+            return  # the request is whole and the app is answering it
+        if not self.transport.is_closing():
+            self.transport.close()  # the app, if it was reading the body, sees a disconnect
+
+
+class JSONErrorsH11Protocol(RequestDeadline, H11Protocol):
     """uvicorn's h11 protocol; its 400 for an unparseable request is JSON."""
 
     def send_400_response(self, msg: str) -> None:
@@ -39,7 +100,7 @@ except ImportError:  # pragma: no cover - httptools is a dependency, kept option
 
 if HttpToolsProtocol is not None:
 
-    class JSONErrorsHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[valid-type,misc]
+    class JSONErrorsHttpToolsProtocol(RequestDeadline, HttpToolsProtocol):  # type: ignore[valid-type,misc]
         """uvicorn's httptools protocol; its 400 for an unparseable request is JSON."""
 
         def send_400_response(self, msg: str) -> None:
@@ -54,8 +115,10 @@ if HttpToolsProtocol is not None:
             self.transport.close()
 
 
-def http_protocol() -> type[asyncio.Protocol]:
-    """The protocol class for ``uvicorn.run(http=...)``: httptools' when installed, like uvicorn's ``auto``."""
-    if HttpToolsProtocol is not None:
-        return JSONErrorsHttpToolsProtocol
-    return JSONErrorsH11Protocol
+def http_protocol(request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, implementation: str = "auto") -> Callable[..., asyncio.Protocol]:
+    """The protocol for ``uvicorn.run(http=...)``: httptools' when installed, like uvicorn's
+    ``auto`` (or ``implementation`` "h11" / "httptools"), with the incomplete-request deadline
+    (a partial of a module-level class: worker processes can unpickle it)."""
+    use_httptools = implementation == "httptools" or (implementation == "auto" and HttpToolsProtocol is not None)
+    protocol = JSONErrorsHttpToolsProtocol if use_httptools else JSONErrorsH11Protocol
+    return functools.partial(protocol, request_timeout_s=request_timeout_s)

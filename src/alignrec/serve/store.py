@@ -26,9 +26,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlparse
 
 from alignrec.errors import InputError, MissingDependencyError
+from alignrec.utils.log import get_logger
+
+log = get_logger(__name__)
 
 CACHE_FORMAT = "alignrec-cache"
 CACHE_FORMAT_VERSION = 1
@@ -36,6 +39,27 @@ CACHE_FORMAT_VERSION = 1
 
 class CacheError(InputError):
     """A cache store is missing, unreachable, corrupt or of another format."""
+
+
+_SECRET_PARAMETERS = ("password", "username", "user")  # query parameters redis-py takes credentials from
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials (``user:password@`` and ``?password=``) replaced by ``***``:
+    every message or log line that shows a store URL goes through this."""
+    try:
+        parsed = urlparse(url)
+        has_credentials = "@" in parsed.netloc
+        query = parse_qsl(parsed.query, keep_blank_values=True)
+    except ValueError:
+        return "<unparseable URL>"
+    secret_query = any(name.lower() in _SECRET_PARAMETERS for name, _ in query)
+    if not has_credentials and not secret_query:
+        return url
+    netloc = "***@" + parsed.netloc.rpartition("@")[2] if has_credentials else parsed.netloc
+    if secret_query:
+        query = [(name, "***" if name.lower() in _SECRET_PARAMETERS else value) for name, value in query]
+    return parsed._replace(netloc=netloc, query=urlencode(query, safe="*")).geturl()
 
 
 @dataclass
@@ -95,8 +119,9 @@ class CacheStore(ABC):
 
     @classmethod
     @abstractmethod
-    def from_url(cls, url: str, create: bool) -> CacheStore:
-        """Open the store at ``url``; without ``create`` a missing store is a :class:`CacheError`."""
+    def from_url(cls, url: str, create: bool, timeout_s: float | None = None) -> CacheStore:
+        """Open the store at ``url``; without ``create`` a missing store is a :class:`CacheError`.
+        ``timeout_s``: how long one call may wait on a network store (None: the store's default)."""
 
     @abstractmethod
     def get_json(self, user_id: str) -> str | None:
@@ -137,6 +162,10 @@ class CacheStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional for implementations
         """Release connections."""
 
+    def check_source(self) -> None:  # noqa: B027 - optional for implementations
+        """Notice now (not at the next periodic check) a store that went away or was replaced;
+        raise :class:`CacheError` when it cannot be used. Health checks call it."""
+
     def check_format(self) -> None:
         """Refuse a store written by something else (or a newer cache format)."""
         found = self.get_meta("format")
@@ -161,9 +190,16 @@ class CacheStore(ABC):
 
 
 class SQLiteStore(CacheStore):
-    """The embedded default: one SQLite file in WAL mode, one connection per thread."""
+    """The embedded default: one SQLite file in WAL mode, one connection per thread.
+
+    Connections hold the file they opened, even after it is deleted or replaced by another
+    file under the same name; so the store checks the file's identity (device, inode) at most
+    every ``FILE_CHECK_S`` seconds and on :meth:`check_source`: a replaced file is reopened
+    (each thread's connection at its next query), a deleted one is a :class:`CacheError`.
+    """
 
     scheme = "sqlite"
+    FILE_CHECK_S = 1.0
 
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS entries (user_id TEXT PRIMARY KEY, value TEXT NOT NULL, "
@@ -178,38 +214,83 @@ class SQLiteStore(CacheStore):
             if not create:
                 raise CacheError(f"{self.path}: cache not found (run `alignrec precache` first)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.create = create
         self._local = threading.local()
+        self._identity: tuple[int, int] | None = None  # of the file opened (set once it is open)
+        self._generation = 0  # bumped when the file is replaced: connections of an older one are reopened
+        self._checked_at = time.monotonic()
+        self._problem: str | None = None  # why the file cannot be used now (deleted), until the next check
+        self._switch = threading.Lock()
         try:
-            connection = self._connection()
+            connection = self._connection()  # creates the file (with `create`)
+            self._identity = self._file_identity()
             if create:
                 with connection:
                     for statement in self._SCHEMA:
                         connection.execute(statement)
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: not a readable SQLite cache ({error})") from None
+        self._check_schema()
+        if create:
+            self.mark_format()
+
+    def _check_schema(self) -> None:
+        try:
+            tables = {row[0] for row in self._connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as error:
             raise CacheError(f"{self.path}: not a readable SQLite cache ({error})") from None
         if not {"entries", "meta"} <= tables:
             raise CacheError(f"{self.path}: not an alignrec cache (tables entries/meta missing)")
         self.check_format()
-        if create:
-            self.mark_format()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def check_source(self) -> None:
+        identity = self._file_identity()
+        self._checked_at = time.monotonic()
+        if identity is None:
+            self._problem = f"{self.path}: the cache file was deleted (the server kept reading the deleted file)"
+            raise CacheError(self._problem)
+        self._problem = None
+        if identity != self._identity:
+            with self._switch:
+                if identity != self._identity:
+                    self._identity = identity
+                    self._generation += 1
+                    log.warning("%s: the cache file was replaced; reopening it", self.path)
+            self._check_schema()
 
     @classmethod
-    def from_url(cls, url: str, create: bool) -> SQLiteStore:
+    def from_url(cls, url: str, create: bool, timeout_s: float | None = None) -> SQLiteStore:  # a local file: no network timeout
         parsed = urlparse(url)
         path = url if parsed.scheme == "" else (parsed.netloc + parsed.path)
         if not path:
-            raise CacheError(f"{url}: expected sqlite:///path/to/cache.sqlite")
+            raise CacheError(f"{redact_url(url)}: expected sqlite:///path/to/cache.sqlite")
         return cls(path, create=create)
 
     def _connection(self) -> sqlite3.Connection:
+        if self._identity is not None and time.monotonic() - self._checked_at > self.FILE_CHECK_S:
+            self.check_source()
+        elif self._problem is not None:
+            raise CacheError(self._problem)
         connection = getattr(self._local, "connection", None)
+        if connection is not None and self._local.generation != self._generation:
+            connection.close()  # of a file that was replaced since
+            connection = None
         if connection is None:
             # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE for writes).
-            connection = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=True)
+            # mode=rw unless creating: a deleted file must not come back as an empty database.
+            target = self.path.resolve().as_uri() + ("" if self.create else "?mode=rw")
+            connection = sqlite3.connect(target, uri=True, timeout=self.timeout_s, isolation_level=None, check_same_thread=True)
             connection.execute("PRAGMA journal_mode=WAL")  # readers see the last commit, never block the writer
             connection.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; a crash loses at most the last commits
             self._local.connection = connection
+            self._local.generation = self._generation
         return connection
 
     def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -291,16 +372,19 @@ class RedisStore(CacheStore):
 
     scheme = "redis"
 
-    def __init__(self, url: str, namespace: str = "alignrec", create: bool = False, client: Any = None):
+    def __init__(self, url: str, namespace: str = "alignrec", create: bool = False, client: Any = None, timeout_s: float | None = None):
         try:
             import redis
         except ImportError:
             raise MissingDependencyError("the Redis cache store needs the redis client: pip install 'alignrec[redis]'") from None
         self._redis_errors = (redis.RedisError, OSError)
-        parsed = urlparse(url)
-        self._where = f"redis://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''} (namespace {namespace})"
+        try:
+            parsed = urlparse(url)
+            self._where = f"redis://{parsed.hostname}:{parsed.port or 6379}{parsed.path or ''} (namespace {namespace})"
+            self.client = client or redis.Redis.from_url(url, **self._client_options(redis, timeout_s))
+        except ValueError as error:  # a bad port or option; the message never holds the password
+            raise CacheError(f"{redact_url(url)}: not a valid Redis URL ({error})") from None
         self.namespace = namespace
-        self.client = client or redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._fingerprints_key = f"{namespace}:fingerprints"
         self._catalogues_key = f"{namespace}:catalogues"
         self._meta_key = f"{namespace}:meta"
@@ -315,15 +399,29 @@ class RedisStore(CacheStore):
         if create:
             self.mark_format()
 
+    @staticmethod
+    def _client_options(redis: Any, timeout_s: float | None) -> dict[str, Any]:
+        """Socket timeouts and retries. With ``timeout_s`` (the server's) a call that gets no
+        answer fails after ``timeout_s``, once: redis-py's default retries a timeout three times
+        with backoff, so a hung server held each call for a minute."""
+        if timeout_s is None:
+            return {"socket_timeout": 10, "socket_connect_timeout": 5}
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # One retry on a broken connection (e.g. after a Redis restart), none on a timeout.
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": retry}
+
     @classmethod
-    def from_url(cls, url: str, create: bool) -> RedisStore:
+    def from_url(cls, url: str, create: bool, timeout_s: float | None = None) -> RedisStore:
         parsed = urlparse(url)
         query = parse_qs(parsed.query)
         namespace = query.pop("namespace", ["alignrec"])[0]
         if not namespace or any(c in namespace for c in " :\n"):
-            raise CacheError(f"{url}: namespace must be a non-empty word without spaces or ':'")
+            raise CacheError(f"{redact_url(url)}: namespace must be a non-empty word without spaces or ':'")
         clean = parsed._replace(query="").geturl()
-        return cls(clean, namespace=namespace, create=create)
+        return cls(clean, namespace=namespace, create=create, timeout_s=timeout_s)
 
     def _user_key(self, user_id: str) -> str:
         return f"{self.namespace}:user:{user_id}"
@@ -393,8 +491,9 @@ class RedisStore(CacheStore):
 CACHE_STORES: dict[str, type[CacheStore]] = {"sqlite": SQLiteStore, "redis": RedisStore}
 
 
-def open_store(url: str | os.PathLike[str], create: bool = False) -> CacheStore:
-    """Open a cache store by URL (``sqlite:///...``, ``redis://...``, or a plain file path)."""
+def open_store(url: str | os.PathLike[str], create: bool = False, timeout_s: float | None = None) -> CacheStore:
+    """Open a cache store by URL (``sqlite:///...``, ``redis://...``, or a plain file path);
+    ``timeout_s``: how long one call may wait on a network store (None: the store's default)."""
     url = str(url)
     scheme = urlparse(url).scheme
     if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
@@ -403,8 +502,8 @@ def open_store(url: str | os.PathLike[str], create: bool = False) -> CacheStore:
     if scheme == "rediss":
         scheme = "redis"
     if scheme not in CACHE_STORES:
-        raise CacheError(f"{url}: unknown cache store {scheme!r}; expected one of {sorted(CACHE_STORES)}")
-    return CACHE_STORES[scheme].from_url(url, create)
+        raise CacheError(f"{redact_url(url)}: unknown cache store {scheme!r}; expected one of {sorted(CACHE_STORES)}")
+    return CACHE_STORES[scheme].from_url(url, create, timeout_s)
 
 
 __all__ = [
@@ -416,4 +515,5 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "open_store",
+    "redact_url",
 ]
