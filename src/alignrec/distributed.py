@@ -139,5 +139,11 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
     dist.init_process_group(backend="nccl" if on_gpu else "gloo", timeout=TIMEOUT)
     try:
         yield ranks
-    finally:
+        # Every rank leaves together: a rank that tears the group down while another is still
+        # finishing its last collective aborts that rank (gloo: "terminate called without an
+        # active exception", seen under load when precache had nothing to compute).
+        dist.barrier()
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
