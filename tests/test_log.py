@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from alignrec.utils.log import progress, progress_bar
@@ -30,3 +33,29 @@ def test_bars_are_off_with_alignrec_progress_0(monkeypatch: pytest.MonkeyPatch, 
     bar.update(10)
     bar.close()
     assert capsys.readouterr().err == ""
+
+
+def test_trainer_progress_in_a_log_file_is_a_line_every_few_percent(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Fine-tuning logged to a file: the Trainer's bar is off and one line per 5% of the steps is logged."""
+    from types import SimpleNamespace
+
+    from alignrec.finetune.config import FinetuneConfig
+    from alignrec.finetune.trainer import progress_lines_callback, training_arguments
+
+    monkeypatch.setenv("ALIGNREC_PROGRESS", "1")  # stderr is not a terminal under pytest
+    args = training_arguments(FinetuneConfig(), Path("unused"), has_eval=False)
+    assert args.disable_tqdm is True
+
+    callback = progress_lines_callback()
+    state = SimpleNamespace(max_steps=200, global_step=0, is_local_process_zero=True, log_history=[])
+    callback.on_train_begin(None, state, None)
+    with caplog.at_level(logging.INFO, logger="alignrec"):
+        for step in range(1, 201):
+            state.global_step = step
+            if step % 25 == 0:
+                state.log_history.append({"loss": 3.0 - step / 100, "step": step})
+            callback.on_step_end(None, state, None)
+    lines = [record.getMessage() for record in caplog.records if "finetune: step" in record.getMessage()]
+    assert [line.split(" (")[0] for line in lines] == [f"finetune: step {10 * n}/200" for n in range(1, 21)]
+    assert "loss 1" in lines[-1] and "(100%)" in lines[-1]

@@ -57,6 +57,7 @@ from alignrec.finetune.trainer import (
     log_at_checkpoints_callback,
     loss_curve_callback,
     plot_loss_curve,
+    progress_lines_callback,
     ranking_trainer_class,
     run_train_loss,
     time_budget_callback,
@@ -67,7 +68,7 @@ from alignrec.llm.finetuned import ModelSettings, codes_fingerprint
 from alignrec.llm.format import SequenceFormat
 from alignrec.llm.vocab import CodeVocabulary
 from alignrec.utils.io import atomic_directory, atomic_write_json, read_json, sha256_file
-from alignrec.utils.log import get_logger
+from alignrec.utils.log import get_logger, progress_draws, progress_enabled
 
 log = get_logger(__name__)
 
@@ -469,6 +470,8 @@ class FinetuneJob:
             callbacks.append(time_budget_callback(config.max_train_minutes))
         if config.early_stopping_patience and has_eval:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        if progress_enabled() and not progress_draws():
+            callbacks.append(progress_lines_callback())
         callbacks.append(log_at_checkpoints_callback())  # last: after the time budget asks for a save
         self.trainer = ranking_trainer_class()(
             model=self.prepared.model,
@@ -479,6 +482,10 @@ class FinetuneJob:
             callbacks=callbacks,
             compute_loss_func=loss_function,
         )
+        if not progress_draws():
+            from transformers import PrinterCallback
+
+            self.trainer.remove_callback(PrinterCallback)  # a dict per log; progress_lines_callback logs instead
         if config.rank_eval_steps and has_eval:
             from alignrec.data import load_dataset
 

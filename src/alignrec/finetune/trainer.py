@@ -21,7 +21,7 @@ from typing import Any
 from alignrec.errors import InputError
 from alignrec.finetune.config import FinetuneConfig
 from alignrec.utils.io import atomic_path, atomic_write_json, read_json
-from alignrec.utils.log import get_logger, progress_enabled
+from alignrec.utils.log import get_logger, progress_draws, progress_enabled, progress_step
 
 log = get_logger(__name__)
 
@@ -65,7 +65,7 @@ def training_arguments(config: FinetuneConfig, output_dir: Path, has_eval: bool)
         "label_names": ["labels"],
         "prediction_loss_only": True,  # evaluation needs the loss only; never gather (B, T, V) logits
         "use_cpu": not cuda,
-        "disable_tqdm": not progress_enabled(),
+        "disable_tqdm": not progress_draws(),  # in a log file: progress_lines_callback instead
         "ddp_find_unused_parameters": False if distributed else None,
         "ddp_backend": config.ddp_backend or (("nccl" if cuda else "gloo") if distributed else None),
         "deepspeed": config.deepspeed,
@@ -223,6 +223,31 @@ def run_train_loss(log_history: list[dict[str, Any]], resumed_step: int, session
     total += session_loss * session
     steps += session
     return total / steps if steps else None
+
+
+def progress_lines_callback() -> Any:
+    """For a log file (stderr not a terminal): one line every few percent of the steps, with the
+    latest logged loss, instead of the Trainer's redrawn bar or its dict at every log."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started, self.first_step = time.perf_counter(), state.global_step
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            total, step = int(state.max_steps or 0), int(state.global_step)
+            if not state.is_local_process_zero or total <= 0:
+                return
+            if step % progress_step(total) and step != total:
+                return
+            losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+            elapsed = time.perf_counter() - self.started
+            done = step - self.first_step
+            eta = elapsed / done * (total - step) if done > 0 else float("nan")
+            log.info("finetune: step %d/%d (%d%%), loss %s, %.0f s elapsed, ~%.0f s left", step, total,
+                     100 * step // total, f"{losses[-1]:.4g}" if losses else "-", elapsed, eta)
+
+    return ProgressLines()
 
 
 def time_budget_callback(minutes: float) -> Any:

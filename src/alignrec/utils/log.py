@@ -53,6 +53,18 @@ def progress_enabled() -> bool:
     return os.environ.get("ALIGNREC_PROGRESS", "1") not in {"0", "false", "no"}
 
 
+def progress_draws() -> bool:
+    """True when a progress bar may redraw itself: progress is on and stderr is a terminal. A
+    bar we do not draw ourselves (the Hugging Face Trainer's) is off otherwise, and its caller
+    logs a line every :data:`LOG_STEP` of the run instead (see :func:`progress_step`)."""
+    return progress_enabled() and sys.stderr.isatty()
+
+
+def progress_step(total: int) -> int:
+    """Every how many of ``total`` updates a log file gets a progress line (every few percent)."""
+    return max(1, int(total * LOG_STEP))
+
+
 class _LineWriter:
     """tqdm's output for a log file: each status it draws becomes one plain line (no carriage
     returns, no redraws); :func:`_bar_options` makes it draw every few percent."""
@@ -79,7 +91,7 @@ def _bar_options(total: int | None) -> dict[str, object]:
     if stream.isatty():
         return {"dynamic_ncols": True}
     if total:
-        return {"file": _LineWriter(stream), "miniters": max(1, int(total * LOG_STEP)), "mininterval": 0.0,
+        return {"file": _LineWriter(stream), "miniters": progress_step(total), "mininterval": 0.0,
                 "maxinterval": float("inf"), "ncols": 100}
     return {"file": _LineWriter(stream), "mininterval": LOG_SECONDS, "ncols": 100}
 
