@@ -99,6 +99,12 @@ class GenerativeRecommender:
     def num_items(self) -> int:
         return self.codes.num_items
 
+    def use_codes(self, codes: ItemCodes) -> None:
+        """Search the catalogue ``codes`` from now on: the fine-tuned items followed by items
+        registered since (their code tokens are already in the tokenizer)."""
+        self.codes = codes
+        self.trie = CodeTrie.from_codes(codes.codes, codes.codebook_sizes).to(self.device)
+
     def prompt_ids(self, history: Sequence[int]) -> list[int]:
         """Token ids of the sequential prompt for ``history`` (item indices, oldest first)."""
         return self.format.prompt_ids(self.tokenizer, self.vocabulary, self.codes, history)
