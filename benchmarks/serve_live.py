@@ -11,11 +11,12 @@ each request's scheduled send time) sends:
 
 1. ``POST /v1/recommendations`` with a history of 20 items (the newest 20 items of a random
    user's sequence) at fixed rates: live latency (target: p99 <= 100 ms at 20 requests/s);
-2. the same far above capacity, with the micro-batcher (``--live-max-batch 16``) and without it
-   (``--live-max-batch 1``: one beam search per request): throughput at saturation, as answered
-   200s per second (target: batched >= 2x unbatched);
-3. cached ``GET /v1/users/{id}/recommendations`` at 1,000 requests/s while live POSTs run at
-   10/s from a second load generator (target: cached p99 <= 5 ms).
+2. the same above capacity, with the micro-batcher (``--live-max-batch 16``) and without it
+   (``--live-max-batch 1``: one beam search per request): throughput at saturation, as 200s
+   completed per second (target: batched >= 2x unbatched);
+3. cached ``GET /v1/users/{id}/recommendations`` at 1,000 requests/s alone (the control: what
+   the machine's load does to them), then while live POSTs run at 10/s from a second load
+   generator (target: cached p99 <= 5 ms).
 
 The server, the two load generators and the search share the machine's cores: the load average
 beside the figures says what else ran.
@@ -72,7 +73,7 @@ def serve(run_dir: Path, cache_url: str, folder: Path, port: int, max_batch: int
     command = [PYTHON, "-m", "alignrec.cli", "--log-level", "WARNING", "serve", "--run", str(run_dir), "--cache", cache_url,
                "--items-registry", str(folder / "items_registry.json"), "--port", str(port), "--live",
                "--live-max-batch", str(max_batch), "--live-max-wait-ms", str(args.max_wait_ms), "--live-queue", str(args.queue),
-               "--live-threads", str(args.threads)]
+               "--live-threads", str(args.threads), "--live-nice", str(args.nice)]
     env = {**os.environ, "ALIGNREC_PROGRESS": "0", "ALIGNREC_ADMIN_TOKEN": ""}
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -97,6 +98,8 @@ def row(what: str, result: dict, **extra) -> dict:
         "what": what,
         "target_rate": result["target_rate"],
         "answered_200_per_s": round(ok / result["duration_s"], 1),
+        # completed 200s over the time they took to complete (the throughput, also past saturation)
+        "throughput_200_per_s": round(result["achieved_rate"] * ok / max(1, result["completed"]), 1),
         "p50_ms": result["p50_ms"],
         "p90_ms": result["p90_ms"],
         "p99_ms": result["p99_ms"],
@@ -131,11 +134,12 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="the main job's run folder (read only)")
     parser.add_argument("--rates", type=float, nargs="+", default=[5, 10, 20, 30])
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--saturation-rate", type=float, default=400.0, help="offered live load of the throughput rows")
+    parser.add_argument("--saturation-rate", type=float, default=100.0, help="offered live load of the throughput rows (above capacity)")
     parser.add_argument("--saturation-connections", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--queue", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the live search")
+    parser.add_argument("--nice", type=int, default=5, help="niceness of the live search thread")
     parser.add_argument("--cached-rate", type=float, default=1000.0)
     parser.add_argument("--live-rate-beside", type=float, default=10.0)
     args = parser.parse_args()
@@ -176,7 +180,11 @@ def main() -> None:
                     run.add_row(row(f"live POST, {label}", result, mean_batch=mean_batch(before, scrape(port))))
                     if rate == 20:
                         targets["live_p99_ms_at_20_per_s"] = result["p99_ms"]
-                # cached reads beside live requests
+                # cached reads alone (the control: what the machine's load does to them), then beside live requests
+                alone = loadgen(port, args.cached_rate, args.duration, 32)
+                print(f"cached alone: {alone}", file=sys.stderr)
+                run.add_row(row("cached GET alone (control)", alone))
+                targets["cached_p99_ms_at_1000_per_s_alone"] = alone["p99_ms"]
                 results: dict[str, dict] = {}
                 beside = threading.Thread(target=lambda: results.update(
                     live=loadgen(port, args.live_rate_beside, args.duration + 1, 8, bodies, warmup=0.5)))
@@ -194,7 +202,7 @@ def main() -> None:
             run.add_row(row(f"live POST at saturation, {label}, {args.saturation_connections} connections", result,
                             mean_batch=mean_batch(before, after),
                             rejected_503=int(after["alignrec_live_rejected_total"] - before["alignrec_live_rejected_total"])))
-            targets[f"saturation_200_per_s_max_batch_{max_batch}"] = run.rows[-1]["answered_200_per_s"]
+            targets[f"saturation_200_per_s_max_batch_{max_batch}"] = run.rows[-1]["throughput_200_per_s"]
         finally:
             server.terminate()
             server.wait(30)
@@ -205,17 +213,18 @@ def main() -> None:
     run.extra["targets"] = {
         "live_p99_ms_at_20_per_s": live_p99, "live_p99_target_ms": 100, "live_p99_met": live_p99 is not None and live_p99 <= 100,
         "batched_over_unbatched_throughput": speedup, "throughput_target": 2.0, "throughput_met": speedup is not None and speedup >= 2,
-        "cached_p99_ms_beside_live": cached_p99, "cached_p99_target_ms": 5, "cached_p99_met": cached_p99 is not None and cached_p99 <= 5,
+        "cached_p99_ms_beside_live": cached_p99, "cached_p99_ms_alone": targets.get("cached_p99_ms_at_1000_per_s_alone"), "cached_p99_target_ms": 5, "cached_p99_met": cached_p99 is not None and cached_p99 <= 5,
     }
     notes = [
         f"live p99 at 20 requests/s: {live_p99} ms (target <= 100 ms: {'met' if run.extra['targets']['live_p99_met'] else 'NOT met'})",
         f"throughput at saturation, batched / unbatched: {batched} / {unbatched} answered per s = {speedup}x "
         f"(target >= 2x: {'met' if run.extra['targets']['throughput_met'] else 'NOT met'})",
         f"cached GET p99 at {args.cached_rate:g}/s beside live POSTs at {args.live_rate_beside:g}/s: {cached_p99} ms "
-        f"(target <= 5 ms: {'met' if run.extra['targets']['cached_p99_met'] else 'NOT met'})",
+        f"(target <= 5 ms: {'met' if run.extra['targets']['cached_p99_met'] else 'NOT met'}); alone, on the same machine "
+        f"at the same time: {targets.get('cached_p99_ms_at_1000_per_s_alone')} ms",
         f"pre-cache of the {report['computed']} users (history excluded): {report['users_per_s']} users/s",
     ]
-    columns = ["what", "target_rate", "answered_200_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_batch", "rejected_503", "statuses"]
+    columns = ["what", "target_rate", "answered_200_per_s", "throughput_200_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_batch", "rejected_503", "statuses"]
     json_path, md_path = run.finish(columns=columns, notes=notes)
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
 

@@ -114,6 +114,7 @@ class ServeConfig:
     live_max_wait_ms: float = field(default=2.0, metadata={"help": "longest a live request waits for others to join its batch"})
     live_queue: int = field(default=64, metadata={"help": "live requests that may wait; more are answered 503 with Retry-After"})
     live_threads: int = field(default=0, metadata={"help": "torch threads of the live search (0 = torch's default)"})
+    live_nice: int = field(default=5, metadata={"help": "niceness added to the live search thread, so cached reads go first on a busy CPU (0-19)"})
     live_device: str = field(default="cpu", metadata={"help": "device of the live model: cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
@@ -136,6 +137,8 @@ class ServeConfig:
             raise ValueError(f"need 1 <= live_max_batch <= live_queue, got {self.live_max_batch}, {self.live_queue}")
         if not 0 <= self.live_max_wait_ms <= 1000:
             raise ValueError(f"live_max_wait_ms must be in [0, 1000], got {self.live_max_wait_ms}")
+        if not 0 <= self.live_nice <= 19:
+            raise ValueError(f"live_nice must be in 0..19, got {self.live_nice}")
         if self.live_threads < 0:
             raise ValueError(f"live_threads must be >= 0, got {self.live_threads}")
 
@@ -959,10 +962,18 @@ def create_app(
     return app
 
 
+LIVE_SWITCH_INTERVAL_S = 0.0005  # how long the search thread may hold the GIL while the event loop waits for it
+
+
 def _start_batcher(state: _ServeState) -> None:
+    import sys
+
     from alignrec.serve.live import MicroBatcher
 
     assert state.live is not None
+    # The search thread runs Python between torch's kernels (which release the GIL); by default
+    # the event loop could wait 5 ms for the GIL each time: a cached read's latency.
+    sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
     config, metrics = state.config, state.metrics
 
     def on_batch(size: int, seconds: float) -> None:
@@ -970,7 +981,7 @@ def _start_batcher(state: _ServeState) -> None:
         metrics.batch_seconds.observe(seconds)
 
     state.batcher = MicroBatcher(state.live.search, config.live_max_batch, config.live_max_wait_ms / 1000, config.live_queue,
-                                 threads=config.live_threads, on_batch=on_batch)
+                                 threads=config.live_threads, on_batch=on_batch, niceness=config.live_nice)
     batcher = state.batcher
     metrics.queue_depth.set_function(batcher.depth)
 
