@@ -295,3 +295,23 @@ def test_exclude_auto_follows_repeat_consumption():
         resolve_exclude("everything", [])
     with pytest.raises(ValueError, match="--live needs --run"):
         ServeConfig(cache="x.sqlite", live=True)
+
+
+def test_events_and_live_lists_on_either_store(tiny_run, tmp_path, store_url):
+    """The live path on SQLite and on a real Redis: events stored, the next GET live, written through."""
+    config = PrecacheConfig(top_k=TOP_K, beam_size=TOP_K, batch_size=8, device="cpu", dtype="float32", exclude="history")
+    precache(config, tiny_run, store_url, items_registry=tmp_path / "registry.json")
+    dataset = dataset_of(tiny_run)
+    user_id = dataset.user_ids[3]
+    with TestClient(create_app(live_config(store_url, tiny_run, tmp_path))) as client:
+        assert client.post(f"/v1/users/{user_id}/events", json={"items": ["2"]}).json()["history_length"] == len(dataset.sequences[3]) + 1
+        body = client.get(f"/v1/users/{user_id}/recommendations").json()
+        assert body["live"] is True
+        want = client.post("/v1/recommendations", json={"history": history_ids(dataset, 3) + ["2"]}).json()
+        assert [i["id"] for i in body["items"]] == [i["id"] for i in want["items"]]
+    with open_store(store_url) as store:
+        assert store.get_history(user_id) == history_ids(dataset, 3) + ["2"]
+        deadline = time.monotonic() + 5
+        while [i.id for i in store.get(user_id).items[:10]] != [i["id"] for i in body["items"]]:
+            assert time.monotonic() < deadline  # the write-through lands
+            time.sleep(0.02)
