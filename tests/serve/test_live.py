@@ -315,3 +315,22 @@ def test_events_and_live_lists_on_either_store(tiny_run, tmp_path, store_url):
         while [i.id for i in store.get(user_id).items[:10]] != [i["id"] for i in body["items"]]:
             assert time.monotonic() < deadline  # the write-through lands
             time.sleep(0.02)
+
+
+def test_a_failing_search_serves_the_cached_list_or_a_json_500(live, monkeypatch):
+    client, state, _ = live
+    user_id = state.live.dataset.user_ids[5]
+    cached = client.get(f"/v1/users/{user_id}/recommendations").json()
+
+    def broken(jobs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(state.batcher, "search", broken)
+    client.post(f"/v1/users/{user_id}/events", json={"items": ["4"]})
+    body = client.get(f"/v1/users/{user_id}/recommendations").json()  # the fast path
+    assert body["stale"] is True and body["items"] == cached["items"]
+    client.post("/v1/users/stranger/events", json={"items": ["4"]})
+    response = client.get("/v1/users/stranger/recommendations")
+    assert response.status_code == 500 and response.json()["error"] == "internal_error"
+    response = client.post("/v1/recommendations", json={"history": ["1"]})
+    assert response.status_code == 500 and response.json()["error"] == "internal_error"

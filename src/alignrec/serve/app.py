@@ -768,14 +768,18 @@ async def _live_lookup(state: _ServeState, user_id: str, k: int) -> Answer:
         return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE)), NO_HEADERS
     try:
         entry = None if raw is None else _loads(raw)
+        # Current: computed against the catalogue of the cache metadata, or the one the live path
+        # searches (it follows the registry; a metadata version it cannot reach must not make every
+        # read a search).
         current = meta.get("catalogue")
-        if entry is not None and stored is None and (current is None or entry.get("catalogue") == current):
+        catalogue_ok = entry is not None and (current is None or entry.get("catalogue") in (current, live.state.version))
+        if catalogue_ok and stored is None:
             return _cached(state, user_id, entry, meta, k)  # no events since pre-cache: the common case
         history = stored if stored is not None else live.base_history(user_id)
         if not history:
             return _cached(state, user_id, entry, meta, k) if entry is not None else _miss(state, user_id, meta, k)
         fingerprint = history_fingerprint(live.fingerprint_history(history))
-        if entry is not None and entry["fingerprint"] == fingerprint and (current is None or entry.get("catalogue") == current):
+        if catalogue_ok and entry["fingerprint"] == fingerprint:
             return _cached(state, user_id, entry, meta, k)
     except (ValueError, KeyError, TypeError, AttributeError):
         return _corrupt_entry(state, user_id)
@@ -790,6 +794,10 @@ async def _live_lookup(state: _ServeState, user_id: str, k: int) -> Answer:
         if entry is not None:
             return _cached(state, user_id, entry, meta, k, stale=True)
         return _retry_after(error)
+    except Exception:  # noqa: BLE001 - the search failed (logged by the batcher): the cached list, or a JSON 500
+        if entry is not None:
+            return _cached(state, user_id, entry, meta, k, stale=True)
+        return 500, _dumps(error_body("internal_error", "the live search failed (see the server log)")), NO_HEADERS
     items = [CachedItem(**item) for item in _live_items(result, len(result.items))]
     created = time.time()
     _write_through(state, CacheEntry(user_id, items, live.recommender.version, state.live_run_key, fingerprint, created,
