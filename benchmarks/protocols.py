@@ -29,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a finished main-job run folder (read only)")
     parser.add_argument("--name", default="e2e_ml-100k_protocols")
+    parser.add_argument("--results-dir", help="where the results files go (default benchmarks/results)")
     args = parser.parse_args()
     run_dir = Path(args.run).resolve()
 
@@ -44,7 +45,8 @@ def main() -> None:
 
     recorded = read_json(run_dir / "evaluate" / "config.json")["config"]
     config = from_mapping(EvaluateConfig, {**recorded, "exclude": "both"}, source=str(run_dir / "evaluate" / "config.json"))
-    run = BenchmarkRun(args.name, description=(
+    extra = {"results_dir": Path(args.results_dir)} if args.results_dir else {}
+    run = BenchmarkRun(args.name, **extra, description=(
         f"The models of the main job's run `{run_dir.name}` under both protocols on every test user: main (every item "
         "competes) and seen items excluded (no item the user interacted with before the target: for the LLM excluded "
         "inside the constrained beam search, for the classic models their trainer's seen-excluded ranking)."))
