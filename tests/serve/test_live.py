@@ -28,7 +28,8 @@ def precached(tiny_run, tmp_path, exclude: str = "history", histories=None) -> d
 
 def live_config(url: str, tiny_run, tmp_path, **overrides) -> ServeConfig:
     settings = {"cache": url, "run": str(tiny_run), "live": True, "exclude": "history+request",
-                "items_registry": str(tmp_path / "registry.json"), "live_max_wait_ms": 1.0} | overrides
+                "items_registry": str(tmp_path / "registry.json"), "live_max_wait_ms": 1.0,
+                "live_process": False} | overrides  # the search in a thread here (fast to start); a process: below
     return ServeConfig(**settings)
 
 
@@ -206,7 +207,8 @@ def test_a_registered_item_reaches_live_lists_without_a_restart(live):
     assert created.status_code == 201, created.text
     response = client.post("/v1/recommendations", json={"history": ["1", "brand-new"]})
     assert response.status_code == 200 and response.json()["live"] is True
-    assert state.live.recommender.num_items == 25 and state.live.recommender.trie.num_items == 25
+    recommender = state.live.searcher.recommender
+    assert recommender.num_items == 25 and recommender.trie.num_items == 25
     # lists computed before are stale now: the next GET of a known user is recomputed live, with the new catalogue
     body = client.get("/v1/users/" + state.live.dataset.user_ids[0] + "/recommendations").json()
     assert body["live"] is True and body["stale"] is False
@@ -334,3 +336,28 @@ def test_a_failing_search_serves_the_cached_list_or_a_json_500(live, monkeypatch
     assert response.status_code == 500 and response.json()["error"] == "internal_error"
     response = client.post("/v1/recommendations", json={"history": ["1"]})
     assert response.status_code == 500 and response.json()["error"] == "internal_error"
+
+
+def test_the_search_in_its_own_process_gives_the_same_lists_and_follows_the_registry(tiny_run, tmp_path, fake_cold_start):
+    """``--live-process`` (serve's default): the same lists as the in-process search; registered
+    items reach it; it stops with the app."""
+    report = precached(tiny_run, tmp_path)
+    dataset = dataset_of(tiny_run)
+    bodies = [{"history": history_ids(dataset, user), "k": TOP_K} for user in (0, 5, 9)]
+    with TestClient(create_app(live_config(report["url"], tiny_run, tmp_path))) as client:
+        want = [client.post("/v1/recommendations", json=body).json()["items"] for body in bodies]
+    app = create_app(live_config(report["url"], tiny_run, tmp_path, live_process=True), admin_token=TOKEN, assigner=fake_cold_start)
+    process = app.state.serve.live.searcher.process
+    with TestClient(app) as client:
+        assert process.is_alive()
+        assert [client.post("/v1/recommendations", json=body).json()["items"] for body in bodies] == want
+        created = client.post("/v1/items", json={"item_id": "brand-new", "title": "A new thing"},
+                              headers={"authorization": f"Bearer {TOKEN}"})
+        assert created.status_code == 201
+        response = client.post("/v1/recommendations", json={"history": ["1", "brand-new"]})
+        assert response.status_code == 200 and response.json()["live"] is True
+        user_id = dataset.user_ids[2]
+        client.post(f"/v1/users/{user_id}/events", json={"items": ["3"]})
+        assert client.get(f"/v1/users/{user_id}/recommendations").json()["live"] is True
+    process.join(10)
+    assert not process.is_alive()

@@ -114,7 +114,9 @@ class ServeConfig:
     live_max_wait_ms: float = field(default=2.0, metadata={"help": "longest a live request waits for others to join its batch"})
     live_queue: int = field(default=64, metadata={"help": "live requests that may wait; more are answered 503 with Retry-After"})
     live_threads: int = field(default=0, metadata={"help": "torch threads of the live search (0 = torch's default)"})
-    live_nice: int = field(default=5, metadata={"help": "niceness added to the live search thread, so cached reads go first on a busy CPU (0-19)"})
+    live_nice: int = field(default=5, metadata={"help": "niceness added to the live search (process, or thread), so cached reads go first on a busy CPU (0-19)"})
+    live_process: bool = field(default=True, metadata={"help": "search in a process of its own (else in a thread of the server's: "
+                                                           "its Python then shares the GIL with the event loop)"})
     live_device: str = field(default="cpu", metadata={"help": "device of the live model: cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
@@ -373,27 +375,36 @@ def _load_live(state: _ServeState, paths: Any) -> None:
     """The model, data set and settings of the live path (``--live``): the cache's ``top_k`` and
     ``beam_size``, so that a live list equals pre-cache's for the same history."""
     from alignrec.data.dataset import load_dataset
-    from alignrec.llm.recommender import load_recommender
-    from alignrec.serve.live import LiveModel
+    from alignrec.serve.items import ItemRegistry
+    from alignrec.serve.live import LiveModel, ProcessSearch, SearchProcessSpec, ThreadSearch
     from alignrec.serve.precache import run_key
 
     assert state.registry is not None
+    config = state.config
     meta = state.view.meta()
     top_k = int(meta["top_k"])
     beam_size = int(state.store.get_meta("beam_size") or top_k)
     started = time.perf_counter()
     dataset = load_dataset(paths.dataset_dir)
-    recommender, _ = load_recommender(paths.run_dir, state.config.live_device, "float32")
-    from alignrec.serve.items import ItemRegistry
+    if config.live_process:
+        spec = SearchProcessSpec(str(paths.run_dir), str(state.registry.path), config.live_device, top_k, beam_size,
+                                 config.live_threads, config.live_nice)
+        searcher: Any = ProcessSearch(spec)
+    else:
+        from alignrec.llm.recommender import load_recommender
 
+        recommender, _ = load_recommender(paths.run_dir, config.live_device, "float32")
+        searcher = ThreadSearch(recommender, top_k, beam_size)
     own_registry = ItemRegistry(state.registry.path, state.registry.base)  # read by the live path's threads
-    state.live = LiveModel(recommender, dataset, own_registry, top_k, beam_size, state.config.exclude)
-    if meta.get("model_version") not in (None, recommender.version):
+    state.live = LiveModel(searcher, dataset, own_registry, config.exclude)
+    version = state.live.version
+    if meta.get("model_version") not in (None, version):
         log.warning("live: the model (%s) is not the one that computed the cache (%s); live lists come from the model",
-                    recommender.version, meta.get("model_version"))
-    state.live_run_key = run_key(recommender.version, beam_size, top_k, "history" if state.live.excludes_history else "off")
-    log.info("live: model %s loaded in %.1f s (%d items, top %d, beam %d, exclude %s)", recommender.version,
-             time.perf_counter() - started, recommender.num_items, top_k, beam_size, state.live.exclude)
+                    version, meta.get("model_version"))
+    state.live_run_key = run_key(version, beam_size, top_k, "history" if state.live.excludes_history else "off")
+    log.info("live: model %s loaded in %.1f s (%s, %d items, top %d, beam %d, exclude %s)", version,
+             time.perf_counter() - started, "own process" if config.live_process else "in the server process",
+             state.live.state.catalogue.codes.num_items, top_k, beam_size, state.live.exclude)
 
 
 def _json_response(payload: Any, status: int = 200) -> Any:
@@ -800,11 +811,11 @@ async def _live_lookup(state: _ServeState, user_id: str, k: int) -> Answer:
         return 500, _dumps(error_body("internal_error", "the live search failed (see the server log)")), NO_HEADERS
     items = [CachedItem(**item) for item in _live_items(result, len(result.items))]
     created = time.time()
-    _write_through(state, CacheEntry(user_id, items, live.recommender.version, state.live_run_key, fingerprint, created,
+    _write_through(state, CacheEntry(user_id, items, live.version, state.live_run_key, fingerprint, created,
                                      catalogue=result.catalogue_version))
     payload = {
         "user_id": user_id, "items": [vars(item) for item in items[:k]], "fallback": None,
-        "model_version": live.recommender.version, "created": created, "stale": False, "live": True,
+        "model_version": live.version, "created": created, "stale": False, "live": True,
     }
     return 200, _dumps(payload), NO_HEADERS
 
@@ -862,7 +873,7 @@ def _add_live_routes(app: Any, state: _ServeState) -> None:
             state.metrics.rejected.inc()
             return answer(_retry_after(error))
         payload = {"user_id": None, "items": _live_items(result, parsed.k), "fallback": None,
-                   "model_version": live.recommender.version, "created": time.time(), "stale": False, "live": True,
+                   "model_version": live.version, "created": time.time(), "stale": False, "live": True,
                    "dropped": dropped}
         return _json_response(payload)
 
@@ -951,6 +962,8 @@ def create_app(
         state.store_threads.shutdown(wait=False, cancel_futures=True)
         if state.batcher is not None:
             state.batcher.close()
+        if state.live is not None:
+            state.live.close()
 
     # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
     app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
@@ -989,7 +1002,11 @@ def _start_batcher(state: _ServeState) -> None:
         metrics.batch_seconds.observe(seconds)
 
     state.batcher = MicroBatcher(state.live.search, config.live_max_batch, config.live_max_wait_ms / 1000, config.live_queue,
-                                 threads=config.live_threads, on_batch=on_batch, niceness=config.live_nice)
+                                 on_batch=on_batch,
+                                 # in-process search: the worker thread is the search (its threads, niced);
+                                 # a search process sets both itself, and the thread only waits on a pipe
+                                 threads=0 if config.live_process else config.live_threads,
+                                 niceness=0 if config.live_process else config.live_nice)
     batcher = state.batcher
     metrics.queue_depth.set_function(batcher.depth)
 

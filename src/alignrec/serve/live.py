@@ -4,7 +4,10 @@ The model has a few layers, so one constrained beam search costs tens of millise
 core: lists can be computed when they are asked for, not only by ``alignrec precache``. This
 module holds what the API needs for that:
 
-- :class:`LiveModel`: the fine-tuned recommender and the catalogue it may return — the data
+- :class:`ThreadSearch` / :class:`ProcessSearch`: the model, searching in the batcher's worker
+  thread, or in a child process of its own (``alignrec serve``'s default: a search's Python
+  then never holds the server's GIL, which otherwise delays the event loop by milliseconds);
+- :class:`LiveModel`: the search and the catalogue it may return — the data
   set's items followed by the items registered since fine-tuning, followed as the registry
   grows (a registered item reaches live lists at the next batch, without a restart) — plus the
   data set's user histories (the base that events are appended to) and the exclusion setting;
@@ -99,27 +102,161 @@ class CatalogueState:
     index_of: dict[str, int]
 
 
-class LiveModel:
-    """The recommender, the growing catalogue, the data set's histories and the search settings."""
+def _search_lists(recommender: GenerativeRecommender, histories: Sequence[Sequence[int]], exclude: Sequence[frozenset[int]] | None,
+                  top_k: int, beam_size: int) -> tuple[list[list[int]], list[list[float]]]:
+    """One batched beam search: per history, item indices and scores (best first, no padding)."""
+    output = recommender.recommend(histories, top_k, beam_size, batch_size=len(histories), show_progress=False, exclude=exclude)
+    items, scores = [], []
+    for row in range(len(histories)):
+        found = [int(i) for i in output.items[row].tolist() if i >= 0]
+        items.append(found)
+        scores.append(output.scores[row, : len(found)].tolist())
+    return items, scores
 
-    def __init__(self, recommender: GenerativeRecommender, dataset: Any, registry: ItemRegistry, top_k: int, beam_size: int,
-                 exclude: str):
+
+class ThreadSearch:
+    """The search in the calling thread (the batcher's worker thread) of this process."""
+
+    def __init__(self, recommender: GenerativeRecommender, top_k: int, beam_size: int):
+        self.recommender = recommender
+        self.top_k = top_k
+        self.beam_size = beam_size
+        self.version = recommender.version
+        self.max_history = recommender.format.max_history
+
+    def __call__(self, histories: Sequence[Sequence[int]], exclude: Sequence[frozenset[int]] | None,
+                 codes: Any) -> tuple[list[list[int]], list[list[float]]]:
+        if self.recommender.num_items != codes.num_items:
+            self.recommender.use_codes(codes)  # the catalogue grew: between two searches, never during one
+        return _search_lists(self.recommender, histories, exclude, self.top_k, self.beam_size)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SearchProcessSpec:
+    """What a search process loads: the run's model, its catalogue (the registry) and settings."""
+
+    run: str
+    registry: str
+    device: str
+    top_k: int
+    beam_size: int
+    threads: int = 0
+    niceness: int = 0
+
+
+def _search_process_main(connection: Any, spec: SearchProcessSpec) -> None:
+    """The search process: load the model, say ready, then answer batches until told to stop.
+    A batch is ``(histories, exclude, catalogue size)``: the search runs over the first
+    ``catalogue size`` items of the catalogue (the base and the registry), as the server knows it."""
+    try:
+        if spec.niceness:
+            os.nice(spec.niceness)
+        import torch
+
+        from alignrec.llm.finetuned import FinetunedRun
+        from alignrec.llm.recommender import load_recommender
+        from alignrec.serve.items import ItemRegistry
+        from alignrec.tokenizer.codes import ItemCodes
+
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        recommender, _ = load_recommender(spec.run, spec.device, "float32")
+        registry = ItemRegistry(spec.registry, FinetunedRun.locate(spec.run).codes())
+    except Exception as error:  # noqa: BLE001 - reported to the server, which refuses to start
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+        return
+    connection.send(("ready", {"version": recommender.version, "max_history": recommender.format.max_history}))
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return  # the server went away
+        if message is None:
+            return
+        histories, exclude, size = message
+        try:
+            if recommender.num_items != size:
+                codes, _ = registry.extended_codes()
+                if codes.num_items < size:
+                    raise RuntimeError(f"the server's catalogue has {size} items, the registry {codes.num_items}")
+                ids = list(codes.item_ids or [])[:size]
+                recommender.use_codes(ItemCodes(codes.codes[:size], list(codes.codebook_sizes), ids))
+            connection.send(("ok", _search_lists(recommender, histories, exclude, spec.top_k, spec.beam_size)))
+        except Exception as error:  # noqa: BLE001 - this batch fails, the process serves the next
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class ProcessSearch:
+    """The search in a child process of its own (spawned): its Python never holds the server's
+    GIL, so the event loop — every cached read — does not wait for it. Used by the batcher's
+    worker thread, which waits on a pipe (without the GIL) while the child searches."""
+
+    def __init__(self, spec: SearchProcessSpec, start_timeout_s: float = 600.0):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding threads and torch state
+        self._connection, child = context.Pipe()
+        self.process = context.Process(target=_search_process_main, args=(child, spec), name="alignrec-live-search", daemon=True)
+        self.process.start()
+        child.close()
+        if not self._connection.poll(start_timeout_s):
+            self.close()
+            raise RuntimeError(f"the live search process did not start within {start_timeout_s} s")
+        status, payload = self._connection.recv()
+        if status != "ready":
+            self.close()
+            raise RuntimeError(f"the live search process could not load the model: {payload}")
+        self.version = payload["version"]
+        self.max_history = payload["max_history"]
+        self._lock = threading.Lock()
+
+    def __call__(self, histories: Sequence[Sequence[int]], exclude: Sequence[frozenset[int]] | None,
+                 codes: Any) -> tuple[list[list[int]], list[list[float]]]:
+        with self._lock:
+            try:
+                self._connection.send(([list(h) for h in histories], exclude, codes.num_items))
+                status, payload = self._connection.recv()
+            except (EOFError, OSError) as error:
+                raise RuntimeError(f"the live search process is gone (exit code {self.process.exitcode}): {error}") from None
+        if status != "ok":
+            raise RuntimeError(f"live search failed: {payload}")
+        return payload
+
+    def close(self) -> None:
+        try:
+            self._connection.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        self._connection.close()
+
+
+class LiveModel:
+    """The search (:class:`ThreadSearch` or :class:`ProcessSearch`), the growing catalogue, the
+    data set's histories and the search settings."""
+
+    def __init__(self, searcher: Any, dataset: Any, registry: ItemRegistry, exclude: str):
         """``registry``: an :class:`ItemRegistry` of this object's own (it is read from any thread
         under this object's lock; the API's registrations use another instance)."""
         from alignrec.serve.precache import build_catalogue
 
-        self.recommender = recommender
+        self.searcher = searcher
+        self.version: str = searcher.version
+        self.max_history: int = searcher.max_history
         self.dataset = dataset
         self.registry = registry
-        self.top_k = top_k
-        self.beam_size = beam_size
         self.exclude = resolve_exclude(exclude, dataset.sequences)
         self._base_index = dataset.user_index_of
         self._sequences = dataset.sequences
         self._item_ids_of_base = dataset.item_ids
         self._lock = threading.Lock()  # one catalogue refresh at a time
         self.state = self._state(build_catalogue(dataset, registry))
-        self.recommender.use_codes(self.state.catalogue.codes)
 
     @staticmethod
     def _state(catalogue: Catalogue) -> CatalogueState:
@@ -129,8 +266,8 @@ class LiveModel:
 
     def catalogue_state(self) -> CatalogueState:
         """The current catalogue: items registered since (by any server process) are followed
-        here — a ``stat`` of the registry when nothing changed. Any thread; the trie the search
-        uses is switched by the worker (:meth:`search`), never under a running search."""
+        here — a ``stat`` of the registry when nothing changed. Any thread; the search switches
+        to it before its next batch (:meth:`search`), never during one."""
         from alignrec.serve.precache import build_catalogue
 
         with self._lock:
@@ -158,23 +295,19 @@ class LiveModel:
     def fingerprint_history(self, history: Sequence[str]) -> list[str]:
         """The part of a history an entry's fingerprint covers, as pre-cache computes it: the
         prompt's window — the whole history when it is excluded (it then changes the list)."""
-        return list(history) if self.excludes_history else list(history)[-self.recommender.format.max_history :]
+        return list(history) if self.excludes_history else list(history)[-self.max_history :]
 
     def search(self, jobs: Sequence[LiveJob]) -> list[LiveResult]:
-        """One beam search for ``jobs`` (the worker thread)."""
+        """One beam search for ``jobs`` (the batcher's worker thread)."""
         state = self.catalogue_state()
-        if self.recommender.num_items != state.catalogue.codes.num_items:
-            self.recommender.use_codes(state.catalogue.codes)
         started = time.perf_counter()
         exclude = [job.exclude for job in jobs] if any(job.exclude for job in jobs) else None
-        output = self.recommender.recommend([job.history for job in jobs], self.top_k, self.beam_size, batch_size=len(jobs),
-                                            show_progress=False, exclude=exclude)
-        results = []
-        for row, job in enumerate(jobs):
-            items = [int(i) for i in output.items[row].tolist() if i >= 0]
-            results.append(LiveResult(items, output.scores[row, : len(items)].tolist(), state.catalogue, state.version,
-                                      started - job.enqueued, len(jobs)))
-        return results
+        items, scores = self.searcher([job.history for job in jobs], exclude, state.catalogue.codes)
+        return [LiveResult(items[row], scores[row], state.catalogue, state.version, started - job.enqueued, len(jobs))
+                for row, job in enumerate(jobs)]
+
+    def close(self) -> None:
+        self.searcher.close()
 
 
 class QueueFull(Exception):
