@@ -9,6 +9,8 @@ lowering the rate (no coordinated omission)::
     python benchmarks/loadgen.py --port 8000 --rate 1000 --duration 10 --users 50546
 
 Paths are ``--path`` with ``{user}`` replaced by ``{prefix}<n>`` for a uniformly random n.
+With ``--bodies FILE`` (JSON lines) every request is a POST to ``--path`` whose body is a
+random line of the file (``benchmarks/serve_live.py``: live recommendations for histories).
 Standard library only (uvloop is used when installed).
 """
 
@@ -42,8 +44,16 @@ async def run(args: argparse.Namespace) -> dict:
     coroutine per connection (no task per request): the client stays cheap at high rates."""
     rng = random.Random(args.seed)
     total = int(args.rate * (args.warmup + args.duration))
-    paths = [args.path.format(user=f"{args.prefix}{rng.randrange(args.users)}").encode() for _ in range(total)]
     host = args.host.encode()
+    if args.bodies:
+        with open(args.bodies, "rb") as handle:
+            bodies = [line.strip() for line in handle if line.strip()]
+        head = b"POST " + args.path.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\ncontent-type: application/json\r\n"
+        requests = [head + b"content-length: %d\r\n\r\n" % len(body) + body
+                    for body in (bodies[rng.randrange(len(bodies))] for _ in range(total))]
+    else:
+        paths = [args.path.format(user=f"{args.prefix}{rng.randrange(args.users)}").encode() for _ in range(total)]
+        requests = [b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n" for path in paths]
     clock = time.perf_counter  # not loop.time(): uvloop's clock ticks in whole milliseconds
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -70,7 +80,7 @@ async def run(args: argparse.Namespace) -> dict:
                 continue
             sent_at = scheduled if busy else clock()
             try:
-                status = await one_request(reader, writer, b"GET " + paths[i] + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+                status = await one_request(reader, writer, requests[i])
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
                 writer.close()
@@ -114,7 +124,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/v1/users/{user}/recommendations?k=10")
     parser.add_argument("--prefix", default="u", help="user ids are PREFIX<n>")
-    parser.add_argument("--users", type=int, required=True, help="n is drawn from 0..USERS-1")
+    parser.add_argument("--users", type=int, default=1, help="n is drawn from 0..USERS-1")
+    parser.add_argument("--bodies", help="JSON lines: POST a random one of them to --path instead of GETs")
     parser.add_argument("--rate", type=float, required=True, help="requests per second")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds sent before measuring")

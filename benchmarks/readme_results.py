@@ -110,7 +110,27 @@ def block_main_job() -> list[str]:
     ]
     if with_intervals:
         lines += ["Intervals: 95% bootstrap over the same users; the differences' intervals are paired bootstraps.", ""]
-    return lines + [_source("e2e_ml-100k", record)]
+    return lines + [_source("e2e_ml-100k", record)] + block_protocols()
+
+
+def block_protocols() -> list[str]:
+    """The main job's models under both protocols (benchmarks/protocols.py), when it was run."""
+    record = _load("e2e_ml-100k_protocols")
+    if record is None:
+        return []
+    rows = [{"model": r["model"], "users": r["users"], "HR@10": _metric(r["hr@10"]), "NDCG@10": _metric(r["ndcg@10"]),
+             "HR@10 seen excluded": _metric(r["hr@10 seen excluded"]), "NDCG@10 seen excluded": _metric(r["ndcg@10 seen excluded"]),
+             "NDCG@10 seen excluded 95% CI": _interval(r["ci95_seen_excluded"]["ndcg@10"])} for r in record["rows"]]
+    differences = [f"{row['model']} {row['seen_excluded']['ndcg@10']['difference']:+.4f} "
+                   f"{_signed_interval(row['seen_excluded']['ndcg@10']['ci95'])}" for row in record["llm_vs_classic"]]
+    return ["", "Both protocols, every test user: *main* (above: every item competes) and *seen items excluded* (no item "
+            "the user had before the target; for the LLM excluded inside the beam search, `alignrec evaluate --exclude "
+            "both`). LLM minus each classic model on NDCG@10, seen excluded (paired 95% interval): "
+            + "; ".join(differences) + ".", "", markdown_table(rows), "", _source("e2e_ml-100k_protocols", record)]
+
+
+def _signed_interval(values: list[float]) -> str:
+    return f"[{values[0]:+.4f}, {values[1]:+.4f}]"
 
 
 def _fine_tune_shape(finetune: dict[str, Any]) -> str:
@@ -253,6 +273,13 @@ def block_speed() -> list[str]:
                  "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"]} for r in serve["rows"]]
         lines += ["Serving cached top-K lists (`alignrec serve`, one worker, load generator on the same 2 cores):", "",
                   markdown_table(rows), "", _source("serve_latency", serve), ""]
+    live = _load("serve_live")
+    if live is not None:
+        rows = [{"what": r["what"], "target req/s": r.get("target_rate"), "200s/s": r.get("throughput_200_per_s"),
+                 "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"], "mean batch": r.get("mean_batch")} for r in live["rows"]]
+        lines += ["Live recommendations (`alignrec serve --live`: the LLM in the request path, micro-batched; "
+                  "load generators on the same cores):", "", markdown_table(rows), "", *[f"- {note}" for note in live["notes"]],
+                  "", _source("serve_live", live), ""]
     precache = _load("precache")
     if precache is not None:
         rows = [{"store": r["store"], "what": r["what"], "users": r["users"], "seconds": r["seconds"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -130,3 +131,34 @@ def test_old_configs_with_workers_are_refused(tmp_path):
     config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
     with pytest.raises(ConfigError, match=r"workers"):
         load_experiment(config, [f"out={tmp_path / 'run'}", "evaluate.workers=2"])
+
+
+def test_both_protocols_keep_the_main_files_and_add_the_seen_excluded_ones(tiny_run, tiny_recommender, tmp_path):
+    """exclude=both: predictions.jsonl byte-identical to exclude=none; the seen-excluded lists hold
+    no item the user had before the target, are full, and are scored in metrics.json."""
+    base = EvaluateConfig(beam_size=10, batch_size=4, shard_users=15)
+    plain = evaluate(base, tiny_run, out=tmp_path / "none", recommender=tiny_recommender)
+    both = evaluate(dataclasses.replace(base, exclude="both"), tiny_run, out=tmp_path / "both", recommender=tiny_recommender)
+    assert (tmp_path / "both" / "predictions.jsonl").read_bytes() == (tmp_path / "none" / "predictions.jsonl").read_bytes()
+    assert both["metrics"] == plain["metrics"] and "exclude" not in plain and "seen_excluded" not in plain
+    dataset = load_dataset(tiny_run)
+    test = dataset.split("test")
+    seen_lists = read_jsonl(tmp_path / "both" / "predictions_seen_excluded.jsonl")
+    main_lists = read_jsonl(tmp_path / "both" / "predictions.jsonl")
+    overlapping = 0
+    for row, (record, main_record) in enumerate(zip(seen_lists, main_lists, strict=True)):
+        sequence = [dataset.item_ids[i] for i in dataset.sequences[int(test.user_index[row])]]
+        assert sequence[-1] == dataset.item_ids[int(test.targets[row])]  # leave-one-out: the target is the last item
+        assert len(record["items"]) == 10 and not set(record["items"]) & set(sequence[:-1])
+        overlapping += bool(set(main_record["items"]) & set(sequence[:-1]))
+    assert overlapping > 0  # the main protocol does recommend seen items here (else the test proves nothing)
+    rescored = evaluate_predictions_file(tmp_path / "both" / "predictions_seen_excluded.jsonl", dataset, "test", [1, 5, 10])
+    assert both["seen_excluded"]["metrics"] == pytest.approx(rescored["metrics"])
+    assert both["exclude"] == "both"
+    # history alone: the main files are the seen-excluded ones
+    only = evaluate(dataclasses.replace(base, exclude="history"), tiny_run, out=tmp_path / "history", recommender=tiny_recommender)
+    assert (tmp_path / "history" / "predictions.jsonl").read_text() == (tmp_path / "both" / "predictions_seen_excluded.jsonl").read_text()
+    assert only["metrics"] == both["seen_excluded"]["metrics"]
+    # a rerun reuses every shard of both protocols
+    again = evaluate(dataclasses.replace(base, exclude="both"), tiny_run, out=tmp_path / "both", recommender=tiny_recommender)
+    assert again["shards"]["reused"] == 3 and again["seen_excluded"]["shards_reused"] == 3

@@ -214,3 +214,54 @@ def test_check_recommendations_catches_invalid_lists(items, message):
     with pytest.raises(AssertionError, match=message):
         check_recommendations(torch.tensor(items), 5)
     check_recommendations(torch.tensor([[0, 1, -1]]), 5)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_exclusion_gives_the_best_allowed_items_and_spends_no_beam_on_excluded_ones(share):
+    """With exclusion, the wide search returns exactly the best K *allowed* items of the exhaustive
+    ranking (no excluded item, no hole); a narrow search still returns K allowed items; and
+    whole excluded subtrees (every item under a first-level code) are never entered."""
+    num_items, sizes, top_k = 40, (4, 5, 6), 8
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(num_items, sizes, seed=17)
+    trie = CodeTrie.from_codes(codes, sizes)
+    plain = constrained_beam_search(model, prompts, trie, vocabulary, num_items, top_k, tokenizer.pad_token_id)
+    # user 0: its plain top 3; user 1: every item under its best item's first code (a whole subtree);
+    # user 2: nothing; users 3, 4: a random half of the catalogue
+    rng = np.random.default_rng(0)
+    subtree = set(np.nonzero(codes[:, 0] == codes[int(plain.items[1, 0]), 0])[0].tolist())
+    exclude = [set(plain.items[0, :3].tolist()), subtree, set(),
+               set(rng.choice(num_items, 20, replace=False).tolist()), set(rng.choice(num_items, 20, replace=False).tolist())]
+    wide = constrained_beam_search(model, prompts, trie, vocabulary, num_items, top_k, tokenizer.pad_token_id,
+                                   share_prompt_cache=share, exclude=exclude)
+    for row, prompt in enumerate(prompts):
+        scores = exhaustive_scores(model, prompt, codes, vocabulary)
+        scores[sorted(exclude[row])] = float("-inf")
+        best = scores.topk(top_k)
+        assert wide.items[row].tolist() == best.indices.tolist(), row
+        torch.testing.assert_close(wide.scores[row], best.values, rtol=0, atol=1e-4)
+    assert wide.items[2].tolist() == plain.items[2].tolist()  # no exclusion: the plain list
+    assert wide.items[0, :top_k - 3].tolist() == plain.items[0, 3:].tolist()  # the next ones move up
+    # A beam as narrow as the list: filtering a finished top-K would leave holes; here every slot is an allowed item.
+    narrow = constrained_beam_search(model, prompts, trie, vocabulary, top_k, top_k, tokenizer.pad_token_id,
+                                     share_prompt_cache=share, exclude=exclude)
+    for row in range(len(prompts)):
+        items = narrow.items[row].tolist()
+        assert -1 not in items and not set(items) & exclude[row]
+        assert torch.isfinite(narrow.scores[row]).all()
+    # the first-level prefix of user 1's excluded subtree is dead for user 1 only
+    masks = trie.excluded_nodes(torch.tensor([[i in subtree for i in range(num_items)], [False] * num_items]))
+    first = int(trie.item_prefix[0][next(iter(subtree))])
+    assert masks[0][0].nonzero().flatten().tolist() == [first] and not masks[0][1].any()
+    assert masks[1][0].sum() == sum(1 for p in range(len(trie.leaves[1])) if trie.leaves[1][p] > 0 and all(
+        int(trie.item_prefix[0][i]) == first for i in np.nonzero(trie.item_prefix[1].numpy() == p)[0]))
+
+
+def test_exclusion_of_everything_but_two_items_pads_the_list():
+    model, tokenizer, codes, _, vocabulary, prompts = make_setup(12, (3, 4), seed=2)
+    trie = CodeTrie.from_codes(codes, (3, 4))
+    exclude = [set(range(12)) - {4, 9}] * len(prompts)
+    out = constrained_beam_search(model, prompts, trie, vocabulary, 6, 5, tokenizer.pad_token_id, exclude=exclude)
+    for row in out.items.tolist():
+        assert sorted(row[:2]) == [4, 9] and row[2:] == [-1, -1, -1]
+    with pytest.raises(ValueError, match="excluded item indices"):
+        constrained_beam_search(model, prompts[:1], trie, vocabulary, 6, 5, tokenizer.pad_token_id, exclude=[{12}])

@@ -82,3 +82,31 @@ def test_prediction_ranks_and_intervals(tiny_run: Path, tmp_path: Path) -> None:
     assert 0.0 <= low <= row["ndcg@10"] <= high <= 1.0
     # a model against itself: difference 0 with a zero-width paired interval
     assert paired_difference(ranks, ranks) == {m: {"difference": 0.0, "ci95": [0.0, 0.0]} for m in ("hr@10", "ndcg@10")}
+
+
+def test_both_protocols_beside_every_classic_model(ring_run: Path, tmp_path: Path) -> None:
+    """protocol_rows: the classic model's seen-excluded figures are its trainer's seen-excluded
+    ranking; the LLM's come from predictions_seen_excluded.jsonl; the main figures are kept."""
+    import torch
+
+    from alignrec.pipeline.report import protocol_rows
+
+    torch.set_num_threads(1)
+    out = tmp_path / "sasrec"
+    train(*resolve_configs(dict(SETTINGS["sasrec"])), ring_run, out)
+    dataset = load_dataset(ring_run)
+    test = dataset.split("test")
+    rows = np.arange(len(test))
+    # the LLM: a hit at rank 0 for every even row under "seen excluded", nothing otherwise
+    lines = [{"user_id": dataset.user_ids[int(test.user_index[r])],
+              "items": [dataset.item_ids[int(test.targets[r])]] if r % 2 == 0 else []} for r in rows]
+    predictions = tmp_path / "predictions_seen_excluded.jsonl"
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    main_rows = [comparison_row("LLM", np.full(len(rows), -1)), comparison_row("sasrec", collab_test_ranks(out, dataset))]
+    report = {"seen_excluded": {"predictions": str(predictions)}}
+    got = protocol_rows(report, dataset, rows, "test", "LLM", {"sasrec": out}, main_rows)
+    assert [r["model"] for r in got] == ["LLM", "sasrec"]
+    assert got[0]["hr@10"] == 0.0 and got[0]["hr@10 seen excluded"] == pytest.approx(np.mean(rows % 2 == 0))
+    seen = metrics_from_ranks(collab_test_ranks(out, dataset, seen_excluded=True), (1, 5, 10))
+    assert got[1]["ndcg@10 seen excluded"] == pytest.approx(seen["ndcg@10"]) and got[1]["ndcg@10"] == main_rows[1]["ndcg@10"]
+    assert protocol_rows({}, dataset, rows, "test", "LLM", {"sasrec": out}, main_rows) == []

@@ -84,7 +84,7 @@ def test_two_processes_fill_the_store_of_one(tiny_run, tiny_recommender, torchru
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout)  # rank 0 alone prints it
     assert (report["world_size"], report["users"], report["computed"], report["entries_in_store"]) == (2, 40, 40, 40)
-    assert json.loads((tiny_run / "cache" / "precache.json").read_text())["world_size"] == 2
+    assert json.loads((tmp_path / "precache.json").read_text())["world_size"] == 2  # beside the cache, not in RUN/cache
     one = f"sqlite:///{tmp_path / 'one.sqlite'}"
     precache(PrecacheConfig(top_k=5, beam_size=5, batch_size=4, commit_every=7), tiny_run, one, recommender=tiny_recommender)
     users = load_dataset(tiny_run).user_ids

@@ -186,3 +186,43 @@ def test_readers_never_see_a_half_written_entry(store_url):
     with open_store(store_url) as store:
         final = {store.get(u).model_version for u in users}
     assert final != {"v0"}  # the writer did rewrite entries while we read
+
+
+def test_histories_append_atomically_from_a_base_and_survive_reopening(store_url):
+    with open_store(store_url, create=True) as store:
+        assert store.get_history("u1") is None
+        assert store.append_history("u1", ["i3"], base=["i1", "i2"]) == ["i1", "i2", "i3"]
+        assert store.append_history("u1", ["i4", "i5"], base=["ignored"]) == ["i1", "i2", "i3", "i4", "i5"]  # base only once
+        assert store.append_history("new", ["é"]) == ["é"]
+        store.put_many([entry("u1", 1)])
+        raw, history = store.get_with_history("u1")
+        assert json.loads(raw)["user_id"] == "u1" and history == ["i1", "i2", "i3", "i4", "i5"]
+        assert store.get_with_history("nobody") == (None, None)
+        # concurrent appends from several threads (each its own connection): none is lost
+        def add(thread: int) -> None:
+            for n in range(20):
+                store.append_history("busy", [f"t{thread}-{n}"], base=["b"])
+
+        threads = [threading.Thread(target=add, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        busy = store.get_history("busy")
+        assert busy[0] == "b" and sorted(busy[1:]) == sorted(f"t{t}-{n}" for t in range(4) for n in range(20))
+        assert [i for i in busy if i.startswith("t2-")] == [f"t2-{n}" for n in range(20)]  # each thread's order kept
+    with open_store(store_url) as store:  # a restart keeps them
+        assert store.get_history("u1") == ["i1", "i2", "i3", "i4", "i5"] and store.get_history("new") == ["é"]
+
+
+def test_a_cache_from_before_histories_gets_the_table_on_the_first_event(tmp_path):
+    path = tmp_path / "old.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE entries (user_id TEXT PRIMARY KEY, value TEXT NOT NULL, fingerprint TEXT NOT NULL, run_key TEXT NOT NULL) WITHOUT ROWID")
+    connection.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+    connection.commit()
+    connection.close()
+    store = SQLiteStore(path)
+    assert store.get_history("u1") is None
+    assert store.append_history("u1", ["a"]) == ["a"] and store.get_history("u1") == ["a"]
+    store.close()

@@ -42,4 +42,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     keys = ("metrics", "users", "counts", "sampled", "elapsed_s", "users_per_s", "wall_s", "world_size", "shards",
             "predictions")
+    keys += tuple(key for key in ("exclude", "seen_excluded") if key in report)
     return print_summary({key: report[key] for key in keys})

@@ -7,6 +7,14 @@ Writes, under ``OUT`` (default ``RUN/evaluate``):
 - ``metrics.json``: HR@K / NDCG@K over the evaluated users, the evaluator's counts, timing;
 - ``config.json``: the resolved config, seed, input hashes, model version.
 
+Two protocols (``exclude``): ``none`` (the main one: every item competes, as the papers'
+tables), ``history`` ("seen items excluded", the classic models' secondary protocol: no item the
+user interacted with before the target — training items and, for the test split, the
+validation item — can be recommended; excluded *inside* the beam search, so the beams go to
+other items), or ``both``: the main protocol's files exactly as with ``none``, plus
+``predictions_seen_excluded.jsonl`` and a ``seen_excluded`` section in metrics.json (its shards
+under ``OUT/shards_seen_excluded``).
+
 With ``--users N`` a seeded sample of N users is evaluated (for quick runs); metrics.json says
 so. Re-scoring that file with ``evaluate-predictions`` counts the unsampled users as misses.
 
@@ -74,6 +82,7 @@ from alignrec.utils.log import get_logger
 log = get_logger(__name__)
 
 MANIFEST = "manifest.json"  # in OUT/shards: the settings the shards were searched with
+SEEN_EXCLUDED = "seen_excluded"  # the name of the second protocol's files and metrics section
 
 
 @dataclass
@@ -99,6 +108,12 @@ class EvaluateConfig:
         default=2000,
         metadata={"help": "users per shard; each finished shard is saved under OUT/shards, so a killed evaluation "
                   "resumes after the last one (0 = one shard)"},
+    )
+    exclude: Literal["none", "history", "both"] = field(
+        default="none",
+        metadata={"help": "protocol: none (every item competes), history (items the user interacted with before the "
+                  "target are excluded inside the beam search: 'seen items excluded'), or both (the main files as with "
+                  "none, plus predictions_seen_excluded.jsonl and metrics.json's seen_excluded section)"},
     )
 
 
@@ -147,17 +162,28 @@ class EvaluationUsers:
     user_ids: list[str]  # (U,)
     histories: list[list[int]]  # U histories of item indices, oldest first
     targets: np.ndarray  # (U,) item indices
+    seen: list[set[int]] | None = None  # U sets: every item before the target (the seen-excluded protocol)
 
     def digest(self, start: int = 0, stop: int | None = None) -> str:
         stop = len(self.rows) if stop is None else stop
         return rows_digest(self.user_ids[start:stop], self.histories[start:stop], self.targets[start:stop])
 
 
+def seen_items(dataset: Any, split: str, user_indices: Sequence[int]) -> list[set[int]]:
+    """Per user, every item of the sequence before the split's target (leave-one-out: the test
+    target is the last item, the validation target the one before): the training items, plus the
+    validation item for the test split — what the classic models' seen-excluded ranking removes."""
+    drop = 1 if split == "test" else 2
+    sequences = dataset.sequences
+    return [set(int(i) for i in sequences[int(u)][:-drop]) for u in user_indices]
+
+
 def search_settings(config: EvaluateConfig, recommender: GenerativeRecommender, users: EvaluationUsers,
-                    users_in_split: int) -> dict[str, Any]:
+                    users_in_split: int, seen_excluded: bool = False) -> dict[str, Any]:
     """What the shards' contents depend on; a resumed evaluation must match it exactly."""
     dtype = next(recommender.model.parameters()).dtype
-    return {
+    # (only the seen-excluded shards record the protocol: the main shards' manifests are as before)
+    return ({"exclude": "history"} if seen_excluded else {}) | {
         "model_version": recommender.version,
         "split": config.split,
         "users": len(users.rows),
@@ -279,7 +305,8 @@ def _duration(seconds: float) -> str:
 
 
 def search_shards(config: EvaluateConfig, recommender: GenerativeRecommender, users: EvaluationUsers,
-                  shard_dir: Path, item_ids: Sequence[str], ranks: Ranks) -> tuple[list[int], list[int]]:
+                  shard_dir: Path, item_ids: Sequence[str], ranks: Ranks,
+                  seen_excluded: bool = False) -> tuple[list[int], list[int]]:
     """Search this rank's shards (shard i is rank i % world_size's) that have no trusted file yet,
     writing each one's file when it is done; returns (reused, searched) shard numbers."""
     bounds = shard_bounds(len(users.rows), config.shard_users)
@@ -299,8 +326,9 @@ def search_shards(config: EvaluateConfig, recommender: GenerativeRecommender, us
     for index in todo:
         start, stop = bounds[index]
         began = time.perf_counter()
+        exclude = users.seen[start:stop] if seen_excluded and users.seen is not None else None
         output = recommender.recommend(users.histories[start:stop], config.top_k, config.beam_size, config.batch_size,
-                                       config.method)
+                                       config.method, exclude=exclude)
         seconds = time.perf_counter() - began
         lines = prediction_lines(output, users.user_ids[start:stop], item_ids)
         write_shard(shard_path(shard_dir, index), index, lines, users.digest(start, stop), seconds, searched_by)
@@ -354,27 +382,34 @@ def _evaluate(ranks: Ranks, config: EvaluateConfig, model: str | Path, data: str
     user_ids = dataset.user_ids
     users = EvaluationUsers(rows, [user_ids[int(split.user_index[r])] for r in rows],
                             [split.history(int(r)).tolist() for r in rows], split.targets[rows])
-    settings = search_settings(config, recommender, users, len(split))
-    shard_dir = out_dir / "shards"
+    if config.exclude != "none":
+        users.seen = seen_items(dataset, config.split, [int(split.user_index[r]) for r in rows])
+    # (shard folder, seen items excluded) of each protocol; the first one's files are the main ones
+    protocols = {"none": [("shards", False)], "history": [("shards", True)],
+                 "both": [("shards", False), (f"shards_{SEEN_EXCLUDED}", True)]}[config.exclude]
     began = time.perf_counter()
-    # Rank 0 keeps, replaces or refuses the shards there before any rank looks at one.
-    ranks.from_main(lambda: open_shards(shard_dir, settings, resume, on_mismatch))
     bounds = shard_bounds(len(rows), config.shard_users)
-    if ranks.is_main:
-        log.info("beam search (%s) for %d %s users in %d shard(s), beam %d, top %d%s", config.method, len(rows),
-                 config.split, len(bounds), config.beam_size, config.top_k,
-                 f", {ranks.world_size} processes" if ranks.distributed else "")
-    reused, _ = search_shards(config, recommender, users, shard_dir, dataset.item_ids, ranks)
-    reused_by_rank = ranks.gather(len(reused))  # also the barrier: every rank's shard files are written
-    report = ranks.from_main(lambda: _write_results(config, recommender, dataset, users, len(split), settings, bounds,
-                                                    shard_dir, out_dir, paths, sum(reused_by_rank), ranks, began))
+    reused_total = []
+    for folder, seen_excluded in protocols:
+        settings = search_settings(config, recommender, users, len(split), seen_excluded)
+        shard_dir = out_dir / folder
+        # Rank 0 keeps, replaces or refuses the shards there before any rank looks at one.
+        ranks.from_main(lambda: open_shards(shard_dir, settings, resume, on_mismatch))  # noqa: B023 - called at once
+        if ranks.is_main:
+            log.info("beam search (%s) for %d %s users in %d shard(s), beam %d, top %d%s%s", config.method, len(rows),
+                     config.split, len(bounds), config.beam_size, config.top_k,
+                     ", seen items excluded" if seen_excluded else "",
+                     f", {ranks.world_size} processes" if ranks.distributed else "")
+        reused, _ = search_shards(config, recommender, users, shard_dir, dataset.item_ids, ranks, seen_excluded)
+        reused_total.append(sum(ranks.gather(len(reused))))  # also the barrier: every rank's shard files are written
+    report = ranks.from_main(lambda: _write_results(config, recommender, dataset, users, len(split), protocols, bounds,
+                                                    out_dir, paths, reused_total, ranks, began))
     return report
 
 
-def _write_results(config: EvaluateConfig, recommender: GenerativeRecommender, dataset: Any, users: EvaluationUsers,
-                   users_in_split: int, settings: dict[str, Any], bounds: list[tuple[int, int]], shard_dir: Path,
-                   out_dir: Path, paths: Any, reused: int, ranks: Ranks, began: float) -> dict[str, Any]:
-    """Rank 0, once every shard is written: predictions.jsonl and metrics.json from the shard files."""
+def _assemble(config: EvaluateConfig, dataset: Any, users: EvaluationUsers, bounds: list[tuple[int, int]],
+              shard_dir: Path, predictions: Path) -> tuple[dict[str, Any], float]:
+    """One protocol's predictions file from its shard files; (metrics, summed search seconds)."""
     shards = []
     for index, (start, stop) in enumerate(bounds):
         shard = read_shard(shard_path(shard_dir, index), index, users.user_ids[start:stop], users.digest(start, stop))
@@ -382,13 +417,18 @@ def _write_results(config: EvaluateConfig, recommender: GenerativeRecommender, d
             raise RuntimeError(f"{shard_path(shard_dir, index)}: missing or untrusted after its search")
         shards.append(shard)
     lines = [line for shard in shards for line in shard.lines]
-    elapsed = sum(shard.elapsed_s for shard in shards)
-    atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
-
+    atomic_write_text(predictions, "\n".join(lines) + "\n")
     index_of = dataset.item_index_of
     lists = [[index_of[item] for item in json.loads(line)["items"]] for line in lines]
-    result = evaluate_rankings(lists, users.targets, dataset.num_items, config.ks)
-    report = result.to_dict()
+    return evaluate_rankings(lists, users.targets, dataset.num_items, config.ks).to_dict(), sum(s.elapsed_s for s in shards)
+
+
+def _write_results(config: EvaluateConfig, recommender: GenerativeRecommender, dataset: Any, users: EvaluationUsers,
+                   users_in_split: int, protocols: list[tuple[str, bool]], bounds: list[tuple[int, int]],
+                   out_dir: Path, paths: Any, reused: list[int], ranks: Ranks, began: float) -> dict[str, Any]:
+    """Rank 0, once every shard is written: predictions.jsonl and metrics.json from the shard files
+    (and, with ``exclude=both``, predictions_seen_excluded.jsonl and metrics.json's seen_excluded)."""
+    report, elapsed = _assemble(config, dataset, users, bounds, out_dir / protocols[0][0], out_dir / "predictions.jsonl")
     report.update(
         {
             "split": config.split,
@@ -402,12 +442,21 @@ def _write_results(config: EvaluateConfig, recommender: GenerativeRecommender, d
             "users_per_s": round(len(users.rows) / elapsed, 3) if elapsed > 0 else None,
             "wall_s": round(time.perf_counter() - began, 3),
             "world_size": ranks.world_size,
-            "shards": {"users_per_shard": config.shard_users or len(users.rows), "count": len(bounds), "reused": reused},
+            "shards": {"users_per_shard": config.shard_users or len(users.rows), "count": len(bounds), "reused": reused[0]},
             "predictions": str(out_dir / "predictions.jsonl"),
         }
     )
+    if config.exclude != "none":
+        report["exclude"] = config.exclude  # (absent with none: the main protocol's report is as before)
+    if len(protocols) > 1:
+        predictions = out_dir / f"predictions_{SEEN_EXCLUDED}.jsonl"
+        seen, seen_elapsed = _assemble(config, dataset, users, bounds, out_dir / protocols[1][0], predictions)
+        report[SEEN_EXCLUDED] = {"metrics": seen["metrics"], "counts": seen["counts"], "elapsed_s": round(seen_elapsed, 3),
+                                 "shards_reused": reused[1], "predictions": str(predictions)}
     atomic_write_json(out_dir / "metrics.json", report)
-    atomic_write_json(shard_dir / MANIFEST, {"settings": settings, "complete": True})
+    for folder, seen_excluded in protocols:
+        settings = search_settings(config, recommender, users, users_in_split, seen_excluded)
+        atomic_write_json(out_dir / folder / MANIFEST, {"settings": settings, "complete": True})
     write_run_record(
         out_dir,
         config,

@@ -21,12 +21,18 @@ the model was trained (``normalisation``):
   :mod:`alignrec.llm.code_head`), computed from the decoder's hidden state and those rows of the
   output matrix; the full ``V``-row head is never evaluated. The reference applies the same
   normalisation by masking every other logit to -inf.
+
+Exclusion (``exclude``: items a user must not get, e.g. those already in the history) happens
+*inside* the search: at the last level an excluded item's candidate is -inf before the ``topk``,
+and at earlier levels so is a prefix below which every item is excluded
+(:meth:`~alignrec.llm.trie.CodeTrie.excluded_nodes`). Beams therefore go to other items, and the
+top-K is the best K allowed items the beams reach — not a top-K with holes filtered afterwards.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +129,23 @@ class _Scorer:
         return _last_log_probs(self.last, tokens)
 
 
+def _excluded_nodes(trie: CodeTrie, exclude: Sequence[Collection[int]] | None, users: int,
+                    device: torch.device) -> list[torch.Tensor] | None:
+    """Per level, (B, N) masks of the trie nodes each user's beams must not enter; None when
+    nothing is excluded."""
+    if exclude is None or not any(len(items) for items in exclude):
+        return None
+    if len(exclude) != users:
+        raise ValueError(f"{len(exclude)} exclusion sets for {users} prompts")
+    rows = [row for row, items in enumerate(exclude) for _ in items]
+    columns = [int(item) for items in exclude for item in items]
+    if min(columns) < 0 or max(columns) >= trie.num_items:
+        raise ValueError(f"excluded item indices must be in 0..{trie.num_items - 1}")
+    excluded = torch.zeros((users, trie.num_items), dtype=torch.bool)
+    excluded[rows, columns] = True
+    return trie.excluded_nodes(excluded.to(device))
+
+
 @torch.inference_mode()
 def constrained_beam_search(
     model: Any,
@@ -134,6 +157,7 @@ def constrained_beam_search(
     pad_token_id: int,
     share_prompt_cache: bool | None = None,
     normalisation: str = "full",
+    exclude: Sequence[Collection[int]] | None = None,
 ) -> BeamSearchOutput:
     """Top-``top_k`` distinct items for each prompt by beam search restricted to the trie.
 
@@ -146,6 +170,8 @@ def constrained_beam_search(
     ``share_prompt_cache`` keeps one copy of each prompt's KV cache per user instead of one per
     beam (:mod:`alignrec.llm.shared_prefix`); ``None`` = whenever the model supports it.
     ``normalisation``: ``full`` or ``code`` (see the module docstring); use the model's training head.
+    ``exclude``: per prompt, item indices that must not be returned (see the module docstring);
+    None or all empty = no exclusion (the search is then exactly the plain one).
     """
     if beam_size < 1 or not 1 <= top_k <= beam_size:
         raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, beam_size={beam_size}")
@@ -157,6 +183,7 @@ def constrained_beam_search(
         vocabulary = vocabulary.to(device)
     token_tables = vocabulary.level_token_ids
     users = len(prompts)
+    excluded_nodes = _excluded_nodes(trie, exclude, users, device)
 
     input_ids, attention_mask = left_pad(prompts, pad_token_id)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)  # (B, T)
@@ -182,6 +209,9 @@ def constrained_beam_search(
         tokens = token_tables[level][safe_codes]  # (B, W, F)
         log_probs = scorer.level_scores(level, safe_codes.view(users * width, fanout)).view(users, width, fanout)
         alive = (codes >= 0) & torch.isfinite(beam_score)[..., None]  # (B, W, F)
+        if excluded_nodes is not None:  # children that lead only to excluded items are dead
+            dead = excluded_nodes[level].gather(1, next_ids.clamp(min=0).view(users, width * fanout))
+            alive &= ~dead.view(users, width, fanout)
         candidate_scores = (beam_score[..., None] + log_probs).masked_fill(~alive, NEG_INF)
         candidate_scores = candidate_scores.view(users, width * fanout)  # (B, W*F)
         last = level == trie.num_levels - 1

@@ -10,7 +10,7 @@ length so that batches carry little padding, and runs one of the registered beam
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,19 +39,24 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 # --------------------------------------------------------------------------- search registry
 
-SearchFunction = Callable[["GenerativeRecommender", Sequence[Sequence[int]], int, int], BeamSearchOutput]
+SearchFunction = Callable[..., BeamSearchOutput]
+# (recommender, prompts, beam_size, top_k, exclude) -> output; exclude: per prompt, item indices or None
 
 
-def _fast(recommender: GenerativeRecommender, prompts: Sequence[Sequence[int]], beam_size: int, top_k: int) -> BeamSearchOutput:
+def _fast(recommender: GenerativeRecommender, prompts: Sequence[Sequence[int]], beam_size: int, top_k: int,
+          exclude: Sequence[Collection[int]] | None = None) -> BeamSearchOutput:
     return constrained_beam_search(
         recommender.model, prompts, recommender.trie, recommender.vocabulary, beam_size, top_k,
-        recommender.pad_token_id, normalisation=recommender.settings.head,
+        recommender.pad_token_id, normalisation=recommender.settings.head, exclude=exclude,
     )
 
 
 def _reference(
-    recommender: GenerativeRecommender, prompts: Sequence[Sequence[int]], beam_size: int, top_k: int
+    recommender: GenerativeRecommender, prompts: Sequence[Sequence[int]], beam_size: int, top_k: int,
+    exclude: Sequence[Collection[int]] | None = None,
 ) -> BeamSearchOutput:
+    if exclude is not None and any(exclude):
+        raise InputError("the reference search (HF generate) does not exclude items; use the fast search")
     return reference_beam_search(
         recommender.model,
         prompts,
@@ -94,6 +99,12 @@ class GenerativeRecommender:
     def num_items(self) -> int:
         return self.codes.num_items
 
+    def use_codes(self, codes: ItemCodes) -> None:
+        """Search the catalogue ``codes`` from now on: the fine-tuned items followed by items
+        registered since (their code tokens are already in the tokenizer)."""
+        self.codes = codes
+        self.trie = CodeTrie.from_codes(codes.codes, codes.codebook_sizes).to(self.device)
+
     def prompt_ids(self, history: Sequence[int]) -> list[int]:
         """Token ids of the sequential prompt for ``history`` (item indices, oldest first)."""
         return self.format.prompt_ids(self.tokenizer, self.vocabulary, self.codes, history)
@@ -106,11 +117,15 @@ class GenerativeRecommender:
         batch_size: int = 16,
         method: str = "fast",
         show_progress: bool = True,
+        exclude: Sequence[Collection[int]] | None = None,
     ) -> BeamSearchOutput:
-        """Top-``top_k`` items for every history (rows in input order)."""
+        """Top-``top_k`` items for every history (rows in input order); ``exclude[i]``: item
+        indices history ``i`` must not get (the search spends no beam on them)."""
         if method not in SEARCH_METHODS:
             raise InputError(f"search method {method!r}: expected one of {sorted(SEARCH_METHODS)}")
         search = SEARCH_METHODS[method]
+        if exclude is not None and len(exclude) != len(histories):
+            raise ValueError(f"{len(exclude)} exclusion sets for {len(histories)} histories")
         prompts = [self.prompt_ids(h) for h in histories]
         # Longest first: similar lengths share a batch (little padding) and an out-of-memory
         # error, if any, shows up on the first batch rather than at the end.
@@ -120,7 +135,8 @@ class GenerativeRecommender:
         bar = progress_bar(len(prompts), "beam search", unit="user") if show_progress else None
         for start in range(0, len(prompts), batch_size):
             rows = order[start : start + batch_size]
-            output = search(self, [prompts[r] for r in rows], beam_size, top_k)
+            output = search(self, [prompts[r] for r in rows], beam_size, top_k,
+                            None if exclude is None else [exclude[r] for r in rows])
             index = torch.as_tensor(rows, dtype=torch.long)
             items[index] = output.items
             scores[index] = output.scores

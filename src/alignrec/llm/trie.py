@@ -12,6 +12,11 @@ batch of beams is a single ``gather``:
 - ``child_next[l]`` is ``(P_l, F_l)``: the prefix id at depth ``l + 1`` that each child leads
   to — or, at the last level, the *item index* of the completed code sequence; -1 = padding.
 
+Exclusion (seen items, a request's ``exclude``) needs, per user, the nodes below which every
+item is excluded: ``item_prefix[l]`` is ``(I,)``, the depth-``l + 1`` prefix of every item, and
+``leaves[l]`` is ``(P_{l+1},)``, the number of items below each such prefix (levels ``0 .. L-2``);
+:meth:`CodeTrie.excluded_nodes` counts a user's excluded items per prefix with one ``index_add``.
+
 Memory is ``sum_l P_l * F_l`` entries: the number of trie edges plus padding. Real code
 assignments are close to balanced, so ``F_l`` stays near the mean fan-out below the first
 level (a dense ``(P_l, K_l)`` table would cost ``K_l / F_l`` times more).
@@ -36,6 +41,8 @@ class CodeTrie:
     num_items: int
     child_codes: list[torch.Tensor]  # per level l: (P_l, F_l) int64, -1 = padding
     child_next: list[torch.Tensor]  # per level l: (P_l, F_l) int64, next prefix id (item index at the last level)
+    item_prefix: list[torch.Tensor]  # per level l < L-1: (I,) int64, the depth-(l+1) prefix of each item
+    leaves: list[torch.Tensor]  # per level l < L-1: (P_{l+1},) int64, items below each depth-(l+1) prefix
 
     @property
     def num_levels(self) -> int:
@@ -64,6 +71,8 @@ class CodeTrie:
 
         child_codes: list[torch.Tensor] = []
         child_next: list[torch.Tensor] = []
+        item_prefix: list[torch.Tensor] = []
+        leaves: list[torch.Tensor] = []
         prefix_of_item = np.zeros(num_items, dtype=np.int64)  # every item starts at the root
         num_prefixes = 1
         for level in range(num_levels):
@@ -84,6 +93,8 @@ class CodeTrie:
                 table_next[parent, slot] = np.arange(len(edges))  # edge e leads to prefix e at depth l + 1
                 prefix_of_item = edge_of_item
                 num_prefixes = len(edges)
+                item_prefix.append(torch.from_numpy(prefix_of_item.astype(np.int64)))
+                leaves.append(torch.from_numpy(np.bincount(prefix_of_item, minlength=num_prefixes).astype(np.int64)))
             else:
                 if len(edges) != num_items:
                     raise InputError(
@@ -95,7 +106,7 @@ class CodeTrie:
                 table_next[parent, slot] = item_of_edge
             child_codes.append(torch.from_numpy(table_codes))
             child_next.append(torch.from_numpy(table_next))
-        return cls(list(int(s) for s in sizes), int(num_items), child_codes, child_next)
+        return cls(list(int(s) for s in sizes), int(num_items), child_codes, child_next, item_prefix, leaves)
 
     def to(self, device: torch.device | str) -> CodeTrie:
         return CodeTrie(
@@ -103,12 +114,30 @@ class CodeTrie:
             self.num_items,
             [t.to(device) for t in self.child_codes],
             [t.to(device) for t in self.child_next],
+            [t.to(device) for t in self.item_prefix],
+            [t.to(device) for t in self.leaves],
         )
 
     def children(self, level: int, prefix_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(codes, next ids) of the children of ``prefix_ids`` (any shape S) at ``level``:
         both ``S + (F_l,)``, -1 where a prefix has fewer children than ``F_l``."""
         return self.child_codes[level][prefix_ids], self.child_next[level][prefix_ids]
+
+    def excluded_nodes(self, excluded: torch.Tensor) -> list[torch.Tensor]:
+        """Where a user's beams must not go. ``excluded`` (B, I) bool: the items each user must not
+        get. Returns per level l a (B, N) bool mask over what the children at level l lead to
+        (:meth:`children`' next ids): the depth-(l+1) prefixes below which *every* item is
+        excluded, and at the last level the excluded items themselves. A beam search that masks
+        these never spends a beam on a prefix that can only end in excluded items."""
+        if excluded.shape[-1] != self.num_items:
+            raise ValueError(f"an exclusion mask over {excluded.shape[-1]} items for a trie of {self.num_items}")
+        counts = excluded.to(torch.int64)
+        masks = []
+        for level in range(self.num_levels - 1):
+            below = counts.new_zeros((counts.shape[0], len(self.leaves[level]))).index_add_(1, self.item_prefix[level], counts)
+            masks.append(below == self.leaves[level])
+        masks.append(excluded)
+        return masks
 
     def lookup(self, codes: Sequence[int]) -> int:
         """Walk the tables from the root: the item index of a full code sequence, or -1.

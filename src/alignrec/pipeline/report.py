@@ -4,7 +4,10 @@ The LLM is compared with the behaviour model and the baselines on the *same* use
 collab model is re-scored (full ranking, no retraining) under the protocol its own trainer
 used (:func:`alignrec.collab.trainer.rank_test_split`), and when the evaluation scored a sample
 of test users (CPU budgets) its per-user ranks are restricted to exactly those users. The LLM's
-per-user ranks come from the evaluation's predictions.jsonl. Every figure of NDCG@10 and HR@10
+per-user ranks come from the evaluation's predictions.jsonl. When the evaluation also ran the
+seen-items-excluded protocol (``evaluate.exclude: both``), every model is shown under both
+protocols: the classic models re-scored with their trainer's seen-excluded ranking, the LLM from
+predictions_seen_excluded.jsonl (excluded inside its beam search). Every figure of NDCG@10 and HR@10
 carries a 95% bootstrap interval over users, and the LLM's gap to each classic model a paired
 bootstrap interval over the same users (:mod:`alignrec.metrics.bootstrap`).
 """
@@ -45,15 +48,18 @@ def sample_rows(dataset: Any, predictions: Path, split: str = "test") -> np.ndar
     return np.array([row for row in range(len(data)) if user_ids[int(data.user_index[row])] in users], dtype=np.int64)
 
 
-def collab_test_ranks(collab_dir: Path, dataset: Any, rows: np.ndarray | None = None) -> np.ndarray:
+def collab_test_ranks(collab_dir: Path, dataset: Any, rows: np.ndarray | None = None,
+                      seen_excluded: bool = False) -> np.ndarray:
     """Per-user test ranks of a trained collab model, scored exactly as its trainer scored them
-    (its recorded settings; ``rows`` = a subset of the test split's rows)."""
+    (its recorded settings; ``rows`` = a subset of the test split's rows; ``seen_excluded``: the
+    trainer's secondary protocol, every item seen before the target kept out)."""
     from alignrec.collab.export import load_trained_model
     from alignrec.collab.trainer import configs_from_record, rank_test_split
 
     train_config, _ = configs_from_record(collab_dir)
     model = load_trained_model(collab_dir, dataset.path)
-    return rank_test_split(model, dataset, train_config, rows, desc=f"score {collab_dir.name}")
+    return rank_test_split(model, dataset, train_config, rows, seen_excluded=seen_excluded,
+                           desc=f"score {collab_dir.name}" + (" (seen excluded)" if seen_excluded else ""))
 
 
 def prediction_ranks(dataset: Any, predictions: Path, rows: np.ndarray, split: str = "test") -> np.ndarray:
@@ -116,6 +122,31 @@ def _check_rescored(label: str, rescored: dict[str, Any], recorded: dict[str, fl
     return not differing
 
 
+PROTOCOL_COLUMNS = ["model", "users", "hr@10", "hr@10 seen excluded", "ndcg@10", "ndcg@10 seen excluded",
+                    "ndcg@10 seen excluded 95% CI"]
+
+
+def protocol_rows(eval_report: dict[str, Any], dataset: Any, rows_used: np.ndarray, split: str, llm_name: str,
+                  classic_dirs: dict[str, Path], comparison: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every model under both protocols on the same users (empty when the evaluation ran only the
+    main one): HR@10 and NDCG@10 main / seen excluded, and the seen-excluded NDCG@10 interval."""
+    seen = eval_report.get("seen_excluded")
+    if not seen:
+        return []
+    ranks = {llm_name: prediction_ranks(dataset, Path(seen["predictions"]), rows_used, split)}
+    for label, folder in classic_dirs.items():
+        ranks[label] = collab_test_ranks(folder, dataset, seen_excluded=True)[rows_used]
+    rows = []
+    for main in comparison:
+        excluded = comparison_row(main["model"], ranks[main["model"]])
+        rows.append({"model": main["model"], "users": main["users"], "hr@10": main["hr@10"],
+                     "hr@10 seen excluded": excluded["hr@10"], "ndcg@10": main["ndcg@10"],
+                     "ndcg@10 seen excluded": excluded["ndcg@10"],
+                     "ndcg@10 seen excluded 95% CI": _interval(excluded["ci95"]["ndcg@10"]),
+                     "ci95_seen_excluded": excluded["ci95"]})
+    return rows
+
+
 def metrics_figure(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -160,11 +191,13 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
     consistent = {llm_name: _check_rescored(llm_name, comparison[0], eval_report["metrics"])}
     all_users = []
     classic: dict[str, np.ndarray] = {}
+    classic_dirs: dict[str, Path] = {}
     for name, stage in stages.items():
         if not (name == "behaviour" or name.startswith("baseline/")):
             continue
         model = read_json(stage.out / "config.json")["config"]["train"]["model"]
         label = f"{model} (behaviour model)" if name == "behaviour" else model
+        classic_dirs[label] = stage.out
         full = collab_test_ranks(stage.out, dataset)  # every test user, the trainer's protocol
         all_users.append(comparison_row(label, full))
         consistent[label] = _check_rescored(label, all_users[-1], _test_metrics(stage.out / "metrics.json"))
@@ -173,6 +206,7 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
     # the LLM against every classic model on the same users (paired), and which one is best
     versus = [{"model": label, **paired_difference(llm_ranks, ranks)} for label, ranks in classic.items()]
     best = max(comparison[1:], key=lambda row: row["ndcg@10"], default=None)
+    protocols = protocol_rows(eval_report, dataset, rows_used, split, llm_name, classic_dirs, comparison)
 
     tokenizer_report = read_json(stages["tokenizer"].out / "report.json")
     tasks_stats = read_json(stages["tasks"].out / "stats.json")
@@ -195,6 +229,7 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
         "comparison_same_users": comparison,
         "collab_all_test_users": all_users,
         "llm_vs_classic": versus,
+        "protocols": protocols,
         "best_classic": None if best is None else best["model"],
         "intervals": "95% percentile bootstrap over users (1,000 resamples, seed 0); LLM vs classic: paired over the same users",
         "rescored_match_recorded": consistent,
@@ -243,6 +278,14 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
                              **{f"Δ {m}": row[m]["difference"] for m in INTERVAL_METRICS},
                              **{f"Δ {m} 95% CI": _interval(row[m]["ci95"]) for m in INTERVAL_METRICS}} for row in versus],
                            ["model", "Δ hr@10", "Δ hr@10 95% CI", "Δ ndcg@10", "Δ ndcg@10 95% CI"]),
+        ]
+    if protocols:
+        lines += [
+            "Both protocols, same users: *main* (every item competes, the table above) and *seen excluded* "
+            "(no item the user interacted with before the target can be recommended: the classic models' "
+            "secondary ranking, and for the LLM an exclusion inside the beam search):",
+            "",
+            markdown_table(protocols, PROTOCOL_COLUMNS),
         ]
     if sampled:
         lines += ["Collab models on all test users:", "", markdown_table(with_interval_columns(all_users), TABLE_COLUMNS)]

@@ -43,6 +43,7 @@ from alignrec.serve.store import CacheError, CacheStore, open_store
 
 if TYPE_CHECKING:
     from alignrec.serve.items import CodeAssigner, ItemRegistry
+    from alignrec.serve.live import LiveModel, MicroBatcher
 from alignrec.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -79,6 +80,9 @@ FLOAT32_MAX = 3.4028234663852886e38  # embeddings are cast to float32: larger va
 STORE_UNAVAILABLE = "the cache store cannot be reached or read (details in the server log)"
 STORE_THREADS = 16  # threads for store calls: a hung store holds each for at most store_timeout_s
 CLIENT_CLOSED_REQUEST = 499  # the status metrics count for a request the client abandoned (nginx's convention)
+MAX_LIVE_ITEMS = 10000  # item ids in one live history, exclude list or event
+NO_HEADERS: dict[str, str] = {}
+Answer = tuple[int, bytes, dict[str, str]]  # (status, JSON body, extra headers) of a recommendations request
 
 
 @dataclass
@@ -99,6 +103,21 @@ class ServeConfig:
     store_timeout_s: float = field(default=1.0, metadata={"help": "seconds a request waits for the cache store before it is answered 503"})
     request_timeout_s: float = field(default=10.0, metadata={"help": "seconds a client has to send a whole request (headers and body) before its connection is closed"})
     keep_alive_timeout_s: float = field(default=5.0, metadata={"help": "seconds an idle keep-alive connection stays open"})
+    live: bool = field(default=False, metadata={"help": "compute lists live with the model (needs --run): POST /v1/recommendations, "
+                                                 "POST /v1/users/{id}/events, and GET of users whose history changed"})
+    exclude: Literal["auto", "off", "history", "history+request"] = field(
+        default="auto", metadata={"help": "items live lists never hold: the user's history, and the request's exclude list "
+                                  "(auto: both when the data set's items are not repeat-consumed, else off)"})
+    unknown_items: Literal["reject", "drop"] = field(
+        default="reject", metadata={"help": "unknown item ids in a live history or an event: 422 naming them, or dropped"})
+    live_max_batch: int = field(default=16, metadata={"help": "most live requests per beam search"})
+    live_max_wait_ms: float = field(default=2.0, metadata={"help": "longest a live request waits for others to join its batch"})
+    live_queue: int = field(default=64, metadata={"help": "live requests that may wait; more are answered 503 with Retry-After"})
+    live_threads: int = field(default=0, metadata={"help": "torch threads of the live search (0 = torch's default)"})
+    live_nice: int = field(default=5, metadata={"help": "niceness added to the live search (process, or thread), so cached reads go first on a busy CPU (0-19)"})
+    live_process: bool = field(default=True, metadata={"help": "search in a process of its own (else in a thread of the server's: "
+                                                           "its Python then shares the GIL with the event loop)"})
+    live_device: str = field(default="cpu", metadata={"help": "device of the live model: cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
         if not self.cache and not self.run:
@@ -114,6 +133,16 @@ class ServeConfig:
         for name in ("store_timeout_s", "request_timeout_s", "keep_alive_timeout_s"):
             if not 0 < getattr(self, name) <= 600:
                 raise ValueError(f"{name} must be in (0, 600] seconds, got {getattr(self, name)}")
+        if self.live and not self.run:
+            raise ValueError("--live needs --run RUN (the fine-tuned model and its data set)")
+        if self.live_max_batch < 1 or self.live_queue < self.live_max_batch:
+            raise ValueError(f"need 1 <= live_max_batch <= live_queue, got {self.live_max_batch}, {self.live_queue}")
+        if not 0 <= self.live_max_wait_ms <= 1000:
+            raise ValueError(f"live_max_wait_ms must be in [0, 1000], got {self.live_max_wait_ms}")
+        if not 0 <= self.live_nice <= 19:
+            raise ValueError(f"live_nice must be in 0..19, got {self.live_nice}")
+        if self.live_threads < 0:
+            raise ValueError(f"live_threads must be >= 0, got {self.live_threads}")
 
     @property
     def cache_url(self) -> str:
@@ -128,7 +157,7 @@ class Metrics:
     """Prometheus metrics of one app (own registry, so several apps in one process never clash)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -145,6 +174,21 @@ class Metrics:
             "alignrec_cache_lookups", "Recommendation lookups by outcome (hit, miss, fallback)", ["outcome"], registry=self.registry
         )
         self.items_registered = Counter("alignrec_items_registered", "New items registered", registry=self.registry)
+        self.answers = Counter(
+            "alignrec_answers", "Recommendation lists served, by source (cached, live, stale: cached while the live path "
+            "was saturated, popularity)", ["source"], registry=self.registry)
+        self.live_latency = Histogram(
+            "alignrec_live_duration_seconds", "Time from a live request's arrival in the queue to its list (queue + search)",
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5), registry=self.registry)
+        self.batch_size = Histogram(
+            "alignrec_live_batch_size", "Live requests per beam search", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=self.registry)
+        self.batch_seconds = Histogram(
+            "alignrec_live_batch_duration_seconds", "Time of one live beam search",
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0), registry=self.registry)
+        self.rejected = Counter("alignrec_live_rejected", "Live requests refused with 503 (queue full)", registry=self.registry)
+        self.events = Counter("alignrec_events", "Items appended to user histories", registry=self.registry)
+        self.queue_depth = Gauge("alignrec_live_queue_depth", "Live requests waiting for a batch", registry=self.registry)
 
 
 class MetricsMiddleware:
@@ -186,7 +230,7 @@ class FastLookupMiddleware:
     route, which answers it (errors included) exactly as without this middleware.
     """
 
-    def __init__(self, app: Any, lookup: Callable[[str, int], Awaitable[tuple[int, bytes]]], default_k: int, max_k: int):
+    def __init__(self, app: Any, lookup: Callable[[str, int], Awaitable[Answer]], default_k: int, max_k: int):
         self.app = app
         self.lookup = lookup
         self.default_k = default_k
@@ -209,8 +253,9 @@ class FastLookupMiddleware:
                 k = self._k(scope.get("query_string", b""))
                 if k is not None and _VALID_ID.fullmatch(user_id):
                     scope["alignrec.route"] = RECOMMENDATIONS_ROUTE
-                    status, body = await self.lookup(user_id, k)
+                    status, body, extra = await self.lookup(user_id, k)
                     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                    headers += [(name.encode(), value.encode()) for name, value in extra.items()]
                     await send({"type": "http.response.start", "status": status, "headers": headers})
                     await send({"type": "http.response.body", "body": body})
                     return
@@ -285,6 +330,9 @@ class _ServeState:
     registry: "ItemRegistry | None" = None
     assigner: "CodeAssigner | None" = None
     load_error: Exception | None = None  # why the cold start could not be loaded (answered as 501)
+    live: "LiveModel | None" = None  # with --live: the model, its catalogue and settings
+    batcher: "MicroBatcher | None" = None  # with --live: the queue of live requests
+    live_run_key: str = ""  # the run key of live lists written through to the cache
 
 
 def _load_state(
@@ -318,7 +366,45 @@ def _load_state(
             except Exception as error:  # noqa: BLE001 - a tokenizer problem must not stop the reads
                 log.warning("item registration will answer 501: %s", error)
                 state.load_error = error
+        if config.live:
+            _load_live(state, paths)
     return state
+
+
+def _load_live(state: _ServeState, paths: Any) -> None:
+    """The model, data set and settings of the live path (``--live``): the cache's ``top_k`` and
+    ``beam_size``, so that a live list equals pre-cache's for the same history."""
+    from alignrec.data.dataset import load_dataset
+    from alignrec.serve.items import ItemRegistry
+    from alignrec.serve.live import LiveModel, ProcessSearch, SearchProcessSpec, ThreadSearch
+    from alignrec.serve.precache import run_key
+
+    assert state.registry is not None
+    config = state.config
+    meta = state.view.meta()
+    top_k = int(meta["top_k"])
+    beam_size = int(state.store.get_meta("beam_size") or top_k)
+    started = time.perf_counter()
+    dataset = load_dataset(paths.dataset_dir)
+    if config.live_process:
+        spec = SearchProcessSpec(str(paths.run_dir), str(state.registry.path), config.live_device, top_k, beam_size,
+                                 config.live_threads, config.live_nice)
+        searcher: Any = ProcessSearch(spec)
+    else:
+        from alignrec.llm.recommender import load_recommender
+
+        recommender, _ = load_recommender(paths.run_dir, config.live_device, "float32")
+        searcher = ThreadSearch(recommender, top_k, beam_size)
+    own_registry = ItemRegistry(state.registry.path, state.registry.base)  # read by the live path's threads
+    state.live = LiveModel(searcher, dataset, own_registry, config.exclude)
+    version = state.live.version
+    if meta.get("model_version") not in (None, version):
+        log.warning("live: the model (%s) is not the one that computed the cache (%s); live lists come from the model",
+                    version, meta.get("model_version"))
+    state.live_run_key = run_key(version, beam_size, top_k, "history" if state.live.excludes_history else "off")
+    log.info("live: model %s loaded in %.1f s (%s, %d items, top %d, beam %d, exclude %s)", version,
+             time.perf_counter() - started, "own process" if config.live_process else "in the server process",
+             state.live.state.catalogue.codes.num_items, top_k, beam_size, state.live.exclude)
 
 
 def _json_response(payload: Any, status: int = 200) -> Any:
@@ -356,41 +442,57 @@ def _add_error_handlers(app: Any) -> None:
         return JSONResponse(error_body("internal_error", "unexpected server error (see the server log)"), status_code=500)
 
 
-def _lookup(state: _ServeState, user_id: str, k: int) -> tuple[int, bytes]:
-    """(status, JSON body) of a validated recommendations request; shared by the fast path
-    and the FastAPI route, so both answer identically."""
-    store, metrics = state.store, state.metrics
+def _miss(state: _ServeState, user_id: str, meta: dict[str, Any], k: int) -> Answer:
+    """The answer for a user without a list: popular items (``fallback=popularity``) or 404."""
+    if state.config.fallback == "popularity" and meta.get("popular"):
+        state.metrics.lookups.labels("fallback").inc()
+        state.metrics.answers.labels("popularity").inc()
+        payload = {
+            "user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity",
+            "model_version": meta.get("model_version"), "stale": None,
+        }
+        return 200, _dumps(payload), NO_HEADERS
+    state.metrics.lookups.labels("miss").inc()
+    return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}")), NO_HEADERS
+
+
+def _cached(state: _ServeState, user_id: str, entry: dict[str, Any], meta: dict[str, Any], k: int,
+            stale: bool | None = None) -> Answer:
+    """The answer from a cached entry. ``stale``: computed against another catalogue than the
+    current one (items registered since), or given (the live path was saturated); unknown (null)
+    for a cache written before catalogue versions existed."""
+    state.metrics.lookups.labels("hit").inc()
+    state.metrics.answers.labels("stale" if stale else "cached").inc()
+    current = meta.get("catalogue")
+    if stale is None and current is not None:
+        stale = entry.get("catalogue") != current
+    payload = {
+        "user_id": user_id, "items": entry["items"][:k], "fallback": None,
+        "model_version": entry["model_version"], "created": entry["created"], "stale": stale,
+    }
+    return 200, _dumps(payload), NO_HEADERS
+
+
+def _corrupt_entry(state: _ServeState, user_id: str) -> Answer:
+    log.error("cache error: %s: corrupt cache entry for user %r", state.store.describe(), user_id)
+    return 503, _dumps(error_body("cache_error", f"corrupt cache entry for user {user_id!r}")), NO_HEADERS
+
+
+def _lookup(state: _ServeState, user_id: str, k: int) -> Answer:
+    """(status, JSON body, headers) of a validated recommendations request; shared by the fast
+    path and the FastAPI route, so both answer identically."""
     try:
-        raw = store.get_json(user_id)
+        raw = state.store.get_json(user_id)
         meta = state.view.meta()
     except CacheError as error:
         log.error("cache error: %s", error)
-        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
+        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE)), NO_HEADERS
     if raw is None:
-        if state.config.fallback == "popularity" and meta.get("popular"):
-            metrics.lookups.labels("fallback").inc()
-            payload = {
-                "user_id": user_id, "items": meta["popular"][:k], "fallback": "popularity",
-                "model_version": meta.get("model_version"), "stale": None,
-            }
-            return 200, _dumps(payload)
-        metrics.lookups.labels("miss").inc()
-        return 404, _dumps(error_body("unknown_user", f"no recommendations cached for user {user_id!r}"))
-    metrics.lookups.labels("hit").inc()
+        return _miss(state, user_id, meta, k)
     try:
-        entry = _loads(raw)
-        current = meta.get("catalogue")
-        # Stale: computed against another catalogue than the current one (items registered
-        # since); unknown (null) for a cache written before catalogue versions existed.
-        stale = None if current is None else entry.get("catalogue") != current
-        payload = {
-            "user_id": user_id, "items": entry["items"][:k], "fallback": None,
-            "model_version": entry["model_version"], "created": entry["created"], "stale": stale,
-        }
+        return _cached(state, user_id, _loads(raw), meta, k)
     except (ValueError, KeyError, TypeError, AttributeError):
-        log.error("cache error: %s: corrupt cache entry for user %r", store.describe(), user_id)
-        return 503, _dumps(error_body("cache_error", f"corrupt cache entry for user {user_id!r}"))
-    return 200, _dumps(payload)
+        return _corrupt_entry(state, user_id)
 
 
 async def _store_call(state: _ServeState, function: Callable[..., Any], *args: Any) -> Any:
@@ -405,13 +507,13 @@ async def _store_call(state: _ServeState, function: Callable[..., Any], *args: A
         raise CacheError(f"{state.store.describe()}: no answer within {timeout_s} s") from None
 
 
-async def _bounded_lookup(state: _ServeState, user_id: str, k: int) -> tuple[int, bytes]:
+async def _bounded_lookup(state: _ServeState, user_id: str, k: int) -> Answer:
     """:func:`_lookup` off the event loop, within ``store_timeout_s`` (else 503)."""
     try:
         return await _store_call(state, _lookup, state, user_id, k)
     except CacheError as error:
         log.error("cache error: %s", error)
-        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE))
+        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE)), NO_HEADERS
 
 
 def _add_read_routes(app: Any, state: _ServeState) -> None:
@@ -426,8 +528,8 @@ def _add_read_routes(app: Any, state: _ServeState) -> None:
         user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)],
         k: Annotated[int, Query(ge=1, le=state.max_k)] = state.default_k,
     ) -> Response:
-        status, body = await _bounded_lookup(state, user_id, k)
-        return Response(body, status_code=status, media_type="application/json")
+        status, body, headers = await (_live_lookup if state.live is not None else _bounded_lookup)(state, user_id, k)
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _new_item_body_model() -> Any:
@@ -467,22 +569,11 @@ def _register(state: _ServeState, body_model: Any, body: bytes) -> tuple[int, An
     """Parse, validate and register one item: (status, JSON payload). Runs in the
     registration thread — JSON parsing, the registry's file lock and I/O and the cold start
     all may take a while, and none of it may hold up the event loop."""
-    from fastapi.encoders import jsonable_encoder
-    from pydantic import ValidationError
-
     from alignrec.serve.items import NewItem, RegistrationError, catalogue_version
 
-    try:
-        parsed = json.loads(body, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        return 400, error_body("invalid_json", "the JSON body is nested too deeply")
-    except (ValueError, UnicodeDecodeError) as error:
-        return 400, error_body("invalid_json", str(error))
-    try:
-        item = body_model.model_validate(parsed)
-    except ValidationError as error:
-        details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
-        return 422, jsonable_encoder(error_body("invalid_request", details))
+    item = _parse_body(body, body_model)
+    if isinstance(item, tuple):
+        return item
     if state.assigner is None:
         log.warning("item registration refused: %s", state.load_error)
         detail = "item registration is not available: the run's tokenizer has no usable cold start (details in the server log)"
@@ -512,12 +603,55 @@ def _register(state: _ServeState, body_model: Any, body: bytes) -> tuple[int, An
     return 201, {"id": record.item_id, "item_index": item_index, "codes": record.codes, "code_string": code_string}
 
 
+async def _read_body(request: Any, config: ServeConfig) -> Any:
+    """A JSON request body as bytes — or the error answer: 413 over ``max_body_bytes`` (declared
+    or sent), 415 when not JSON, 499 (counted, nobody to answer) when the client went away."""
+    from fastapi.responses import Response
+    from starlette.requests import ClientDisconnect
+
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
+        return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return _json_response(error_body("unsupported_media_type", "send application/json"), 415)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > config.max_body_bytes:
+                return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
+    except ClientDisconnect:
+        # The client went away mid-body: no one to answer. Not a server error: counted as 499
+        # (the client closed the request), logged at debug.
+        log.debug("%s %s: the client disconnected before sending the whole body", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return bytes(body)
+
+
+def _parse_body(body: bytes, body_model: Any) -> Any:
+    """A validated body model, or ``(status, error payload)``: 400 for bad JSON (a repeated key
+    included), 422 naming each invalid field."""
+    from fastapi.encoders import jsonable_encoder
+    from pydantic import ValidationError
+
+    try:
+        parsed = json.loads(body, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        return 400, error_body("invalid_json", "the JSON body is nested too deeply")
+    except (ValueError, UnicodeDecodeError) as error:
+        return 400, error_body("invalid_json", str(error))
+    try:
+        return body_model.model_validate(parsed)
+    except ValidationError as error:
+        details = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in error.errors()]
+        return 422, jsonable_encoder(error_body("invalid_request", details))
+
+
 def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPoolExecutor) -> None:
     """``POST /v1/items``: the admin token, body size and type checked here, the rest
     (:func:`_register`) in ``registration_thread``."""
     from fastapi import Request
     from fastapi.responses import Response
-    from starlette.requests import ClientDisconnect
 
     config = state.config
     body_model = _new_item_body_model()
@@ -535,24 +669,241 @@ def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPo
             return _json_response(error_body("unauthorized", "a valid admin token is required (Authorization: Bearer ...)"), 401)
         if state.registry is None:
             return _json_response(error_body("not_configured", "start the server with --run RUN to register items"), 503)
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
-            return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return _json_response(error_body("unsupported_media_type", "send application/json"), 415)
-        body = bytearray()
-        try:
-            async for chunk in request.stream():
-                body.extend(chunk)
-                if len(body) > config.max_body_bytes:
-                    return _json_response(error_body("body_too_large", f"at most {config.max_body_bytes} bytes"), 413)
-        except ClientDisconnect:
-            # The client went away mid-body: nothing to register and no one to answer. Not a
-            # server error: counted as 499 (the client closed the request), logged at debug.
-            log.debug("POST /v1/items: the client disconnected before sending the whole body")
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, _register, state, body_model, bytes(body))
+        body = await _read_body(request, config)
+        if not isinstance(body, bytes):
+            return body  # an error answer
+        status, payload = await asyncio.get_running_loop().run_in_executor(registration_thread, _register, state, body_model, body)
         return _json_response(payload, status)
+
+
+# ----------------------------------------------------------------------------- live
+
+
+def _live_body_models(default_k: int, max_k: int) -> tuple[Any, Any]:
+    """The pydantic models of ``POST /v1/recommendations`` and ``POST /v1/users/{id}/events``
+    bodies. Item ids are strings of the id pattern, or non-negative integers (read as strings)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    ItemId = Annotated[str, Field(pattern=ID_PATTERN, max_length=128)] | Annotated[int, Field(strict=True, ge=0)]
+
+    class LiveRequestBody(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        history: list[ItemId] = Field(max_length=MAX_LIVE_ITEMS)
+        k: Annotated[int, Field(strict=True, ge=1, le=max_k)] = default_k
+        exclude: list[ItemId] = Field(default_factory=list, max_length=MAX_LIVE_ITEMS)
+
+    class EventsBody(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        items: list[ItemId] = Field(min_length=1, max_length=MAX_LIVE_ITEMS)
+
+    return LiveRequestBody, EventsBody
+
+
+def _known_items(state: _ServeState, field_name: str, ids: list[str]) -> tuple[list[int], list[str]] | Answer:
+    """Item ids -> (indices, dropped ids); unknown ids are a 422 naming them (``unknown_items=reject``)
+    or dropped. Items registered since start-up are known (the catalogue follows the registry)."""
+    assert state.live is not None
+    index_of = state.live.catalogue_state().index_of
+    indices, unknown = [], []
+    for item in ids:
+        index = index_of.get(item)
+        if index is None:
+            unknown.append(item)
+        else:
+            indices.append(index)
+    if unknown and state.config.unknown_items == "reject":
+        detail = {"field": field_name, "unknown": unknown[:100], "count": len(unknown)}
+        return 422, _dumps(error_body("unknown_items", detail)), NO_HEADERS
+    return indices, unknown
+
+
+def _retry_after(error: Any) -> Answer:
+    payload = error_body("overloaded", f"the live queue is full; retry after {error.retry_after_s} s")
+    return 503, _dumps(payload), {"retry-after": str(error.retry_after_s)}
+
+
+def _live_items(result: Any, k: int) -> list[dict[str, Any]]:
+    catalogue = result.catalogue
+    return [
+        {"id": catalogue.ids[i], "title": catalogue.titles[i], "codes": catalogue.codes.item_string(i), "score": round(score, 6)}
+        for i, score in zip(result.items[:k], result.scores[:k], strict=True)
+    ]
+
+
+async def _run_live(state: _ServeState, history: list[int], exclude: frozenset[int]) -> Any:
+    """Queue a live search and wait for it (:class:`~alignrec.serve.live.QueueFull` when full)."""
+    from alignrec.serve.live import LiveJob
+
+    assert state.batcher is not None
+    job = LiveJob(history, exclude)
+    future = state.batcher.submit(job)
+    result = await asyncio.wrap_future(future)
+    state.metrics.live_latency.observe(time.perf_counter() - job.enqueued)
+    state.metrics.answers.labels("live").inc()
+    return result
+
+
+def _read_user(state: _ServeState, user_id: str) -> tuple[str | None, list[str] | None, dict[str, Any]]:
+    raw, stored = state.store.get_with_history(user_id)
+    return raw, stored, state.view.meta()
+
+
+def _write_through(state: _ServeState, entry: Any) -> None:
+    """Store a live list as the user's cached one (in a store thread; the answer does not wait)."""
+    def write() -> None:
+        try:
+            state.store.put_many([entry])
+        except CacheError as error:
+            log.error("live: cannot write the list of user %r through to the cache: %s", entry.user_id, error)
+
+    state.store_threads.submit(write)
+
+
+async def _live_lookup(state: _ServeState, user_id: str, k: int) -> Answer:
+    """``GET /v1/users/{id}/recommendations`` with ``--live``: the cached list while it is current;
+    computed live (and written through to the cache) when the user's history changed since it
+    was computed (events), the catalogue grew (registered items), or a known user has none. While
+    the live path is saturated a cached list is served as it is, with ``"stale": true``."""
+    from alignrec.serve.live import QueueFull
+    from alignrec.serve.precache import history_fingerprint
+    from alignrec.serve.store import CacheEntry, CachedItem
+
+    live = state.live
+    assert live is not None and state.batcher is not None
+    try:
+        raw, stored, meta = await _store_call(state, _read_user, state, user_id)
+    except CacheError as error:
+        log.error("cache error: %s", error)
+        return 503, _dumps(error_body("cache_error", STORE_UNAVAILABLE)), NO_HEADERS
+    try:
+        entry = None if raw is None else _loads(raw)
+        # Current: computed against the catalogue of the cache metadata, or the one the live path
+        # searches (it follows the registry; a metadata version it cannot reach must not make every
+        # read a search).
+        current = meta.get("catalogue")
+        catalogue_ok = entry is not None and (current is None or entry.get("catalogue") in (current, live.state.version))
+        if catalogue_ok and stored is None:
+            return _cached(state, user_id, entry, meta, k)  # no events since pre-cache: the common case
+        history = stored if stored is not None else live.base_history(user_id)
+        if not history:
+            return _cached(state, user_id, entry, meta, k) if entry is not None else _miss(state, user_id, meta, k)
+        fingerprint = history_fingerprint(live.fingerprint_history(history))
+        if catalogue_ok and entry["fingerprint"] == fingerprint:
+            return _cached(state, user_id, entry, meta, k)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _corrupt_entry(state, user_id)
+    if entry is not None and state.batcher.saturated():
+        return _cached(state, user_id, entry, meta, k, stale=True)
+    index_of = live.catalogue_state().index_of
+    indices = [index_of[item] for item in history if item in index_of]  # ids were checked when stored
+    try:
+        result = await _run_live(state, indices, frozenset(indices) if live.excludes_history else frozenset())
+    except QueueFull as error:
+        state.metrics.rejected.inc()
+        if entry is not None:
+            return _cached(state, user_id, entry, meta, k, stale=True)
+        return _retry_after(error)
+    except Exception:  # noqa: BLE001 - the search failed (logged by the batcher): the cached list, or a JSON 500
+        if entry is not None:
+            return _cached(state, user_id, entry, meta, k, stale=True)
+        return 500, _dumps(error_body("internal_error", "the live search failed (see the server log)")), NO_HEADERS
+    items = [CachedItem(**item) for item in _live_items(result, len(result.items))]
+    created = time.time()
+    _write_through(state, CacheEntry(user_id, items, live.version, state.live_run_key, fingerprint, created,
+                                     catalogue=result.catalogue_version))
+    payload = {
+        "user_id": user_id, "items": [vars(item) for item in items[:k]], "fallback": None,
+        "model_version": live.version, "created": created, "stale": False, "live": True,
+    }
+    return 200, _dumps(payload), NO_HEADERS
+
+
+def _add_live_routes(app: Any, state: _ServeState) -> None:
+    """``POST /v1/recommendations`` (a list for any history, computed live) and
+    ``POST /v1/users/{user_id}/events`` (append to a user's stored history)."""
+    from fastapi import Path as PathParam, Request
+    from fastapi.responses import Response
+
+    from alignrec.serve.live import QueueFull
+
+    live, config = state.live, state.config
+    assert live is not None
+    request_model, events_model = _live_body_models(state.default_k, state.max_k)
+
+    def schema(model: Any) -> dict[str, Any]:  # bodies are read by hand (size limit first): declared for the docs
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+    def answer(result: Answer) -> Response:
+        status, body, headers = result
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+    @app.post("/v1/recommendations", openapi_extra=schema(request_model))
+    async def live_recommendations(request: Request) -> Response:
+        body = await _read_body(request, config)
+        if not isinstance(body, bytes):
+            return body
+        parsed = _parse_body(body, request_model)
+        if isinstance(parsed, tuple):
+            return _json_response(parsed[1], parsed[0])
+        known = _known_items(state, "history", [str(item) for item in parsed.history])
+        if len(known) == 3:
+            return answer(known)
+        history, dropped = known
+        if parsed.exclude and live.exclude != "history+request":
+            detail = f"this server does not take an exclude list (its exclusion setting is {live.exclude!r})"
+            return _json_response(error_body("exclude_disabled", {"field": "exclude", "msg": detail}), 422)
+        index_of = live.state.index_of
+        excluded = {index_of[str(item)] for item in parsed.exclude if str(item) in index_of}  # unknown ones can never come up
+        if live.excludes_history:
+            excluded.update(history)
+        meta = state.view.meta()
+        if not history:  # nothing to go on: the popular items
+            state.metrics.answers.labels("popularity").inc()
+            ids = live.state.catalogue.ids
+            banned = {ids[i] for i in excluded}
+            popular = [item for item in (meta.get("popular") or []) if item["id"] not in banned][: parsed.k]
+            payload = {"user_id": None, "items": popular, "fallback": "popularity", "model_version": meta.get("model_version"),
+                       "stale": None, "live": False, "dropped": dropped}
+            return _json_response(payload)
+        try:
+            result = await _run_live(state, history, frozenset(excluded))
+        except QueueFull as error:
+            state.metrics.rejected.inc()
+            return answer(_retry_after(error))
+        payload = {"user_id": None, "items": _live_items(result, parsed.k), "fallback": None,
+                   "model_version": live.version, "created": time.time(), "stale": False, "live": True,
+                   "dropped": dropped}
+        return _json_response(payload)
+
+    @app.post("/v1/users/{user_id}/events", openapi_extra=schema(events_model))
+    async def user_events(user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)], request: Request) -> Response:
+        body = await _read_body(request, config)
+        if not isinstance(body, bytes):
+            return body
+        parsed = _parse_body(body, events_model)
+        if isinstance(parsed, tuple):
+            return _json_response(parsed[1], parsed[0])
+        ids = [str(item) for item in parsed.items]
+        known = _known_items(state, "items", ids)
+        if len(known) == 3:
+            return answer(known)
+        _, dropped = known
+        dropped_set = set(dropped)
+        kept = [item for item in ids if item not in dropped_set]
+        if kept:
+            try:
+                history = await _store_call(state, state.store.append_history, user_id, kept, live.base_history(user_id))
+            except CacheError as error:
+                log.error("events: cache error: %s", error)
+                return _json_response(error_body("cache_error", STORE_UNAVAILABLE), 503)
+            state.metrics.events.inc(len(kept))
+        else:
+            history = None
+        payload = {"user_id": user_id, "appended": len(kept), "dropped": dropped,
+                   "history_length": None if history is None else len(history)}
+        return _json_response(payload)
 
 
 def _add_health_routes(app: Any, state: _ServeState) -> None:
@@ -601,25 +952,63 @@ def create_app(
     # out), and the registry file lock orders registrations between processes anyway.
     registration_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignrec-register")
 
+    if state.live is not None:
+        _start_batcher(state)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         registration_thread.shutdown(wait=False, cancel_futures=True)
         state.store_threads.shutdown(wait=False, cancel_futures=True)
+        if state.batcher is not None:
+            state.batcher.close()
+        if state.live is not None:
+            state.live.close()
 
     # redirect_slashes=False: a trailing-slash redirect would echo the request's Host header.
     app = FastAPI(title="alignrec", version="1", docs_url="/docs", redoc_url=None, redirect_slashes=False, lifespan=lifespan)
     _add_error_handlers(app)
     _add_read_routes(app, state)
     _add_item_routes(app, state, registration_thread)
+    if state.live is not None:
+        _add_live_routes(app, state)
     _add_health_routes(app, state)
     # Added last = outermost: metrics see every request, the fast path answers plain lookups.
-    lookup = functools.partial(_bounded_lookup, state)
+    lookup = functools.partial(_live_lookup if state.live is not None else _bounded_lookup, state)
     app.add_middleware(FastLookupMiddleware, lookup=lookup, default_k=state.default_k, max_k=state.max_k)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.state.store = state.store
     app.state.metrics = state.metrics
+    app.state.serve = state
     return app
+
+
+LIVE_SWITCH_INTERVAL_S = 0.0005  # how long the search thread may hold the GIL while the event loop waits for it
+
+
+def _start_batcher(state: _ServeState) -> None:
+    import sys
+
+    from alignrec.serve.live import MicroBatcher
+
+    assert state.live is not None
+    # The search thread runs Python between torch's kernels (which release the GIL); by default
+    # the event loop could wait 5 ms for the GIL each time: a cached read's latency.
+    sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
+    config, metrics = state.config, state.metrics
+
+    def on_batch(size: int, seconds: float) -> None:
+        metrics.batch_size.observe(size)
+        metrics.batch_seconds.observe(seconds)
+
+    state.batcher = MicroBatcher(state.live.search, config.live_max_batch, config.live_max_wait_ms / 1000, config.live_queue,
+                                 on_batch=on_batch,
+                                 # in-process search: the worker thread is the search (its threads, niced);
+                                 # a search process sets both itself, and the thread only waits on a pipe
+                                 threads=0 if config.live_process else config.live_threads,
+                                 niceness=0 if config.live_process else config.live_nice)
+    batcher = state.batcher
+    metrics.queue_depth.set_function(batcher.depth)
 
 
 def app_from_environment() -> Any:

@@ -42,7 +42,7 @@ from alignrec.config import to_dict
 from alignrec.distributed import Ranks, process_group, shard_bounds
 from alignrec.errors import InputError
 from alignrec.layout import stage_dir
-from alignrec.serve.store import CacheEntry, CachedItem, open_store
+from alignrec.serve.store import CacheEntry, CachedItem, SQLiteStore, open_store
 
 if TYPE_CHECKING:  # the model code (torch, transformers) loads only when a command runs
     from alignrec.llm.recommender import GenerativeRecommender
@@ -69,6 +69,9 @@ class PrecacheConfig:
     method: Literal["fast", "reference"] = field(default="fast", metadata={"help": "beam search: fast (batched, KV cache) or reference (HF generate)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N (under torchrun, auto and cuda: each rank's GPU)"})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": "model weights dtype"})
+    exclude: Literal["off", "history"] = field(
+        default="off", metadata={"help": "history: a user's known items are never in their list (excluded inside the beam "
+                                 "search, as `alignrec serve --live --exclude history` does)"})
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or not 1 <= self.top_k <= self.beam_size:
@@ -84,9 +87,16 @@ def history_fingerprint(item_ids: list[str]) -> str:
     return hashlib.blake2b("\x1f".join(item_ids).encode("utf-8"), digest_size=12).hexdigest()
 
 
-def run_key(version: str, config: PrecacheConfig) -> str:
-    """What else an entry depends on: the model and the search settings."""
-    return f"{version}:b{config.beam_size}:k{config.top_k}"
+def run_key(version: str, beam_size: int, top_k: int, exclude: str = "off") -> str:
+    """What else an entry depends on: the model and the search settings (pre-cache and the live
+    path of ``alignrec serve`` write the same key for the same settings)."""
+    return f"{version}:b{beam_size}:k{top_k}" + ("" if exclude == "off" else f":x{exclude}")
+
+
+def fingerprinted_history(history: list[int], max_history: int, exclude: str) -> list[int]:
+    """The part of a history an entry's fingerprint covers: the prompt's window (the newest
+    ``max_history`` items) — all of it when the history is excluded (then every item counts)."""
+    return list(history) if exclude != "off" else list(history)[-max_history:]
 
 
 def read_histories_file(path: str | os.PathLike[str], item_index_of: dict[str, int]) -> dict[str, list[int]]:
@@ -146,7 +156,8 @@ def precache(
     histories: str | os.PathLike[str] | None = None,
     recommender: GenerativeRecommender | None = None,
 ) -> dict[str, Any]:
-    """Fill the cache; returns a report (also written to ``RUN/cache/precache.json``). Under a
+    """Fill the cache; returns a report, also written to ``precache.json`` beside a SQLite cache
+    (``RUN/cache/precache.json`` by default; for a Redis cache, in ``RUN/cache``). Under a
     launcher (``WORLD_SIZE`` > 1) every rank calls this (module docstring) and returns the report."""
     with process_group(config.device) as ranks:
         return _precache(ranks, config, model, cache, data, items_registry, histories, recommender)
@@ -187,8 +198,11 @@ def _precache(ranks: Ranks, config: PrecacheConfig, model: str | os.PathLike[str
     elif recommender.num_items != catalogue.codes.num_items:
         raise InputError(f"the recommender knows {recommender.num_items} items, the catalogue {catalogue.codes.num_items}")
 
-    # Every user's whole known history (train + valid + test items), cut as the model's prompts are.
-    cut = recommender.format.history
+    # Every user's whole known history (train + valid + test items); the prompt holds its newest
+    # items, the fingerprint those (or all of it, when the history is excluded).
+    def cut(items: Any) -> list[int]:
+        return fingerprinted_history([int(i) for i in items], recommender.format.max_history, config.exclude)
+
     user_histories: dict[str, list[int]] = {
         user_id: cut(sequence) for user_id, sequence in zip(dataset.user_ids, dataset.sequences, strict=True)
     }
@@ -196,7 +210,7 @@ def _precache(ranks: Ranks, config: PrecacheConfig, model: str | os.PathLike[str
         for user_id, items in read_histories_file(histories, {i: n for n, i in enumerate(catalogue.ids)}).items():
             user_histories[user_id] = cut(items)
 
-    key = run_key(recommender.version, config)
+    key = run_key(recommender.version, config.beam_size, config.top_k, config.exclude)
     store = None  # rank 0's: the only process that opens the store
 
     def plan() -> _Plan:
@@ -252,9 +266,10 @@ def _precache(ranks: Ranks, config: PrecacheConfig, model: str | os.PathLike[str
             if index < len(bounds):
                 chunk = pending[slice(*bounds[index])]
                 search_started = time.perf_counter()
+                chunk_histories = [user_histories[u] for u, _ in chunk]
                 output = recommender.recommend(
-                    [user_histories[u] for u, _ in chunk], config.top_k, config.beam_size, config.batch_size,
-                    config.method, show_progress=False,
+                    chunk_histories, config.top_k, config.beam_size, config.batch_size, config.method, show_progress=False,
+                    exclude=[set(h) for h in chunk_histories] if config.exclude == "history" else None,
                 )
                 search_seconds += time.perf_counter() - search_started
                 now = time.time()
@@ -275,6 +290,8 @@ def _precache(ranks: Ranks, config: PrecacheConfig, model: str | os.PathLike[str
             bar.close()
             store.set_meta({"updated": time.time()})
             total_entries, describe = store.count(), store.describe()
+            # The report goes beside the cache it describes: a --cache elsewhere leaves RUN alone.
+            report_dir = store.path.parent if isinstance(store, SQLiteStore) else cache_dir
     finally:
         if store is not None:
             store.close()
@@ -298,5 +315,5 @@ def _precache(ranks: Ranks, config: PrecacheConfig, model: str | os.PathLike[str
             "world_size": ranks.world_size,
             "config": to_dict(config),
         }
-        atomic_write_json(cache_dir / "precache.json", report)
+        atomic_write_json(report_dir / "precache.json", report)
     return ranks.broadcast(report)

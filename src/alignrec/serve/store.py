@@ -10,6 +10,10 @@ One interface, :class:`CacheStore`, two implementations chosen by URL through a 
   One key per user holding the JSON entry (a single ``SET`` is atomic), written in
   ``MULTI``/``EXEC`` batches together with the fingerprint hash used by incremental runs.
 
+Stores also keep user *histories* (``alignrec serve --live``: ``POST /v1/users/{id}/events``
+appends to them): item ids, oldest first, appended atomically (SQLite: a transaction; Redis: one
+Lua script), so two concurrent events never lose one another.
+
 Entries are JSON, never pickle: a cache written by one version of the code must not be able to
 run code in the server that reads it.
 """
@@ -156,6 +160,19 @@ class CacheStore(ABC):
         """Set metadata values (JSON-encoded), atomically."""
 
     @abstractmethod
+    def get_history(self, user_id: str) -> list[str] | None:
+        """The stored history of ``user_id`` (item ids, oldest first), or None if none was stored."""
+
+    @abstractmethod
+    def append_history(self, user_id: str, items: Sequence[str], base: Sequence[str] = ()) -> list[str]:
+        """Append ``items`` to the user's stored history, atomically, and return the new history.
+        A user without one starts from ``base`` (the history the data set knows, if any)."""
+
+    def get_with_history(self, user_id: str) -> tuple[str | None, list[str] | None]:
+        """(raw JSON entry, stored history) of ``user_id``: what a live read needs."""
+        return self.get_json(user_id), self.get_history(user_id)
+
+    @abstractmethod
     def describe(self) -> str:
         """Where the store is, for messages (never includes a password)."""
 
@@ -189,6 +206,9 @@ class CacheStore(ABC):
 # ----------------------------------------------------------------------------- SQLite
 
 
+_HISTORIES_TABLE = "CREATE TABLE IF NOT EXISTS histories (user_id TEXT PRIMARY KEY, items TEXT NOT NULL) WITHOUT ROWID"
+
+
 class SQLiteStore(CacheStore):
     """The embedded default: one SQLite file in WAL mode, one connection per thread.
 
@@ -205,6 +225,7 @@ class SQLiteStore(CacheStore):
         "CREATE TABLE IF NOT EXISTS entries (user_id TEXT PRIMARY KEY, value TEXT NOT NULL, "
         "fingerprint TEXT NOT NULL, run_key TEXT NOT NULL) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        _HISTORIES_TABLE,
     )
 
     def __init__(self, path: str | os.PathLike[str], create: bool = False, timeout_s: float = 60.0):
@@ -320,6 +341,36 @@ class SQLiteStore(CacheStore):
     def fingerprints(self) -> dict[str, tuple[str, str]]:
         return {user: (fp, key) for user, fp, key in self._query("SELECT user_id, fingerprint, run_key FROM entries")}
 
+    def get_history(self, user_id: str) -> list[str] | None:
+        try:
+            rows = self._connection().execute("SELECT items FROM histories WHERE user_id = ?", (user_id,)).fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):  # a cache written before histories existed: none stored
+                return None
+            raise CacheError(f"{self.path}: cannot read the cache ({error})") from None
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: cannot read the cache ({error})") from None
+        return _history_from_json(rows[0][0], f"{self.path}: history of user {user_id!r}") if rows else None
+
+    def append_history(self, user_id: str, items: Sequence[str], base: Sequence[str] = ()) -> list[str]:
+        connection = self._connection()
+        try:
+            connection.execute(_HISTORIES_TABLE)  # a cache written before histories existed gets the table
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                rows = connection.execute("SELECT items FROM histories WHERE user_id = ?", (user_id,)).fetchall()
+                where = f"{self.path}: history of user {user_id!r}"
+                history = (_history_from_json(rows[0][0], where) if rows else list(base)) + list(items)
+                connection.execute("INSERT OR REPLACE INTO histories (user_id, items) VALUES (?, ?)",
+                                   (user_id, json.dumps(history, ensure_ascii=False, separators=(",", ":"))))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: cannot write the cache ({error})") from None
+        return history
+
     def catalogue_versions(self) -> dict[str, str]:
         # Read from the JSON value (no extra column: caches written before versions existed
         # need no migration, and only `alignrec precache` asks, once per run).
@@ -363,11 +414,34 @@ class SQLiteStore(CacheStore):
             self._local.connection = None
 
 
+def _history_from_json(text: str | bytes, where: str) -> list[str]:
+    try:
+        history = json.loads(text)
+    except ValueError:
+        raise CacheError(f"{where}: corrupt (not JSON)") from None
+    if not isinstance(history, list) or not all(isinstance(item, str) for item in history):
+        raise CacheError(f"{where}: corrupt (not a list of item ids)")
+    return history
+
+
 # ----------------------------------------------------------------------------- Redis
+
+# KEYS[1] = the history list; ARGV = [number of base items, base..., items...]. Atomic: Redis runs a
+# script alone, so the base is pushed once even when two first events of a user race.
+_APPEND_HISTORY = """
+local base = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 and base > 0 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 2, base + 1))
+end
+if #ARGV > base + 1 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, base + 2, #ARGV))
+end
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
 
 
 class RedisStore(CacheStore):
-    """Entries in a Redis server: ``NS:user:<id>`` JSON strings, ``NS:fingerprints``,
+    """Entries in a Redis server: ``NS:user:<id>`` JSON strings, ``NS:history:<id>`` lists, ``NS:fingerprints``,
     ``NS:catalogues`` and ``NS:meta`` hashes. Needs the ``redis`` client (``pip install 'alignrec[redis]'``)."""
 
     scheme = "redis"
@@ -425,6 +499,28 @@ class RedisStore(CacheStore):
 
     def _user_key(self, user_id: str) -> str:
         return f"{self.namespace}:user:{user_id}"
+
+    def _history_key(self, user_id: str) -> str:
+        return f"{self.namespace}:history:{user_id}"
+
+    def get_history(self, user_id: str) -> list[str] | None:
+        values = self._call("read a history", self.client.lrange, self._history_key(user_id), 0, -1)
+        return [value.decode("utf-8") for value in values] if values else None
+
+    def append_history(self, user_id: str, items: Sequence[str], base: Sequence[str] = ()) -> list[str]:
+        arguments = [len(base), *base, *items]
+        values = self._call("append to a history", self.client.eval, _APPEND_HISTORY, 1, self._history_key(user_id), *arguments)
+        return [value.decode("utf-8") for value in values]
+
+    def get_with_history(self, user_id: str) -> tuple[str | None, list[str] | None]:
+        def read() -> tuple[Any, Any]:
+            pipe = self.client.pipeline(transaction=False)  # one round trip
+            pipe.get(self._user_key(user_id))
+            pipe.lrange(self._history_key(user_id), 0, -1)
+            return tuple(pipe.execute())
+
+        raw, values = self._call("read the cache", read)
+        return (None if raw is None else raw.decode("utf-8")), ([v.decode("utf-8") for v in values] if values else None)
 
     def _call(self, what: str, function: Any, *args: Any) -> Any:
         try:
