@@ -7,7 +7,7 @@ from typing import Literal
 
 # Settings a resumed run may change (how long, how often); everything else must match.
 RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "max_train_minutes", "torch_threads", "evaluate_test",
-                               "eval_batch_size"})
+                               "eval_batch_size", "eval_minutes"})
 
 
 @dataclass
@@ -53,6 +53,8 @@ class PreferConfig:
     torch_threads: int = field(default=0, metadata={"section": "schedule", "help": "torch CPU threads (0 = default)"})
     # -- selection ---------------------------------------------------------------------------
     eval_steps: int = field(default=50, metadata={"section": "selection", "help": "validate (and checkpoint) every N updates"})
+    eval_minutes: float = field(default=0.0, metadata={"section": "selection", "help": "validate every N minutes of "
+                                                       "training instead of every eval_steps (equal-time comparisons)"})
     eval_users: int = field(default=0, metadata={"section": "selection", "help": "validation users (0 = all; the "
                                                  "step-0 model is always a candidate)"})
     eval_beam: int = field(default=20, metadata={"section": "selection", "help": "beam size of the validation search"})
@@ -65,7 +67,7 @@ class PreferConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("negatives", "kl_beta", "sdpo_beta", "sft_weight", "max_steps", "max_train_minutes",
-                     "torch_threads", "eval_users"):
+                     "torch_threads", "eval_users", "eval_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_beam < 10:

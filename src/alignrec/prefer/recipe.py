@@ -365,12 +365,18 @@ class PreferJob:
                 self.losses.append({"step": self.step, **{k: round(v, 6) for k, v in parts.items()}})
                 log.info("step %d/%d loss %.4f anchor %.4f target in beam %.2f", self.step, self.total_steps,
                          parts["loss"], parts["anchor"], parts["target_in_beam"])
-            out_of_time = bool(config.max_train_minutes) and (
-                spent_before + time.perf_counter() - began >= config.max_train_minutes * 60)
+            spent = spent_before + time.perf_counter() - began  # training seconds, validation excluded
+            out_of_time = bool(config.max_train_minutes) and spent >= config.max_train_minutes * 60
             last = self.step >= self.total_steps or out_of_time
-            if self.step % config.eval_steps == 0 or last:
+            if config.eval_minutes:
+                due = spent >= (len(self.history)) * config.eval_minutes * 60
+            else:
+                due = self.step % config.eval_steps == 0
+            if due or last:
                 self._consider(self.validate())
                 self._save_checkpoint()
+            if due or last:
+                began, spent_before = time.perf_counter(), spent  # the validation's time is not training time
             if self.on_step is not None:
                 self.on_step(self.step)
             if out_of_time:
