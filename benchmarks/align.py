@@ -99,7 +99,7 @@ def main() -> None:
         "Every row: mean over seeds, every test user, paired with the fine-tuned model on the same users."))
     args.work.mkdir(parents=True, exist_ok=True)
     recorded = args.work / "variants.json"
-    variants = read_json(recorded) if recorded.is_file() else {}
+    variants = read_json(recorded) if recorded.is_file() else {}  # every variant run here so far
     for name_and_settings in args.variant:
         variants[name_and_settings[0]] = name_and_settings[1:]
     atomic_write_json(recorded, variants)
@@ -114,9 +114,11 @@ def main() -> None:
         out = run_folder(args.work, variant, seed)
         print(f"[align] {variant} seed {seed} -> {out}", file=sys.stderr, flush=True)
         result = run_measured(command_of(args, variants[variant], seed, out)).check()
-        with lock:
+        with lock:  # re-read: another invocation may share the folder
+            path = args.work / "measured.json"
+            measured.update(read_json(path) if path.is_file() else {})
             measured[out.name] = {"wall_s": result.wall_s, "user_s": result.user_s, "peak_rss_mb": result.peak_rss_mb}
-            atomic_write_json(args.work / "measured.json", measured)
+            atomic_write_json(path, measured)
 
     if not args.dry_run and pending:
         with ThreadPoolExecutor(args.jobs) as pool:
