@@ -151,6 +151,8 @@ def main() -> None:
             "steps": [r["steps"] for r in runs],
             "validation gain": [r["validation_gain"] for r in runs],
             "prompts/s": round(float(np.mean([r["prompts_per_s"] for r in runs])), 2),
+            "prompts/CPU s": (round(float(np.mean(cpu)), 2) if (cpu := [r["prompts_per_cpu_s"] for r in runs
+                                                                         if r.get("prompts_per_cpu_s")]) else ""),
             "rollout/scoring/update s": "/".join(str(round(float(np.mean([t[k] for t in timing])), 1))
                                                  for k in ("rollout_s", "scoring_s", "update_s")),
         })
@@ -165,7 +167,7 @@ def main() -> None:
     run.extra.update(model=str(source.finetune_dir), minutes=args.minutes, threads=args.threads, jobs=args.jobs,
                      validations=args.validations, details=details)
     columns = ["variant", "settings", "seeds", *METRICS, "Δ ndcg@10", "Δ ndcg@10 95% CI", "Δ hr@10", "Δ hr@10 95% CI",
-               "Δ ndcg@10 per seed", "selected steps", "steps", "prompts/s", "rollout/scoring/update s"]
+               "Δ ndcg@10 per seed", "selected steps", "steps", "prompts/s", "prompts/CPU s", "rollout/scoring/update s"]
     for row in rows:
         for key in ("Δ ndcg@10 95% CI", "Δ hr@10 95% CI"):
             if key in row:

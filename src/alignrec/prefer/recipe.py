@@ -226,7 +226,7 @@ class PreferJob:
         config = self.config
         prompt_ids = [self.format.prompt_ids(self.tokenizer, self.vocabulary, self.codes, p.history) for p in prompts]
         targets = torch.tensor([p.target for p in prompts], dtype=torch.long)  # (B,)
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         needs_beams = config.objective != "sft"
         if needs_beams:
             items = rollouts(self.model, prompt_ids, self.trie, self.vocabulary, config.beams, self.pad_token_id).items
@@ -281,6 +281,7 @@ class PreferJob:
         self.timing["scoring_s"] += scored - rolled
         self.timing["update_s"] += done - scored
         self.timing["prompts"] += len(prompts)
+        self.timing["train_cpu_s"] = self.timing.get("train_cpu_s", 0.0) + time.process_time() - began_cpu
         return {"loss": float(loss.detach()), "anchor": float(anchor.detach()), "target_in_beam": float(has_target.float().mean()),
                 "lr": config.learning_rate * factor, **stats}
 
@@ -414,6 +415,9 @@ class PreferJob:
             "validation_gain": round(self.best.ndcg - baseline.ndcg, 6),
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
             "prompts_per_s": round(self.timing["prompts"] / step_seconds, 3) if step_seconds else None,
+            # per CPU-second of this process (all its threads): the figure a busy machine changes least
+            "prompts_per_cpu_s": round(self.timing["prompts"] / self.timing["train_cpu_s"], 3)
+            if self.timing.get("train_cpu_s") else None,
             "losses": self.losses,
             "source": str(self.source.finetune_dir),
         }
