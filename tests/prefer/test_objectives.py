@@ -78,3 +78,13 @@ def test_listwise_always_has_a_gradient_on_the_target() -> None:
     loss, _ = objectives.listwise_loss(target, items, torch.ones(1, 2, dtype=torch.bool))
     loss.backward()
     assert float(target.grad) < 0 and (items.grad > 0).all()
+
+
+def test_a_prompt_without_negatives_adds_nothing() -> None:
+    target = torch.tensor([-3.0, -2.0], requires_grad=True)
+    items = torch.tensor([[-1.0, -2.0], [-0.5, -4.0]], requires_grad=True)
+    negative = torch.tensor([[True, False], [False, False]])
+    loss, _ = objectives.listwise_loss(target, items, negative)
+    loss.backward()
+    assert float(loss) == pytest.approx(-(-3.0 - math.log(math.exp(-3.0) + math.exp(-1.0))) / 2, abs=1e-6)
+    assert float(target.grad[1]) == 0 and items.grad[1].abs().sum() == 0

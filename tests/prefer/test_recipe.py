@@ -155,3 +155,32 @@ def test_a_run_into_a_used_folder_needs_resume_or_overwrite(tiny_run: Path, tmp_
 def test_the_stage_refuses_to_write_into_the_fine_tuned_run(tiny_run: Path) -> None:
     with pytest.raises(InputError, match="must not write"):
         PreferJob(_config(), tiny_run, tiny_run / "finetune")
+
+
+def test_negatives_above_target_select_the_items_that_beat_it(tiny_run: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from alignrec.prefer import objectives
+
+    seen = {}
+    original = objectives.listwise_loss
+
+    def spy(target, items, negative, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen["negative"] = negative.clone()
+        return original(target, items, negative, *args, **kwargs)
+
+    monkeypatch.setattr(objectives, "listwise_loss", spy)
+    job = PreferJob(_config(negatives_above_target=True, beams=8), tiny_run, tmp_path / "p")
+    job.prepare()
+    prompts = job.batch(0)
+    job.update(prompts)
+    from alignrec.prefer.scoring import rollouts
+
+    ids = [job.format.prompt_ids(job.tokenizer, job.vocabulary, job.codes, p.history) for p in prompts]
+    # the rollout of the update used the weights before it: recompute with the reference (= step 0)
+    items = rollouts(job.reference, ids, job.trie, job.vocabulary, 8, job.pad_token_id).items
+    for row, prompt in enumerate(prompts):
+        listed = items[row].tolist()
+        expected = [False] * 8
+        if prompt.target in listed:
+            expected = [i < listed.index(prompt.target) for i in range(8)]
+        assert seen["negative"][row].tolist() == expected

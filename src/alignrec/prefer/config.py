@@ -25,6 +25,10 @@ class PreferConfig:
     beams: int = field(default=16, metadata={"section": "objective", "help": "rollouts per prompt (constrained beam search)"})
     negatives: int = field(default=0, metadata={"section": "objective", "help": "listwise: keep only the best N beam "
                                                 "items as negatives (0 = all)"})
+    negatives_above_target: bool = field(
+        default=False, metadata={"section": "objective", "help": "listwise: only beam items ranked above the target "
+                                 "are negatives, and only when the beam holds the target (the items that cost NDCG); "
+                                 "other prompts get the anchor alone"})
     kl_beta: float = field(default=1e-3, metadata={"section": "objective", "help": "weight of the k3 KL to the "
                                                    "fine-tuned model (grpo; listwise adds it on the beam items)"})
     sdpo_beta: float = field(default=0.0, metadata={"section": "objective", "help": "listwise: score items by "

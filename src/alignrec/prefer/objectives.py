@@ -14,7 +14,9 @@ reference model). Shapes: ``B`` prompts, ``G`` beam items, ``L`` code tokens an 
   (the target once, even when the beam holds it), loss ``-log`` of the target's share: always a
   gradient, and it is the one that lifts the target above the items that beat it. With
   ``sdpo_beta > 0`` the scores are ``sdpo_beta * (log pi - log pi_ref)`` (S-DPO's ratio to the
-  reference). ``negatives`` keeps only the best ``n`` beam items as negatives.
+  reference). ``negatives`` keeps only the best ``n`` beam items as negatives;
+  ``negatives_above_target`` only the items ranked above the target when the beam holds it (the
+  ones that cost NDCG; a prompt without negatives contributes nothing but its anchor).
 - ``sft`` — the anchor alone (the fine-tuning loss on the stage's prompts): the control that
   says whether a gain comes from the ranking objective or from more training.
 

@@ -257,11 +257,15 @@ class PreferJob:
             negative = live & ~is_target
             if config.negatives:
                 negative = negative & (negative.long().cumsum(dim=1) <= config.negatives)
+            if config.negatives_above_target:  # ranks before the target's, where the beam holds it
+                above = is_target.long().cumsum(dim=1) == 0  # (B, G) True up to the target's rank
+                negative = negative & above & has_target[:, None]
             ref_target = ref_items = None
             if reference is not None:
                 ref_target, ref_items = reference[:, 0].sum(-1), reference[:, 1:].sum(-1)
             policy, stats = objectives.listwise_loss(target_tokens.sum(-1), item_tokens.sum(-1), negative,
                                                      ref_target, ref_items, config.sdpo_beta)
+            # a prompt without negatives has nothing to rank (its term is -log 1 = 0, no gradient)
             loss = loss + policy
             if reference is not None and config.kl_beta > 0:
                 kl = objectives.k3_kl(item_tokens, reference[:, 1:]).mean(-1)  # (B, G)
