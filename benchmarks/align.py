@@ -147,6 +147,9 @@ def main() -> None:
             "Δ ndcg@10": difference["ndcg@10"]["difference"], "Δ ndcg@10 95% CI": difference["ndcg@10"]["ci95"],
             "Δ hr@10": difference["hr@10"]["difference"], "Δ hr@10 95% CI": difference["hr@10"]["ci95"],
             "Δ ndcg@10 per seed": seed_ndcg,
+            # what the objective did to validation, selection aside: the last check minus step 0
+            "valid Δ ndcg@10 last": round(float(np.mean([r["validation"][-1]["ndcg@10"] - r["validation"][0]["ndcg@10"]
+                                                         for r in runs])), 4),
             "selected steps": [r["selected_step"] for r in runs],
             "steps": [r["steps"] for r in runs],
             "validation gain": [r["validation_gain"] for r in runs],
@@ -167,7 +170,7 @@ def main() -> None:
     run.extra.update(model=str(source.finetune_dir), minutes=args.minutes, threads=args.threads, jobs=args.jobs,
                      validations=args.validations, details=details)
     columns = ["variant", "settings", "seeds", *METRICS, "Δ ndcg@10", "Δ ndcg@10 95% CI", "Δ hr@10", "Δ hr@10 95% CI",
-               "Δ ndcg@10 per seed", "selected steps", "steps", "prompts/s", "prompts/CPU s", "rollout/scoring/update s"]
+               "Δ ndcg@10 per seed", "valid Δ ndcg@10 last", "selected steps", "steps", "prompts/s", "prompts/CPU s", "rollout/scoring/update s"]
     for row in rows:
         for key in ("Δ ndcg@10 95% CI", "Δ hr@10 95% CI"):
             if key in row:
@@ -179,6 +182,8 @@ def main() -> None:
         "the best checkpoint (step 0 = the fine-tuned model included) is evaluated on every test user (beam 20).",
         "Δ: the mean over seeds of each user's metric minus the fine-tuned model's, 95% paired bootstrap interval over "
         "the users (1,000 resamples). Selected step 0 means the stage kept the fine-tuned model (Δ = 0 by construction).",
+        "valid Δ ndcg@10 last: validation NDCG@10 (every validation user) at the run's last check minus step 0, mean over "
+        "seeds: what the objective did before selection stepped in.",
     ])
 
 

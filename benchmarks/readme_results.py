@@ -462,7 +462,7 @@ def block_preference() -> list[str]:
         if record is None:
             continue
         columns = ("variant", "seeds", "hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "Δ ndcg@10", "Δ ndcg@10 95% CI",
-                   "Δ hr@10 95% CI", "selected steps", "prompts/s")
+                   "Δ hr@10 95% CI", "valid Δ ndcg@10 last", "selected steps", "prompts/s")
         rows = [{key: row.get(key, "") for key in columns} for row in record["rows"]]
         lines += [f"{dataset}: the stage after fine-tuning, each objective for the same training minutes "
                   f"({record.get('minutes')} min a run); mean over seeds on every test user, paired with the fine-tuned "
