@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "alignrec.metrics.cli",
     "alignrec.tasks.cli",
     "alignrec.finetune.cli",
+    "alignrec.prefer.cli",
     "alignrec.evaluate.cli",
     "alignrec.serve.cli",
     "alignrec.pipeline.cli",

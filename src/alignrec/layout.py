@@ -9,6 +9,7 @@ share ``serve``) and writes ``RUN/<folder>/``::
     alignrec tokenize       alignrec.tokenizer   RUN/tokenizer/
     alignrec tasks build    alignrec.tasks       RUN/tasks/
     alignrec finetune       alignrec.finetune    RUN/finetune/
+    alignrec prefer         alignrec.prefer      RUN/prefer/  (preference alignment after fine-tuning)
     alignrec evaluate       alignrec.evaluate    RUN/evaluate/
     alignrec precache       alignrec.serve       RUN/cache/   (the store alignrec serve reads)
     alignrec run            alignrec.pipeline    RUN/report/  (and every folder above)
@@ -28,6 +29,7 @@ FOLDERS = {
     "tokenize": "tokenizer",
     "tasks": "tasks",
     "finetune": "finetune",
+    "prefer": "prefer",
     "evaluate": "evaluate",
     "precache": "cache",
     "report": "report",

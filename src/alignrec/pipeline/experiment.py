@@ -57,6 +57,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "tokenizer": ("alignrec.tokenizer.train",),
     "tasks": ("alignrec.tasks.build",),
     "finetune": ("alignrec.finetune.recipe",),
+    "prefer": ("alignrec.prefer.recipe",),
     "evaluate": ("alignrec.evaluate.recipe",),
     "precache": ("alignrec.serve.precache",),
 }
@@ -128,6 +129,9 @@ class ExperimentConfig:
     tokenizer: dict[str, Any] = field(default_factory=dict, metadata={"help": "tokenize train settings"})
     tasks: dict[str, Any] = field(default_factory=dict, metadata={"help": "tasks build settings"})
     finetune: dict[str, Any] = field(default_factory=dict, metadata={"help": "finetune settings"})
+    prefer: dict[str, Any] | None = field(
+        default=None, metadata={"help": "preference-alignment settings after fine-tuning (null = skip, the default); "
+                                "when on, evaluate and precache read the model it selects"})
     evaluate: dict[str, Any] = field(default_factory=dict, metadata={"help": "evaluate settings"})
     precache: dict[str, Any] | None = field(default_factory=dict, metadata={"help": "precache settings (null = skip)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads for every stage (0 = torch's default)"})
@@ -166,6 +170,7 @@ class StageConfigs:
     finetune: Any
     evaluate: Any
     precache: Any | None
+    prefer: Any | None = None
 
     @classmethod
     def from_experiment(cls, experiment: ExperimentConfig) -> StageConfigs:
@@ -175,6 +180,7 @@ class StageConfigs:
         from alignrec.tasks.build import TasksConfig
         from alignrec.tokenizer.config import TokenizerConfig
         from alignrec.finetune.config import FinetuneConfig
+        from alignrec.prefer.config import PreferConfig
 
         where = f"experiment {experiment.name!r}"
         baselines = [collab_configs(section, f"{where}: baselines[{i}]") for i, section in enumerate(experiment.baselines)]
@@ -210,6 +216,9 @@ class StageConfigs:
             precache=None
             if experiment.precache is None
             else from_mapping(PrecacheConfig, experiment.precache, source=f"{where}: precache"),
+            # the pipeline evaluates the selected model in its evaluate stage
+            prefer=None if experiment.prefer is None else from_mapping(
+                PreferConfig, {"evaluate_test": False, **experiment.prefer}, source=f"{where}: prefer"),
         )
         if backbone is None and experiment.llm == TINY:
             raise ConfigError(f"{where}: llm: {TINY} needs a backbone section (the tiny model to build)")
@@ -337,7 +346,7 @@ class ExperimentRunner:
     def run(self, until: str | None = None) -> ExperimentResult:
         """Run every stage (or up to and including ``until``)."""
         self._started = time.perf_counter()
-        order = ["prepare", "backbone", "behaviour", "baselines", "tokenizer", "tasks", "finetune", "evaluate", "precache",
+        order = ["prepare", "backbone", "behaviour", "baselines", "tokenizer", "tasks", "finetune", "prefer", "evaluate", "precache",
                  "report"]
         if until is not None and until not in order:
             raise ConfigError(f"--until: expected one of {order}, got {until!r}")
@@ -458,10 +467,30 @@ class ExperimentRunner:
 
         self.stage("finetune", FOLDERS["finetune"], to_dict(config), upstream, work, code=STAGE_CODE["finetune"])
 
+    def _prefer(self) -> None:
+        if self.configs.prefer is None:
+            return
+        from alignrec.prefer.recipe import prefer
+
+        finetune_stage = self.result.stages["finetune"]
+        config = self.configs.prefer
+        if self.config.threads and not config.torch_threads:
+            config = dataclasses.replace(config, torch_threads=self.config.threads)
+        upstream = [self.result.stages["prepare"].key, finetune_stage.key]
+
+        def work(out: Path, resume: bool) -> None:
+            prefer(config, finetune_stage.out, out, data=self.dataset_dir, resume=resume, overwrite=not resume)
+
+        self.stage("prefer", FOLDERS["prefer"], to_dict(config), upstream, work, code=STAGE_CODE["prefer"])
+
+    def _model_stage(self) -> StageResult:
+        """The stage whose model is evaluated and cached: the preference stage's when it ran, else fine-tuning's."""
+        return self.result.stages.get("prefer") or self.result.stages["finetune"]
+
     def _evaluate(self) -> None:
         from alignrec.evaluate.recipe import evaluate
 
-        finetune_stage = self.result.stages["finetune"]
+        finetune_stage = self._model_stage()
         config = self.configs.evaluate
         upstream = [self.result.stages["prepare"].key, finetune_stage.key]
 
@@ -478,7 +507,7 @@ class ExperimentRunner:
         from alignrec.serve.precache import precache
 
         config = self.configs.precache
-        finetune_stage = self.result.stages["finetune"]
+        finetune_stage = self._model_stage()
         upstream = [self.result.stages["prepare"].key, finetune_stage.key]
         cache_dir = self.root / "cache"
 

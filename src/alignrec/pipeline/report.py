@@ -322,6 +322,10 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
                   f"the saved model is the checkpoint of step {ranking.get('best_step')}.", ""]
     if copied.get("loss_curve.png"):
         lines += ["![loss curve](loss_curve.png)", ""]
+    if "prefer" in stages:
+        lines += prefer_section(read_json(stages["prefer"].out / "metrics.json"))
+        summary["prefer"] = read_json(stages["prefer"].out / "metrics.json")
+        atomic_write_json(out / "summary.json", summary)
     lines += ["## Stages", "", markdown_table(timings, ["stage", "seconds", "reused"]), "",
               "Reused stages show the seconds they took when they ran. "
               f"This invocation: {result.seconds:.0f} s; every stage once: {summary['stage_seconds_sum']:.0f} s.", ""]
@@ -341,6 +345,25 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
     atomic_write_text(path, "\n".join(lines))
     log.info("report written to %s", path)
     return path
+
+
+def prefer_section(metrics: dict[str, Any]) -> list[str]:
+    """The report's lines on the preference stage (``alignrec prefer``'s metrics.json)."""
+    history = ", ".join(f"{e['step']}: {e['ndcg@10']:.4f}" for e in metrics.get("validation", []))
+    timing = metrics.get("timing", {})
+    selected = metrics.get("selected_step")
+    return [
+        "## Preference alignment",
+        "",
+        f"Objective `{metrics.get('objective')}`, {metrics.get('steps')} updates "
+        f"({metrics.get('prompts_per_epoch')} prompts an epoch), {metrics.get('prompts_per_s')} prompts/s "
+        f"(rollout {timing.get('rollout_s')} s, scoring {timing.get('scoring_s')} s, update {timing.get('update_s')} s).",
+        "",
+        f"Validation NDCG@10 by step (step 0 = the fine-tuned model): {history}; selected step {selected}"
+        + (" (the fine-tuned model: no step beat it)." if selected == 0 else
+           f" (validation gain {metrics.get('validation_gain'):+.4f}); evaluate and precache use it."),
+        "",
+    ]
 
 
 def publish_report(run_dir: Path, prefix: Path, command: str) -> tuple[Path, Path]:
