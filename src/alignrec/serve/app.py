@@ -992,10 +992,11 @@ def _start_batcher(state: _ServeState) -> None:
     from alignrec.serve.live import MicroBatcher
 
     assert state.live is not None
-    # The search thread runs Python between torch's kernels (which release the GIL); by default
-    # the event loop could wait 5 ms for the GIL each time: a cached read's latency.
-    sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
     config, metrics = state.config, state.metrics
+    if not config.live_process:
+        # A search thread runs Python between torch's kernels (which release the GIL); by default
+        # the event loop could wait 5 ms for the GIL each time: a cached read's latency.
+        sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
 
     def on_batch(size: int, seconds: float) -> None:
         metrics.batch_size.observe(size)
