@@ -348,7 +348,7 @@ def test_the_search_in_its_own_process_gives_the_same_lists_and_follows_the_regi
         want = [client.post("/v1/recommendations", json=body).json()["items"] for body in bodies]
     app = create_app(live_config(report["url"], tiny_run, tmp_path, live_process=True), admin_token=TOKEN, assigner=fake_cold_start)
     process = app.state.serve.live.searcher.process
-    with TestClient(app) as client:
+    with TestClient(app, raise_server_exceptions=False) as client:
         assert process.is_alive()
         assert [client.post("/v1/recommendations", json=body).json()["items"] for body in bodies] == want
         created = client.post("/v1/items", json={"item_id": "brand-new", "title": "A new thing"},
@@ -359,5 +359,11 @@ def test_the_search_in_its_own_process_gives_the_same_lists_and_follows_the_regi
         user_id = dataset.user_ids[2]
         client.post(f"/v1/users/{user_id}/events", json={"items": ["3"]})
         assert client.get(f"/v1/users/{user_id}/recommendations").json()["live"] is True
-    process.join(10)
+        assert client.get("/healthz").json()["live"] == {"queue": 0}
+        process.kill()  # a search process that dies: /healthz says so, live requests fail cleanly
+        process.join(10)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        response = client.post("/v1/recommendations", json={"history": ["1"]})
+        assert response.status_code == 500 and response.json()["error"] == "internal_error"
     assert not process.is_alive()

@@ -924,6 +924,12 @@ def _add_health_routes(app: Any, state: _ServeState) -> None:
         except CacheError as error:
             log.error("health check: cache error: %s", error)
             return _json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
+        if state.live is not None:
+            if not state.live.searcher.alive():
+                log.error("health check: the live search process exited")
+                return _json_response({"status": "unavailable", "store": store.scheme,
+                                       "detail": "the live search process exited (details in the server log)"}, 503)
+            meta = {**meta, "live": {"queue": state.batcher.depth() if state.batcher is not None else 0}}
         return _json_response({"status": "ok", "store": store.scheme, **meta})
 
     @app.get("/metrics")
