@@ -229,21 +229,34 @@ def test_saturated_live_path_serves_the_cached_list_as_stale(live, tiny_run, mon
 def test_a_full_queue_is_a_503_with_retry_after(live, monkeypatch):
     client, state, _ = live
     app = client.app
-    release = threading.Event()
+    release, searching = threading.Event(), threading.Event()
     search = state.live.search
 
     def blocked(jobs):
+        searching.set()
         release.wait(10)
         return search(jobs)
 
     state.batcher.close()
     state.batcher = MicroBatcher(blocked, max_batch=1, max_wait_s=0, max_queue=2)
 
+    async def until(condition):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+
     async def burst():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            tasks = [asyncio.create_task(http.post("/v1/recommendations", json={"history": ["1", str(n + 2)]})) for n in range(6)]
-            await asyncio.sleep(0.3)
+            def post(n):
+                return asyncio.create_task(http.post("/v1/recommendations", json={"history": ["1", str(n + 2)]}))
+
+            tasks = [post(0)]
+            await until(searching.is_set)  # the worker holds the first request, in its search
+            tasks += [post(n) for n in range(1, 6)]
+            await until(lambda: sum(t.done() for t in tasks) == 3)  # two queued, three refused at once
+            assert state.batcher.depth() == 2
             release.set()
             return await asyncio.gather(*tasks)
 
@@ -256,16 +269,17 @@ def test_a_full_queue_is_a_503_with_retry_after(live, monkeypatch):
 
 
 def test_the_batcher_batches_concurrent_jobs_and_bounds_its_queue():
-    sizes, release = [], threading.Event()
+    sizes, release, searching = [], threading.Event(), threading.Event()
 
     def search(jobs):
+        searching.set()
         release.wait(10)
         sizes.append(len(jobs))
         return [job.history[0] * 10 for job in jobs]
 
     batcher = MicroBatcher(search, max_batch=4, max_wait_s=0.05, max_queue=6)
     first = batcher.submit(LiveJob([0], frozenset()))
-    time.sleep(0.1)  # the worker holds job 0 (blocked in the search)
+    assert searching.wait(10)  # the worker holds job 0 (blocked in the search)
     futures = [batcher.submit(LiveJob([n], frozenset())) for n in range(1, 7)]
     assert batcher.depth() == 6 and batcher.saturated()
     with pytest.raises(QueueFull) as refused:
