@@ -229,21 +229,34 @@ def test_saturated_live_path_serves_the_cached_list_as_stale(live, tiny_run, mon
 def test_a_full_queue_is_a_503_with_retry_after(live, monkeypatch):
     client, state, _ = live
     app = client.app
-    release = threading.Event()
+    release, searching = threading.Event(), threading.Event()
     search = state.live.search
 
     def blocked(jobs):
+        searching.set()
         release.wait(10)
         return search(jobs)
 
     state.batcher.close()
     state.batcher = MicroBatcher(blocked, max_batch=1, max_wait_s=0, max_queue=2)
 
+    async def until(condition):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+
     async def burst():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            tasks = [asyncio.create_task(http.post("/v1/recommendations", json={"history": ["1", str(n + 2)]})) for n in range(6)]
-            await asyncio.sleep(0.3)
+            def post(n):
+                return asyncio.create_task(http.post("/v1/recommendations", json={"history": ["1", str(n + 2)]}))
+
+            tasks = [post(0)]
+            await until(searching.is_set)  # the worker holds the first request, in its search
+            tasks += [post(n) for n in range(1, 6)]
+            await until(lambda: sum(t.done() for t in tasks) == 3)  # two queued, three refused at once
+            assert state.batcher.depth() == 2
             release.set()
             return await asyncio.gather(*tasks)
 
@@ -256,16 +269,17 @@ def test_a_full_queue_is_a_503_with_retry_after(live, monkeypatch):
 
 
 def test_the_batcher_batches_concurrent_jobs_and_bounds_its_queue():
-    sizes, release = [], threading.Event()
+    sizes, release, searching = [], threading.Event(), threading.Event()
 
     def search(jobs):
+        searching.set()
         release.wait(10)
         sizes.append(len(jobs))
         return [job.history[0] * 10 for job in jobs]
 
     batcher = MicroBatcher(search, max_batch=4, max_wait_s=0.05, max_queue=6)
     first = batcher.submit(LiveJob([0], frozenset()))
-    time.sleep(0.1)  # the worker holds job 0 (blocked in the search)
+    assert searching.wait(10)  # the worker holds job 0 (blocked in the search)
     futures = [batcher.submit(LiveJob([n], frozenset())) for n in range(1, 7)]
     assert batcher.depth() == 6 and batcher.saturated()
     with pytest.raises(QueueFull) as refused:
@@ -348,7 +362,7 @@ def test_the_search_in_its_own_process_gives_the_same_lists_and_follows_the_regi
         want = [client.post("/v1/recommendations", json=body).json()["items"] for body in bodies]
     app = create_app(live_config(report["url"], tiny_run, tmp_path, live_process=True), admin_token=TOKEN, assigner=fake_cold_start)
     process = app.state.serve.live.searcher.process
-    with TestClient(app) as client:
+    with TestClient(app, raise_server_exceptions=False) as client:
         assert process.is_alive()
         assert [client.post("/v1/recommendations", json=body).json()["items"] for body in bodies] == want
         created = client.post("/v1/items", json={"item_id": "brand-new", "title": "A new thing"},
@@ -359,5 +373,11 @@ def test_the_search_in_its_own_process_gives_the_same_lists_and_follows_the_regi
         user_id = dataset.user_ids[2]
         client.post(f"/v1/users/{user_id}/events", json={"items": ["3"]})
         assert client.get(f"/v1/users/{user_id}/recommendations").json()["live"] is True
-    process.join(10)
+        assert client.get("/healthz").json()["live"] == {"queue": 0}
+        process.kill()  # a search process that dies: /healthz says so, live requests fail cleanly
+        process.join(10)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        response = client.post("/v1/recommendations", json={"history": ["1"]})
+        assert response.status_code == 500 and response.json()["error"] == "internal_error"
     assert not process.is_alive()

@@ -924,6 +924,12 @@ def _add_health_routes(app: Any, state: _ServeState) -> None:
         except CacheError as error:
             log.error("health check: cache error: %s", error)
             return _json_response({"status": "unavailable", "store": store.scheme, "detail": STORE_UNAVAILABLE}, 503)
+        if state.live is not None:
+            if not state.live.searcher.alive():
+                log.error("health check: the live search process exited")
+                return _json_response({"status": "unavailable", "store": store.scheme,
+                                       "detail": "the live search process exited (details in the server log)"}, 503)
+            meta = {**meta, "live": {"queue": state.batcher.depth() if state.batcher is not None else 0}}
         return _json_response({"status": "ok", "store": store.scheme, **meta})
 
     @app.get("/metrics")
@@ -992,10 +998,11 @@ def _start_batcher(state: _ServeState) -> None:
     from alignrec.serve.live import MicroBatcher
 
     assert state.live is not None
-    # The search thread runs Python between torch's kernels (which release the GIL); by default
-    # the event loop could wait 5 ms for the GIL each time: a cached read's latency.
-    sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
     config, metrics = state.config, state.metrics
+    if not config.live_process:
+        # A search thread runs Python between torch's kernels (which release the GIL); by default
+        # the event loop could wait 5 ms for the GIL each time: a cached read's latency.
+        sys.setswitchinterval(min(sys.getswitchinterval(), LIVE_SWITCH_INTERVAL_S))
 
     def on_batch(size: int, seconds: float) -> None:
         metrics.batch_size.observe(size)

@@ -130,6 +130,9 @@ class ThreadSearch:
             self.recommender.use_codes(codes)  # the catalogue grew: between two searches, never during one
         return _search_lists(self.recommender, histories, exclude, self.top_k, self.beam_size)
 
+    def alive(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
@@ -224,6 +227,9 @@ class ProcessSearch:
         if status != "ok":
             raise RuntimeError(f"live search failed: {payload}")
         return payload
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
 
     def close(self) -> None:
         try:
