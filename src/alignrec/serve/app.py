@@ -647,6 +647,16 @@ def _parse_body(body: bytes, body_model: Any) -> Any:
         return 422, jsonable_encoder(error_body("invalid_request", details))
 
 
+async def _request_model(request: Any, config: ServeConfig, body_model: Any) -> Any:
+    """:func:`_read_body` then :func:`_parse_body`: the validated body model, or the error
+    ``Response`` to return as it is."""
+    body = await _read_body(request, config)
+    if not isinstance(body, bytes):
+        return body
+    parsed = _parse_body(body, body_model)
+    return _json_response(parsed[1], parsed[0]) if isinstance(parsed, tuple) else parsed
+
+
 def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPoolExecutor) -> None:
     """``POST /v1/items``: the admin token, body size and type checked here, the rest
     (:func:`_register`) in ``registration_thread``."""
@@ -841,12 +851,9 @@ def _add_live_routes(app: Any, state: _ServeState) -> None:
 
     @app.post("/v1/recommendations", openapi_extra=schema(request_model))
     async def live_recommendations(request: Request) -> Response:
-        body = await _read_body(request, config)
-        if not isinstance(body, bytes):
-            return body
-        parsed = _parse_body(body, request_model)
-        if isinstance(parsed, tuple):
-            return _json_response(parsed[1], parsed[0])
+        parsed = await _request_model(request, config, request_model)
+        if isinstance(parsed, Response):
+            return parsed
         known = _known_items(state, "history", [str(item) for item in parsed.history])
         if len(known) == 3:
             return answer(known)
@@ -879,12 +886,9 @@ def _add_live_routes(app: Any, state: _ServeState) -> None:
 
     @app.post("/v1/users/{user_id}/events", openapi_extra=schema(events_model))
     async def user_events(user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)], request: Request) -> Response:
-        body = await _read_body(request, config)
-        if not isinstance(body, bytes):
-            return body
-        parsed = _parse_body(body, events_model)
-        if isinstance(parsed, tuple):
-            return _json_response(parsed[1], parsed[0])
+        parsed = await _request_model(request, config, events_model)
+        if isinstance(parsed, Response):
+            return parsed
         ids = [str(item) for item in parsed.items]
         known = _known_items(state, "items", ids)
         if len(known) == 3:
