@@ -14,14 +14,15 @@ def test_a_bar_in_a_log_file_writes_a_line_every_five_percent(monkeypatch: pytes
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ALIGNREC_PROGRESS", "1")  # the tests' default is off
     bar = progress_bar(400, "work", unit="user")
-    for _ in range(400):
+    for step in range(400):
         bar.update(1)
+        bar.set_postfix(loss=f"{1 / (step + 1):.4f}")  # updates the next line; writes none of its own
     bar.close()
     text = capsys.readouterr().err  # captured: not a terminal
     lines = text.splitlines()
     assert "\r" not in text
     assert 20 <= len(lines) <= 23, lines  # 0%, 5%, ..., 100% (and the closing line), not 400 redraws
-    assert lines[0].startswith("work:   0%") and "400/400" in lines[-1]
+    assert lines[0].startswith("work:   0%") and "400/400" in lines[-1] and "loss=0.0025" in lines[-1]
     for _ in progress(range(1000), "loop"):
         pass
     assert 20 <= len(capsys.readouterr().err.splitlines()) <= 23

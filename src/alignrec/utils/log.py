@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -104,7 +104,16 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: s
     return iter(tqdm(iterable, desc=desc, total=total, unit=unit, disable=not progress_enabled(), **_bar_options(total)))
 
 
+class _LogFileBar(tqdm):
+    """A bar drawn into a log file: ``set_postfix`` updates the text of the next line instead of
+    writing a line of its own (tqdm's default), so the bar still writes every few percent."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def progress_bar(total: int | None, desc: str, unit: str = "it") -> tqdm:
-    """A manually advanced progress bar (``bar.update(n)``), honouring ALIGNREC_PROGRESS (a line
-    every few percent when stderr is not a terminal)."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(), **_bar_options(total))
+    """A manually advanced progress bar (``bar.update(n)``, ``bar.set_postfix(...)``), honouring
+    ALIGNREC_PROGRESS (a line every few percent when stderr is not a terminal)."""
+    bar_class = tqdm if sys.stderr.isatty() else _LogFileBar
+    return bar_class(total=total, desc=desc, unit=unit, disable=not progress_enabled(), **_bar_options(total))
