@@ -7,8 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+out=runs/ml100k  # configs/ml100k.yaml's, unless an argument sets it
+for arg in "$@"; do
+    case "$arg" in out=*) out=${arg#out=} ;; --set=out=*) out=${arg#--set=out=} ;; esac
+done
 start=$(date +%s)
 .venv/bin/alignrec run configs/ml100k.yaml "$@"
 echo "main job finished in $(( $(date +%s) - start )) s" >&2
-echo "report: runs/ml100k/report/report.md" >&2
-echo "serve it: .venv/bin/alignrec serve --run runs/ml100k --fallback popularity" >&2
+echo "report: $out/report/report.md" >&2
+echo "serve it: .venv/bin/alignrec serve --run $out --fallback popularity" >&2
