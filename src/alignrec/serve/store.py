@@ -20,13 +20,14 @@ run code in the server that reads it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -324,19 +325,29 @@ class SQLiteStore(CacheStore):
         rows = self._query("SELECT value FROM entries WHERE user_id = ?", (user_id,))
         return rows[0][0] if rows else None
 
-    def put_many(self, entries: Sequence[CacheEntry]) -> None:
-        rows = [(e.user_id, e.to_json(), e.fingerprint, e.run_key) for e in entries]
+    @contextlib.contextmanager
+    def _write(self, prepare: str | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers queue, readers go on), committed
+        when the block ends and rolled back when it raises; ``prepare`` runs before it (DDL).
+        A database error becomes a :class:`CacheError` naming the file."""
         connection = self._connection()
         try:
+            if prepare:
+                connection.execute(prepare)
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany("INSERT OR REPLACE INTO entries (user_id, value, fingerprint, run_key) VALUES (?, ?, ?, ?)", rows)
+                yield connection
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as error:
             raise CacheError(f"{self.path}: cannot write the cache ({error})") from None
+
+    def put_many(self, entries: Sequence[CacheEntry]) -> None:
+        rows = [(e.user_id, e.to_json(), e.fingerprint, e.run_key) for e in entries]
+        with self._write() as connection:
+            connection.executemany("INSERT OR REPLACE INTO entries (user_id, value, fingerprint, run_key) VALUES (?, ?, ?, ?)", rows)
 
     def fingerprints(self) -> dict[str, tuple[str, str]]:
         return {user: (fp, key) for user, fp, key in self._query("SELECT user_id, fingerprint, run_key FROM entries")}
@@ -353,22 +364,12 @@ class SQLiteStore(CacheStore):
         return _history_from_json(rows[0][0], f"{self.path}: history of user {user_id!r}") if rows else None
 
     def append_history(self, user_id: str, items: Sequence[str], base: Sequence[str] = ()) -> list[str]:
-        connection = self._connection()
-        try:
-            connection.execute(_HISTORIES_TABLE)  # a cache written before histories existed gets the table
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                rows = connection.execute("SELECT items FROM histories WHERE user_id = ?", (user_id,)).fetchall()
-                where = f"{self.path}: history of user {user_id!r}"
-                history = (_history_from_json(rows[0][0], where) if rows else list(base)) + list(items)
-                connection.execute("INSERT OR REPLACE INTO histories (user_id, items) VALUES (?, ?)",
-                                   (user_id, json.dumps(history, ensure_ascii=False, separators=(",", ":"))))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as error:
-            raise CacheError(f"{self.path}: cannot write the cache ({error})") from None
+        with self._write(prepare=_HISTORIES_TABLE) as connection:  # a cache written before histories existed gets the table
+            rows = connection.execute("SELECT items FROM histories WHERE user_id = ?", (user_id,)).fetchall()
+            where = f"{self.path}: history of user {user_id!r}"
+            history = (_history_from_json(rows[0][0], where) if rows else list(base)) + list(items)
+            connection.execute("INSERT OR REPLACE INTO histories (user_id, items) VALUES (?, ?)",
+                               (user_id, json.dumps(history, ensure_ascii=False, separators=(",", ":"))))
         return history
 
     def catalogue_versions(self) -> dict[str, str]:
@@ -390,19 +391,8 @@ class SQLiteStore(CacheStore):
             raise CacheError(f"{self.path}: corrupt metadata {key!r}") from None
 
     def set_meta(self, values: dict[str, Any]) -> None:
-        connection = self._connection()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                connection.executemany(
-                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as error:
-            raise CacheError(f"{self.path}: cannot write the cache ({error})") from None
+        with self._write() as connection:
+            connection.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
