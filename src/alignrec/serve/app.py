@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from alignrec.errors import InputError
 from alignrec.layout import stage_dir
-from alignrec.serve.store import CacheError, CacheStore, open_store
+from alignrec.serve.store import CacheEntry, CacheError, CachedItem, CacheStore, open_store
 
 if TYPE_CHECKING:
     from alignrec.serve.items import CodeAssigner, ItemRegistry
@@ -647,6 +647,12 @@ def _parse_body(body: bytes, body_model: Any) -> Any:
         return 422, jsonable_encoder(error_body("invalid_request", details))
 
 
+def _body_schema(body_model: Any) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body by hand (size limit first,
+    :func:`_request_model`), so that the docs still show the model."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body_model.model_json_schema()}}}}
+
+
 async def _request_model(request: Any, config: ServeConfig, body_model: Any) -> Any:
     """:func:`_read_body` then :func:`_parse_body`: the validated body model, or the error
     ``Response`` to return as it is."""
@@ -665,10 +671,7 @@ def _add_item_routes(app: Any, state: _ServeState, registration_thread: ThreadPo
 
     config = state.config
     body_model = _new_item_body_model()
-    # The body is read by hand (size limit first), so its schema is declared for the docs here.
-    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": body_model.model_json_schema()}}}}
-
-    @app.post("/v1/items", status_code=201, openapi_extra=body_schema)
+    @app.post("/v1/items", status_code=201, openapi_extra=_body_schema(body_model))
     async def register_item(request: Request) -> Response:
         if not state.token:
             return _json_response(error_body("forbidden", "item registration is disabled (no admin token configured)"), 403)
@@ -734,12 +737,9 @@ def _retry_after(error: Any) -> Answer:
     return 503, _dumps(payload), {"retry-after": str(error.retry_after_s)}
 
 
-def _live_items(result: Any, k: int) -> list[dict[str, Any]]:
-    catalogue = result.catalogue
-    return [
-        {"id": catalogue.ids[i], "title": catalogue.titles[i], "codes": catalogue.codes.item_string(i), "score": round(score, 6)}
-        for i, score in zip(result.items[:k], result.scores[:k], strict=True)
-    ]
+def _live_items(result: Any, k: int) -> list[CachedItem]:
+    """The first ``k`` items of a live result as precache stores them (:meth:`Catalogue.item`)."""
+    return [result.catalogue.item(i, round(score, 6)) for i, score in zip(result.items[:k], result.scores[:k], strict=True)]
 
 
 async def _run_live(state: _ServeState, history: list[int], exclude: frozenset[int]) -> Any:
@@ -778,7 +778,6 @@ async def _live_lookup(state: _ServeState, user_id: str, k: int) -> Answer:
     the live path is saturated a cached list is served as it is, with ``"stale": true``."""
     from alignrec.serve.live import QueueFull
     from alignrec.serve.precache import history_fingerprint
-    from alignrec.serve.store import CacheEntry, CachedItem
 
     live = state.live
     assert live is not None and state.batcher is not None
@@ -819,7 +818,7 @@ async def _live_lookup(state: _ServeState, user_id: str, k: int) -> Answer:
         if entry is not None:
             return _cached(state, user_id, entry, meta, k, stale=True)
         return 500, _dumps(error_body("internal_error", "the live search failed (see the server log)")), NO_HEADERS
-    items = [CachedItem(**item) for item in _live_items(result, len(result.items))]
+    items = _live_items(result, len(result.items))
     created = time.time()
     _write_through(state, CacheEntry(user_id, items, live.version, state.live_run_key, fingerprint, created,
                                      catalogue=result.catalogue_version))
@@ -842,14 +841,11 @@ def _add_live_routes(app: Any, state: _ServeState) -> None:
     assert live is not None
     request_model, events_model = _live_body_models(state.default_k, state.max_k)
 
-    def schema(model: Any) -> dict[str, Any]:  # bodies are read by hand (size limit first): declared for the docs
-        return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
     def answer(result: Answer) -> Response:
         status, body, headers = result
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
-    @app.post("/v1/recommendations", openapi_extra=schema(request_model))
+    @app.post("/v1/recommendations", openapi_extra=_body_schema(request_model))
     async def live_recommendations(request: Request) -> Response:
         parsed = await _request_model(request, config, request_model)
         if isinstance(parsed, Response):
@@ -879,12 +875,12 @@ def _add_live_routes(app: Any, state: _ServeState) -> None:
         except QueueFull as error:
             state.metrics.rejected.inc()
             return answer(_retry_after(error))
-        payload = {"user_id": None, "items": _live_items(result, parsed.k), "fallback": None,
+        payload = {"user_id": None, "items": [vars(item) for item in _live_items(result, parsed.k)], "fallback": None,
                    "model_version": live.version, "created": time.time(), "stale": False, "live": True,
                    "dropped": dropped}
         return _json_response(payload)
 
-    @app.post("/v1/users/{user_id}/events", openapi_extra=schema(events_model))
+    @app.post("/v1/users/{user_id}/events", openapi_extra=_body_schema(events_model))
     async def user_events(user_id: Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128)], request: Request) -> Response:
         parsed = await _request_model(request, config, events_model)
         if isinstance(parsed, Response):
