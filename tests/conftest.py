@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     """No progress bars in test output."""
     monkeypatch.setenv("ALIGNREC_PROGRESS", "0")
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test, then as before. Tiny models run faster on one thread than on
+    two contended ones (the machine is shared); the LLM, fine-tuning and preference tests use it
+    for every test (their conftest.py)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def shared_data_dir() -> Path | None:
