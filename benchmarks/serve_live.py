@@ -73,7 +73,7 @@ def serve(run_dir: Path, cache_url: str, folder: Path, port: int, max_batch: int
     command = [PYTHON, "-m", "alignrec.cli", "--log-level", "WARNING", "serve", "--run", str(run_dir), "--cache", cache_url,
                "--items-registry", str(folder / "items_registry.json"), "--port", str(port), "--live",
                "--live-max-batch", str(max_batch), "--live-max-wait-ms", str(args.max_wait_ms), "--live-queue", str(args.queue),
-               "--live-threads", str(args.threads), "--live-nice", str(args.nice)]
+               "--live-threads", str(args.threads), "--live-nice", str(args.nice), "--live-idle" if args.idle else "--no-live-idle"]
     env = {**os.environ, "ALIGNREC_PROGRESS": "0", "ALIGNREC_ADMIN_TOKEN": ""}
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -138,8 +138,9 @@ def main() -> None:
     parser.add_argument("--saturation-connections", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--queue", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the live search")
-    parser.add_argument("--nice", type=int, default=5, help="niceness of the live search thread")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the live search (2: a machine that serves alone)")
+    parser.add_argument("--idle", action=argparse.BooleanOptionalAction, default=True, help="the live search in the SCHED_IDLE class (serve's default)")
+    parser.add_argument("--nice", type=int, default=5, help="niceness of the live search when not idle-class")
     parser.add_argument("--cached-rate", type=float, default=1000.0)
     parser.add_argument("--live-rate-beside", type=float, default=10.0)
     args = parser.parse_args()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -291,6 +292,25 @@ def test_the_batcher_batches_concurrent_jobs_and_bounds_its_queue():
     batcher.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+@pytest.mark.parametrize("idle", [True, False])
+def test_the_batcher_lowers_its_worker_threads_priority_only(idle):
+    seen = []
+
+    def search(jobs):
+        tid = threading.get_native_id()
+        seen.append((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)))
+        return [0 for _ in jobs]
+
+    before = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
+    batcher = MicroBatcher(search, max_batch=1, max_wait_s=0, max_queue=1, niceness=3, idle=idle)
+    batcher.submit(LiveJob([1], frozenset())).result(10)
+    batcher.close()
+    want = (os.SCHED_IDLE, before[1]) if idle else (os.SCHED_OTHER, before[1] + 3)  # idle class, or niced
+    assert seen == [want]
+    assert (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)) == before  # the server's threads are untouched
+
+
 def test_live_metrics_are_exported(live, tiny_run):
     client, _, _ = live
     client.post("/v1/recommendations", json={"history": ["1", "2"]})
@@ -364,6 +384,8 @@ def test_the_search_in_its_own_process_gives_the_same_lists_and_follows_the_regi
     process = app.state.serve.live.searcher.process
     with TestClient(app, raise_server_exceptions=False) as client:
         assert process.is_alive()
+        if hasattr(os, "SCHED_IDLE"):  # --live-idle (default): the search yields the CPU to the server
+            assert os.sched_getscheduler(process.pid) == os.SCHED_IDLE
         assert [client.post("/v1/recommendations", json=body).json()["items"] for body in bodies] == want
         created = client.post("/v1/items", json={"item_id": "brand-new", "title": "A new thing"},
                               headers={"authorization": f"Bearer {TOKEN}"})

@@ -148,6 +148,23 @@ class SearchProcessSpec:
     beam_size: int
     threads: int = 0
     niceness: int = 0
+    idle: bool = False
+
+
+def yield_cpu(niceness: int, idle: bool, thread_id: int = 0) -> None:
+    """Lower the calling process's (``thread_id`` 0) or one thread's CPU priority, so that on a
+    busy machine the server's event loop — every cached read — runs first. ``idle`` puts it in
+    Linux's SCHED_IDLE class: it runs only when nothing else wants the core, and a waking request
+    handler preempts it at once (a niced task keeps the core for the rest of its time slice, which
+    on 2 cores put milliseconds on the cached reads' p99). Threads it starts later inherit it.
+    Where the platform refuses, a warning is logged and the search runs at normal priority."""
+    try:
+        if idle and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
+        elif niceness and hasattr(os, "setpriority"):  # on Linux a thread id is a "process" to setpriority
+            os.setpriority(os.PRIO_PROCESS, thread_id, os.getpriority(os.PRIO_PROCESS, thread_id) + niceness)
+    except OSError as error:
+        log.warning("live: cannot lower the search's CPU priority (%s)", error)
 
 
 def _search_process_main(connection: Any, spec: SearchProcessSpec) -> None:
@@ -155,8 +172,7 @@ def _search_process_main(connection: Any, spec: SearchProcessSpec) -> None:
     A batch is ``(histories, exclude, catalogue size)``: the search runs over the first
     ``catalogue size`` items of the catalogue (the base and the registry), as the server knows it."""
     try:
-        if spec.niceness:
-            os.nice(spec.niceness)
+        yield_cpu(spec.niceness, spec.idle)  # before torch starts its threads, which inherit it
         import torch
 
         from alignrec.llm.finetuned import FinetunedRun
@@ -331,12 +347,13 @@ class MicroBatcher:
     has waited ``max_wait_s`` (no wait at all when it already has: the worker was busy), then runs
     them as one search. ``submit`` never blocks: with ``max_queue`` jobs waiting it raises
     :class:`QueueFull`. ``threads``: torch's intra-op threads for the searches (0 = as set);
-    ``niceness``: added to the worker thread's nice value (Linux schedules threads one by one), so
-    that on a busy machine the event loop — every cached read — goes first.
+    ``niceness`` / ``idle``: the worker thread's CPU priority (:func:`yield_cpu`; Linux schedules
+    threads one by one), so that on a busy machine the event loop — every cached read — goes first.
     """
 
     def __init__(self, search: Callable[[Sequence[LiveJob]], list[Any]], max_batch: int, max_wait_s: float, max_queue: int,
-                 threads: int = 0, on_batch: Callable[[int, float], None] | None = None, niceness: int = 0):
+                 threads: int = 0, on_batch: Callable[[int, float], None] | None = None, niceness: int = 0,
+                 idle: bool = False):
         if max_batch < 1 or max_queue < max_batch or max_wait_s < 0:
             raise ValueError(f"need max_batch >= 1, max_queue >= max_batch and max_wait_s >= 0 "
                              f"(got {max_batch}, {max_queue}, {max_wait_s})")
@@ -347,6 +364,7 @@ class MicroBatcher:
         self.threads = threads
         self.on_batch = on_batch
         self.niceness = niceness
+        self.idle = idle
         self._jobs: deque[LiveJob] = deque()
         self._condition = threading.Condition()
         self._closed = False
@@ -400,11 +418,8 @@ class MicroBatcher:
             return [self._jobs.popleft() for _ in range(min(self.max_batch, len(self._jobs)))]
 
     def _run(self) -> None:
-        if self.niceness and hasattr(os, "setpriority"):
-            try:  # this thread only: on Linux a thread id is a "process" to setpriority
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + self.niceness)
-            except OSError as error:
-                log.warning("live: cannot lower the search thread's priority (%s)", error)
+        if self.niceness or self.idle:
+            yield_cpu(self.niceness, self.idle, threading.get_native_id())  # this thread only
         if self.threads:
             import torch
 
