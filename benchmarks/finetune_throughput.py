@@ -9,11 +9,14 @@ added, LoRA r=8 on every projection + trainable code rows:
   positions only), all 30 layers — the project's training before the CPU path;
 - ``lcrec/code/30``: the same prompts with the code-only head;
 - ``dense/full/30`` and ``dense/code/N``: dense sequence windows (the default format), full or
-  code-only head, the first N decoder layers (N = 30, 16, 8, 4, 2).
+  code-only head, the first N decoder layers (N = 30, 16, 8, 4, 2);
+- options after the depth (``--rows dense/code/4/b32/compile``): ``bN`` batches of N examples
+  instead of ``--batch-size``; ``compile``: the model under ``torch.compile`` (dynamic shapes;
+  its compilations are in the warm-up steps, not in the timing).
 
 The figure that decides what a CPU learns in minutes is **code tokens/s**: code labels
 (supervised code tokens) per second of forward + backward + AdamW step, over ``--steps`` timed
-steps after one warm-up step. Padding share = padded slots / all slots of the timed batches
+steps after two warm-up steps. Padding share = padded slots / all slots of the timed batches
 (batches grouped by length, as the Trainer's default sampler groups them). Run under the
 shared lock::
 
@@ -29,6 +32,8 @@ import time
 from pathlib import Path
 
 from common import REPO_ROOT, BenchmarkRun  # noqa: F401  (puts src/ on sys.path)
+
+WARMUP = 2  # untimed steps per row: allocator and threads; under torch.compile its compilations (static, then dynamic shapes)
 
 
 def task_batches(tokenizer, codes, batch_size: int, count: int, run: Path, seed: int, sequential_format: str) -> list[list[dict]]:
@@ -46,11 +51,11 @@ def task_batches(tokenizer, codes, batch_size: int, count: int, run: Path, seed:
     order = np.random.default_rng(seed).permutation(len(records))[: batch_size * count]
     encoded = encode_records(tokenizer, [records[i] for i in order], max_length=1024)
     # Batches of similar lengths, as the Trainer's length-grouped sampler (the default) makes them;
-    # the warm-up batch (index 0) is the middle one so that timed batches span the lengths.
+    # the WARMUP batches first are from the middle, so that the timed batches span the lengths.
     features = sorted(encoded.features, key=lambda f: len(f["input_ids"]))
     batches = [features[i * batch_size : (i + 1) * batch_size] for i in range(count)]
-    middle = batches.pop(count // 2)
-    return [middle, *batches]
+    warm = [batches.pop(count // 2) for _ in range(WARMUP)]
+    return [*warm, *batches]
 
 
 def random_batches(vocab: int, batch_size: int, length: int, count: int, seed: int) -> list[list[dict]]:
@@ -65,7 +70,7 @@ def random_batches(vocab: int, batch_size: int, length: int, count: int, seed: i
 
 
 def time_steps(model, batches, collator, loss_from, device, precision: str) -> tuple[float, int, int, float]:
-    """(seconds, real tokens, padded tokens, last loss) over batches[1:] (batches[0] warms up)."""
+    """(seconds, real tokens, padded tokens, last loss) over batches[WARMUP:] (the first ones warm up)."""
     import torch
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -83,7 +88,7 @@ def time_steps(model, batches, collator, loss_from, device, precision: str) -> t
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if index > 0:
+        if index >= WARMUP:
             seconds += time.perf_counter() - started
             tokens += int(batch["attention_mask"].sum())
             padded += int(batch["attention_mask"].numel())
@@ -95,17 +100,27 @@ ROWS = ["random", "lcrec/full/30", "lcrec/code/30", "dense/full/30", "dense/code
         "dense/code/8", "dense/code/4", "dense/code/2"]
 
 
+def row_name(text: str) -> str:
+    """``--rows`` entries: one of ROWS, or a ``format/head/layers`` row with ``/bN`` and ``/compile`` options."""
+    parts = text.split("/")
+    if text in ROWS or (len(parts) > 3 and "/".join(parts[:3]) in ROWS
+                        and all(p == "compile" or (p[:1] == "b" and p[1:].isdigit()) for p in parts[3:])):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected one of {ROWS}, optionally followed by /bN and /compile")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llm", default="smollm2")
     parser.add_argument("--data", default="runs/ml100k", help="prepared run folder for the task batches")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up step)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after the warm-up steps)")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per task batch")
     parser.add_argument("--levels", type=int, default=3, help="code levels of the random item codes")
     parser.add_argument("--codebook-size", type=int, default=32, help="codes per level of the random item codes")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
+    parser.add_argument("--rows", nargs="+", default=ROWS, type=row_name)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="finetune_throughput", help="results file name (benchmarks/results/NAME.{json,md})")
     args = parser.parse_args()
 
     import copy
@@ -125,10 +140,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = str(resolve_dtype("auto", device)).removeprefix("torch.")
-    run = BenchmarkRun("finetune_throughput", description=(
+    run = BenchmarkRun(args.name, description=(
         "LoRA fine-tuning throughput (forward + backward + AdamW step) of SmolLM2-135M: code labels (supervised "
         "code tokens) per second, for LC-Rec's one-target prompts vs dense windows, full vs code-only head, and "
-        "decoder depth; after one warm-up step."))
+        "decoder depth; after two warm-up steps."))
 
     base, tokenizer, _ = load_backbone(args.llm)
     vocab_before = len(tokenizer)
@@ -150,19 +165,21 @@ def main() -> None:
         if row == "random":
             config = FinetuneConfig(lora_r=8, lora_alpha=16, lora_dropout=0.05, seed=args.seed)
             model = apply_lora(copy.deepcopy(base), config, [])  # no code rows, as in the README figure
-            batches = random_batches(vocab_before, 16, 64, args.steps + 1, args.seed)
+            batches = random_batches(vocab_before, 16, 64, args.steps + WARMUP, args.seed)
             collator, loss_from, shape = PaddingCollator(pad), model_loss, "16 x 64 random tokens, loss on all"
             sequential_format, head, depth = "-", "full", int(base.config.num_hidden_layers)
             code_ids: set[int] = set()
         else:
-            sequential_format, head, layers = row.split("/")
+            sequential_format, head, layers, *options = row.split("/")
             depth = int(layers)
+            batch_size = next((int(o[1:]) for o in options if o.startswith("b")), args.batch_size)
+            compiled = "compile" in options
             config = FinetuneConfig(lora_r=8, lora_alpha=16, lora_dropout=0.05, seed=args.seed, head=head,  # type: ignore[arg-type]
                                     llm_layers=depth)
             prepared = prepare_model(config, codes, backbone=(copy.deepcopy(base), copy.deepcopy(tokenizer)))
             model = prepared.model
             code_ids = set(prepared.code_token_ids)
-            batches = task_batches(prepared.tokenizer, codes, args.batch_size, args.steps + 1, REPO_ROOT / args.data,
+            batches = task_batches(prepared.tokenizer, codes, batch_size, args.steps + WARMUP, REPO_ROOT / args.data,
                                    args.seed, sequential_format)
             if head == "code":
                 vocabulary = prepared.vocabulary
@@ -174,10 +191,13 @@ def main() -> None:
                     return code_loss(model(**batch), labels)
             else:
                 collator, loss_from = PaddingCollator(pad, answer_logits_only=True), answer_logits_loss
-            shape = f"{args.batch_size} {sequential_format} examples"
+            shape = f"{batch_size} {sequential_format} examples"
         model.to(device).train()
+        if row != "random" and compiled:
+            model = torch.compile(model, dynamic=True)
+            shape += ", torch.compile"
         seconds, tokens, padded, loss = time_steps(model, batches, collator, loss_from, device, precision)
-        labels = [x for b in batches[1:] for f in b for x in f["labels"] if x != -100]
+        labels = [x for b in batches[WARMUP:] for f in b for x in f["labels"] if x != -100]
         code_labels = sum(1 for x in labels if x in code_ids)
         run.add_row({
             "format": sequential_format,
