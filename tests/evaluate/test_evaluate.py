@@ -149,7 +149,7 @@ def test_both_protocols_keep_the_main_files_and_add_the_seen_excluded_ones(tiny_
     for row, (record, main_record) in enumerate(zip(seen_lists, main_lists, strict=True)):
         sequence = [dataset.item_ids[i] for i in dataset.sequences[int(test.user_index[row])]]
         assert sequence[-1] == dataset.item_ids[int(test.targets[row])]  # leave-one-out: the target is the last item
-        assert len(record["items"]) == 10 and not set(record["items"]) & set(sequence[:-1])
+        assert len(record["items"]) == 10 and not set(record["items"]) & (set(sequence[:-1]) - {sequence[-1]})
         overlapping += bool(set(main_record["items"]) & set(sequence[:-1]))
     assert overlapping > 0  # the main protocol does recommend seen items here (else the test proves nothing)
     rescored = evaluate_predictions_file(tmp_path / "both" / "predictions_seen_excluded.jsonl", dataset, "test", [1, 5, 10])
@@ -162,3 +162,31 @@ def test_both_protocols_keep_the_main_files_and_add_the_seen_excluded_ones(tiny_
     # a rerun reuses every shard of both protocols
     again = evaluate(dataclasses.replace(base, exclude="both"), tiny_run, out=tmp_path / "both", recommender=tiny_recommender)
     assert again["shards"]["reused"] == 3 and again["seen_excluded"]["shards_reused"] == 3
+
+
+def test_seen_items_are_what_the_classic_models_seen_mask_removes(tmp_path):
+    """Both sides of the "seen items excluded" comparison remove the same items: the LLM's
+    (``seen_items``, inside the beam search) and the classic models' (``seen_mask`` on scores),
+    including a user whose test item repeats an earlier one (it stays rankable on both sides)."""
+    import torch
+
+    from alignrec.collab.data import TrainingData
+    from alignrec.collab.trainer import seen_mask
+    from alignrec.data.dataset import RawDataset
+    from alignrec.data.prepare import PrepareConfig, write_dataset
+    from alignrec.evaluate.recipe import seen_items
+
+    sequences = {"a": ["1", "2", "3", "4", "5"], "b": ["6", "7", "6", "8", "6"], "c": ["2", "3", "9", "3", "1"]}
+    write_dataset(RawDataset(sequences={u: [(i, float(t)) for t, i in enumerate(s)] for u, s in sequences.items()}),
+                  tmp_path, PrepareConfig(format="csv"))
+    dataset = load_dataset(tmp_path)
+    test, valid = dataset.split("test"), dataset.split("valid")
+    users = test.user_index
+    seen = seen_items(dataset, "test", users)
+    valid_item = np.full(dataset.num_users, -1, dtype=np.int64)
+    valid_item[valid.user_index] = valid.targets
+    mask = seen_mask(TrainingData.from_dataset(dataset), users, valid_item[users], torch.from_numpy(test.targets),
+                     dataset.num_items)
+    assert [set(np.flatnonzero(row).tolist()) for row in mask.numpy()] == seen
+    by_user = {dataset.user_ids[int(u)]: {dataset.item_ids[i] for i in items} for u, items in zip(users, seen, strict=True)}
+    assert by_user == {"a": {"1", "2", "3", "4"}, "b": {"7", "8"}, "c": {"2", "3", "9"}}  # b's test item 6 repeats: kept

@@ -172,10 +172,11 @@ class EvaluationUsers:
 def seen_items(dataset: Any, split: str, user_indices: Sequence[int]) -> list[set[int]]:
     """Per user, every item of the sequence before the split's target (leave-one-out: the test
     target is the last item, the validation target the one before): the training items, plus the
-    validation item for the test split — what the classic models' seen-excluded ranking removes."""
+    validation item for the test split, less the target itself where it repeats an earlier item —
+    exactly what the classic models' seen-excluded ranking removes (``collab.trainer.seen_mask``)."""
     drop = 1 if split == "test" else 2
     sequences = dataset.sequences
-    return [set(int(i) for i in sequences[int(u)][:-drop]) for u in user_indices]
+    return [set(int(i) for i in sequences[int(u)][:-drop]) - {int(sequences[int(u)][-drop])} for u in user_indices]
 
 
 def search_settings(config: EvaluateConfig, recommender: GenerativeRecommender, users: EvaluationUsers,

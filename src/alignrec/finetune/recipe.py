@@ -489,8 +489,10 @@ class FinetuneJob:
         if config.rank_eval_steps and has_eval:
             from alignrec.data import load_dataset
 
-            self.trainer.ranker = ValidationRanker(config, load_dataset(self.paths.run_dir), self.codes,
-                                                   self.prepared.tokenizer, self.settings, self.prepared.vocabulary)
+            self.trainer.ranker = ValidationRanker(load_dataset(self.paths.run_dir), self.codes, self.prepared.tokenizer,
+                                                   self.settings, self.prepared.vocabulary, users=config.rank_eval_users,
+                                                   seed=config.seed, beam=config.rank_eval_beam,
+                                                   batch_size=config.eval_batch_size or 32, mode="training")
         elif config.rank_eval_steps:
             log.warning("rank_eval_steps: no validation examples (tasks/valid.jsonl); the ranking evaluation is off")
         started = time.perf_counter()

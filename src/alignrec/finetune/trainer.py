@@ -293,39 +293,43 @@ class CodeOnlyLoss:
 
 
 class ValidationRanker:
-    """HR@10 / NDCG@10 of constrained beam search on a fixed, seeded sample of validation users."""
+    """HR@10 / NDCG@10 of constrained beam search (the evaluation's) on a fixed sample of validation
+    users: fine-tuning's ranking check (early stopping) and the preference stage's choice of its best
+    step. ``users``: how many (a seeded sample; 0 or at least the split's size = every user)."""
 
-    def __init__(self, config: FinetuneConfig, dataset: Any, codes: Any, tokenizer: Any, settings: Any,
-                 vocabulary: Any):
+    def __init__(self, dataset: Any, codes: Any, tokenizer: Any, settings: Any, vocabulary: Any, *, users: int, seed: int,
+                 beam: int, batch_size: int, mode: str):
         import numpy as np
 
         split = dataset.split("valid")
         rows = np.arange(len(split))
-        if config.rank_eval_users < len(rows):
-            rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.rank_eval_users, replace=False))
+        if 0 < users < len(rows):
+            rows = np.sort(np.random.default_rng(seed).choice(len(rows), users, replace=False))
         self.histories = [split.history(int(r)).tolist() for r in rows]
         self.targets = split.targets[rows]
-        self.num_items = dataset.num_items
-        self.config = config
         self.codes = codes
         self.tokenizer = tokenizer
         self.settings = settings
         self.vocabulary = vocabulary
+        self.beam = beam
+        self.batch_size = batch_size
+        self.mode = mode
 
-    def __call__(self, model: Any) -> dict[str, float]:
+    def per_user(self, model: Any) -> dict[str, Any]:
+        """``{"hr@10": (U,), "ndcg@10": (U,)}`` for the model as it is now (left in the mode it was in)."""
         from alignrec.llm.recommender import GenerativeRecommender
-        from alignrec.metrics import evaluate_rankings
+        from alignrec.metrics.metrics import per_user_metrics, ranks_in_lists
 
         was_training = model.training
-        recommender = GenerativeRecommender(model, self.tokenizer, self.codes, "training", self.settings, self.vocabulary)
+        recommender = GenerativeRecommender(model, self.tokenizer, self.codes, self.mode, self.settings, self.vocabulary)
         try:
-            output = recommender.recommend(self.histories, 10, self.config.rank_eval_beam,
-                                           batch_size=self.config.eval_batch_size or 32, show_progress=False)
+            output = recommender.recommend(self.histories, 10, self.beam, batch_size=self.batch_size, show_progress=False)
         finally:
             model.train(was_training)
-        lists = [[int(i) for i in row if i >= 0] for row in output.items.tolist()]
-        result = evaluate_rankings(lists, self.targets, self.num_items, [10]).to_dict()
-        return {"ndcg@10": float(result["metrics"]["ndcg@10"]), "hr@10": float(result["metrics"]["hr@10"])}
+        return per_user_metrics(ranks_in_lists(output.items.numpy(), self.targets), [10])
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        return {name: float(values.mean()) for name, values in self.per_user(model).items()}
 
 
 def ranking_trainer_class() -> Any:

@@ -146,6 +146,7 @@ class PreferJob:
         from alignrec.data.dataset import load_dataset
         from alignrec.finetune.config import FinetuneConfig
         from alignrec.finetune.recipe import apply_lora
+        from alignrec.finetune.trainer import ValidationRanker
         from alignrec.llm.finetuned import ModelSettings, load_finetuned
         from alignrec.llm.trie import CodeTrie
         from alignrec.llm.vocab import CodeVocabulary
@@ -186,12 +187,9 @@ class PreferJob:
         if self.prompts_per_epoch == 0:
             raise InputError(f"{self.dataset.path}: no user has two training items; nothing to train on")
         self.total_steps = config.max_steps or math.ceil(config.epochs * self.prompts_per_epoch / config.batch_size)
-        split = self.dataset.split("valid")
-        rows = np.arange(len(split))
-        if config.eval_users and config.eval_users < len(rows):
-            rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.eval_users, replace=False))
-        self.valid_histories = [split.history(int(r)).tolist() for r in rows]
-        self.valid_targets = split.targets[rows]
+        self.ranker = ValidationRanker(self.dataset, self.codes, self.tokenizer, self.settings, self.vocabulary,
+                                       users=config.eval_users, seed=config.seed, beam=config.eval_beam,
+                                       batch_size=config.eval_batch_size, mode="prefer")
         if self.checkpoint is not None:
             self._load_checkpoint(Path(self.checkpoint))
         else:
@@ -291,19 +289,8 @@ class PreferJob:
 
     # ------------------------------------------------------------------------- validation
     def validate(self) -> Validation:
-        from alignrec.llm.recommender import GenerativeRecommender
-        from alignrec.metrics.metrics import per_user_metrics, ranks_in_lists
-
         began = time.perf_counter()
-        recommender = GenerativeRecommender(self.model, self.tokenizer, self.codes, "prefer", self.settings,
-                                            self.vocabulary)
-        try:
-            output = recommender.recommend(self.valid_histories, 10, self.config.eval_beam,
-                                           batch_size=self.config.eval_batch_size, show_progress=False)
-        finally:
-            self.model.train()
-        ranks = ranks_in_lists(output.items.numpy(), self.valid_targets)
-        metrics = per_user_metrics(ranks, [10])
+        metrics = self.ranker.per_user(self.model)
         self.timing["validation_s"] += time.perf_counter() - began
         return Validation(self.step, float(metrics["ndcg@10"].mean()), float(metrics["hr@10"].mean()), metrics["ndcg@10"])
 
