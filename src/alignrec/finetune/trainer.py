@@ -333,7 +333,7 @@ class ValidationRanker:
 
 
 def ranking_trainer_class() -> Any:
-    from transformers import EarlyStoppingCallback, Trainer
+    from transformers import Trainer
 
     class RankingTrainer(Trainer):
         """The Trainer, whose evaluation adds the validation ranking metrics (``eval_ndcg@10`` ...), and which
@@ -351,17 +351,23 @@ def ranking_trainer_class() -> Any:
                 return [], None
             return super().get_batch_samples(*args, **kwargs)
 
+        _ranking_this_evaluation = False
+
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-            if self.ranker is not None and eval_dataset is None:
-                ranking = {f"{metric_key_prefix}_{k}": v for k, v in self.ranker(self.accelerator.unwrap_model(self.model)).items()}
-                self.log(ranking)
-                metrics.update(ranking)
-                # The callbacks saw the loss-only metrics inside super().evaluate(); early stopping
-                # needs the ranking metric, so it is told again with the whole set.
-                for callback in self.callback_handler.callbacks:
-                    if isinstance(callback, EarlyStoppingCallback):
-                        callback.on_evaluate(self.args, self.state, self.control, metrics=metrics)
-            return metrics
+            self._ranking_this_evaluation = self.ranker is not None and eval_dataset is None
+            try:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            finally:
+                self._ranking_this_evaluation = False
+
+        def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: bool | None = None,
+                            ignore_keys: Any = None, metric_key_prefix: str = "eval") -> Any:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+            if self._ranking_this_evaluation:
+                # joined to the loss here, the ranking metrics reach the log line and every callback
+                # (early stopping, the best checkpoint) with the rest of the evaluation
+                ranking = self.ranker(self.accelerator.unwrap_model(self.model))
+                output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in ranking.items()})
+            return output
 
     return RankingTrainer
