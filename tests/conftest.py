@@ -20,8 +20,8 @@ def _quiet_progress(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """torch on one thread for the test, then as before. Tiny models run faster on one thread than on
-    two contended ones (the machine is shared); the LLM, fine-tuning and preference tests use it
-    for every test (their conftest.py)."""
+    two contended ones (the machine is shared); the collab, LLM, fine-tuning and preference tests
+    use it for every test (their conftest.py), others where they train."""
     import torch
 
     threads = torch.get_num_threads()

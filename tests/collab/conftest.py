@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from alignrec.data.dataset import RawDataset
 from alignrec.data.prepare import PrepareConfig, write_dataset
@@ -14,12 +13,8 @@ from alignrec.data.synthetic import write_synthetic
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: one thread is faster and keeps the shared CPU free for others
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (tests/conftest.py)."""
 
 
 def write_raw(run_dir: Path, sequences: dict[str, list[int]]) -> Path:

@@ -39,10 +39,8 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("model", sorted(SETTINGS))
+@pytest.mark.usefixtures("one_torch_thread")
 def test_sampled_rescoring_is_the_full_run_restricted_to_the_sampled_users(model: str, ring_run: Path, tmp_path: Path) -> None:
-    import torch
-
-    torch.set_num_threads(1)
     out = tmp_path / model
     train(*resolve_configs(dict(SETTINGS[model])), ring_run, out)
     dataset = load_dataset(ring_run)
@@ -84,14 +82,12 @@ def test_prediction_ranks_and_intervals(tiny_run: Path, tmp_path: Path) -> None:
     assert paired_difference(ranks, ranks) == {m: {"difference": 0.0, "ci95": [0.0, 0.0]} for m in ("hr@10", "ndcg@10")}
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_both_protocols_beside_every_classic_model(ring_run: Path, tmp_path: Path) -> None:
     """protocol_rows: the classic model's seen-excluded figures are its trainer's seen-excluded
     ranking; the LLM's come from predictions_seen_excluded.jsonl; the main figures are kept."""
-    import torch
-
     from alignrec.pipeline.report import protocol_rows
 
-    torch.set_num_threads(1)
     out = tmp_path / "sasrec"
     train(*resolve_configs(dict(SETTINGS["sasrec"])), ring_run, out)
     dataset = load_dataset(ring_run)
