@@ -502,8 +502,37 @@ def _change(value: Any) -> str:
     return "" if value is None else f"{100 * value:+.1f}%"
 
 
+def block_seeds() -> list[str]:
+    """Each ``seeds_<name>.json`` (benchmarks/seeds.py): sweep cells against the classic models over seeds."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from seeds import table_markdown  # the results file's own tables
+
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("seeds_*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        name = path.stem
+        by_protocol: dict[str, list[dict[str, Any]]] = {}
+        for row in record["rows"]:
+            by_protocol.setdefault(row["protocol"], []).append(row)
+        verdicts = []
+        for protocol, rows in by_protocol.items():
+            for row in rows:
+                gap = row.get("ndcg@10 - best classic")
+                if row["kind"] == "LLM" and gap:
+                    low, high = gap["ci95"]
+                    side = "above" if low > 0 else "below" if high < 0 else "a tie with"
+                    verdicts.append(f"{protocol}: {row['model']} {gap['ratio']:.2f}x {gap['against']} ({side} it)")
+        lines += ["", f"**{name.removeprefix('seeds_')}**: {record.get('description', '')}", "",
+                  "Verdict (paired interval of the seed means): " + "; ".join(verdicts) + "."]
+        for protocol, rows in by_protocol.items():
+            lines += ["", f"*{protocol}*", "", table_markdown(rows).rstrip("\n")]
+        lines += ["", _source(name, record)]
+    return lines[1:]
+
+
 SECTIONS: tuple[tuple[str, Callable[[], list[str]]], ...] = (
     ("The main job", block_main_job),
+    ("The LLM against the best classic model, over seeds", block_seeds),
     ("The LLM on the paper's data sets", block_llm_datasets),
     ("Ablations", block_ablations),
     ("Preference alignment after fine-tuning", block_preference),

@@ -229,3 +229,27 @@ def test_ablation_summary_names_the_cells_with_fewer_seeds(readme_results):
                     "2 training seeds per cell, 1 for LC-Rec format.")
     same = readme_results._ablation_summary({"reference": "full", "rows": [row("full", 3, 0.07), row("ED", 3, 0.08)]})
     assert same.endswith("at or above it: ED; 3 training seeds each.")
+
+
+def test_seed_comparisons_say_where_the_llm_wins_and_loses(readme_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_results, "RESULTS", tmp_path)
+    assert readme_results.block_seeds() == []  # no seeds_*.json: no block
+
+    def row(protocol, model, kind, values, gap=None):
+        return {"protocol": protocol, "model": model, "kind": kind, "seeds": 2, "ndcg@10 per seed": values,
+                "hr@10 per seed": values, "ndcg@10": sum(values) / 2, "hr@10": sum(values) / 2,
+                **({"ndcg@10 - best classic": gap} if gap else {})}
+
+    above = {"against": "sasrec", "difference": 0.01, "ratio": 1.15, "ci95": [0.002, 0.018]}
+    below = {"against": "fmlp", "difference": -0.01, "ratio": 0.9, "ci95": [-0.02, -0.001]}
+    record = {"description": "Two seeds.", "command": "python benchmarks/seeds.py", "date": "2026-12-04T00:00:00+00:00",
+              "git_commit": "abc123",
+              "rows": [row("main", "LLM: default", "LLM", [0.07, 0.08], above), row("main", "sasrec", "classic", [0.06, 0.07]),
+                       row("seen excluded", "LLM: default", "LLM", [0.09, 0.10], below),
+                       row("seen excluded", "fmlp", "classic", [0.10, 0.11])]}
+    (tmp_path / "seeds_x.json").write_text(json.dumps(record))
+    block = "\n".join(readme_results.block_seeds())
+    assert ("Verdict (paired interval of the seed means): main: LLM: default 1.15x sasrec (above it); "
+            "seen excluded: LLM: default 0.90x fmlp (below it).") in block
+    assert "| LLM: default | 0.0700, 0.0800 | 0.0750 |" in block and "*seen excluded*" in block
+    assert "Source: [`seeds_x.md`](benchmarks/results/seeds_x.md)" in block
