@@ -114,10 +114,10 @@ class ServeConfig:
     live_max_wait_ms: float = field(default=2.0, metadata={"help": "longest a live request waits for others to join its batch"})
     live_queue: int = field(default=64, metadata={"help": "live requests that may wait; more are answered 503 with Retry-After"})
     live_threads: int = field(default=0, metadata={"help": "torch threads of the live search (0 = torch's default)"})
-    live_idle: bool = field(default=True, metadata={"help": "run the live search (process, or thread) in Linux's SCHED_IDLE class: it gets a "
-                                                        "core only when the server has nothing to run, so cached reads never wait for it"})
-    live_nice: int = field(default=5, metadata={"help": "niceness added to the live search when it is not idle-class "
-                                                 "(--no-live-idle, or not Linux), so cached reads go first on a busy CPU (0-19)"})
+    live_idle: bool = field(default=True, metadata={"help": "run the live search process in Linux's SCHED_IDLE class: it gets a core only "
+                                                        "when the server has nothing to run, so cached reads never wait for it"})
+    live_nice: int = field(default=5, metadata={"help": "niceness added to the live search when it is not idle-class (--no-live-idle, "
+                                                 "not Linux, or --no-live-process), so cached reads go first on a busy CPU (0-19)"})
     live_process: bool = field(default=True, metadata={"help": "search in a process of its own (else in a thread of the server's: "
                                                            "its Python then shares the GIL with the event loop)"})
     live_device: str = field(default="cpu", metadata={"help": "device of the live model: cpu, cuda or cuda:N"})
@@ -1016,8 +1016,8 @@ def _start_batcher(state: _ServeState) -> None:
                                  # in-process search: the worker thread is the search (its threads, niced);
                                  # a search process sets both itself, and the thread only waits on a pipe
                                  threads=0 if config.live_process else config.live_threads,
-                                 niceness=0 if config.live_process else config.live_nice,
-                                 idle=not config.live_process and config.live_idle)
+                                 # (niced, never idle-class: a starved thread holding the GIL would stall the event loop)
+                                 niceness=0 if config.live_process else config.live_nice)
     batcher = state.batcher
     metrics.queue_depth.set_function(batcher.depth)
 

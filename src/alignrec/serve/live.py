@@ -157,7 +157,8 @@ def yield_cpu(niceness: int, idle: bool, thread_id: int = 0) -> None:
     Linux's SCHED_IDLE class: it runs only when nothing else wants the core, and a waking request
     handler preempts it at once (a niced task keeps the core for the rest of its time slice, which
     on 2 cores put milliseconds on the cached reads' p99). Threads it starts later inherit it.
-    Where the platform refuses, a warning is logged and the search runs at normal priority."""
+    Where the platform refuses, a warning is logged and the search runs at normal priority. Not for a
+    thread of the server: starved while holding the GIL, it would stall the event loop."""
     try:
         if idle and hasattr(os, "SCHED_IDLE"):
             os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
@@ -347,13 +348,12 @@ class MicroBatcher:
     has waited ``max_wait_s`` (no wait at all when it already has: the worker was busy), then runs
     them as one search. ``submit`` never blocks: with ``max_queue`` jobs waiting it raises
     :class:`QueueFull`. ``threads``: torch's intra-op threads for the searches (0 = as set);
-    ``niceness`` / ``idle``: the worker thread's CPU priority (:func:`yield_cpu`; Linux schedules
+    ``niceness``: added to the worker thread's nice value (:func:`yield_cpu`; Linux schedules
     threads one by one), so that on a busy machine the event loop — every cached read — goes first.
     """
 
     def __init__(self, search: Callable[[Sequence[LiveJob]], list[Any]], max_batch: int, max_wait_s: float, max_queue: int,
-                 threads: int = 0, on_batch: Callable[[int, float], None] | None = None, niceness: int = 0,
-                 idle: bool = False):
+                 threads: int = 0, on_batch: Callable[[int, float], None] | None = None, niceness: int = 0):
         if max_batch < 1 or max_queue < max_batch or max_wait_s < 0:
             raise ValueError(f"need max_batch >= 1, max_queue >= max_batch and max_wait_s >= 0 "
                              f"(got {max_batch}, {max_queue}, {max_wait_s})")
@@ -364,7 +364,6 @@ class MicroBatcher:
         self.threads = threads
         self.on_batch = on_batch
         self.niceness = niceness
-        self.idle = idle
         self._jobs: deque[LiveJob] = deque()
         self._condition = threading.Condition()
         self._closed = False
@@ -418,8 +417,8 @@ class MicroBatcher:
             return [self._jobs.popleft() for _ in range(min(self.max_batch, len(self._jobs)))]
 
     def _run(self) -> None:
-        if self.niceness or self.idle:
-            yield_cpu(self.niceness, self.idle, threading.get_native_id())  # this thread only
+        if self.niceness:
+            yield_cpu(self.niceness, False, threading.get_native_id())  # this thread only
         if self.threads:
             import torch
 
