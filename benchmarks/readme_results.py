@@ -523,7 +523,8 @@ def block_seeds() -> list[str]:
                     side = "above" if low > 0 else "below" if high < 0 else "a tie with"
                     verdicts.append(f"{protocol}: {row['model']} {gap['ratio']:.2f}x {gap['against']} ({side} it)")
         lines += ["", f"**{name.removeprefix('seeds_')}**: {record.get('description', '')}", "",
-                  "Verdict (paired interval of the seed means): " + "; ".join(verdicts) + "."]
+                  "Verdict (paired interval of the seed means; the best classic model these runs trained, see the baselines "
+                  "table for the others): " + "; ".join(verdicts) + "."]
         for protocol, rows in by_protocol.items():
             lines += ["", f"*{protocol}*", "", table_markdown(rows).rstrip("\n")]
         lines += ["", _source(name, record)]

@@ -249,7 +249,8 @@ def test_seed_comparisons_say_where_the_llm_wins_and_loses(readme_results, tmp_p
                        row("seen excluded", "fmlp", "classic", [0.10, 0.11])]}
     (tmp_path / "seeds_x.json").write_text(json.dumps(record))
     block = "\n".join(readme_results.block_seeds())
-    assert ("Verdict (paired interval of the seed means): main: LLM: default 1.15x sasrec (above it); "
+    assert ("Verdict (paired interval of the seed means; the best classic model these runs trained, see the baselines "
+            "table for the others): main: LLM: default 1.15x sasrec (above it); "
             "seen excluded: LLM: default 0.90x fmlp (below it).") in block
     assert "| LLM: default | 0.0700, 0.0800 | 0.0750 |" in block and "*seen excluded*" in block
     assert "Source: [`seeds_x.md`](benchmarks/results/seeds_x.md)" in block
