@@ -49,6 +49,7 @@ from common import (
     read_per_user,
     script_error,
     stage_folder,
+    stage_seeds,
     write_per_user,
 )
 
@@ -56,7 +57,6 @@ from alignrec.errors import InputError
 from alignrec.utils.io import read_json
 
 METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
-SEED_STAGES = ("behaviour", "tokenizer", "tasks", "finetune")  # the stages whose seed makes a replicate
 # Semantic Convergence (arXiv 2412.13771), Table 3: ablations on Games, Llama-7B, HR@5 (as quoted in SPEC.md).
 PAPER_SOURCE = "Semantic Convergence (arXiv 2412.13771) Table 3, Games, Llama-7B, HR@5, as quoted in ../shared/SPEC.md"
 PAPER_HR5 = {"full": 0.0858, "ED": 0.0817, "w/o LA": 0.0836, "w/o NS": 0.0791}
@@ -102,8 +102,7 @@ def load_replicate(summary_path: Path, folder: Path) -> Replicate:
     if missing:
         raise fail(f"{summary_path}: expected the metrics {list(METRICS)} in row and the prepare and evaluate stages; "
                    f"missing {missing}")
-    seeds = {name: read_record(stage_folder(stages[name], summary_path, "ablations") / "config.json",
-                               f"the {name} stage's run record").get("seed") for name in SEED_STAGES if name in stages}
+    seeds = stage_seeds(stages, summary_path, "ablations")
     evaluation_dir = stage_folder(stages["evaluate"], summary_path, "ablations")
     evaluation = read_record(evaluation_dir / "metrics.json", "the metrics of the evaluate stage")
     manifest = evaluation_dir / "shards" / "manifest.json"

@@ -96,6 +96,16 @@ def stage_folder(recorded: str, summary: Path, script: str) -> Path:
                                "another machine?)")
 
 
+SEED_STAGES = ("behaviour", "tokenizer", "tasks", "finetune")  # the stages whose seeds make a replicate of a sweep
+
+
+def stage_seeds(stages: dict[str, str], summary: Path, script: str) -> dict[str, Any]:
+    """The seed of each of SEED_STAGES a sweep's cell summary names (stage -> seed, from its run record)."""
+    return {name: read_input_json(stage_folder(stages[name], summary, script) / "config.json",
+                                  f"the {name} stage's run record", script).get("seed")
+            for name in SEED_STAGES if name in stages}
+
+
 def loadavg() -> list[float]:
     """1, 5 and 15 minute load averages, rounded (how busy the shared machine was)."""
     return [round(value, 2) for value in os.getloadavg()]

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import BenchmarkRun, read_input_json, script_error, stage_folder
+from common import BenchmarkRun, read_input_json, script_error, stage_folder, stage_seeds
 
 PROTOCOLS = {"main": "predictions.jsonl", "seen excluded": "predictions_seen_excluded.jsonl"}
-SEED_STAGES = ("behaviour", "tokenizer", "tasks", "finetune")
 METRICS = ("ndcg@10", "hr@10")
 
 
@@ -75,10 +74,7 @@ def read_folder(folder: Path) -> dict[str, Any]:
                 model = read_input_json(out / "config.json", "the classic model's run record", "seeds")["config"]["train"]["model"]
                 classic[model] = {"main": collab_test_ranks(out, dataset),
                                   "seen excluded": collab_test_ranks(out, dataset, seen_excluded=True)}
-        for name in SEED_STAGES:
-            if name in stages and name not in seeds:
-                seeds[name] = read_input_json(stage_folder(stages[name], path, "seeds") / "config.json",
-                                              f"the {name} stage's run record", "seeds").get("seed")
+        seeds = stage_seeds(stages, path, "seeds") | seeds  # the cells share the seeds of a folder
     return {"cells": cells, "classic": classic, "seeds": seeds, "users": users, "folder": str(folder)}
 
 
