@@ -8,9 +8,10 @@
 
 Reads finished ``alignrec sweep`` folders, one per seed (each folder one replicate of every cell,
 its seeds set with ``--set``); trains and searches nothing. Every folder must have every cell and
-score the same test users (all of them). The classic models are the behaviour model and the
-baselines of each folder's run, trained to early stopping with that folder's seeds, so both sides
-of a comparison vary with the seed.
+score the same test users (all of them). The classic models are the behaviour models and the
+baselines of each folder's cells, trained to early stopping with that folder's seeds, so both sides
+of a comparison vary with the seed (cells that train one model with different settings: the first
+cell's).
 
 Per model (each cell's LLM and each classic model) and protocol (main: every item competes; seen
 items excluded, where the evaluations ran both, ``evaluate.exclude: both``): NDCG@10 and HR@10 of
@@ -69,11 +70,12 @@ def read_folder(folder: Path) -> dict[str, Any]:
         cells[str(summary["cell"])] = {protocol: prediction_ranks(dataset, evaluation_dir / name, rows)
                                        for protocol, name in PROTOCOLS.items() if (evaluation_dir / name).is_file()}
         for name, stage in stages.items():
-            if (name == "behaviour" or name.startswith("baseline/")) and name not in classic:
+            if name == "behaviour" or name.startswith("baseline/"):
                 out = stage_folder(stage, path, "seeds")
                 model = read_input_json(out / "config.json", "the classic model's run record", "seeds")["config"]["train"]["model"]
-                classic[model] = {"main": collab_test_ranks(out, dataset),
-                                  "seen excluded": collab_test_ranks(out, dataset, seen_excluded=True)}
+                if model not in classic:  # (cells that train the same model differently: the first cell's)
+                    classic[model] = {"main": collab_test_ranks(out, dataset),
+                                      "seen excluded": collab_test_ranks(out, dataset, seen_excluded=True)}
         seeds = stage_seeds(stages, path, "seeds") | seeds  # the cells share the seeds of a folder
     return {"cells": cells, "classic": classic, "seeds": seeds, "users": users, "folder": str(folder)}
 

@@ -26,7 +26,8 @@ def tiny_sweep(tmp_path, seed: int):
     base["evaluate"] = {"beam_size": 10, "batch_size": 16, "exclude": "both"}
     sweep = {"name": "s", "base": base, "out": str(tmp_path / f"seed{seed}"), "results": str(tmp_path / f"seed{seed}"),
              "cells": [{"name": "slow", "set": {"finetune.learning_rate": 0.001}},
-                       {"name": "fast", "set": {"finetune.learning_rate": 0.02}}]}
+                       {"name": "fast", "set": {"finetune.learning_rate": 0.02}},
+                       {"name": "sasrec codes", "set": {"behaviour.model": "sasrec"}}]}  # a second behaviour model
     path = tmp_path / f"sweep{seed}.json"
     path.write_text(json.dumps(sweep))
     sets = [f"behaviour.seed={seed}", f"finetune.seed={seed}", f"tasks.seed={seed}", f"tokenizer.seed={seed}"]
@@ -43,7 +44,7 @@ def test_seed_means_and_paired_differences_from_the_runs_files(tmp_path, monkeyp
     record = json.loads((tmp_path / "out" / "seeds_t.json").read_text())
     rows = {(r["protocol"], r["model"]): r for r in record["rows"]}
     assert sorted({p for p, _ in rows}) == ["main", "seen excluded"]
-    assert sorted({m for _, m in rows}) == ["LLM: fast", "LLM: slow", "dccf", "pop"]
+    assert sorted({m for _, m in rows}) == ["LLM: fast", "LLM: sasrec codes", "LLM: slow", "dccf", "pop", "sasrec"]
 
     per_seed: dict[str, list[np.ndarray]] = {}  # main protocol, NDCG@10 per user, per seed: from the runs' files
     for folder in folders:
