@@ -159,6 +159,16 @@ def test_overrides_apply_dotted_keys() -> None:
         load_experiment(data={"name": "x"}, overrides=["finetune.max_steps"])
 
 
+def test_a_null_behaviour_setting_is_unset_so_the_model_can_be_switched() -> None:
+    from alignrec.pipeline.experiment import collab_configs
+
+    sasrec = {"model": "sasrec", "embedding_dim": 64, "train_stride": 5, "max_train_minutes": 4.0}
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['train_stride'\] for model 'fmlp'"):
+        collab_configs({**sasrec, "model": "fmlp"}, "behaviour")
+    collab, model = collab_configs({**sasrec, "model": "fmlp", "train_stride": None, "max_train_minutes": None}, "behaviour")
+    assert collab.model == "fmlp" and collab.max_train_minutes is None and model.embedding_dim == 64
+
+
 def test_sweep_shares_stages_and_skips_finished_cells(tmp_path: Path) -> None:
     base = load_config_file(TINY)
     base["precache"] = None

@@ -226,10 +226,13 @@ class StageConfigs:
 
 
 def collab_configs(section: dict[str, Any], source: str) -> tuple[Any, Any]:
-    """(CollabConfig, model config) from one flat section; unknown keys are errors."""
+    """(CollabConfig, model config) from one flat section; unknown keys are errors. A key set to null
+    is unset (its default applies): ``--set behaviour.model=fmlp --set behaviour.train_stride=null``
+    switches a SASRec section to a model that has no such setting."""
     from alignrec.collab.config import CollabConfig, resolve_configs
     from alignrec.collab.registry import get_model_spec, model_names
 
+    section = {key: value for key, value in section.items() if value is not None}
     model = section.get("model")
     if model not in model_names():
         raise ConfigError(f"{source}: model: expected one of {model_names()}, got {model!r}")
