@@ -168,12 +168,17 @@ def _verdict(rows: list[dict[str, Any]], versus: list[dict[str, Any]] | None = N
     text += f" ({_metric(llm.get('ndcg@10'))} vs {_metric(pop.get('ndcg@10'))}{gap(pop['model'])}"
     if best is None:
         return text + ")."
-    text += f"; the best classic model, {best['model']}: {_metric(best.get('ndcg@10'))}{gap(best['model'])})"
+    text += f"; the best classic model of this run, {best['model']}: {_metric(best.get('ndcg@10'))}{gap(best['model'])})"
     ratio = (llm.get("ndcg@10") or 0.0) / best["ndcg@10"] if best.get("ndcg@10") else None
     if ratio is None:
         return text + "."
-    relation = "above" if ratio >= 1.0 else "below"
-    return text + f": the LLM is at {ratio:.2f}x the best classic model's NDCG@10 ({relation} it)."
+    interval = paired.get(best["model"], {}).get("ci95")
+    if interval is None:
+        relation = "above it" if ratio >= 1.0 else "below it"
+    else:  # where the results hold the paired interval, it decides
+        relation = "above it" if interval[0] > 0 else "below it" if interval[1] < 0 else "a tie: the interval holds 0"
+    return text + (f": the LLM is at {ratio:.2f}x that model's NDCG@10 ({relation}; the baselines table below has "
+                   "the other classic models on this split).")
 
 
 def _span(dates: list[str]) -> str:
