@@ -250,6 +250,9 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
         "total_seconds": result.seconds,
         "stage_seconds_sum": round(sum(t["seconds"] for t in timings), 2),
     }
+    prefer_metrics = read_json(stages["prefer"].out / "metrics.json") if "prefer" in stages else None
+    if prefer_metrics is not None:
+        summary["prefer"] = prefer_metrics
     atomic_write_json(out / "summary.json", summary)
 
     cache = result.root / "cache" / "cache.sqlite"
@@ -322,10 +325,8 @@ def write_report(result: ExperimentResult, out: Path) -> Path:
                   f"the saved model is the checkpoint of step {ranking.get('best_step')}.", ""]
     if copied.get("loss_curve.png"):
         lines += ["![loss curve](loss_curve.png)", ""]
-    if "prefer" in stages:
-        lines += prefer_section(read_json(stages["prefer"].out / "metrics.json"))
-        summary["prefer"] = read_json(stages["prefer"].out / "metrics.json")
-        atomic_write_json(out / "summary.json", summary)
+    if prefer_metrics is not None:
+        lines += prefer_section(prefer_metrics)
     lines += ["## Stages", "", markdown_table(timings, ["stage", "seconds", "reused"]), "",
               "Reused stages show the seconds they took when they ran. "
               f"This invocation: {result.seconds:.0f} s; every stage once: {summary['stage_seconds_sum']:.0f} s.", ""]
