@@ -29,7 +29,9 @@ def test_dense_code_head_shallow_run_learns_and_reloads_at_its_depth(tmp_path: P
     result = FinetuneJob(config, run, backbone=(model, tokenizer)).run()
     metrics = result.metrics
     codes_version = metrics["settings"].pop("codes_version")
-    assert metrics["settings"] == {"head": "code", "sequential_format": "dense", "llm_layers": 1, "max_history": 20}
+    assert metrics["settings"] == {"head": "code", "sequential_format": "dense", "llm_layers": 1, "max_history": 20,
+                                   "item_loss_weight": 0.0, "ranker": "beam", "fusion_weight": 0.0}
+    assert "ranker_choice" not in metrics  # no item head: beam search, nothing to choose
     assert metrics["padding_share"] == 0.0  # every dense window of the cyclic data has the same length
     assert metrics["code_tokens_per_second"] > 0
     ranking = metrics["validation_ranking"]
@@ -55,6 +57,32 @@ def test_dense_code_head_shallow_run_learns_and_reloads_at_its_depth(tmp_path: P
     path.write_text(json.dumps(edited))
     with pytest.raises(InputError, match=r"llm_layers=1 but its config.json has num_hidden_layers=2"):
         load_finetuned(run)
+
+
+def test_item_head_run_chooses_its_ranker_on_validation_and_evaluation_follows(tmp_path: Path) -> None:
+    run = write_cyclic_run(tmp_path / "run", sequential_format="dense")
+    model, tokenizer = tiny_backbone()
+    config = FinetuneConfig(max_steps=40, learning_rate=1e-2, lr_scheduler="constant", batch_size=16,
+                            lora_dropout=0.0, logging_steps=10, save_steps=1000, warmup_ratio=0.0, llm_layers=1,
+                            item_loss_weight=1.0, rank_eval_users=30)  # no ranking check during training: the choice still runs
+    metrics = FinetuneJob(config, run, backbone=(model, tokenizer)).run().metrics
+    choice = metrics["ranker_choice"]
+    assert choice["users"] == 30
+    assert [(c["ranker"], c["fusion_weight"]) for c in choice["candidates"]] == \
+        [("beam", 0.0), ("item", 0.0)] + [("fused", w) for w in (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)]
+    best = max(c["ndcg@10"] for c in choice["candidates"])
+    first_best = next(c for c in choice["candidates"] if c["ndcg@10"] == best)
+    assert (choice["ranker"], choice["fusion_weight"]) == (first_best["ranker"], first_best["fusion_weight"])
+    settings = ModelSettings.of(load_finetuned(run).model)
+    assert (settings.item_loss_weight, settings.ranker, settings.fusion_weight) == (1.0, choice["ranker"], choice["fusion_weight"])
+
+    chosen = evaluate(EvaluateConfig(beam_size=10, split="valid", users=30, seed=config.seed), run, out=tmp_path / "chosen")
+    assert chosen["ranker"] == choice["ranker"]
+    # the evaluation of the validation users repeats the choice's figure for the chosen ranker
+    assert chosen["metrics"]["ndcg@10"] == pytest.approx(first_best["ndcg@10"], abs=1e-6)
+    item = evaluate(EvaluateConfig(beam_size=10, ranker="item", exclude="both"), run, out=tmp_path / "item")
+    assert item["ranker"] == "item" and item["metrics"]["hr@10"] >= 0.9  # the head alone learnt the cycle
+    assert "seen_excluded" in item
 
 
 def test_keep_first_layers_checks_the_depth() -> None:

@@ -109,6 +109,12 @@ class EvaluateConfig:
         metadata={"help": "users per shard; each finished shard is saved under OUT/shards, so a killed evaluation "
                   "resumes after the last one (0 = one shard)"},
     )
+    ranker: Literal["model", "beam", "item", "fused"] = field(
+        default="model",
+        metadata={"help": "how to rank: model (what the fine-tuned model records: beam unless it was trained with the item "
+                  "head and validation chose item or fused), beam (constrained beam search), item (the item head over "
+                  "every item), fused (beam + item head, the model's fusion weight)"},
+    )
     exclude: Literal["none", "history", "both"] = field(
         default="none",
         metadata={"help": "protocol: none (every item competes), history (items the user interacted with before the "
@@ -194,6 +200,7 @@ def search_settings(config: EvaluateConfig, recommender: GenerativeRecommender, 
         "beam_size": config.beam_size,
         "top_k": config.top_k,
         "batch_size": config.batch_size,  # batches are formed within a shard; padding can move the last bits
+        **ranking(config, recommender),
         "shard_users": config.shard_users,
         "dtype": str(dtype).removeprefix("torch."),
         "device": recommender.device.type,
@@ -299,6 +306,26 @@ def prediction_lines(output: BeamSearchOutput, user_ids: Sequence[str], item_ids
     return lines
 
 
+def ranker_of(config: EvaluateConfig, recommender: GenerativeRecommender) -> str:
+    """The ranker this evaluation uses: the configured one, or the model's."""
+    return recommender.settings.ranker if config.ranker == "model" else config.ranker
+
+
+def ranking(config: EvaluateConfig, recommender: GenerativeRecommender) -> dict[str, Any]:
+    """How the lists are ranked, for the shard manifests and metrics.json; empty for beam search (as
+    before the item head existed, so older shards stay valid)."""
+    ranker = ranker_of(config, recommender)
+    if ranker == "beam":
+        return {}
+    return {"ranker": ranker} | ({"fusion_weight": recommender.settings.fusion_weight} if ranker == "fused" else {})
+
+
+def ranker_name(config: EvaluateConfig, recommender: GenerativeRecommender) -> str:
+    ranker = ranker_of(config, recommender)
+    return {"beam": "beam search", "item": "item head ranking",
+            "fused": f"beam search fused with the item head (weight {recommender.settings.fusion_weight:g})"}[ranker]
+
+
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
@@ -329,7 +356,7 @@ def search_shards(config: EvaluateConfig, recommender: GenerativeRecommender, us
         began = time.perf_counter()
         exclude = users.seen[start:stop] if seen_excluded and users.seen is not None else None
         output = recommender.recommend(users.histories[start:stop], config.top_k, config.beam_size, config.batch_size,
-                                       config.method, exclude=exclude)
+                                       config.method, exclude=exclude, ranker=ranker_of(config, recommender))
         seconds = time.perf_counter() - began
         lines = prediction_lines(output, users.user_ids[start:stop], item_ids)
         write_shard(shard_path(shard_dir, index), index, lines, users.digest(start, stop), seconds, searched_by)
@@ -397,8 +424,8 @@ def _evaluate(ranks: Ranks, config: EvaluateConfig, model: str | Path, data: str
         # Rank 0 keeps, replaces or refuses the shards there before any rank looks at one.
         ranks.from_main(lambda: open_shards(shard_dir, settings, resume, on_mismatch))  # noqa: B023 - called at once
         if ranks.is_main:
-            log.info("beam search (%s) for %d %s users in %d shard(s), beam %d, top %d%s%s", config.method, len(rows),
-                     config.split, len(bounds), config.beam_size, config.top_k,
+            log.info("%s (%s) for %d %s users in %d shard(s), beam %d, top %d%s%s", ranker_name(config, recommender),
+                     config.method, len(rows), config.split, len(bounds), config.beam_size, config.top_k,
                      ", seen items excluded" if seen_excluded else "",
                      f", {ranks.world_size} processes" if ranks.distributed else "")
         reused, _ = search_shards(config, recommender, users, shard_dir, dataset.item_ids, ranks, seen_excluded)
@@ -438,6 +465,8 @@ def _write_results(config: EvaluateConfig, recommender: GenerativeRecommender, d
             "method": config.method,
             "beam_size": config.beam_size,
             "top_k": config.top_k,
+            "ranker": ranker_of(config, recommender),
+            "fusion_weight": recommender.settings.fusion_weight if ranker_of(config, recommender) == "fused" else None,
             "model_version": recommender.version,
             "elapsed_s": round(elapsed, 3),
             "users_per_s": round(len(users.rows) / elapsed, 3) if elapsed > 0 else None,

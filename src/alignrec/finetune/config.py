@@ -9,7 +9,7 @@ from typing import Literal
 # everything else must match the checkpoint's config (see alignrec.finetune.recipe).
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "max_steps", "logging_steps", "save_steps", "save_total_limit", "eval_steps", "dataloader_workers",
-     "torch_threads", "save_adapter", "max_train_minutes"}
+     "torch_threads", "save_adapter", "max_train_minutes", "ranker"}
 )
 
 
@@ -46,6 +46,18 @@ class FinetuneConfig:
         default="code",
         metadata={"section": "model and LoRA", "help": "loss at code positions: code (softmax over that level's code tokens only; beam search "
                   "scores the same way) or full (the whole vocabulary, the papers' setting)"},
+    )
+    item_loss_weight: float = field(
+        default=0.0,
+        metadata={"section": "model and LoRA", "help": "the item head (head: code only): weight of a full-catalogue softmax at every item "
+                  "boundary, an item's vector being the sum of its code rows, added to the code loss (0 = off); it gives "
+                  "the item and fused rankers"},
+    )
+    ranker: Literal["auto", "beam", "item", "fused"] = field(
+        default="auto",
+        metadata={"section": "model and LoRA", "help": "how the saved model ranks (recorded in it): beam (constrained beam search), item (the "
+                  "item head over every item), fused (beam + item head, the weight chosen on validation) or auto (the best "
+                  "of these on the validation users; beam when there is no item head)"},
     )
     lora_r: int = field(default=8, metadata={"section": "model and LoRA", "help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"section": "model and LoRA", "help": "LoRA alpha (scale = alpha / r)"})
@@ -153,6 +165,12 @@ class FinetuneConfig:
             raise ValueError("rank_eval_users must be >= 1 and rank_eval_beam >= 10 (HR@10 needs 10 items)")
         if self.early_stopping_patience and not self.rank_eval_steps:
             raise ValueError("early_stopping_patience needs rank_eval_steps > 0 (it stops on the ranking metric)")
+        if self.item_loss_weight < 0:
+            raise ValueError(f"item_loss_weight must be >= 0, got {self.item_loss_weight}")
+        if self.item_loss_weight and self.head != "code":
+            raise ValueError("item_loss_weight needs head: code (the item head reads the code-only head's hidden state)")
+        if self.ranker in ("item", "fused") and not self.item_loss_weight:
+            raise ValueError(f"ranker {self.ranker!r} needs the item head: set item_loss_weight > 0")
         if self.mlp_layers not in (2, 3):
             raise ValueError(f"mlp_layers must be 2 or 3 (the paper's ablation), got {self.mlp_layers}")
         if not 0 <= self.lora_dropout < 1:

@@ -385,6 +385,7 @@ class FinetuneJob:
             max_history=sequence_format.max_history,
             llm_layers=int(self.prepared.model.get_base_model().config.num_hidden_layers),
             codes_version=codes_fingerprint(codes),
+            item_loss_weight=float(self.config.item_loss_weight),
         )
         self.train_data = encode_records(tokenizer, train_records, self.config.max_length)
         self.valid_data = encode_records(tokenizer, valid_records, self.config.max_length)
@@ -458,7 +459,12 @@ class FinetuneJob:
                                    answer_logits_only=config.answer_logits_only and not code_head,
                                    hidden_states=code_head)
         if code_head:
-            loss_function: Any = CodeOnlyLoss(self.prepared.model, self.prepared.vocabulary)
+            catalogue = None
+            if config.item_loss_weight:
+                from alignrec.llm.item_head import ItemCatalogue
+
+                catalogue = ItemCatalogue(self.codes.codes, self.codes.codebook_sizes)
+            loss_function: Any = CodeOnlyLoss(self.prepared.model, self.prepared.vocabulary, catalogue, config.item_loss_weight)
         else:
             loss_function = answer_loss if config.answer_logits_only else None
         earlier = earlier_train_seconds(self.resume_from)
@@ -486,13 +492,10 @@ class FinetuneJob:
             from transformers import PrinterCallback
 
             self.trainer.remove_callback(PrinterCallback)  # a dict per log; progress_lines_callback logs instead
+        validation = (self._validation_ranker(required=bool(config.rank_eval_steps))
+                      if has_eval and (config.rank_eval_steps or config.item_loss_weight) else None)
         if config.rank_eval_steps and has_eval:
-            from alignrec.data import load_dataset
-
-            self.trainer.ranker = ValidationRanker(load_dataset(self.paths.run_dir), self.codes, self.prepared.tokenizer,
-                                                   self.settings, self.prepared.vocabulary, users=config.rank_eval_users,
-                                                   seed=config.seed, beam=config.rank_eval_beam,
-                                                   batch_size=config.eval_batch_size or 32, mode="training")
+            self.trainer.ranker = validation
         elif config.rank_eval_steps:
             log.warning("rank_eval_steps: no validation examples (tasks/valid.jsonl); the ranking evaluation is off")
         started = time.perf_counter()
@@ -527,6 +530,7 @@ class FinetuneJob:
                 "best_step": best["step"], "best_ndcg@10": best["eval_ndcg@10"], "best_hr@10": best["eval_hr@10"],
                 "history": [{"step": e["step"], "ndcg@10": e["eval_ndcg@10"], "hr@10": e["eval_hr@10"]} for e in ranking],
             }
+        self._choose_ranker(validation)
         last_losses = [e["loss"] for e in state.log_history if "loss" in e]
         if last_losses:
             self.metrics["last_logged_loss"] = last_losses[-1]
@@ -534,6 +538,46 @@ class FinetuneJob:
             evaluation = self.trainer.evaluate(self.valid_data)  # the loss only (the ranking ran during training)
             loss = evaluation.get("eval_loss")
             self.metrics["eval_loss"] = round(float(loss), 6) if loss is not None and math.isfinite(loss) else None
+
+    def _validation_ranker(self, required: bool) -> ValidationRanker | None:
+        """The ranking check on validation users; when not ``required`` (only the ranker's choice needs it),
+        None if the run folder has no data set to read them from."""
+        from alignrec.data import load_dataset
+
+        try:
+            dataset = load_dataset(self.paths.run_dir)
+        except InputError as error:
+            if required:
+                raise
+            log.warning("no data set for the ranker's choice on validation users (%s)", error)
+            return None
+        config = self.config
+        return ValidationRanker(dataset, self.codes, self.prepared.tokenizer, self.settings, self.prepared.vocabulary,
+                                users=config.rank_eval_users, seed=config.seed, beam=config.rank_eval_beam,
+                                batch_size=config.eval_batch_size or 32, mode="training")
+
+    def _choose_ranker(self, validation: ValidationRanker | None) -> None:
+        """Record in the model's settings how it ranks (``config.ranker``; auto and fused choose on validation)."""
+        config = self.config
+        if not config.item_loss_weight:
+            return  # no item head: beam search, as every model before it
+        allowed = ("beam", "item", "fused") if config.ranker == "auto" else (config.ranker,)
+        if config.ranker in ("beam", "item"):
+            choice: dict[str, Any] = {"ranker": config.ranker, "fusion_weight": 0.0}
+        elif validation is None:  # nothing to choose on: fused at weight 1, auto as every model without the head
+            choice = {"ranker": "fused", "fusion_weight": 1.0} if config.ranker == "fused" else {"ranker": "beam", "fusion_weight": 0.0}
+            log.warning("ranker %s: no validation users to choose on; using %s", config.ranker, choice)
+        else:
+            started = time.perf_counter()
+            choice = validation.choose_ranker(self.trainer.accelerator.unwrap_model(self.trainer.model), allowed)
+            choice["seconds"] = round(time.perf_counter() - started, 2)
+            log.info("ranker chosen on %d validation users: %s (fusion weight %g), NDCG@10 %s", choice["users"],
+                     choice["ranker"], choice["fusion_weight"],
+                     ", ".join(f"{c['ranker']}{'' if c['ranker'] != 'fused' else ' ' + format(c['fusion_weight'], 'g')} "
+                               f"{c['ndcg@10']:.4f}" for c in choice["candidates"]))
+        self.settings = dataclasses.replace(self.settings, ranker=choice["ranker"], fusion_weight=float(choice["fusion_weight"]))
+        self.metrics["settings"] = dataclasses.asdict(self.settings)
+        self.metrics["ranker_choice"] = choice
 
     def save(self) -> Path:
         """Main process: merged model, adapter, codes, loss curve, metrics, run record."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -276,20 +277,30 @@ class CodeOnlyLoss:
     the Trainer's token count of the whole accumulated batch, like the models' own loss.
     """
 
-    def __init__(self, model: Any, vocabulary: Any):
+    def __init__(self, model: Any, vocabulary: Any, catalogue: Any = None, item_loss_weight: float = 0.0):
         self.model = model  # the unwrapped (peft) model: its output rows are read directly
         self.vocabulary = vocabulary
+        # the item head (alignrec.llm.item_head): its summed catalogue cross-entropy joins the total, weighted
+        self.catalogue = catalogue
+        self.item_loss_weight = item_loss_weight
+        if item_loss_weight and catalogue is None:
+            raise ValueError("item_loss_weight > 0 needs the item catalogue")
 
     def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
         from alignrec.llm.code_head import code_only_loss
+        from alignrec.llm.item_head import item_loss
 
         hidden = outputs["hidden_states"][-1] if isinstance(outputs, dict) else outputs.hidden_states[-1]  # (B, T, D)
-        parts = code_only_loss(self.model, self.vocabulary, hidden, labels.to(hidden.device))
+        labels = labels.to(hidden.device)
+        parts = code_only_loss(self.model, self.vocabulary, hidden, labels)
+        total = parts.total
+        if self.item_loss_weight:
+            total = total + self.item_loss_weight * item_loss(self.model, self.vocabulary, self.catalogue, hidden, labels)[0]
         if num_items_in_batch is None:
-            return parts.total / max(parts.count, 1)
+            return total / max(parts.count, 1)
         if hasattr(num_items_in_batch, "to"):
-            num_items_in_batch = num_items_in_batch.to(parts.total.device)
-        return parts.total / num_items_in_batch
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / num_items_in_batch
 
 
 class ValidationRanker:
@@ -330,6 +341,58 @@ class ValidationRanker:
 
     def __call__(self, model: Any) -> dict[str, float]:
         return {name: float(values.mean()) for name, values in self.per_user(model).items()}
+
+    def choose_ranker(self, model: Any, allowed: Sequence[str]) -> dict[str, Any]:
+        """The best ranking of the model on these users by NDCG@10, among ``allowed`` (``beam``, ``item``,
+        ``fused``; fused at each of :data:`~alignrec.llm.item_head.FUSION_WEIGHTS`).
+
+        One beam search (its ``beam`` items and scores) and one pass of the item head per batch of users
+        score every candidate. Ties go to the earlier candidate: beam, item, then fused by weight.
+        Returns ``{"ranker", "fusion_weight", "candidates": [...]}``.
+        """
+        import numpy as np
+        import torch
+
+        from alignrec.llm.item_head import FUSION_WEIGHTS, fuse, prompt_states, top_items
+        from alignrec.llm.recommender import GenerativeRecommender
+        from alignrec.metrics.metrics import per_user_metrics, ranks_in_lists
+
+        candidates = [("beam", 0.0)] if "beam" in allowed else []
+        candidates += [("item", 0.0)] if "item" in allowed else []
+        candidates += [("fused", w) for w in FUSION_WEIGHTS] if "fused" in allowed else []
+        if not candidates:
+            raise ValueError(f"no ranker to choose from in {list(allowed)}")
+        was_training = model.training
+        recommender = GenerativeRecommender(model, self.tokenizer, self.codes, self.mode, self.settings, self.vocabulary)
+        try:
+            beam = recommender.recommend(self.histories, self.beam, self.beam, batch_size=self.batch_size,
+                                         show_progress=False, ranker="beam")
+            lists: dict[tuple[str, float], list[np.ndarray]] = {c: [] for c in candidates}
+            for start in range(0, len(self.histories), self.batch_size):
+                stop = start + self.batch_size
+                prompts = [recommender.prompt_ids(h) for h in self.histories[start:stop]]
+                with torch.inference_mode():
+                    log_probs = recommender.item_log_probs(prompt_states(model, prompts, recommender.pad_token_id))
+                beam_items, beam_scores = beam.items[start:stop], beam.scores[start:stop]
+                for name, weight in candidates:
+                    if name == "beam":
+                        chosen = beam_items[:, :10]
+                    elif name == "item":
+                        chosen = top_items(log_probs, 10)[0]
+                    else:
+                        chosen = fuse(log_probs, beam_items.to(log_probs.device), beam_scores.to(log_probs.device),
+                                      weight, 10)[0]
+                    lists[(name, weight)].append(chosen.cpu().numpy())
+        finally:
+            model.train(was_training)
+        table = []
+        for name, weight in candidates:
+            metrics = per_user_metrics(ranks_in_lists(np.concatenate(lists[(name, weight)]), self.targets), [10])
+            table.append({"ranker": name, "fusion_weight": weight, "ndcg@10": round(float(metrics["ndcg@10"].mean()), 6),
+                          "hr@10": round(float(metrics["hr@10"].mean()), 6)})
+        best = max(range(len(table)), key=lambda i: (table[i]["ndcg@10"], -i))
+        return {"ranker": table[best]["ranker"], "fusion_weight": table[best]["fusion_weight"], "users": len(self.histories),
+                "candidates": table}
 
 
 def ranking_trainer_class() -> Any:

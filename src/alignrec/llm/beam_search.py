@@ -53,6 +53,8 @@ class BeamSearchOutput:
 
     items: torch.Tensor  # (B, K) int64
     scores: torch.Tensor  # (B, K) float32
+    # (B, D) the decoder's last hidden state of each prompt (``keep_prompt_state``): the item head's input
+    prompt_state: torch.Tensor | None = None
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +160,7 @@ def constrained_beam_search(
     share_prompt_cache: bool | None = None,
     normalisation: str = "full",
     exclude: Sequence[Collection[int]] | None = None,
+    keep_prompt_state: bool = False,
 ) -> BeamSearchOutput:
     """Top-``top_k`` distinct items for each prompt by beam search restricted to the trie.
 
@@ -172,6 +175,8 @@ def constrained_beam_search(
     ``normalisation``: ``full`` or ``code`` (see the module docstring); use the model's training head.
     ``exclude``: per prompt, item indices that must not be returned (see the module docstring);
     None or all empty = no exclusion (the search is then exactly the plain one).
+    ``keep_prompt_state``: also return each prompt's last hidden state (``code`` normalisation
+    only), which the item head scores (:mod:`alignrec.llm.item_head`).
     """
     if beam_size < 1 or not 1 <= top_k <= beam_size:
         raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, beam_size={beam_size}")
@@ -192,6 +197,9 @@ def constrained_beam_search(
     prompt_lengths = attention_mask.sum(dim=1)  # (B,)
     scorer = _Scorer(model, normalisation, vocabulary)
     cache = scorer.step(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+    if keep_prompt_state and normalisation != "code":
+        raise ValueError("keep_prompt_state needs the code normalisation (the decoder's hidden state)")
+    prompt_state = scorer.last.clone() if keep_prompt_state else None
     if share_prompt_cache is None:
         share_prompt_cache = supports_shared_prefix(model)
     if share_prompt_cache:
@@ -226,7 +234,7 @@ def constrained_beam_search(
                 pad = top_k - keep
                 items = torch.cat([items, items.new_full((users, pad), -1)], dim=1)
                 beam_score = torch.cat([beam_score, beam_score.new_full((users, pad), NEG_INF)], dim=1)
-            return BeamSearchOutput(items=items.cpu(), scores=beam_score.float().cpu())
+            return BeamSearchOutput(items=items.cpu(), scores=beam_score.float().cpu(), prompt_state=prompt_state)
 
         # Continue every kept beam: its cache row is the row of the beam it extends.
         source_row = (user_offsets * width + picked // fanout).view(-1)  # (B*keep,) rows of the (B*W) cache

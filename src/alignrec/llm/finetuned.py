@@ -37,7 +37,8 @@ class ModelSettings:
     ``head``: how code positions were normalised (``code``: level code tokens only, ``full``:
     the whole vocabulary); ``sequential_format``: the prompt of the sequential task (``dense`` or
     ``lcrec``); ``llm_layers``: decoder layers kept from the backbone (its full depth when not
-    truncated). Models written before these settings existed read as ``full`` / ``lcrec``.
+    truncated). Models written before these settings existed read as ``full`` / ``lcrec``, and
+    those written before the item head as ranked by beam search.
     """
 
     head: str = "full"
@@ -49,6 +50,11 @@ class ModelSettings:
     # The newest items a prompt holds; None for models written before it was recorded, which
     # read as the prepare stage's default history cut (:data:`DEFAULT_MAX_HISTORY`).
     max_history: int | None = None
+    # The item head (alignrec.llm.item_head): the weight of its loss in training (0 = not trained),
+    # the ranking inference uses (beam, item or fused; chosen on validation) and fused's weight.
+    item_loss_weight: float = 0.0
+    ranker: str = "beam"
+    fusion_weight: float = 0.0
 
     @classmethod
     def from_mapping(cls, stored: Any) -> ModelSettings:

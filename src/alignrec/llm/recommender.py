@@ -4,7 +4,9 @@
 ``alignrec serve`` share: it builds each user's prompt with the model's sequence format
 (:class:`alignrec.llm.format.SequenceFormat`, the one training used), sorts users by prompt
 length so that batches carry little padding, and runs one of the registered beam searches
-(``fast`` = :mod:`alignrec.llm.beam_search`, ``reference`` = HF ``generate``).
+(``fast`` = :mod:`alignrec.llm.beam_search`, ``reference`` = HF ``generate``), or, for a model
+trained with the item head, ranks by that head alone or fused with the beam
+(:mod:`alignrec.llm.item_head`; the model's settings say which).
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from alignrec.errors import InputError
 from alignrec.llm.backbone import resolve_dtype
 from alignrec.llm.beam_search import BeamSearchOutput, constrained_beam_search
 from alignrec.llm.finetuned import FinetunedRun, ModelSettings
+from alignrec.llm.item_head import (
+    ItemCatalogue,
+    check_ranker,
+    exclusion_mask,
+    fuse,
+    item_logits,
+    prompt_states,
+    top_items,
+)
 from alignrec.llm.reference import reference_beam_search
 from alignrec.llm.trie import CodeTrie
 from alignrec.llm.vocab import CodeVocabulary
@@ -90,6 +101,7 @@ class GenerativeRecommender:
         if vocabulary is None:
             vocabulary = CodeVocabulary.from_tokenizer(tokenizer, codes.codebook_sizes)
         self.vocabulary = vocabulary.to(self.device)
+        self._catalogue: ItemCatalogue | None = None  # the item head's view of the codes, built when first used
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise InputError("the tokenizer has neither a pad nor an end-of-sequence token; one is needed for batching")
@@ -104,6 +116,7 @@ class GenerativeRecommender:
         registered since (their code tokens are already in the tokenizer)."""
         self.codes = codes
         self.trie = CodeTrie.from_codes(codes.codes, codes.codebook_sizes).to(self.device)
+        self._catalogue = None
 
     def prompt_ids(self, history: Sequence[int]) -> list[int]:
         """Token ids of the sequential prompt for ``history`` (item indices, oldest first)."""
@@ -118,12 +131,20 @@ class GenerativeRecommender:
         method: str = "fast",
         show_progress: bool = True,
         exclude: Sequence[Collection[int]] | None = None,
+        ranker: str | None = None,
     ) -> BeamSearchOutput:
         """Top-``top_k`` items for every history (rows in input order); ``exclude[i]``: item
-        indices history ``i`` must not get (the search spends no beam on them)."""
+        indices history ``i`` must not get (the search spends no beam on them).
+
+        ``ranker``: ``beam``, ``item`` or ``fused`` (:mod:`alignrec.llm.item_head`); None = the
+        one the model's settings record (chosen on validation when it was fine-tuned)."""
         if method not in SEARCH_METHODS:
             raise InputError(f"search method {method!r}: expected one of {sorted(SEARCH_METHODS)}")
-        search = SEARCH_METHODS[method]
+        ranker = ranker or self.settings.ranker
+        check_ranker(ranker, self.settings)
+        if ranker != "beam" and method != "fast":
+            raise InputError(f"ranker {ranker!r} runs on the fast search only, not {method!r}")
+        search = SEARCH_METHODS[method] if ranker == "beam" else self._rank_with_item_head(ranker)
         if exclude is not None and len(exclude) != len(histories):
             raise ValueError(f"{len(exclude)} exclusion sets for {len(histories)} histories")
         prompts = [self.prompt_ids(h) for h in histories]
@@ -146,6 +167,39 @@ class GenerativeRecommender:
             bar.close()
         check_recommendations(items, self.trie.num_items)
         return BeamSearchOutput(items=items, scores=scores)
+
+    @property
+    def catalogue(self) -> ItemCatalogue:
+        if self._catalogue is None:
+            self._catalogue = ItemCatalogue(self.codes.codes, self.codes.codebook_sizes, self.device)
+        return self._catalogue
+
+    def item_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """The item head's log-probabilities over the catalogue (B, N) for prompt states (B, D)."""
+        vectors, bias = self.catalogue.vectors(self.model, self.vocabulary)
+        return torch.log_softmax(item_logits(states, vectors, bias), dim=-1)
+
+    def _rank_with_item_head(self, ranker: str) -> SearchFunction:
+        """A search function (as in :data:`SEARCH_METHODS`) ranking by the item head, alone or fused with the beam."""
+
+        @torch.inference_mode()
+        def search(recommender: GenerativeRecommender, prompts: Sequence[Sequence[int]], beam_size: int, top_k: int,
+                   exclude: Sequence[Collection[int]] | None = None) -> BeamSearchOutput:
+            excluded = exclusion_mask(exclude, len(prompts), recommender.num_items, recommender.device)
+            if ranker == "item":
+                states = prompt_states(recommender.model, prompts, recommender.pad_token_id)
+                items, scores = top_items(recommender.item_log_probs(states), top_k, excluded)
+            else:
+                beam = constrained_beam_search(
+                    recommender.model, prompts, recommender.trie, recommender.vocabulary, beam_size, beam_size,
+                    recommender.pad_token_id, normalisation="code", exclude=exclude, keep_prompt_state=True,
+                )
+                assert beam.prompt_state is not None
+                items, scores = fuse(recommender.item_log_probs(beam.prompt_state), beam.items.to(recommender.device),
+                                     beam.scores.to(recommender.device), recommender.settings.fusion_weight, top_k, excluded)
+            return BeamSearchOutput(items=items.cpu(), scores=scores.float().cpu())
+
+        return search
 
 
 def check_recommendations(items: torch.Tensor, num_items: int) -> None:
