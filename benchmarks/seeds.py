@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/seeds.py --name token_init_ml-100k --reference default \\
         --sweep runs/sweeps/token_init_ml100k_seed0 --sweep runs/sweeps/token_init_ml100k_seed1 ...
 
+``--cell`` keeps only the named cells (in that order), for folders that ran different cell sets.
+
 Reads finished ``alignrec sweep`` folders, one per seed (each folder one replicate of every cell,
 its seeds set with ``--set``); trains and searches nothing. Every folder must have every cell and
 score the same test users (all of them). The classic models are the behaviour models and the
@@ -78,6 +80,16 @@ def read_folder(folder: Path) -> dict[str, Any]:
                                       "seen excluded": collab_test_ranks(out, dataset, seen_excluded=True)}
         seeds = stage_seeds(stages, path, "seeds") | seeds  # the cells share the seeds of a folder
     return {"cells": cells, "classic": classic, "seeds": seeds, "users": users, "folder": str(folder)}
+
+
+def only_cells(folder: dict[str, Any], cells: Sequence[str] | None) -> dict[str, Any]:
+    """The folder with only ``cells`` (in that order; None = all of them)."""
+    if cells is None:
+        return folder
+    missing = [c for c in cells if c not in folder["cells"]]
+    if missing:
+        raise fail(f"{folder['folder']} has no cell {missing[0]!r}; cells: {sorted(folder['cells'])}")
+    return folder | {"cells": {c: folder["cells"][c] for c in cells}}
 
 
 def per_user(ranks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
@@ -157,9 +169,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="results file name: seeds_<name>.{json,md}")
     parser.add_argument("--sweep", action="append", required=True, metavar="SWEEP", help="a finished sweep folder of one seed; repeat per seed")
     parser.add_argument("--reference", help="the cell every other cell is also compared with (e.g. default)")
+    parser.add_argument("--cell", action="append", dest="cells", metavar="CELL",
+                        help="compare only this cell (repeatable; default: every cell, which every folder must have)")
     parser.add_argument("--results-dir", help="where the results files go (default benchmarks/results)")
     args = parser.parse_args(argv)
-    folders = [read_folder(Path(f)) for f in args.sweep]
+    folders = [only_cells(read_folder(Path(f)), args.cells) for f in args.sweep]
     seeds = [f["seeds"] for f in folders]
     twins = [i for i, s in enumerate(seeds) if s in seeds[:i]]
     if twins:

@@ -80,3 +80,12 @@ def test_seed_means_and_paired_differences_from_the_runs_files(tmp_path, monkeyp
     # one folder twice is one result, not two seeds
     with pytest.raises(SystemExit, match="same seeds"):
         script.main(["--name", "t", "--results-dir", str(tmp_path / "out"), "--sweep", str(folders[0]), "--sweep", str(folders[0])])
+
+    # --cell: only the named cells, in that order, the same figures; a cell a folder lacks is an error
+    script.main(["--name", "two", "--results-dir", str(tmp_path / "out"), "--cell", "fast", "--cell", "slow",
+                 *[a for f in folders for a in ("--sweep", str(f))]])
+    chosen = json.loads((tmp_path / "out" / "seeds_two.json").read_text())["rows"]
+    assert [r["model"] for r in chosen if r["protocol"] == "main" and r["kind"] == "LLM"] == ["LLM: fast", "LLM: slow"]
+    assert next(r for r in chosen if r["model"] == "LLM: fast")["ndcg@10 per seed"] == fast["ndcg@10 per seed"]
+    with pytest.raises(SystemExit, match="has no cell 'medium'"):
+        script.main(["--name", "t", "--results-dir", str(tmp_path / "out"), "--cell", "medium", "--sweep", str(folders[0])])
