@@ -71,6 +71,32 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch
     return input_ids, attention_mask
 
 
+def prompt_inputs(prompts: Sequence[Sequence[int]], pad_token_id: int,
+                  device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), each (B, T) on ``device``: the prompts left-padded
+    (:func:`left_pad`), positions counting real tokens only, so a left-padded prompt is encoded
+    exactly as alone."""
+    input_ids, attention_mask = left_pad(prompts, pad_token_id)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    return input_ids, attention_mask, (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def exclusion_mask(exclude: Sequence[Collection[int]] | None, users: int, num_items: int,
+                   device: Any = "cpu") -> torch.Tensor | None:
+    """(B, N) True where an item is excluded for a user; None when nothing is."""
+    if exclude is None or not any(len(items) for items in exclude):
+        return None
+    if len(exclude) != users:
+        raise ValueError(f"{len(exclude)} exclusion sets for {users} prompts")
+    rows = [row for row, items in enumerate(exclude) for _ in items]
+    columns = [int(item) for items in exclude for item in items]
+    if min(columns) < 0 or max(columns) >= num_items:
+        raise ValueError(f"excluded item indices must be in 0..{num_items - 1}")
+    mask = torch.zeros((users, num_items), dtype=torch.bool)
+    mask[rows, columns] = True
+    return mask.to(device)
+
+
 def _accepts(model: Any, argument: str) -> bool:
     try:
         return argument in inspect.signature(model.forward).parameters
@@ -135,17 +161,8 @@ def _excluded_nodes(trie: CodeTrie, exclude: Sequence[Collection[int]] | None, u
                     device: torch.device) -> list[torch.Tensor] | None:
     """Per level, (B, N) masks of the trie nodes each user's beams must not enter; None when
     nothing is excluded."""
-    if exclude is None or not any(len(items) for items in exclude):
-        return None
-    if len(exclude) != users:
-        raise ValueError(f"{len(exclude)} exclusion sets for {users} prompts")
-    rows = [row for row, items in enumerate(exclude) for _ in items]
-    columns = [int(item) for items in exclude for item in items]
-    if min(columns) < 0 or max(columns) >= trie.num_items:
-        raise ValueError(f"excluded item indices must be in 0..{trie.num_items - 1}")
-    excluded = torch.zeros((users, trie.num_items), dtype=torch.bool)
-    excluded[rows, columns] = True
-    return trie.excluded_nodes(excluded.to(device))
+    excluded = exclusion_mask(exclude, users, trie.num_items, device)
+    return None if excluded is None else trie.excluded_nodes(excluded)
 
 
 @torch.inference_mode()
@@ -190,10 +207,7 @@ def constrained_beam_search(
     users = len(prompts)
     excluded_nodes = _excluded_nodes(trie, exclude, users, device)
 
-    input_ids, attention_mask = left_pad(prompts, pad_token_id)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)  # (B, T)
-    # Positions count real tokens only, so a left-padded prompt is encoded exactly as alone.
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
+    input_ids, attention_mask, position_ids = prompt_inputs(prompts, pad_token_id, device)  # (B, T) each
     prompt_lengths = attention_mask.sum(dim=1)  # (B,)
     scorer = _Scorer(model, normalisation, vocabulary)
     cache = scorer.step(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)

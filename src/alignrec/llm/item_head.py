@@ -22,7 +22,7 @@ without retraining. Its logits over the whole catalogue are ``hidden @ vectors.T
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -149,20 +149,6 @@ def item_loss(model: Any, vocabulary: CodeVocabulary, catalogue: ItemCatalogue, 
     return F.cross_entropy(logits, items.to(logits.device), reduction="sum"), int(items.numel())
 
 
-def exclusion_mask(exclude: Sequence[Collection[int]] | None, users: int, num_items: int,
-                   device: Any = "cpu") -> torch.Tensor | None:
-    """(B, N) True where an item is excluded for a user; None when nothing is."""
-    if exclude is None or not any(len(items) for items in exclude):
-        return None
-    rows = [row for row, items in enumerate(exclude) for _ in items]
-    columns = [int(item) for items in exclude for item in items]
-    if min(columns) < 0 or max(columns) >= num_items:
-        raise ValueError(f"excluded item indices must be in 0..{num_items - 1}")
-    mask = torch.zeros((users, num_items), dtype=torch.bool, device=device)
-    mask[rows, columns] = True
-    return mask
-
-
 def beam_scores_of_items(beam_items: torch.Tensor, beam_scores: torch.Tensor, num_items: int) -> torch.Tensor:
     """(B, N): each item's beam log-probability; items the beam did not reach get their user's lowest beam score.
 
@@ -203,12 +189,9 @@ def top_items(scores: torch.Tensor, top_k: int, excluded: torch.Tensor | None = 
 @torch.inference_mode()
 def prompt_states(model: Any, prompts: Sequence[Sequence[int]], pad_token_id: int) -> torch.Tensor:
     """The decoder's last hidden state of each prompt (B, D): what the item head scores (one forward pass)."""
-    from alignrec.llm.beam_search import left_pad
+    from alignrec.llm.beam_search import prompt_inputs
 
-    device = next(model.parameters()).device
-    input_ids, attention_mask = left_pad(prompts, pad_token_id)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # a left-padded prompt is encoded as alone
+    input_ids, attention_mask, position_ids = prompt_inputs(prompts, pad_token_id, next(model.parameters()).device)
     output = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                  use_cache=False)
     return output.last_hidden_state[:, -1, :]

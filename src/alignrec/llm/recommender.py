@@ -20,12 +20,11 @@ import torch
 
 from alignrec.errors import InputError
 from alignrec.llm.backbone import resolve_dtype
-from alignrec.llm.beam_search import BeamSearchOutput, constrained_beam_search
+from alignrec.llm.beam_search import BeamSearchOutput, constrained_beam_search, exclusion_mask
 from alignrec.llm.finetuned import FinetunedRun, ModelSettings
 from alignrec.llm.item_head import (
     ItemCatalogue,
     check_ranker,
-    exclusion_mask,
     fuse,
     item_logits,
     prompt_states,

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from alignrec.llm.beam_search import BeamSearchOutput, constrained_beam_search, left_pad
+from alignrec.llm.beam_search import BeamSearchOutput, constrained_beam_search, prompt_inputs
 from alignrec.llm.code_head import level_log_probs
 from alignrec.llm.shared_prefix import SharedPrefixCache, shared_prefix_attention_enabled, supports_shared_prefix
 from alignrec.llm.trie import CodeTrie
@@ -58,9 +58,7 @@ def completion_log_probs(model: Any, prompts: Sequence[Sequence[int]], codes: to
     codes = codes.to(device)
     vocabulary = vocabulary if vocabulary.level_of.device == device else vocabulary.to(device)
     decoder = model.get_decoder()
-    input_ids, attention_mask = left_pad(prompts, pad_token_id)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)  # (B, T)
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    input_ids, attention_mask, position_ids = prompt_inputs(prompts, pad_token_id, device)  # (B, T) each
     output = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
     first = output.last_hidden_state[:, -1, :]  # (B, D): predicts level 0 of every completion
     flat = codes.reshape(users * group, levels)  # (B*G, L)
