@@ -30,7 +30,7 @@ def test_dense_code_head_shallow_run_learns_and_reloads_at_its_depth(tmp_path: P
     metrics = result.metrics
     codes_version = metrics["settings"].pop("codes_version")
     assert metrics["settings"] == {"head": "code", "sequential_format": "dense", "llm_layers": 1, "max_history": 20,
-                                   "item_loss_weight": 0.0, "ranker": "beam", "fusion_weight": 0.0}
+                                   "item_loss_weight": 0.0, "ranker": "beam", "fusion_weight": 0.0, "item_residual": False}
     assert "ranker_choice" not in metrics  # no item head: beam search, nothing to choose
     assert metrics["padding_share"] == 0.0  # every dense window of the cyclic data has the same length
     assert metrics["code_tokens_per_second"] > 0
@@ -83,6 +83,71 @@ def test_item_head_run_chooses_its_ranker_on_validation_and_evaluation_follows(t
     item = evaluate(EvaluateConfig(beam_size=10, ranker="item", exclude="both"), run, out=tmp_path / "item")
     assert item["ranker"] == "item" and item["metrics"]["hr@10"] >= 0.9  # the head alone learnt the cycle
     assert "seen_excluded" in item
+
+
+def residual_in_checkpoint(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The item residual's tables as the adapter checkpoint holds them (peft's modules_to_save)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(checkpoint / "adapter_model.safetensors"))
+    found = {name.rsplit(".", 1)[-1]: value for name, value in tensors.items() if ".alignrec_item_residual." in name}
+    assert sorted(found) == ["bias", "vectors"], sorted(tensors)
+    return found
+
+
+def test_item_residual_is_trained_checkpointed_saved_and_read_back(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from alignrec.llm.item_head import RESIDUAL_FILE, item_residual_of
+
+    run = write_cyclic_run(tmp_path / "run", sequential_format="dense")
+    config = FinetuneConfig(max_steps=40, learning_rate=1e-2, lr_scheduler="constant", batch_size=16, lora_dropout=0.0,
+                            logging_steps=10, save_steps=1000, warmup_ratio=0.0, llm_layers=1, item_loss_weight=1.0,
+                            item_residual=True, rank_eval_steps=20, rank_eval_users=30)
+    metrics = FinetuneJob(config, run, backbone=tiny_backbone()).run().metrics
+    assert metrics["settings"]["item_residual"] is True
+    assert len(metrics["ranker_choice"]["candidates"]) == 8  # the choice on validation scored the head with it
+    best = metrics["validation_ranking"]["best_step"]
+    # the saved residual is the best checkpoint's (the Trainer reloads the adapter with it at the end)
+    saved = load_file(str(run / "finetune" / "model" / RESIDUAL_FILE))
+    kept = residual_in_checkpoint(run / "finetune" / "trainer_state" / f"checkpoint-{best}")
+    model, _, codes = load_finetuned(run)
+    assert saved["vectors"].shape == (codes.num_items, model.config.hidden_size)
+    assert saved["vectors"].abs().sum() > 0 and saved["bias"].abs().sum() > 0
+    torch.testing.assert_close(saved["vectors"], kept["vectors"])
+    torch.testing.assert_close(saved["bias"], kept["bias"])
+    assert ModelSettings.of(model).item_residual
+    assert torch.equal(item_residual_of(model).vectors.detach(), saved["vectors"])
+    assert not any(".alignrec_item_residual." in k for k in load_file(str(run / "finetune" / "model" / "model.safetensors")))
+    report = evaluate(EvaluateConfig(beam_size=10, ranker="item"), run, out=tmp_path / "eval")
+    assert report["ranker"] == "item" and report["metrics"]["hr@10"] >= 0.9
+
+    (run / "finetune" / "model" / RESIDUAL_FILE).unlink()
+    with pytest.raises(InputError, match=f"{RESIDUAL_FILE}: missing; the model was fine-tuned with item_residual"):
+        load_finetuned(run)
+
+
+def test_a_resumed_run_takes_its_item_residual_from_the_checkpoint(tmp_path: Path) -> None:
+    """Two steps, a stop, two more: the same residual as four steps in one go."""
+    from safetensors.torch import load_file
+
+    from alignrec.llm.item_head import RESIDUAL_FILE
+
+    def config(steps: int) -> FinetuneConfig:
+        return FinetuneConfig(max_steps=steps, batch_size=4, save_steps=2, logging_steps=1, lora_dropout=0.0,
+                              learning_rate=1e-2, lr_scheduler="constant", warmup_ratio=0.0,
+                              item_loss_weight=1.0, item_residual=True, ranker="item")
+
+    straight = write_cyclic_run(tmp_path / "straight", users=8, sequential_format="dense")
+    FinetuneJob(config(4), straight, backbone=tiny_backbone()).run()
+    resumed = write_cyclic_run(tmp_path / "resumed", users=8, sequential_format="dense")
+    FinetuneJob(config(2), resumed, backbone=tiny_backbone()).run()
+    FinetuneJob(config(4), resumed, resume=True, backbone=tiny_backbone()).run()
+    want = load_file(str(straight / "finetune" / "model" / RESIDUAL_FILE))
+    got = load_file(str(resumed / "finetune" / "model" / RESIDUAL_FILE))
+    assert want["vectors"].abs().sum() > 0
+    torch.testing.assert_close(got["vectors"], want["vectors"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got["bias"], want["bias"], atol=1e-5, rtol=1e-4)
 
 
 def test_keep_first_layers_checks_the_depth() -> None:

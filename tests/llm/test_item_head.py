@@ -22,9 +22,12 @@ from alignrec.llm.finetuned import ModelSettings  # noqa: E402
 from alignrec.llm.format import IGNORE_INDEX, DENSE_INSTRUCTION, encode_prompt  # noqa: E402
 from alignrec.llm.item_head import (  # noqa: E402
     ItemCatalogue,
+    ItemResidual,
+    attach_item_residual,
     beam_scores_of_items,
     fuse,
     item_boundaries,
+    item_residual_of,
     top_items,
 )
 from alignrec.llm.recommender import GenerativeRecommender  # noqa: E402
@@ -66,6 +69,11 @@ def brute_force_item_loss(model, vocabulary, codes: ItemCodes, hidden, labels) -
     weight = model.get_output_embeddings().weight  # peft's merged matrix: the trained code rows in place
     vectors = torch.stack([sum(weight[vocabulary.level_token_ids[l][c]] for l, c in enumerate(row))
                            for row in codes.codes.tolist()])  # (N, D)
+    bias = torch.zeros(len(vectors))
+    residual = item_residual_of(model)
+    if residual is not None:  # the adapter's trained copy: a vector and a bias per item
+        vectors = vectors + residual.modules_to_save["default"].vectors
+        bias = residual.modules_to_save["default"].bias
     item_of = {tuple(row): i for i, row in enumerate(codes.codes.tolist())}
     total = hidden.new_zeros(())
     levels = codes.num_levels
@@ -76,15 +84,20 @@ def brute_force_item_loss(model, vocabulary, codes: ItemCodes, hidden, labels) -
             if found != list(range(levels)):
                 continue
             item = item_of[tuple(int(vocabulary.code_of[t]) for t in tokens)]
-            total = total + F.cross_entropy((hidden[b, p] @ vectors.T)[None], torch.tensor([item]))
+            total = total + F.cross_entropy((hidden[b, p] @ vectors.T + bias)[None], torch.tensor([item]))
     return total
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_item_loss_adds_the_weighted_catalogue_softmax_with_its_gradients(tied: bool) -> None:
+@pytest.mark.parametrize("tied, residual", [(False, False), (True, False), (False, True), (True, True)])
+def test_item_loss_adds_the_weighted_catalogue_softmax_with_its_gradients(tied: bool, residual: bool) -> None:
     codes = cyclic_codes()
-    prepared = prepare_model(FinetuneConfig(lora_dropout=0.0), codes, backbone=tiny_backbone(tied=tied))
+    config = FinetuneConfig(lora_dropout=0.0, item_loss_weight=0.5, item_residual=residual)
+    prepared = prepare_model(config, codes, backbone=tiny_backbone(tied=tied))
     model, tokenizer, vocabulary = prepared.model, prepared.tokenizer, prepared.vocabulary
+    if residual:  # peft trains a copy of it (modules_to_save); the frozen original stays zero
+        wrapper = item_residual_of(model)
+        assert wrapper.modules_to_save["default"].vectors.requires_grad
+        assert not wrapper.original_module.vectors.requires_grad
     with torch.no_grad():  # trained rows differ from the base matrix: the head must read the trained ones
         for parameter in model.parameters():
             if parameter.requires_grad:
@@ -106,6 +119,12 @@ def test_item_loss_adds_the_weighted_catalogue_softmax_with_its_gradients(tied: 
     reference = brute_force_item_loss(model, vocabulary, codes, outputs.hidden_states[-1], labels)
     torch.testing.assert_close(with_head - plain, 0.5 * reference / 7, atol=1e-5, rtol=1e-5)
     got = torch.autograd.grad(with_head - plain, trainable, retain_graph=True, allow_unused=True)
+    if residual:  # the residual learns from the item loss, and only from it
+        copy = item_residual_of(model).modules_to_save["default"]
+        named = dict(zip([id(p) for p in trainable], got))
+        assert named[id(copy.vectors)].abs().sum() > 0 and named[id(copy.bias)].abs().sum() > 0
+        code_loss_grads = torch.autograd.grad(plain, [copy.vectors, copy.bias], allow_unused=True, retain_graph=True)
+        assert all(g is None or not g.any() for g in code_loss_grads)
     want = torch.autograd.grad(0.5 * reference / 7, trainable, allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in got)
     for g, w in zip(got, want, strict=True):
@@ -139,8 +158,10 @@ def recommender_for(ranker: str, fusion_weight: float = 0.0, seed: int = 0) -> G
     return GenerativeRecommender(model, tokenizer, codes, settings=settings)
 
 
-def hand_item_log_probs(recommender: GenerativeRecommender, history: list[int]) -> torch.Tensor:
-    """Every item's head score for one history, from the model's hidden states of the unpadded prompt."""
+def hand_item_log_probs(recommender: GenerativeRecommender, history: list[int],
+                        residual: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Every item's head score for one history, from the model's hidden states of the unpadded prompt;
+    ``residual`` = (vectors, bias) of the model's item residual, for the items it covers."""
     model, vocabulary = recommender.model, recommender.vocabulary
     prompt = torch.tensor([recommender.prompt_ids(history)])
     with torch.no_grad():
@@ -148,7 +169,11 @@ def hand_item_log_probs(recommender: GenerativeRecommender, history: list[int]) 
         weight = model.get_output_embeddings().weight
         vectors = torch.stack([sum(weight[vocabulary.level_token_ids[l][c]] for l, c in enumerate(row))
                                for row in recommender.codes.codes.tolist()])
-    return torch.log_softmax(hidden @ vectors.T, dim=-1)
+        logits = hidden @ vectors.T
+        if residual is not None:
+            covered = len(residual[1])
+            logits[:covered] += hidden @ residual[0].T + residual[1]
+    return torch.log_softmax(logits, dim=-1)
 
 
 def test_item_ranker_is_the_exact_catalogue_ranking_with_exclusion() -> None:
@@ -162,6 +187,30 @@ def test_item_ranker_is_the_exact_catalogue_ranking_with_exclusion() -> None:
         want = scores.topk(8)
         assert output.items[row].tolist() == want.indices.tolist()
         torch.testing.assert_close(output.scores[row], want.values, atol=1e-5, rtol=1e-5)
+
+
+def test_item_residual_joins_the_code_sums_and_items_registered_later_have_none() -> None:
+    recommender = recommender_for("item")
+    generator = torch.Generator().manual_seed(5)
+    residual = ItemResidual(27, recommender.model.config.hidden_size)  # items 27..29 came after fine-tuning
+    with torch.no_grad():
+        residual.vectors.copy_(torch.randn(residual.vectors.shape, generator=generator))
+        residual.bias.copy_(torch.randn(27, generator=generator))
+    before = recommender.catalogue.vectors(recommender.model, recommender.vocabulary)[0].clone()
+    attach_item_residual(recommender.model, residual)
+    vectors, bias = recommender.catalogue.vectors(recommender.model, recommender.vocabulary)
+    torch.testing.assert_close(vectors[:27], before[:27] + residual.vectors)
+    torch.testing.assert_close(vectors[27:], before[27:])  # the code sums alone
+    assert bias[:27].tolist() == residual.bias.tolist() and bias[27:].tolist() == [0.0] * 3
+    histories = [[3, 7, 1], [28, 2]]
+    output = recommender.recommend(histories, 30, 8, batch_size=2, show_progress=False)
+    for row, history in enumerate(histories):
+        want = hand_item_log_probs(recommender, history, (residual.vectors, residual.bias)).topk(30)
+        assert output.items[row].tolist() == want.indices.tolist()
+        torch.testing.assert_close(output.scores[row], want.values, atol=1e-5, rtol=1e-5)
+    attach_item_residual(recommender.model, ItemResidual(31, recommender.model.config.hidden_size))
+    with pytest.raises(InputError, match="residual has 31 items but the catalogue only 30"):
+        recommender.catalogue.vectors(recommender.model, recommender.vocabulary)
 
 
 def test_fused_ranker_rescores_the_beam_with_the_head() -> None:
@@ -189,3 +238,5 @@ def test_head_rankers_need_a_model_trained_with_the_head() -> None:
         FinetuneConfig(ranker="fused")
     with pytest.raises(ValueError, match="needs head: code"):
         FinetuneConfig(item_loss_weight=1.0, head="full")
+    with pytest.raises(ValueError, match="item_residual needs the item head"):
+        FinetuneConfig(item_residual=True)

@@ -40,6 +40,28 @@ def test_the_stage_writes_a_model_that_evaluate_reads(tiny_run: Path, tmp_path: 
     assert FinetunedRun.locate(out).finetune_dir == out
 
 
+def test_the_item_residual_passes_through_the_stage_unchanged(residual_run: Path, tmp_path: Path) -> None:
+    """The stage trains LoRA and the code rows; the item head's residual is carried to its model as it was."""
+    from safetensors.torch import load_file
+
+    from alignrec.finetune.recipe import merge
+    from alignrec.llm.finetuned import load_finetuned, write_model
+    from alignrec.llm.item_head import RESIDUAL_FILE, item_residual_of
+
+    run = residual_run
+    source = load_file(str(run / "finetune" / "model" / RESIDUAL_FILE))
+    job = PreferJob(_config(max_steps=2), run, tmp_path / "prefer")
+    job.run()
+    assert not item_residual_of(job.model).vectors.requires_grad  # frozen: not the stage's to train
+    for folder in (tmp_path / "prefer" / "model", tmp_path / "merged"):  # the selected model; a merge after updates
+        if folder.name == "merged":
+            write_model(merge(job.model), job.tokenizer, folder)
+        written = load_file(str(folder / RESIDUAL_FILE))
+        assert torch.equal(written["vectors"], source["vectors"]) and torch.equal(written["bias"], source["bias"])
+    loaded = load_finetuned(tmp_path / "prefer").model
+    assert torch.equal(item_residual_of(loaded).vectors.detach(), source["vectors"])
+
+
 def test_step_zero_is_the_fine_tuned_model_and_the_reference_stays_it(tiny_run: Path, tmp_path: Path) -> None:
     job = PreferJob(_config(), tiny_run, tmp_path / "p")
     job.prepare()

@@ -53,6 +53,11 @@ class FinetuneConfig:
                   "boundary, an item's vector being the sum of its code rows, added to the code loss (0 = off); it gives "
                   "the item and fused rankers"},
     )
+    item_residual: bool = field(
+        default=False,
+        metadata={"section": "model and LoRA", "help": "the item head also learns a free vector and bias per item, added to its code sum "
+                  "(trained by the item loss only; needs item_loss_weight > 0); items registered later have none"},
+    )
     ranker: Literal["auto", "beam", "item", "fused"] = field(
         default="auto",
         metadata={"section": "model and LoRA", "help": "how the saved model ranks (recorded in it): beam (constrained beam search), item (the "
@@ -169,6 +174,8 @@ class FinetuneConfig:
             raise ValueError(f"item_loss_weight must be >= 0, got {self.item_loss_weight}")
         if self.item_loss_weight and self.head != "code":
             raise ValueError("item_loss_weight needs head: code (the item head reads the code-only head's hidden state)")
+        if self.item_residual and not self.item_loss_weight:
+            raise ValueError("item_residual needs the item head: set item_loss_weight > 0")
         if self.ranker in ("item", "fused") and not self.item_loss_weight:
             raise ValueError(f"ranker {self.ranker!r} needs the item head: set item_loss_weight > 0")
         if self.mlp_layers not in (2, 3):

@@ -64,7 +64,7 @@ from alignrec.finetune.trainer import (
     train_time_callback,
     training_arguments,
 )
-from alignrec.llm.finetuned import ModelSettings, codes_fingerprint
+from alignrec.llm.finetuned import ModelSettings, codes_fingerprint, write_model
 from alignrec.llm.format import SequenceFormat
 from alignrec.llm.vocab import CodeVocabulary
 from alignrec.utils.io import atomic_directory, atomic_write_json, read_json, sha256_file
@@ -147,6 +147,7 @@ def apply_lora(model: Any, config: FinetuneConfig, code_token_ids: list[int]) ->
 
     from alignrec.llm.code_rows import use_row_forward
     from alignrec.llm.init import output_matrix_is_tied
+    from alignrec.llm.item_head import RESIDUAL_MODULE, item_residual_of
 
     trainable_tokens = None
     if config.train_code_tokens and code_token_ids:
@@ -165,6 +166,8 @@ def apply_lora(model: Any, config: FinetuneConfig, code_token_ids: list[int]) ->
         lora_dropout=config.lora_dropout,
         target_modules=targets,
         trainable_token_indices=trainable_tokens,
+        # the item head's residual (finetune.item_residual): trained, checkpointed and merged with the adapter
+        modules_to_save=[RESIDUAL_MODULE] if config.item_residual and item_residual_of(model) is not None else None,
     )
     peft_model = get_peft_model(model, lora)
     # peft's trainable tokens copy the whole V x D matrix at every forward; ours read the rows alone.
@@ -216,6 +219,10 @@ def prepare_model(config: FinetuneConfig, codes: Any, paths: RecipePaths | None 
     report = initialise_new_tokens(config.new_token_init, model, tokenizer, inputs)
     tied = output_matrix_is_tied(model)
     model.config.use_cache = False  # no KV cache while training (saved back to True in the merged model)
+    if config.item_residual:
+        from alignrec.llm.item_head import ItemResidual, attach_item_residual
+
+        attach_item_residual(model, ItemResidual(codes.num_items, int(model.get_output_embeddings().weight.shape[1])))
     peft_model = apply_lora(model, config, token_ids)
     return PreparedModel(peft_model, tokenizer, token_ids, vocabulary, report, tied, name)
 
@@ -386,6 +393,7 @@ class FinetuneJob:
             llm_layers=int(self.prepared.model.get_base_model().config.num_hidden_layers),
             codes_version=codes_fingerprint(codes),
             item_loss_weight=float(self.config.item_loss_weight),
+            item_residual=bool(self.config.item_residual),
         )
         self.train_data = encode_records(tokenizer, train_records, self.config.max_length)
         self.valid_data = encode_records(tokenizer, valid_records, self.config.max_length)
@@ -600,8 +608,7 @@ class FinetuneJob:
         # (a kill between the two writes below leaves such a pair; the next run rewrites both).
         self.settings.store(merged)
         with atomic_directory(out / "model") as tmp:
-            merged.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            write_model(merged, tokenizer, tmp)
         self.codes.save(out)
         plot_loss_curve(self.trainer.state.log_history, out / "loss_curve.png")
         atomic_write_json(out / "loss_curve.json", self.trainer.state.log_history)

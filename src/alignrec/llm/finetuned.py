@@ -55,6 +55,9 @@ class ModelSettings:
     item_loss_weight: float = 0.0
     ranker: str = "beam"
     fusion_weight: float = 0.0
+    # A learnt vector and bias per item in the item head (alignrec.llm.item_head.ItemResidual),
+    # saved beside the weights in the model folder.
+    item_residual: bool = False
 
     @classmethod
     def from_mapping(cls, stored: Any) -> ModelSettings:
@@ -206,6 +209,23 @@ class FinetunedRun:
             )
 
 
+def write_model(model: Any, tokenizer: Any, folder: str | os.PathLike[str]) -> None:
+    """Save a merged fine-tuned model into ``folder``: weights and config (with its :class:`ModelSettings`),
+    tokenizer, and the item head's residual, if the model has one, in its own file (from_pretrained
+    would drop it from the weights)."""
+    from alignrec.llm.item_head import attach_item_residual, detach_item_residual, save_item_residual
+
+    residual = detach_item_residual(model)
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if residual is not None:
+            attach_item_residual(model, residual)
+    tokenizer.save_pretrained(folder)
+    if residual is not None:
+        save_item_residual(residual, folder)
+
+
 def load_finetuned(path: str | os.PathLike[str], dtype: Any = None, device: str | None = None,
                    llm_layers: int | None = None) -> Finetuned:
     """Load the merged model, its tokenizer (with the code tokens) and the item codes it was trained with.
@@ -221,11 +241,16 @@ def load_finetuned(path: str | os.PathLike[str], dtype: Any = None, device: str 
     source = resolve_backbone(str(run.model_dir))
     tokenizer = load_tokenizer(source)
     model = load_causal_lm(source, dtype)
+    codes = run.codes()
+    if ModelSettings.of(model).item_residual:
+        from alignrec.llm.item_head import attach_item_residual, load_item_residual
+
+        dim = int(model.get_output_embeddings().weight.shape[1])
+        attach_item_residual(model, load_item_residual(run.model_dir, codes.num_items, dim))
     if device:
         model = model.to(device)
     model.eval()
     check_depth(model, str(run.model_dir), llm_layers)
-    codes = run.codes()
     try:
         vocabulary = CodeVocabulary.from_tokenizer(tokenizer, codes.codebook_sizes)
     except InputError as error:

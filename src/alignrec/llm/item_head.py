@@ -5,6 +5,13 @@ output layer has any), so the head has no parameters of its own: it reads the co
 fine-tuning trains anyway, and an item registered after fine-tuning gets a vector from its codes
 without retraining. Its logits over the whole catalogue are ``hidden @ vectors.T``.
 
+With ``finetune.item_residual`` the head also learns a free vector and a bias per catalogue item
+(:class:`ItemResidual`, zero at the start), added to the code sum and the logit: the capacity of
+a classic model's item table, trained by the item loss alone (the code logits never see it). It
+is a module of the model (``alignrec_item_residual``), trained and checkpointed with the adapter
+(peft's ``modules_to_save``), and saved beside the merged weights (:data:`RESIDUAL_FILE`). Items
+registered after fine-tuning have none: their vectors are their code sums.
+
 - **Training** (``finetune.item_loss_weight`` > 0, code-only head): at every position whose next
   L labels are one item's codes (an item boundary of a dense window, or a one-target answer), the
   cross-entropy of the catalogue softmax is added to the code loss, weighted
@@ -35,6 +42,8 @@ from alignrec.llm.format import IGNORE_INDEX
 from alignrec.llm.vocab import CodeVocabulary
 
 RANKERS = ("beam", "item", "fused")
+RESIDUAL_MODULE = "alignrec_item_residual"  # the attribute of the causal LM that holds the ItemResidual
+RESIDUAL_FILE = "item_residual.safetensors"  # in the saved model folder, beside the merged weights
 # The fusion weights the validation choice tries (besides beam alone and the head alone).
 FUSION_WEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -95,7 +104,89 @@ class ItemCatalogue:
             if bias is not None:
                 bias_total = bias[index] if bias_total is None else bias_total + bias[index]
         assert total is not None
+        residual = item_residual_of(model)
+        if residual is not None:
+            extra, extra_bias = residual()  # (R, D), (R,): the items known at fine-tuning, the first R
+            count = int(extra.shape[0])
+            if count > self.num_items:
+                raise InputError(f"the model's item residual has {count} items but the catalogue only {self.num_items}")
+            pad = self.num_items - count  # items registered since: no residual
+            total = total + F.pad(extra.to(total), (0, 0, 0, pad))
+            extra_bias = F.pad(extra_bias.to(total), (0, pad))
+            bias_total = extra_bias if bias_total is None else bias_total + extra_bias.to(bias_total)
         return total, bias_total
+
+
+class ItemResidual(torch.nn.Module):
+    """A vector (D,) and a bias per item, added to the item's code-sum vector and logit; zero at the start.
+
+    ``forward()`` returns the whole tables (through peft's wrapper while training, so the adapter's
+    trained copy answers).
+    """
+
+    def __init__(self, num_items: int, dim: int):
+        super().__init__()
+        self.vectors = torch.nn.Parameter(torch.zeros(num_items, dim))
+        self.bias = torch.nn.Parameter(torch.zeros(num_items))
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vectors, self.bias
+
+
+def item_residual_of(model: Any) -> Any:
+    """The model's item residual (an :class:`ItemResidual`, or peft's wrapper of one), or None."""
+    for name, module in model.named_modules():
+        if name == RESIDUAL_MODULE or name.endswith("." + RESIDUAL_MODULE):
+            return module
+    return None
+
+
+def attach_item_residual(model: Any, residual: ItemResidual) -> None:
+    """Make ``residual`` a module of the causal LM ``model`` (before peft wraps it, to be trained)."""
+    setattr(model, RESIDUAL_MODULE, residual)
+
+
+def detach_item_residual(model: Any) -> ItemResidual | None:
+    """Remove the residual from a plain (merged) model and return it (None if it has none)."""
+    residual = getattr(model, RESIDUAL_MODULE, None)
+    if residual is not None:
+        delattr(model, RESIDUAL_MODULE)
+    return residual
+
+
+def save_item_residual(residual: ItemResidual, folder: Any) -> None:
+    """Write the residual's tables to ``folder``/:data:`RESIDUAL_FILE` (the folder is written atomically by the caller)."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    save_file({"vectors": residual.vectors.detach().float().contiguous().cpu(),
+               "bias": residual.bias.detach().float().contiguous().cpu()}, str(Path(folder) / RESIDUAL_FILE))
+
+
+def load_item_residual(folder: Any, num_items: int, dim: int) -> ItemResidual:
+    """Read ``folder``/:data:`RESIDUAL_FILE`, checked to hold ``num_items`` rows of ``dim``."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(folder) / RESIDUAL_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: missing; the model was fine-tuned with item_residual, which this file holds")
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as error:
+        raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+    vectors, bias = tensors.get("vectors"), tensors.get("bias")
+    if vectors is None or bias is None or tuple(vectors.shape) != (num_items, dim) or tuple(bias.shape) != (num_items,):
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        raise InputError(f"{path}: expected 'vectors' ({num_items}, {dim}) and 'bias' ({num_items},), found {found}")
+    residual = ItemResidual(num_items, dim)
+    with torch.no_grad():
+        residual.vectors.copy_(vectors)
+        residual.bias.copy_(bias)
+    return residual
 
 
 def item_logits(hidden: torch.Tensor, vectors: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -143,6 +234,10 @@ def item_loss(model: Any, vocabulary: CodeVocabulary, catalogue: ItemCatalogue, 
     """
     rows, positions, items = item_boundaries(labels, vocabulary, catalogue)
     if items.numel() == 0:
+        residual = item_residual_of(model)
+        if residual is not None:  # keep its tables in the graph: DDP expects a gradient for every trained parameter
+            extra, extra_bias = residual()
+            return (extra.sum() + extra_bias.sum()).float() * 0.0, 0
         return hidden.new_zeros((), dtype=torch.float32), 0
     vectors, bias = catalogue.vectors(model, vocabulary)
     logits = item_logits(hidden[rows, positions], vectors, bias)

@@ -380,6 +380,7 @@ class PreferJob:
         from safetensors.torch import load_file
 
         from alignrec.finetune.recipe import merge
+        from alignrec.llm.finetuned import write_model
 
         assert self.best is not None
         with atomic_directory(self.out / "model") as tmp:
@@ -389,9 +390,7 @@ class PreferJob:
                         shutil.copy2(file, tmp / file.name)
             else:
                 load_trainable_state(self.model, load_file(str(self.out / BEST_FILE)))
-                merged = merge(self.model)
-                merged.save_pretrained(tmp)
-                self.tokenizer.save_pretrained(tmp)
+                write_model(merge(self.model), self.tokenizer, tmp)
         for name in ("item_codes.parquet", "codes_meta.json"):
             shutil.copy2(self.source.finetune_dir / name, self.out / name)
         step_seconds = self.timing["rollout_s"] + self.timing["scoring_s"] + self.timing["update_s"]
