@@ -95,8 +95,8 @@ def block_main_job() -> list[str]:
     ds = record["dataset"]
     lines = [
         f"MovieLens-100K ({ds['users']:,} users, {ds['items']:,} items), the CPU budget of `configs/ml100k.yaml`: "
-        f"every model scored on the same {rows[0]['users']} test users (full ranking for the classic models, "
-        "constrained beam search for the LLM).",
+        f"every model scored on the same {rows[0]['users']} test users (full ranking for the classic models; "
+        f"{_llm_ranking(finetune)}).",
         "",
         markdown_table(rows),
         "",
@@ -133,11 +133,24 @@ def _signed_interval(values: list[float]) -> str:
     return f"[{values[0]:+.4f}, {values[1]:+.4f}]"
 
 
+def _llm_ranking(finetune: dict[str, Any]) -> str:
+    """How the main job's LLM ranked, as its fine-tune recorded it (models before the item head: beam search)."""
+    settings = finetune.get("settings") or {}
+    ranker = settings.get("ranker", "beam")
+    if ranker == "item":
+        return "for the LLM, its item head over every item, the ranker chosen on validation"
+    if ranker == "fused":
+        return (f"for the LLM, constrained beam search re-scored by its item head at weight {settings.get('fusion_weight'):g}, "
+                "the ranker chosen on validation")
+    return "constrained beam search for the LLM"
+
+
 def _fine_tune_shape(finetune: dict[str, Any]) -> str:
     settings = finetune.get("settings") or {}
     if not settings:
         return "LC-Rec prompts, full head, all layers"
-    return f"{settings.get('sequential_format')} format, {settings.get('head')} head, {settings.get('llm_layers')} layers"
+    head = ", item head" if settings.get("item_loss_weight") else ""
+    return f"{settings.get('sequential_format')} format, {settings.get('head')} head{head}, {settings.get('llm_layers')} layers"
 
 
 def _code_rate(finetune: dict[str, Any]) -> str:
