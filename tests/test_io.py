@@ -16,6 +16,7 @@ from alignrec.utils.io import (
     atomic_write_text,
     hash_inputs,
     read_json,
+    read_safetensors,
 )
 
 
@@ -289,3 +290,17 @@ def test_json_readers_accept_a_byte_order_mark(tmp_path: Path) -> None:
     latin.write_bytes(b'{"a": 1}\n{"t": "caf\xe9"}\n')
     with pytest.raises(InputError, match=r"latin\.jsonl: line 2, byte 11: not UTF-8 text"):
         list(iter_jsonl(latin))
+
+
+def test_read_safetensors_reads_every_tensor_and_names_a_bad_file(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    good = tmp_path / "good.safetensors"
+    save_file({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([7], dtype=np.int64)}, str(good))
+    tensors = read_safetensors(good)
+    assert sorted(tensors) == ["a", "b"] and tensors["a"].tolist() == [[0, 1, 2], [3, 4, 5]] and tensors["b"].tolist() == [7]
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    for path in (bad, tmp_path / "missing.safetensors"):
+        with pytest.raises(InputError, match=rf"{path.name}: not a readable safetensors file"):
+            read_safetensors(path)

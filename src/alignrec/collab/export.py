@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from alignrec.errors import InputError
-from alignrec.utils.io import atomic_path, atomic_write_json, read_json
+from alignrec.utils.io import atomic_path, atomic_write_json, read_json, read_safetensors
 
 EMBEDDINGS_FILE = "item_embeddings.safetensors"
 EMBEDDINGS_KEY = "item_embeddings"
@@ -42,17 +42,11 @@ def load_item_embeddings(directory: str | os.PathLike[str]) -> tuple[np.ndarray,
     Row i belongs to item_index i of the data set the run trained on (``item_ids[i]`` is its
     source id). Errors name the file and what is wrong.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     directory = Path(directory)
     path = directory / EMBEDDINGS_FILE
     if not path.is_file():
         raise InputError(f"{path}: file not found (train a model with `alignrec collab train --out {directory}` first)")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+    tensors = read_safetensors(path)
     if EMBEDDINGS_KEY not in tensors:
         raise InputError(f"{path}: expected a tensor named {EMBEDDINGS_KEY!r}, found {sorted(tensors)}")
     embeddings = tensors[EMBEDDINGS_KEY]

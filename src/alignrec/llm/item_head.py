@@ -168,24 +168,20 @@ def load_item_residual(folder: Any, num_items: int, dim: int) -> ItemResidual:
     """Read ``folder``/:data:`RESIDUAL_FILE`, checked to hold ``num_items`` rows of ``dim``."""
     from pathlib import Path
 
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from alignrec.utils.io import read_safetensors
 
     path = Path(folder) / RESIDUAL_FILE
     if not path.is_file():
         raise InputError(f"{path}: missing; the model was fine-tuned with item_residual, which this file holds")
-    try:
-        tensors = load_file(str(path))
-    except SafetensorError as error:
-        raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+    tensors = read_safetensors(path)
     vectors, bias = tensors.get("vectors"), tensors.get("bias")
     if vectors is None or bias is None or tuple(vectors.shape) != (num_items, dim) or tuple(bias.shape) != (num_items,):
         found = {k: tuple(v.shape) for k, v in tensors.items()}
         raise InputError(f"{path}: expected 'vectors' ({num_items}, {dim}) and 'bias' ({num_items},), found {found}")
     residual = ItemResidual(num_items, dim)
     with torch.no_grad():
-        residual.vectors.copy_(vectors)
-        residual.bias.copy_(bias)
+        residual.vectors.copy_(torch.from_numpy(vectors))
+        residual.bias.copy_(torch.from_numpy(bias))
     return residual
 
 

@@ -94,15 +94,9 @@ def load_behaviour_embeddings(spec: str | None, dataset: Any, run_dir: str | Pat
 
 
 def _read_embedding_file(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from alignrec.utils.io import read_json, read_safetensors
 
-    from alignrec.utils.io import read_json
-
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+    tensors = read_safetensors(path)
     if "item_embeddings" not in tensors:
         raise InputError(f"{path}: expected a tensor named 'item_embeddings', found {sorted(tensors)}")
     vectors = tensors["item_embeddings"]

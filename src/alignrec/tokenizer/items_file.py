@@ -76,13 +76,9 @@ def read_new_items(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
 
 def read_embeddings_file(path: str | os.PathLike[str], rows: int) -> np.ndarray:
     """Behaviour embeddings of new items: tensor ``item_embeddings`` (rows, d)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from alignrec.utils.io import read_safetensors
 
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+    tensors = read_safetensors(path)
     if "item_embeddings" not in tensors:
         raise InputError(f"{path}: expected a tensor named 'item_embeddings', found {sorted(tensors)}")
     vectors = tensors["item_embeddings"]

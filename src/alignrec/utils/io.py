@@ -449,6 +449,17 @@ def loads_unique_keys(text: str, path: str | os.PathLike[str], line_offset: int 
         raise _json_error(Path(path), text, error, line_offset) from None
 
 
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as numpy arrays; an unreadable file is an InputError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise InputError(f"{path}: not a readable safetensors file ({error})") from None
+
+
 def read_json(path: str | os.PathLike[str], *, unique_keys: bool = False) -> Any:
     """Read a JSON file; a missing file or a parse error names the file (and line, column).
 
