@@ -93,6 +93,39 @@ def test_item_embeddings_loader_errors(cyclic_run, tmp_path):
         load_item_embeddings(tmp_path / "out")
 
 
+def test_item_embeddings_file_reader_is_shared(tmp_path):
+    """One reader of the item_embeddings format: the collab export, the tokenizer's --embeddings
+    file and the cold-start file of new items all reject the same bad files with the file named."""
+    from safetensors.numpy import save_file
+
+    from alignrec.collab.export import read_item_embeddings
+    from alignrec.tokenizer.embeddings import _read_embedding_file
+    from alignrec.tokenizer.items_file import read_embeddings_file
+
+    def write(name, **tensors):
+        save_file(tensors, str(tmp_path / name))
+        return tmp_path / name
+
+    good = write("good.safetensors", item_embeddings=np.arange(6, dtype=np.float64).reshape(3, 2))
+    vectors = read_item_embeddings(good)
+    assert vectors.dtype == np.float32
+    np.testing.assert_array_equal(vectors, [[0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(read_embeddings_file(good, rows=3), vectors)
+    assert _read_embedding_file(good)[1] is None  # no item_ids.json beside it
+    with pytest.raises(InputError, match=r"good.safetensors: 'item_embeddings' must be \(2, d\)"):
+        read_embeddings_file(good, rows=2)
+    bad = {
+        "key.safetensors": ({"vectors": np.zeros((3, 2), np.float32)}, r"expected a tensor named 'item_embeddings', found \['vectors'\]"),
+        "flat.safetensors": ({"item_embeddings": np.zeros(3, np.float32)}, r"must be 2-D \(items, dim\), got shape \(3,\)"),
+        "nan.safetensors": ({"item_embeddings": np.array([[0.0, np.nan]], np.float32)}, "NaN or infinite"),
+    }
+    for name, (tensors, message) in bad.items():
+        path = write(name, **tensors)
+        for reader in (read_item_embeddings, _read_embedding_file, lambda p: read_embeddings_file(p, rows=1)):
+            with pytest.raises(InputError, match=f"{name}: .*{message}"):
+                reader(path)
+
+
 @pytest.mark.parametrize("model", ["sasrec", "dccf"])
 def test_resume_continues_identically(model, cyclic_run, tmp_path):
     straight = _train(cyclic_run, tmp_path / "straight", model=model, epochs=4)

@@ -36,6 +36,23 @@ def save_item_embeddings(out_dir: str | os.PathLike[str], embeddings: torch.Tens
     atomic_write_json(out_dir / ITEM_IDS_FILE, [str(i) for i in item_ids])
 
 
+def read_item_embeddings(path: str | os.PathLike[str]) -> np.ndarray:
+    """The tensor ``item_embeddings`` of a safetensors file as a 2-D, finite float32 array (rows, d).
+
+    The one reader of the format: a collab run's export, and the files a user hands the tokenizer
+    (``--embeddings``) or the cold-start path (new items' behaviour vectors). Errors name the file.
+    """
+    tensors = read_safetensors(path)
+    if EMBEDDINGS_KEY not in tensors:
+        raise InputError(f"{path}: expected a tensor named {EMBEDDINGS_KEY!r}, found {sorted(tensors)}")
+    vectors = tensors[EMBEDDINGS_KEY]
+    if vectors.ndim != 2:
+        raise InputError(f"{path}: {EMBEDDINGS_KEY!r} must be 2-D (items, dim), got shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise InputError(f"{path}: embeddings contain NaN or infinite values")
+    return vectors.astype(np.float32, copy=False)
+
+
 def load_item_embeddings(directory: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
     """Read the item embeddings a collab run exported: ``(embeddings (I, d) float32, item ids)``.
 
@@ -46,20 +63,13 @@ def load_item_embeddings(directory: str | os.PathLike[str]) -> tuple[np.ndarray,
     path = directory / EMBEDDINGS_FILE
     if not path.is_file():
         raise InputError(f"{path}: file not found (train a model with `alignrec collab train --out {directory}` first)")
-    tensors = read_safetensors(path)
-    if EMBEDDINGS_KEY not in tensors:
-        raise InputError(f"{path}: expected a tensor named {EMBEDDINGS_KEY!r}, found {sorted(tensors)}")
-    embeddings = tensors[EMBEDDINGS_KEY]
-    if embeddings.ndim != 2 or embeddings.dtype != np.float32:
-        raise InputError(f"{path}: {EMBEDDINGS_KEY!r} must be a 2-D float32 array, got {embeddings.dtype} {embeddings.shape}")
+    embeddings = read_item_embeddings(path)
     item_ids = read_json(directory / ITEM_IDS_FILE)
     if not isinstance(item_ids, list) or len(item_ids) != embeddings.shape[0]:
         count = len(item_ids) if isinstance(item_ids, list) else type(item_ids).__name__
         raise InputError(
             f"{directory / ITEM_IDS_FILE}: expected a list of {embeddings.shape[0]} item ids (one per embedding row), got {count}"
         )
-    if not np.isfinite(embeddings).all():
-        raise InputError(f"{path}: embeddings contain NaN or infinite values")
     return embeddings, [str(i) for i in item_ids]
 
 

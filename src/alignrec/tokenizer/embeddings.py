@@ -94,19 +94,13 @@ def load_behaviour_embeddings(spec: str | None, dataset: Any, run_dir: str | Pat
 
 
 def _read_embedding_file(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    from alignrec.utils.io import read_json, read_safetensors
+    from alignrec.collab.export import ITEM_IDS_FILE, read_item_embeddings
+    from alignrec.utils.io import read_json
 
-    tensors = read_safetensors(path)
-    if "item_embeddings" not in tensors:
-        raise InputError(f"{path}: expected a tensor named 'item_embeddings', found {sorted(tensors)}")
-    vectors = tensors["item_embeddings"]
-    if vectors.ndim != 2:
-        raise InputError(f"{path}: 'item_embeddings' must be 2-D (items, dim), got shape {vectors.shape}")
-    if not np.isfinite(vectors).all():
-        raise InputError(f"{path}: embeddings contain NaN or infinite values")
-    ids_path = path.parent / "item_ids.json"
+    vectors = read_item_embeddings(path)
+    ids_path = path.parent / ITEM_IDS_FILE
     item_ids = [str(i) for i in read_json(ids_path)] if ids_path.is_file() else None
-    return vectors.astype(np.float32), item_ids
+    return vectors, item_ids
 
 
 def duplicate_rows(vectors: np.ndarray, decimals: int = 6) -> int:

@@ -75,13 +75,10 @@ def read_new_items(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
 
 
 def read_embeddings_file(path: str | os.PathLike[str], rows: int) -> np.ndarray:
-    """Behaviour embeddings of new items: tensor ``item_embeddings`` (rows, d)."""
-    from alignrec.utils.io import read_safetensors
+    """Behaviour embeddings of new items: tensor ``item_embeddings`` (rows, d), one row per new item."""
+    from alignrec.collab.export import EMBEDDINGS_KEY, read_item_embeddings
 
-    tensors = read_safetensors(path)
-    if "item_embeddings" not in tensors:
-        raise InputError(f"{path}: expected a tensor named 'item_embeddings', found {sorted(tensors)}")
-    vectors = tensors["item_embeddings"]
-    if vectors.ndim != 2 or vectors.shape[0] != rows:
-        raise InputError(f"{path}: 'item_embeddings' must be ({rows}, d) — one row per new item — got {vectors.shape}")
-    return vectors.astype(np.float32)
+    vectors = read_item_embeddings(path)
+    if vectors.shape[0] != rows:
+        raise InputError(f"{path}: {EMBEDDINGS_KEY!r} must be ({rows}, d) — one row per new item — got {vectors.shape}")
+    return vectors
