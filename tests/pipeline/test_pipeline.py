@@ -209,3 +209,28 @@ def test_sweep_shares_stages_and_skips_finished_cells(tmp_path: Path) -> None:
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / "stages").rglob(".alignrec-stage.json")}
     assert before == after
     assert read_json(tmp_path / "results" / "ratio_synthetic.json")["rows"] == record["rows"]
+
+
+def test_distillation_teacher_is_the_stage_it_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """finetune.distill_from names a stage of the experiment (a baseline's model, or the behaviour model);
+    its folder becomes the teacher and its key part of fine-tuning's."""
+    run = tmp_path / "run"
+    distill = ("finetune.item_loss_weight=1.0", "finetune.distill_weight=1.0")
+    run_tiny(run, capsys, *distill, "finetune.distill_from=sasrec")
+    record = read_json(run / "finetune" / "config.json")
+    assert record["config"]["distill_from"] == str(run / "collab" / "sasrec")
+    assert record["config"]["distill_weight"] == 1.0
+    summary = read_json(run / "report" / "summary.json")
+    rows = {row["model"].split(" ")[0]: row for row in summary["comparison_same_users"]}
+    assert rows["LLM"]["ndcg@10"] > rows["pop"]["ndcg@10"]
+
+    def error_of(*overrides: str) -> str:
+        capsys.readouterr()
+        sets = [arg for override in (f"out={run}", *distill, *overrides) for arg in ("--set", override)]
+        assert main(["run", str(TINY), *sets]) == 2
+        return capsys.readouterr().err
+
+    assert "finetune.distill_from: 'nope' is not 'behaviour', a baseline of this experiment (['sasrec', 'pop'])" in \
+        error_of("finetune.distill_from=nope")
+    # the tiny config's behaviour model is DCCF, a graph model: no distribution per window position
+    assert "is not a sequential model" in error_of("finetune.distill_from=behaviour")

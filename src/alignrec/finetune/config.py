@@ -58,6 +58,20 @@ class FinetuneConfig:
         metadata={"section": "model and LoRA", "help": "the item head also learns a free vector and bias per item, added to its code sum "
                   "(trained by the item loss only; needs item_loss_weight > 0); items registered later have none"},
     )
+    distill_weight: float = field(
+        default=0.0,
+        metadata={"section": "model and LoRA", "help": "distillation into the item head (needs item_loss_weight > 0): weight of the soft "
+                  "cross-entropy to a trained sequential model's catalogue softmax at every item boundary (0 = off; "
+                  "alignrec.finetune.distill)"},
+    )
+    distill_from: str | None = field(
+        default=None,
+        metadata={"section": "model and LoRA", "help": "the teacher: a collab run folder of a sequential model (SASRec, FMLP-Rec, BERT4Rec); "
+                  "in a pipeline also 'behaviour' (the default) or a baseline's model name"},
+    )
+    distill_temperature: float = field(
+        default=1.0, metadata={"section": "model and LoRA", "help": "temperature of the teacher's softmax (> 1 flattens it)"},
+    )
     ranker: Literal["auto", "beam", "item", "fused"] = field(
         default="auto",
         metadata={"section": "model and LoRA", "help": "how the saved model ranks (recorded in it): beam (constrained beam search), item (the "
@@ -176,6 +190,11 @@ class FinetuneConfig:
             raise ValueError("item_loss_weight needs head: code (the item head reads the code-only head's hidden state)")
         if self.item_residual and not self.item_loss_weight:
             raise ValueError("item_residual needs the item head: set item_loss_weight > 0")
+        if self.distill_weight < 0 or self.distill_temperature <= 0:
+            raise ValueError(f"distill_weight must be >= 0 and distill_temperature > 0, got {self.distill_weight}, "
+                             f"{self.distill_temperature}")
+        if self.distill_weight and not self.item_loss_weight:
+            raise ValueError("distill_weight needs the item head: set item_loss_weight > 0")
         if self.ranker in ("item", "fused") and not self.item_loss_weight:
             raise ValueError(f"ranker {self.ranker!r} needs the item head: set item_loss_weight > 0")
         if self.mlp_layers not in (2, 3):

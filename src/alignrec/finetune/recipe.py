@@ -472,7 +472,17 @@ class FinetuneJob:
                 from alignrec.llm.item_head import ItemCatalogue
 
                 catalogue = ItemCatalogue(self.codes.codes, self.codes.codebook_sizes)
-            loss_function: Any = CodeOnlyLoss(self.prepared.model, self.prepared.vocabulary, catalogue, config.item_loss_weight)
+            teacher = None
+            if config.distill_weight:
+                from alignrec.finetune.distill import Teacher
+
+                if not config.distill_from:
+                    raise InputError("distill_weight > 0: give distill_from, the collab run folder of the teacher")
+                teacher = Teacher.load(config.distill_from, data=self.paths.run_dir, temperature=config.distill_temperature)
+                log.info("distilling %s (%d items) into the item head, weight %g, temperature %g",
+                         config.distill_from, teacher.num_items, config.distill_weight, config.distill_temperature)
+            loss_function: Any = CodeOnlyLoss(self.prepared.model, self.prepared.vocabulary, catalogue, config.item_loss_weight,
+                                              teacher=teacher, distill_weight=config.distill_weight)
         else:
             loss_function = answer_loss if config.answer_logits_only else None
         earlier = earlier_train_seconds(self.resume_from)

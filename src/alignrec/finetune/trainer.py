@@ -13,6 +13,7 @@ hands the Hugging Face Trainer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -277,7 +278,8 @@ class CodeOnlyLoss:
     the Trainer's token count of the whole accumulated batch, like the models' own loss.
     """
 
-    def __init__(self, model: Any, vocabulary: Any, catalogue: Any = None, item_loss_weight: float = 0.0):
+    def __init__(self, model: Any, vocabulary: Any, catalogue: Any = None, item_loss_weight: float = 0.0,
+                 teacher: Any = None, distill_weight: float = 0.0):
         self.model = model  # the unwrapped (peft) model: its output rows are read directly
         self.vocabulary = vocabulary
         # the item head (alignrec.llm.item_head): its summed catalogue cross-entropy joins the total, weighted
@@ -285,8 +287,19 @@ class CodeOnlyLoss:
         self.item_loss_weight = item_loss_weight
         if item_loss_weight and catalogue is None:
             raise ValueError("item_loss_weight > 0 needs the item catalogue")
+        # distillation (alignrec.finetune.distill): the teacher's soft targets at the item head's boundaries
+        self.teacher = teacher
+        self.distill_weight = distill_weight
+        if distill_weight and (teacher is None or not item_loss_weight):
+            raise ValueError("distill_weight > 0 needs a teacher and the item head")
 
-    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    @property
+    def reads_input_ids(self) -> bool:
+        """Whether the Trainer must hand the batch's ``input_ids`` (the teacher reads the window's items)."""
+        return bool(self.distill_weight)
+
+    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None, input_ids: Any = None) -> Any:
+        from alignrec.finetune.distill import soft_cross_entropy
         from alignrec.llm.code_head import code_only_loss
         from alignrec.llm.item_head import item_loss
 
@@ -295,7 +308,15 @@ class CodeOnlyLoss:
         parts = code_only_loss(self.model, self.vocabulary, hidden, labels)
         total = parts.total
         if self.item_loss_weight:
-            total = total + self.item_loss_weight * item_loss(self.model, self.vocabulary, self.catalogue, hidden, labels)[0]
+            head = item_loss(self.model, self.vocabulary, self.catalogue, hidden, labels)
+            total = total + self.item_loss_weight * head.total
+            if self.distill_weight and head.logits is not None:
+                if input_ids is None:
+                    raise ValueError("distillation needs the batch's input_ids (the ranking trainer passes them)")
+                probs, keep = self.teacher.targets(input_ids.to(hidden.device), head.rows, head.positions,
+                                                   self.vocabulary, self.catalogue)
+                if bool(keep.any()):
+                    total = total + self.distill_weight * soft_cross_entropy(head.logits[keep], probs)
         if num_items_in_batch is None:
             return total / max(parts.count, 1)
         if hasattr(num_items_in_batch, "to"):
@@ -413,6 +434,16 @@ def ranking_trainer_class() -> Any:
                 self.control.should_training_stop = True
                 return [], None
             return super().get_batch_samples(*args, **kwargs)
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+            # a loss that reads the batch's token ids (distillation) gets them bound for this call
+            loss_function = self.compute_loss_func
+            if getattr(loss_function, "reads_input_ids", False):
+                self.compute_loss_func = functools.partial(loss_function, input_ids=inputs["input_ids"])
+            try:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            finally:
+                self.compute_loss_func = loss_function
 
         _ranking_this_evaluation = False
 

@@ -30,6 +30,7 @@ registered after fine-tuning have none: their vectors are their code sums.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -222,8 +223,20 @@ def item_boundaries(labels: torch.Tensor, vocabulary: CodeVocabulary,
     return rows[known], positions[known], items[known]
 
 
+@dataclass
+class ItemLoss:
+    """The item head on a batch: the summed catalogue cross-entropy at its item boundaries, their
+    count, and the boundaries with their logits (for a loss on top, such as distillation)."""
+
+    total: torch.Tensor
+    count: int
+    rows: torch.Tensor  # (n,) batch rows of the boundaries
+    positions: torch.Tensor  # (n,) their positions (see item_boundaries)
+    logits: torch.Tensor | None  # (n, N) float32; None when the batch has no boundary
+
+
 def item_loss(model: Any, vocabulary: CodeVocabulary, catalogue: ItemCatalogue, hidden: torch.Tensor,
-              labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+              labels: torch.Tensor) -> ItemLoss:
     """Summed catalogue cross-entropy at the item boundaries of a batch, and their count.
 
     ``hidden`` (B, T, D) final hidden states, ``labels`` (B, T) (see :func:`item_boundaries`).
@@ -233,11 +246,12 @@ def item_loss(model: Any, vocabulary: CodeVocabulary, catalogue: ItemCatalogue, 
         residual = item_residual_of(model)
         if residual is not None:  # keep its tables in the graph: DDP expects a gradient for every trained parameter
             extra, extra_bias = residual()
-            return (extra.sum() + extra_bias.sum()).float() * 0.0, 0
-        return hidden.new_zeros((), dtype=torch.float32), 0
+            return ItemLoss((extra.sum() + extra_bias.sum()).float() * 0.0, 0, rows, positions, None)
+        return ItemLoss(hidden.new_zeros((), dtype=torch.float32), 0, rows, positions, None)
     vectors, bias = catalogue.vectors(model, vocabulary)
     logits = item_logits(hidden[rows, positions], vectors, bias)
-    return F.cross_entropy(logits, items.to(logits.device), reduction="sum"), int(items.numel())
+    total = F.cross_entropy(logits, items.to(logits.device), reduction="sum")
+    return ItemLoss(total, int(items.numel()), rows, positions, logits)
 
 
 def beam_scores_of_items(beam_items: torch.Tensor, beam_scores: torch.Tensor, num_items: int) -> torch.Tensor:

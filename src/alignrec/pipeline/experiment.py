@@ -463,12 +463,29 @@ class ExperimentRunner:
         if self.config.threads and not config.torch_threads:
             config = dataclasses.replace(config, torch_threads=self.config.threads)
         config, backbone = self._llm(dataclasses.replace(config, tasks=str(tasks.out), codes=str(tokenizer.out)))
-        upstream = [self.result.stages["prepare"].key, tokenizer.key, tasks.key, *backbone]
+        config, teacher = self._teacher(config)
+        upstream = [self.result.stages["prepare"].key, tokenizer.key, tasks.key, *backbone, *teacher]
 
         def work(out: Path, resume: bool) -> None:
             finetune(config, self.dataset_dir, out, resume=resume, overwrite=not resume)
 
         self.stage("finetune", FOLDERS["finetune"], to_dict(config), upstream, work, code=STAGE_CODE["finetune"])
+
+    def _teacher(self, config: Any) -> tuple[Any, list[str]]:
+        """``config`` with ``distill_from`` naming a stage ('behaviour', or a baseline's model name) replaced by that
+        stage's folder, and the stage's key (for the upstream list); a folder is kept as given."""
+        if not config.distill_weight:
+            return config, []
+        name = config.distill_from or "behaviour"
+        behaviour = name in ("behaviour", self.configs.behaviour[0].model)
+        stage = self.result.stages.get("behaviour" if behaviour else f"baseline/{name}")
+        if stage is None:
+            if not Path(name).is_dir():
+                baselines = [c[0].model for c in self.configs.baselines]
+                raise ConfigError(f"finetune.distill_from: {name!r} is not 'behaviour', a baseline of this experiment "
+                                  f"({baselines}) or a collab run folder")
+            return config, []
+        return dataclasses.replace(config, distill_from=str(stage.out)), [stage.key]
 
     def _prefer(self) -> None:
         if self.configs.prefer is None:
