@@ -6,6 +6,7 @@
 #   scripts/paper_cpu.sh llm DATASET ours|lcrec [--set ...]   # instruments | games: one LLM run folder
 #   scripts/paper_cpu.sh ablations SEED [--cell NAME ...]     # Industrial: the ablation sweep of one seed
 #   scripts/paper_cpu.sh baselines DATASET MODEL ...          # instruments | games: classic models to early stopping
+#   scripts/paper_cpu.sh item_head SEED [--cell NAME ...]     # Industrial: configs/paper/item_head.yaml for one seed
 #
 # llm: runs/exp-DATASET (ours: alignment codes, dense windows) or runs/exp-DATASET-lcrec (LC-Rec-style:
 #   RQ-VAE codes, one-target prompts); 4 decoder layers of SmolLM2-135M, LoRA dropout 0.1, the code-only
@@ -19,7 +20,11 @@
 # baselines: benchmarks/baselines.py table with the settings of benchmarks/configs/baselines.yaml (Games: early
 #   stopping, no time budget), one thread, beside another run (so outside the bench lock), continuing each model
 #   from its checkpoint in runs/collab-bench; prepares runs/DATASET first when it is missing.
-# llm and ablations use SASRec item embeddings for the tokenizer, as the main job does (configs/ml100k.yaml).
+# item_head: runs/sweeps/item_head_industrial_seedSEED, the cells of configs/paper/item_head.yaml on Industrial at the
+#   ablations' budget with the sequential task alone (the best ablation cell), every stage seeded from SEED, the
+#   ranking checked on every validation user every 500 steps (the checkpoint and the ranker chosen there), and
+#   FMLP-Rec (Industrial's best classic model) trained to early stopping in every seed's run.
+# llm, ablations and item_head use SASRec item embeddings for the tokenizer, as the main job does (configs/ml100k.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ALIGNREC_PROGRESS=${ALIGNREC_PROGRESS:-0}
@@ -59,6 +64,16 @@ case "${1:-}" in
       --set "tokenizer.seed=$seed" --set "tasks.seed=$((42 + seed))" --set "finetune.seed=$((42 + seed))" \
       "${classic[@]}" --out "runs/sweeps/ablations_industrial_seed$seed" \
       --results "runs/sweeps/ablations_industrial_seed$seed" "$@"
+    ;;
+  item_head)
+    seed=${2:?seed}; shift 2
+    exec .venv/bin/alignrec sweep configs/paper/item_head.yaml --base configs/industrial.yaml "${common[@]}" \
+      --set finetune.llm_layers=2 --set finetune.lora_dropout=0.0 --set finetune.max_steps=2000 \
+      --set finetune.save_steps=500 --set finetune.rank_eval_steps=500 --set finetune.rank_eval_users=3285 \
+      --set behaviour.max_train_minutes=4.0 --set 'tasks.tasks=[sequential]' \
+      --set "behaviour.seed=$((2024 + seed))" --set "tokenizer.seed=$seed" --set "tasks.seed=$((42 + seed))" \
+      --set "finetune.seed=$((42 + seed))" --set "baselines=[{model: pop}, {model: fmlp, seed: $((2024 + seed))}]" \
+      --out "runs/sweeps/item_head_industrial_seed$seed" --results "runs/sweeps/item_head_industrial_seed$seed" "$@"
     ;;
   baselines)
     dataset=${2:?dataset}; shift 2
