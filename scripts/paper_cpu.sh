@@ -22,7 +22,8 @@
 #   from its checkpoint in runs/collab-bench; prepares runs/DATASET first when it is missing.
 # item_head: runs/sweeps/item_head_industrial_seedSEED, the cells of configs/paper/item_head.yaml on Industrial at the
 #   ablations' budget with the sequential task alone (the best ablation cell), every stage seeded from SEED, the
-#   ranking checked on every validation user every 500 steps (the checkpoint and the ranker chosen there), and
+#   ranking checked on every validation user every 500 steps (the checkpoint and the ranker chosen there), both
+#   protocols scored (evaluate.exclude: both), and
 #   FMLP-Rec (Industrial's best classic model) trained to early stopping in every seed's run.
 # llm, ablations and item_head use SASRec item embeddings for the tokenizer, as the main job does (configs/ml100k.yaml).
 set -euo pipefail
@@ -70,7 +71,7 @@ case "${1:-}" in
     exec .venv/bin/alignrec sweep configs/paper/item_head.yaml --base configs/industrial.yaml "${common[@]}" \
       --set finetune.llm_layers=2 --set finetune.lora_dropout=0.0 --set finetune.max_steps=2000 \
       --set finetune.save_steps=500 --set finetune.rank_eval_steps=500 --set finetune.rank_eval_users=3285 \
-      --set behaviour.max_train_minutes=4.0 --set 'tasks.tasks=[sequential]' \
+      --set behaviour.max_train_minutes=4.0 --set 'tasks.tasks=[sequential]' --set evaluate.exclude=both \
       --set "behaviour.seed=$((2024 + seed))" --set "tokenizer.seed=$seed" --set "tasks.seed=$((42 + seed))" \
       --set "finetune.seed=$((42 + seed))" --set "baselines=[{model: pop}, {model: fmlp, seed: $((2024 + seed))}]" \
       --out "runs/sweeps/item_head_industrial_seed$seed" --results "runs/sweeps/item_head_industrial_seed$seed" "$@"
