@@ -549,9 +549,36 @@ def block_seeds() -> list[str]:
     return lines[1:]
 
 
+def block_fusion() -> list[str]:
+    """Each ``fusion_<name>.json`` (benchmarks/fusion.py): the LLM's item head mixed with a classic model."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from fusion import table_markdown  # the results file's own tables
+
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("fusion_*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        name, classic = path.stem, record["classic"]
+        by_protocol: dict[str, list[dict[str, Any]]] = {}
+        for row in record["rows"]:
+            by_protocol.setdefault(row["protocol"], []).append(row)
+        verdicts = []
+        for protocol, rows in by_protocol.items():
+            gap = next(r for r in rows if r["model"] == "fused")[f"ndcg@10 - {classic}"]
+            low, high = gap["ci95"]
+            side = "above" if low > 0 else "below" if high < 0 else "a tie with"
+            verdicts.append(f"{protocol}: the fusion {gap['ratio']:.2f}x {classic} ({side} it)")
+        lines += ["", f"**{name.removeprefix('fusion_')}**: {record.get('description', '')}", "",
+                  "What the LLM adds to the classic model (paired interval of the seed means): " + "; ".join(verdicts) + "."]
+        for protocol, rows in by_protocol.items():
+            lines += ["", f"*{protocol}*", "", table_markdown(rows, classic).rstrip("\n")]
+        lines += ["", _source(name, record)]
+    return lines[1:]
+
+
 SECTIONS: tuple[tuple[str, Callable[[], list[str]]], ...] = (
     ("The main job", block_main_job),
     ("The LLM against the best classic model, over seeds", block_seeds),
+    ("The LLM fused with the best classic model", block_fusion),
     ("The LLM on the paper's data sets", block_llm_datasets),
     ("Ablations", block_ablations),
     ("Preference alignment after fine-tuning", block_preference),

@@ -255,3 +255,30 @@ def test_seed_comparisons_say_where_the_llm_wins_and_loses(readme_results, tmp_p
             "seen excluded: LLM: default 0.90x fmlp (below it).") in block
     assert "| LLM: default | 0.0700, 0.0800 | 0.0750 |" in block and "*seen excluded*" in block
     assert "Source: [`seeds_x.md`](benchmarks/results/seeds_x.md)" in block
+
+
+def test_fusion_block_says_what_the_llm_adds(readme_results, tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_results, "RESULTS", tmp_path)
+    assert readme_results.block_fusion() == []  # no fusion_*.json: no block
+
+    def rows(protocol, fused, gap):
+        alone = [{"protocol": protocol, "model": m, "seeds": 1, "ndcg@10 per seed": [v], "hr@10 per seed": [v],
+                  "ndcg@10": v, "hr@10": v} for m, v in (("LLM item head", 0.06), ("fmlp", 0.07))]
+        mixed = {"protocol": protocol, "model": "fused", "seeds": 1, "ndcg@10 per seed": [fused], "hr@10 per seed": [fused],
+                 "ndcg@10": fused, "hr@10": fused, "a per seed": [0.6],
+                 "ndcg@10 - fmlp": {"difference": fused - 0.07, "ratio": fused / 0.07, "ci95": gap},
+                 "ndcg@10 - LLM item head": {"difference": fused - 0.06, "ratio": fused / 0.06, "ci95": [0.001, 0.02]}}
+        curve = {"protocol": protocol, "model": "test NDCG@10 by a (not used to choose)", "seeds": 1,
+                 "by a": {"0.0": 0.06, "0.5": fused, "1.0": 0.07}}
+        return [*alone, mixed, curve]
+
+    record = {"description": "One seed.", "command": "python benchmarks/fusion.py", "date": "2026-12-07T00:00:00+00:00",
+              "git_commit": "abc123", "classic": "fmlp",
+              "rows": rows("main", 0.0714, [-0.003, 0.006]) + rows("seen excluded", 0.084, [0.004, 0.02])}
+    (tmp_path / "fusion_x.json").write_text(json.dumps(record))
+    block = "\n".join(readme_results.block_fusion())
+    assert ("What the LLM adds to the classic model (paired interval of the seed means): main: the fusion 1.02x fmlp "
+            "(a tie with it); seen excluded: the fusion 1.20x fmlp (above it).") in block
+    assert "| fused | 0.0714 | 0.0714 | 0.0714 | 0.6 | +0.0014 [-0.0030, +0.0060] (1.02x) |" in block
+    assert "| 0.5 | 0.0714 |" in block and "*seen excluded*" in block
+    assert "Source: [`fusion_x.md`](benchmarks/results/fusion_x.md)" in block
