@@ -106,6 +106,27 @@ def stage_seeds(stages: dict[str, str], summary: Path, script: str) -> dict[str,
             for name in SEED_STAGES if name in stages}
 
 
+def seed_mean_per_user(ranks: Sequence[Any], metrics: Sequence[str] = ("ndcg@10", "hr@10")) -> dict[str, Any]:
+    """Per user, each metric (``name@K``) averaged over the seeds' 0-based test ranks (one (U,) array per seed):
+    what a paired comparison of seed means compares."""
+    import numpy as np
+
+    from alignrec.metrics import per_user_metrics
+
+    ks = sorted({int(m.partition("@")[2]) for m in metrics})
+    scored = [per_user_metrics(r, ks) for r in ranks]
+    return {m: np.mean([s[m] for s in scored], axis=0) for m in metrics}
+
+
+def paired_text(value: dict[str, Any] | None) -> str:
+    """A paired difference ``{"difference", "ci95", "ratio"}`` as ``+0.0012 [-0.0030, +0.0050] (1.02x)``; '' for none."""
+    if not value:
+        return ""
+    low, high = value["ci95"]
+    ratio = f" ({value['ratio']:.2f}x)" if value.get("ratio") else ""
+    return f"{value['difference']:+.4f} [{low:+.4f}, {high:+.4f}]{ratio}"
+
+
 def loadavg() -> list[float]:
     """1, 5 and 15 minute load averages, rounded (how busy the shared machine was)."""
     return [round(value, 2) for value in os.getloadavg()]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import BenchmarkRun, read_input_json, script_error, stage_folder, stage_seeds
+from common import BenchmarkRun, paired_text, read_input_json, script_error, seed_mean_per_user, stage_folder, stage_seeds
 
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # a: the classic model's share
 PROTOCOLS = ("main", "seen excluded")
@@ -158,7 +158,7 @@ def read_folder(folder: Path, cell: str, classic: str, batch_size: int) -> dict[
 
 def compare(folders: list[dict[str, Any]], classic: str) -> dict[str, list[dict[str, Any]]]:
     """Per protocol: the rows (item head alone, classic alone, fused at the weight validation chose)."""
-    from alignrec.metrics import metrics_from_ranks, paired_bootstrap_interval, per_user_metrics
+    from alignrec.metrics import metrics_from_ranks, paired_bootstrap_interval
 
     if len({f["users"] for f in folders}) > 1:
         raise fail("the sweep folders scored different numbers of test users: the seeds must share one split")
@@ -167,8 +167,7 @@ def compare(folders: list[dict[str, Any]], classic: str) -> dict[str, list[dict[
         models = {"LLM item head": [f["test"][protocol][0] for f in folders],
                   classic: [f["test"][protocol][-1] for f in folders],
                   "fused": [f["test"][protocol][f["chosen"][protocol]] for f in folders]}
-        averaged = {name: {m: np.mean([per_user_metrics(r, [10])[m] for r in ranks], axis=0) for m in METRICS}
-                    for name, ranks in models.items()}
+        averaged = {name: seed_mean_per_user(ranks, METRICS) for name, ranks in models.items()}
         rows = []
         for name, ranks in models.items():
             per_seed = [metrics_from_ranks(r, [10]) for r in ranks]
@@ -191,21 +190,14 @@ def compare(folders: list[dict[str, Any]], classic: str) -> dict[str, list[dict[
     return tables
 
 
-def _difference(value: dict[str, Any] | None) -> str:
-    if not value:
-        return ""
-    low, high = value["ci95"]
-    return f"{value['difference']:+.4f} [{low:+.4f}, {high:+.4f}] ({value['ratio']:.2f}x)"
-
-
 def table_markdown(rows: list[dict[str, Any]], classic: str) -> str:
     from alignrec.utils.tables import markdown_table
 
     shown = [{"model": r["model"], "NDCG@10 per seed": ", ".join(f"{v:.4f}" for v in r["ndcg@10 per seed"]),
               "NDCG@10 mean": f"{r['ndcg@10']:.4f}", "HR@10 mean": f"{r['hr@10']:.4f}",
               "a per seed (validation)": ", ".join(str(a) for a in r.get("a per seed", [])),
-              f"NDCG@10 - {classic} (paired)": _difference(r.get(f"ndcg@10 - {classic}")),
-              "NDCG@10 - LLM item head (paired)": _difference(r.get("ndcg@10 - LLM item head"))}
+              f"NDCG@10 - {classic} (paired)": paired_text(r.get(f"ndcg@10 - {classic}")),
+              "NDCG@10 - LLM item head (paired)": paired_text(r.get("ndcg@10 - LLM item head"))}
              for r in rows if "by a" not in r]
     curve = next(r["by a"] for r in rows if "by a" in r)
     return (markdown_table(shown).rstrip() + "\n\nTest NDCG@10 (seed mean) at every a, for the picture only (a is chosen on "

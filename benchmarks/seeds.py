@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import BenchmarkRun, read_input_json, script_error, stage_folder, stage_seeds
+from common import BenchmarkRun, paired_text, read_input_json, script_error, seed_mean_per_user, stage_folder, stage_seeds
 
 PROTOCOLS = {"main": "predictions.jsonl", "seen excluded": "predictions_seen_excluded.jsonl"}
 METRICS = ("ndcg@10", "hr@10")
@@ -92,14 +92,6 @@ def only_cells(folder: dict[str, Any], cells: Sequence[str] | None) -> dict[str,
     return folder | {"cells": {c: folder["cells"][c] for c in cells}}
 
 
-def per_user(ranks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Per user, NDCG@10 and HR@10 averaged over the seeds' ranks (U,)."""
-    from alignrec.metrics import per_user_metrics
-
-    scored = [per_user_metrics(r, [10]) for r in ranks]
-    return {m: np.mean([s[m] for s in scored], axis=0) for m in METRICS}
-
-
 def compare(folders: list[dict[str, Any]], reference: str | None) -> dict[str, list[dict[str, Any]]]:
     """Per protocol, the rows of the table (cells first, then the classic models)."""
     from alignrec.metrics import metrics_from_ranks, paired_bootstrap_interval
@@ -121,7 +113,7 @@ def compare(folders: list[dict[str, Any]], reference: str | None) -> dict[str, l
             continue  # an evaluation without that protocol
         models = {**{f"LLM: {c}": [f["cells"][c][protocol] for f in folders] for c in first["cells"]},
                   **{m: [f["classic"][m][protocol] for f in folders] for m in first["classic"]}}
-        averaged = {name: per_user(ranks) for name, ranks in models.items()}
+        averaged = {name: seed_mean_per_user(ranks, METRICS) for name, ranks in models.items()}
         best = max(first["classic"], key=lambda m: averaged[m]["ndcg@10"].mean())
         rows = []
         for name, ranks in models.items():
@@ -143,14 +135,6 @@ def compare(folders: list[dict[str, Any]], reference: str | None) -> dict[str, l
     return tables
 
 
-def _difference(value: dict[str, Any] | None) -> str:
-    if not value:
-        return ""
-    low, high = value["ci95"]
-    ratio = f" ({value['ratio']:.2f}x)" if value.get("ratio") else ""
-    return f"{value['difference']:+.4f} [{low:+.4f}, {high:+.4f}]{ratio}"
-
-
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     from alignrec.utils.tables import markdown_table
 
@@ -158,8 +142,8 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
     reference = next((r["ndcg@10 - reference"]["against"] for r in rows if r.get("ndcg@10 - reference")), None)
     shown = [{"model": r["model"], "NDCG@10 per seed": ", ".join(f"{v:.4f}" for v in r["ndcg@10 per seed"]),
               "NDCG@10 mean": f"{r['ndcg@10']:.4f}", "HR@10 mean": f"{r['hr@10']:.4f}",
-              f"NDCG@10 - {best} (paired, seed means)": _difference(r.get("ndcg@10 - best classic")),
-              **({f"NDCG@10 - {reference} (paired, seed means)": _difference(r.get("ndcg@10 - reference"))} if reference else {})}
+              f"NDCG@10 - {best} (paired, seed means)": paired_text(r.get("ndcg@10 - best classic")),
+              **({f"NDCG@10 - {reference} (paired, seed means)": paired_text(r.get("ndcg@10 - reference"))} if reference else {})}
              for r in rows]
     return markdown_table(shown)
 
