@@ -106,6 +106,28 @@ def stage_seeds(stages: dict[str, str], summary: Path, script: str) -> dict[str,
             for name in SEED_STAGES if name in stages}
 
 
+def classic_stages(stages: dict[str, str], summary: Path, script: str) -> dict[str, Path]:
+    """The classic models a sweep cell's run trained (its behaviour model and baselines): model name -> stage
+    folder, in the summary's order (a model trained twice, with other settings: its first stage)."""
+    found: dict[str, Path] = {}
+    for name, stage in stages.items():
+        if name == "behaviour" or name.startswith("baseline/"):
+            out = stage_folder(stage, summary, script)
+            model = read_input_json(out / "config.json", "the classic model's run record", script)["config"]["train"]["model"]
+            found.setdefault(model, out)
+    return found
+
+
+def paired_seed_means(first: Any, second: Any) -> dict[str, Any]:
+    """Two models' per-user seed means (U,) compared: ``{"difference", "ratio", "ci95"}`` (paired bootstrap
+    95% interval over the users)."""
+    from alignrec.metrics import paired_bootstrap_interval
+
+    a, b = float(first.mean()), float(second.mean())
+    return {"difference": a - b, "ratio": a / b if b else None,
+            "ci95": [float(x) for x in paired_bootstrap_interval(first, second)]}
+
+
 def seed_mean_per_user(ranks: Sequence[Any], metrics: Sequence[str] = ("ndcg@10", "hr@10")) -> dict[str, Any]:
     """Per user, each metric (``name@K``) averaged over the seeds' 0-based test ranks (one (U,) array per seed):
     what a paired comparison of seed means compares."""

@@ -31,7 +31,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import BenchmarkRun, paired_text, read_input_json, script_error, seed_mean_per_user, stage_folder, stage_seeds
+from common import (
+    BenchmarkRun,
+    classic_stages,
+    paired_seed_means,
+    paired_text,
+    read_input_json,
+    script_error,
+    seed_mean_per_user,
+    stage_folder,
+    stage_seeds,
+)
 
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # a: the classic model's share
 PROTOCOLS = ("main", "seen excluded")
@@ -56,19 +66,6 @@ def cell_summary(folder: Path, cell: str) -> tuple[Path, dict[str, Any]]:
     raise fail(f"{folder}/cells: no cell {cell!r}; cells: {sorted(map(str, names))}")
 
 
-def classic_stage(stages: dict[str, str], summary: Path, model: str) -> Path:
-    """The stage folder of the classic model named ``model`` (a baseline or the behaviour model)."""
-    found = []
-    for name, stage in stages.items():
-        if name == "behaviour" or name.startswith("baseline/"):
-            out = stage_folder(stage, summary, "fusion")
-            trained = read_input_json(out / "config.json", "the classic model's run record", "fusion")["config"]["train"]["model"]
-            if trained == model:
-                return out
-            found.append(trained)
-    raise fail(f"{summary}: no classic model {model!r} in the cell's run; it trained {sorted(found)}")
-
-
 class Scorers:
     """The item head and the classic model of one sweep folder, scoring a split's users in batches."""
 
@@ -76,9 +73,9 @@ class Scorers:
         from alignrec.collab.export import load_trained_model
         from alignrec.collab.trainer import configs_from_record
         from alignrec.data import load_dataset
+        from alignrec.errors import InputError
         from alignrec.llm.item_head import check_ranker
         from alignrec.llm.recommender import load_recommender
-        from alignrec.errors import InputError
 
         stages = summary["stages"]
         self.dataset = load_dataset(stage_folder(stages["prepare"], summary_path, "fusion"))
@@ -88,7 +85,10 @@ class Scorers:
             check_ranker("item", self.recommender.settings)
         except InputError as error:
             raise fail(f"{finetune}: {error}") from None
-        classic_dir = classic_stage(stages, summary_path, classic)
+        trained = classic_stages(stages, summary_path, "fusion")
+        if classic not in trained:
+            raise fail(f"{summary_path}: no classic model {classic!r} in the cell's run; it trained {sorted(trained)}")
+        classic_dir = trained[classic]
         self.train_config, _ = configs_from_record(classic_dir)
         if self.train_config.exclude_history:
             raise fail(f"{classic_dir}: the classic model ranks with its history excluded (exclude_history); the fusion "
@@ -158,7 +158,7 @@ def read_folder(folder: Path, cell: str, classic: str, batch_size: int) -> dict[
 
 def compare(folders: list[dict[str, Any]], classic: str) -> dict[str, list[dict[str, Any]]]:
     """Per protocol: the rows (item head alone, classic alone, fused at the weight validation chose)."""
-    from alignrec.metrics import metrics_from_ranks, paired_bootstrap_interval
+    from alignrec.metrics import metrics_from_ranks
 
     if len({f["users"] for f in folders}) > 1:
         raise fail("the sweep folders scored different numbers of test users: the seeds must share one split")
@@ -177,10 +177,7 @@ def compare(folders: list[dict[str, Any]], classic: str) -> dict[str, list[dict[
             if name == "fused":
                 row["a per seed"] = [WEIGHTS[f["chosen"][protocol]] for f in folders]
                 for other in ("LLM item head", classic):
-                    a, b = averaged[name]["ndcg@10"], averaged[other]["ndcg@10"]
-                    row[f"ndcg@10 - {other}"] = {"difference": float(a.mean() - b.mean()),
-                                                 "ratio": float(a.mean() / b.mean()) if b.mean() else None,
-                                                 "ci95": [float(x) for x in paired_bootstrap_interval(a, b)]}
+                    row[f"ndcg@10 - {other}"] = paired_seed_means(averaged[name]["ndcg@10"], averaged[other]["ndcg@10"])
             rows.append(row)
         # every weight on test, for the picture only (the choice above saw validation alone)
         rows.append({"model": "test NDCG@10 by a (not used to choose)", "seeds": len(folders),

@@ -520,6 +520,12 @@ def _change(value: Any) -> str:
     return "" if value is None else f"{100 * value:+.1f}%"
 
 
+def _side(gap: dict[str, Any]) -> str:
+    """Where a paired difference's 95% interval puts a model against the other: above, below or a tie with it."""
+    low, high = gap["ci95"]
+    return "above" if low > 0 else "below" if high < 0 else "a tie with"
+
+
 def block_seeds() -> list[str]:
     """Each ``seeds_<name>.json`` (benchmarks/seeds.py): sweep cells against the classic models over seeds."""
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -537,9 +543,7 @@ def block_seeds() -> list[str]:
             for row in rows:
                 gap = row.get("ndcg@10 - best classic")
                 if row["kind"] == "LLM" and gap:
-                    low, high = gap["ci95"]
-                    side = "above" if low > 0 else "below" if high < 0 else "a tie with"
-                    verdicts.append(f"{protocol}: {row['model']} {gap['ratio']:.2f}x {gap['against']} ({side} it)")
+                    verdicts.append(f"{protocol}: {row['model']} {gap['ratio']:.2f}x {gap['against']} ({_side(gap)} it)")
         lines += ["", f"**{name.removeprefix('seeds_')}**: {record.get('description', '')}", "",
                   "Verdict (paired interval of the seed means; the best classic model these runs trained, see the baselines "
                   "table for the others): " + "; ".join(verdicts) + "."]
@@ -564,9 +568,7 @@ def block_fusion() -> list[str]:
         verdicts = []
         for protocol, rows in by_protocol.items():
             gap = next(r for r in rows if r["model"] == "fused")[f"ndcg@10 - {classic}"]
-            low, high = gap["ci95"]
-            side = "above" if low > 0 else "below" if high < 0 else "a tie with"
-            verdicts.append(f"{protocol}: the fusion {gap['ratio']:.2f}x {classic} ({side} it)")
+            verdicts.append(f"{protocol}: the fusion {gap['ratio']:.2f}x {classic} ({_side(gap)} it)")
         lines += ["", f"**{name.removeprefix('fusion_')}**: {record.get('description', '')}", "",
                   "What the LLM adds to the classic model (paired interval of the seed means): " + "; ".join(verdicts) + "."]
         for protocol, rows in by_protocol.items():

@@ -33,7 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import BenchmarkRun, paired_text, read_input_json, script_error, seed_mean_per_user, stage_folder, stage_seeds
+from common import (
+    BenchmarkRun,
+    classic_stages,
+    paired_seed_means,
+    paired_text,
+    read_input_json,
+    script_error,
+    seed_mean_per_user,
+    stage_folder,
+    stage_seeds,
+)
 
 PROTOCOLS = {"main": "predictions.jsonl", "seen excluded": "predictions_seen_excluded.jsonl"}
 METRICS = ("ndcg@10", "hr@10")
@@ -71,13 +81,10 @@ def read_folder(folder: Path) -> dict[str, Any]:
         rows = np.arange(users)
         cells[str(summary["cell"])] = {protocol: prediction_ranks(dataset, evaluation_dir / name, rows)
                                        for protocol, name in PROTOCOLS.items() if (evaluation_dir / name).is_file()}
-        for name, stage in stages.items():
-            if name == "behaviour" or name.startswith("baseline/"):
-                out = stage_folder(stage, path, "seeds")
-                model = read_input_json(out / "config.json", "the classic model's run record", "seeds")["config"]["train"]["model"]
-                if model not in classic:  # (cells that train the same model differently: the first cell's)
-                    classic[model] = {"main": collab_test_ranks(out, dataset),
-                                      "seen excluded": collab_test_ranks(out, dataset, seen_excluded=True)}
+        for model, out in classic_stages(stages, path, "seeds").items():
+            if model not in classic:  # (cells that train the same model differently: the first cell's)
+                classic[model] = {"main": collab_test_ranks(out, dataset),
+                                  "seen excluded": collab_test_ranks(out, dataset, seen_excluded=True)}
         seeds = stage_seeds(stages, path, "seeds") | seeds  # the cells share the seeds of a folder
     return {"cells": cells, "classic": classic, "seeds": seeds, "users": users, "folder": str(folder)}
 
@@ -94,7 +101,7 @@ def only_cells(folder: dict[str, Any], cells: Sequence[str] | None) -> dict[str,
 
 def compare(folders: list[dict[str, Any]], reference: str | None) -> dict[str, list[dict[str, Any]]]:
     """Per protocol, the rows of the table (cells first, then the classic models)."""
-    from alignrec.metrics import metrics_from_ranks, paired_bootstrap_interval
+    from alignrec.metrics import metrics_from_ranks
 
     first = folders[0]
     for other in folders[1:]:
@@ -126,10 +133,8 @@ def compare(folders: list[dict[str, Any]], reference: str | None) -> dict[str, l
             for label, other in against.items():
                 if other == name:
                     continue
-                a, b = averaged[name]["ndcg@10"], averaged[other]["ndcg@10"]
-                row[f"ndcg@10 - {label}"] = {"against": other, "difference": float(a.mean() - b.mean()),
-                                             "ratio": float(a.mean() / b.mean()) if b.mean() else None,
-                                             "ci95": [float(x) for x in paired_bootstrap_interval(a, b)]}
+                row[f"ndcg@10 - {label}"] = {"against": other,
+                                             **paired_seed_means(averaged[name]["ndcg@10"], averaged[other]["ndcg@10"])}
             rows.append(row)
         tables[protocol] = rows
     return tables
