@@ -41,7 +41,8 @@ def run_folder(work: Path, name: str, seed: int) -> Path:
 def command_of(args: argparse.Namespace, settings: list[str], seed: int, out: Path) -> list[str]:
     flags = ["--model", str(args.model), "--out", str(out), "--overwrite", "--seed", str(seed),
              "--max-train-minutes", str(args.minutes), "--eval-minutes", str(args.minutes / args.validations),
-             "--torch-threads", str(args.threads), "--max-steps", "100000", "--lr-scheduler", "constant"]
+             "--torch-threads", str(args.threads), "--max-steps", "100000", "--lr-scheduler", "constant",
+             "--eval-users", str(args.eval_users)]
     for setting in settings:
         key, _, value = setting.partition("=")
         flag = "--" + key.replace("_", "-")
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder of the variants' runs")
     parser.add_argument("--minutes", type=float, default=3.0, help="training minutes of every run")
     parser.add_argument("--validations", type=int, default=3, help="validations per run besides step 0")
+    parser.add_argument("--eval-users", type=int, default=0,
+                        help="validation users of every check (0 = all; else a sample seeded by the run's seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
@@ -168,7 +171,7 @@ def main() -> None:
     write_per_user(RESULTS_DIR, name, {"users_sha256": users_sha256(pairs), **kept},
                    "test ranks of the fine-tuned model (none) and of every variant's selected model, per seed")
     run.extra.update(model=str(source.finetune_dir), minutes=args.minutes, threads=args.threads, jobs=args.jobs,
-                     validations=args.validations, details=details)
+                     validations=args.validations, eval_users=args.eval_users, details=details)
     columns = ["variant", "settings", "seeds", *METRICS, "Δ ndcg@10", "Δ ndcg@10 95% CI", "Δ hr@10", "Δ hr@10 95% CI",
                "Δ ndcg@10 per seed", "valid Δ ndcg@10 last", "selected steps", "steps", "prompts/s", "prompts/CPU s", "rollout/scoring/update s"]
     for row in rows:
@@ -176,13 +179,15 @@ def main() -> None:
             if key in row:
                 row[key] = f"[{row[key][0]:+.4f}, {row[key][1]:+.4f}]"
     run.rows = rows
+    validated = (f"{args.eval_users:,} validation users (a sample drawn from the run's seed, the same at every check)"
+                 if args.eval_users else "every validation user")
     run.finish(columns, notes=[
         f"Each run: {args.minutes} training minutes on {args.threads} thread(s), {args.jobs} run(s) at a time; validation "
-        f"NDCG@10 on every validation user at step 0 and every {args.minutes / args.validations:.2f} training minutes; "
+        f"NDCG@10 on {validated} at step 0 and every {args.minutes / args.validations:.2f} training minutes; "
         "the best checkpoint (step 0 = the fine-tuned model included) is evaluated on every test user (beam 20).",
         "Δ: the mean over seeds of each user's metric minus the fine-tuned model's, 95% paired bootstrap interval over "
         "the users (1,000 resamples). Selected step 0 means the stage kept the fine-tuned model (Δ = 0 by construction).",
-        "valid Δ ndcg@10 last: validation NDCG@10 (every validation user) at the run's last check minus step 0, mean over "
+        f"valid Δ ndcg@10 last: validation NDCG@10 ({validated}) at the run's last check minus step 0, mean over "
         "seeds: what the objective did before selection stepped in.",
     ])
 

@@ -86,14 +86,54 @@ def test_step_zero_is_the_fine_tuned_model_and_the_reference_stays_it(tiny_run: 
 def test_selection_keeps_step_zero_when_nothing_beats_it(tiny_run: Path, tmp_path: Path) -> None:
     job = PreferJob(_config(max_steps=2), tiny_run, tmp_path / "p")
     job.prepare()
-    from alignrec.prefer.recipe import Validation
-
-    job.validate = lambda: Validation(job.step, 0.5 if job.step == 0 else 0.4, 0.5, np.zeros(3))  # type: ignore[method-assign]
+    _keep_step_zero(job)
     job.train()
     metrics = job.save()
     assert metrics["selected_step"] == 0
     source = tiny_run / "finetune" / "model" / "model.safetensors"
     assert (tmp_path / "p" / "model" / "model.safetensors").read_bytes() == source.read_bytes()
+
+
+def _keep_step_zero(job: PreferJob) -> None:
+    from alignrec.prefer.recipe import Validation
+
+    job.validate = lambda: Validation(job.step, 0.5 if job.step == 0 else 0.4, 0.5, np.zeros(3))  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("same_search", [True, False])
+def test_step_zero_reuses_the_fine_tuned_runs_test_search_when_it_matches(
+        tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_search: bool) -> None:
+    """Step 0 kept: the fine-tuned run's own test shards are the stage's (no search) when the search settings
+    match; with another beam they are discarded and the stage's model is searched."""
+    from alignrec.evaluate.recipe import EvaluateConfig, evaluate
+    from alignrec.llm.recommender import GenerativeRecommender
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    source = evaluate(EvaluateConfig(beam_size=10, batch_size=8), run)
+    searches = []
+    original = GenerativeRecommender.recommend
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        searches.append(len(args[0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerativeRecommender, "recommend", counted)
+    job = PreferJob(_config(max_steps=2, evaluate_test=True, eval_batch_size=8, eval_beam=10 if same_search else 12),
+                    run, tmp_path / "p")
+    job.prepare()
+    _keep_step_zero(job)
+    job.train()
+    metrics = job.save()
+    assert metrics["selected_step"] == 0
+    predictions = (tmp_path / "p" / "evaluate" / "predictions.jsonl").read_text()
+    if same_search:
+        assert searches == []
+        assert metrics["test"] == source["metrics"]
+        assert predictions == (run / "evaluate" / "predictions.jsonl").read_text()
+    else:
+        assert sum(searches) == 30  # every test user searched again with the stage's beam
+        assert predictions != (run / "evaluate" / "predictions.jsonl").read_text()
 
 
 def test_resume_after_a_kill_makes_the_same_updates(tiny_run: Path, tmp_path: Path) -> None:
