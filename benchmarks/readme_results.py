@@ -509,9 +509,12 @@ def block_preference() -> list[str]:
         columns = ("variant", "seeds", "hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "Δ ndcg@10", "Δ ndcg@10 95% CI",
                    "Δ hr@10 95% CI", "valid Δ ndcg@10 last", "selected steps", "prompts/s")
         rows = [{key: row.get(key, "") for key in columns} for row in record["rows"]]
+        validated = (f"{record['eval_users']:,} sampled validation users" if record.get("eval_users")
+                     else "every validation user")
         lines += [f"{dataset}: the stage after fine-tuning, each objective for the same training minutes "
-                  f"({record.get('minutes')} min a run); mean over seeds on every test user, paired with the fine-tuned "
-                  "model on the same users (step 0, the fine-tuned model, is a selection candidate).", "",
+                  f"({record.get('minutes')} min a run); checkpoints chosen on {validated}; mean over seeds on every "
+                  "test user, paired with the fine-tuned model on the same users (step 0, the fine-tuned model, is a "
+                  "selection candidate).", "",
                   markdown_table(rows), "", _source(name, record), ""]
     return lines[:-1] if lines else []
 
