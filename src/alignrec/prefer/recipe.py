@@ -433,7 +433,7 @@ class PreferJob:
     def _reuse_source_shards(self, evaluate_dir: Path) -> None:
         """Step 0 selected: OUT/model is a copy of the fine-tuned model, so the fine-tuned run's own test
         shards are this model's search results when their settings match (evaluate checks; on a mismatch it
-        discards them and searches). Saves a full test search (13 min on Instruments' 24,772 users)."""
+        discards them and searches). Saves a full test search (about 8 min on Instruments' 24,772 users, one thread)."""
         from alignrec.layout import existing_stage_dir
 
         source = existing_stage_dir(self.source.run_dir, "evaluate") / "shards"
