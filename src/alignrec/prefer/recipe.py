@@ -385,9 +385,7 @@ class PreferJob:
         assert self.best is not None
         with atomic_directory(self.out / "model") as tmp:
             if self.best.step == 0:
-                for file in self.source.model_dir.iterdir():
-                    if file.is_file():
-                        shutil.copy2(file, tmp / file.name)
+                _copy_files(self.source.model_dir, tmp)
             else:
                 load_trainable_state(self.model, load_file(str(self.out / BEST_FILE)))
                 write_model(merge(self.model), self.tokenizer, tmp)
@@ -441,14 +439,19 @@ class PreferJob:
         if source.is_dir() and not target.exists():
             log.info("step 0 selected: offering the fine-tuned run's test shards (%s) to the evaluation", source)
             with atomic_directory(target) as tmp:
-                for file in source.iterdir():
-                    if file.is_file():
-                        shutil.copy2(file, tmp / file.name)
+                _copy_files(source, tmp)
 
     def run(self) -> dict[str, Any]:
         self.prepare()
         self.train()
         return self.save()
+
+
+def _copy_files(source: Path, target: Path) -> None:
+    """Copy the files directly in ``source`` (not its sub-folders) into ``target``."""
+    for file in source.iterdir():
+        if file.is_file():
+            shutil.copy2(file, target / file.name)
 
 
 def prefer(config: PreferConfig, model: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
