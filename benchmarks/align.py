@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import REPO_ROOT, RESULTS_DIR, BenchmarkRun, encode_ranks, run_measured, users_sha256, write_per_user
+from common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    BenchmarkRun,
+    encode_ranks,
+    paired_seed_means,
+    run_measured,
+    seed_mean_per_user,
+    users_sha256,
+    write_per_user,
+)
 
 from alignrec.utils.io import atomic_write_json, read_json
 
@@ -63,10 +73,8 @@ def per_user(dataset: Any, predictions: Path) -> tuple[np.ndarray, dict[str, np.
 
 
 def paired(values: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
-    from alignrec.metrics.bootstrap import paired_bootstrap_interval
-
-    low, high = paired_bootstrap_interval(values, baseline)
-    return {"difference": round(float(values.mean() - baseline.mean()), 6), "ci95": [round(low, 6), round(high, 6)]}
+    gap = paired_seed_means(values, baseline)
+    return {"difference": round(gap["difference"], 6), "ci95": [round(x, 6) for x in gap["ci95"]]}
 
 
 def main() -> None:
@@ -140,7 +148,7 @@ def main() -> None:
             continue
         runs = [read_json(run_folder(args.work, variant, s) / "metrics.json") for s in seeds]
         per_seed = [per_user(dataset, run_folder(args.work, variant, s) / "evaluate" / "predictions.jsonl") for s in seeds]
-        mean = {m: np.mean([metrics[m] for _, metrics in per_seed], axis=0) for m in METRICS}
+        mean = seed_mean_per_user([ranks for ranks, _ in per_seed], METRICS)
         difference = {m: paired(mean[m], base[m]) for m in ("hr@10", "ndcg@10", "ndcg@5", "hr@1")}
         seed_ndcg = [paired(metrics["ndcg@10"], base["ndcg@10"])["difference"] for _, metrics in per_seed]
         timing = [r["timing"] for r in runs]
